@@ -1,0 +1,319 @@
+//! The spec as written in YAML: plain serde types, one per schema construct.
+//! `spec/README.md` documents every key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One spec file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    pub format: String,
+    pub title: String,
+    pub doc: String,
+    pub revision: u32,
+    pub byte_order: ByteOrder,
+    #[serde(default)]
+    pub versions: Option<Versions>,
+    #[serde(default)]
+    pub constants: Vec<Constant>,
+    #[serde(default)]
+    pub enums: Vec<Enum>,
+    #[serde(default)]
+    pub flags: Vec<Flags>,
+    #[serde(default)]
+    pub bitfields: Vec<Bitfield>,
+    #[serde(default)]
+    pub structs: Vec<Struct>,
+    #[serde(default)]
+    pub records: Vec<Record>,
+    #[serde(default)]
+    pub layouts: Vec<Layout>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteOrder {
+    Big,
+    Little,
+    Host,
+    Stream,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Versions {
+    pub accepted: Vec<u32>,
+    pub written: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constant {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub value: Option<u64>,
+    #[serde(default)]
+    pub text: Option<String>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enum {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub doc: String,
+    #[serde(default)]
+    pub attributes: Vec<Attribute>,
+    pub values: Vec<Variant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attribute {
+    pub name: String,
+    pub doc: String,
+}
+
+/// An enum variant; keys other than name/value/doc are the variant's boolean attributes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Variant {
+    pub name: String,
+    pub value: u64,
+    pub doc: String,
+    #[serde(flatten)]
+    pub attrs: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flags {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub doc: String,
+    #[serde(default)]
+    pub bits: Vec<FlagBit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagBit {
+    pub name: String,
+    pub bit: u32,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bitfield {
+    pub name: String,
+    pub base: String,
+    pub doc: String,
+    pub fields: Vec<BitfieldMember>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitfieldMember {
+    pub name: String,
+    pub bits: String,
+    pub doc: String,
+    #[serde(default)]
+    pub reserved: bool,
+    #[serde(default, rename = "enum")]
+    pub enum_name: Option<String>,
+    #[serde(default)]
+    pub known: Option<bool>,
+    #[serde(default)]
+    pub level: Option<LevelName>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Struct {
+    pub name: String,
+    pub doc: String,
+    #[serde(default)]
+    pub byte_order: Option<ByteOrder>,
+    /// Declared size in octets; must equal the sum of the fields.
+    #[serde(default)]
+    pub size: Option<u64>,
+    pub fields: Vec<Field>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub trailing: Option<Trailing>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: u64,
+    pub doc: String,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub trailing: Option<Trailing>,
+    #[serde(default)]
+    pub empty: Option<EmptyBody>,
+    #[serde(default)]
+    pub since_version: Option<u32>,
+    #[serde(default)]
+    pub status: Option<Status>,
+    #[serde(default)]
+    pub once: bool,
+    #[serde(default)]
+    pub guests: Vec<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub implied_at: Vec<String>,
+    #[serde(default)]
+    pub checkpointed_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trailing {
+    Reject,
+    Strict,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyBody {
+    Allow,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Deprecated,
+    Forbidden,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    End,
+    PageData,
+    Checkpoint,
+    CheckpointEnd,
+    CheckpointState,
+    StaticDataEnd,
+    Verify,
+    LibxcContext,
+    BackChannel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelName {
+    Warn,
+    Required,
+    Strict,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub doc: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub count: Option<String>,
+    #[serde(default)]
+    pub count_where: Option<CountWhere>,
+    #[serde(default)]
+    pub pairs: bool,
+    #[serde(default)]
+    pub value: Option<IntOrName>,
+    #[serde(default)]
+    pub one_of: Option<Vec<u64>>,
+    #[serde(default)]
+    pub min: Option<u64>,
+    #[serde(default)]
+    pub max: Option<u64>,
+    #[serde(default, rename = "enum")]
+    pub enum_name: Option<String>,
+    #[serde(default)]
+    pub known: Option<bool>,
+    #[serde(default)]
+    pub flags: Option<String>,
+    #[serde(default)]
+    pub reserved: bool,
+    #[serde(default)]
+    pub level: Option<LevelName>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountWhere {
+    pub field: String,
+    pub attr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrName {
+    Int(u64),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub check: String,
+    #[serde(default)]
+    pub level: Option<LevelName>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    pub guest: String,
+    pub doc: String,
+    #[serde(default)]
+    pub required: Vec<Requirement>,
+    #[serde(default)]
+    pub order: Vec<OrderRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    pub record: String,
+    #[serde(default, rename = "where")]
+    pub condition: Option<String>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRule {
+    pub record: String,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub level: Option<LevelName>,
+    pub doc: String,
+}

@@ -1,0 +1,912 @@
+//! Loading and checking a spec: syntax and unknown keys (serde), then every cross-reference
+//! and size. Each problem becomes a [`SpecError`] pointing at file:line:col.
+
+use crate::expr::{self, Expr, Kind, Scope};
+use crate::locate::Locations;
+use crate::model::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    /// Where in the document, e.g. `records[3].fields[1]`.
+    pub path: String,
+    /// The offending key, if the problem is one key's value.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )?;
+        match (&self.path, &self.key) {
+            (p, Some(k)) if !p.is_empty() => write!(f, " (key `{k}` of `{p}`)"),
+            (_, Some(k)) => write!(f, " (key `{k}`)"),
+            (p, None) if !p.is_empty() => write!(f, " (at `{p}`)"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// All problems found in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// A spec that passed every check.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub file: SpecFile,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+}
+
+/// Integer widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    U8,
+    U16,
+    U32,
+    U64,
+}
+
+impl Scalar {
+    pub fn parse(s: &str) -> Option<Scalar> {
+        Some(match s {
+            "u8" => Scalar::U8,
+            "u16" => Scalar::U16,
+            "u32" => Scalar::U32,
+            "u64" => Scalar::U64,
+            _ => return None,
+        })
+    }
+    pub fn size(self) -> u64 {
+        match self {
+            Scalar::U8 => 1,
+            Scalar::U16 => 2,
+            Scalar::U32 => 4,
+            Scalar::U64 => 8,
+        }
+    }
+    pub fn bits(self) -> u32 {
+        (self.size() * 8) as u32
+    }
+    pub fn max(self) -> u64 {
+        match self {
+            Scalar::U64 => u64::MAX,
+            s => (1u64 << s.bits()) - 1,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Scalar::U8 => "u8",
+            Scalar::U16 => "u16",
+            Scalar::U32 => "u32",
+            Scalar::U64 => "u64",
+        }
+    }
+}
+
+/// What one element of a field is.
+#[derive(Debug, Clone, Copy)]
+pub enum Elem<'s> {
+    Int(Scalar),
+    Bytes(u64),
+    Bitfield(&'s Bitfield),
+    Struct(&'s Struct),
+}
+
+/// How many elements an array has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    Field(String),
+    Rest,
+}
+
+/// The resolved shape of a field.
+#[derive(Debug, Clone)]
+pub enum FieldKind<'s> {
+    One(Elem<'s>),
+    Array { elem: Elem<'s>, count: Count },
+    Blob,
+    Pages { field: String, attr: String },
+    CStrings { pairs: bool },
+}
+
+/// Octets in a page.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Parses `A..=B` (inclusive) or `A..B`.
+pub fn parse_bits(s: &str) -> Option<(u32, u32)> {
+    let (a, b, incl) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else {
+        let (a, b) = s.split_once("..")?;
+        (a, b, false)
+    };
+    let lo: u32 = a.trim().parse().ok()?;
+    let hi: u32 = b.trim().parse().ok()?;
+    let hi = if incl { hi } else { hi.checked_sub(1)? };
+    (lo <= hi).then_some((lo, hi))
+}
+
+impl Spec {
+    pub fn enum_(&self, name: &str) -> Option<&Enum> {
+        self.file.enums.iter().find(|e| e.name == name)
+    }
+    pub fn flags_(&self, name: &str) -> Option<&Flags> {
+        self.file.flags.iter().find(|e| e.name == name)
+    }
+    pub fn bitfield(&self, name: &str) -> Option<&Bitfield> {
+        self.file.bitfields.iter().find(|e| e.name == name)
+    }
+    pub fn struct_(&self, name: &str) -> Option<&Struct> {
+        self.file.structs.iter().find(|e| e.name == name)
+    }
+    pub fn record(&self, name: &str) -> Option<&Record> {
+        self.file.records.iter().find(|e| e.name == name)
+    }
+    pub fn constant(&self, name: &str) -> Option<&Constant> {
+        self.file.constants.iter().find(|e| e.name == name)
+    }
+
+    /// The element type named `ty`, with `size` for `bytes`.
+    pub fn elem(&self, ty: &str, size: Option<u64>) -> Option<Elem<'_>> {
+        if let Some(s) = Scalar::parse(ty) {
+            return Some(Elem::Int(s));
+        }
+        if ty == "bytes" {
+            return size.map(Elem::Bytes);
+        }
+        if let Some(b) = self.bitfield(ty) {
+            return Some(Elem::Bitfield(b));
+        }
+        self.struct_(ty).map(Elem::Struct)
+    }
+
+    /// The resolved shape of a field (the spec has been validated).
+    pub fn kind<'s>(&'s self, f: &'s Field) -> Option<FieldKind<'s>> {
+        Some(match f.ty.as_str() {
+            "blob" => FieldKind::Blob,
+            "pages" => {
+                let cw = f.count_where.as_ref()?;
+                FieldKind::Pages {
+                    field: cw.field.clone(),
+                    attr: cw.attr.clone(),
+                }
+            }
+            "cstrings" => FieldKind::CStrings { pairs: f.pairs },
+            ty => {
+                let elem = self.elem(ty, f.size)?;
+                match &f.count {
+                    None => FieldKind::One(elem),
+                    Some(c) if c == "rest" => FieldKind::Array {
+                        elem,
+                        count: Count::Rest,
+                    },
+                    Some(c) => FieldKind::Array {
+                        elem,
+                        count: Count::Field(c.clone()),
+                    },
+                }
+            }
+        })
+    }
+
+    /// Octets one element takes (structs: the sum of their fields).
+    pub fn elem_size(&self, e: Elem<'_>) -> u64 {
+        match e {
+            Elem::Int(s) => s.size(),
+            Elem::Bytes(n) => n,
+            Elem::Bitfield(b) => Scalar::parse(&b.base).map_or(0, Scalar::size),
+            Elem::Struct(s) => self.fixed_size(&s.fields).unwrap_or(0),
+        }
+    }
+
+    /// The size of a field list if every field has a fixed size.
+    pub fn fixed_size(&self, fields: &[Field]) -> Option<u64> {
+        let mut total = 0u64;
+        for f in fields {
+            match self.kind(f)? {
+                FieldKind::One(e) => total = total.checked_add(self.elem_size(e))?,
+                _ => return None,
+            }
+        }
+        Some(total)
+    }
+
+    /// Octets of the fields before the first variable one (the minimum body).
+    pub fn min_size(&self, fields: &[Field]) -> u64 {
+        let mut total = 0u64;
+        for f in fields {
+            match self.kind(f) {
+                Some(FieldKind::One(e)) => total = total.saturating_add(self.elem_size(e)),
+                _ => break,
+            }
+        }
+        total
+    }
+
+    /// The byte order a struct uses.
+    pub fn struct_order(&self, s: &Struct) -> ByteOrder {
+        s.byte_order.unwrap_or(self.file.byte_order)
+    }
+
+    /// The enum of the domain types, which `guests:` and layouts refer to.
+    pub fn domain_type_enum(&self) -> Option<&Enum> {
+        self.enum_("domain_type")
+    }
+}
+
+/// Loads and checks a spec file.
+pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors(vec![SpecError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            path: String::new(),
+            key: None,
+            message: format!("cannot read the spec: {e}"),
+        }])
+    })?;
+    load_str(&text, path)
+}
+
+/// Checks spec text; `path` only names the file in messages.
+pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
+    let file: SpecFile = match serde_yaml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let msg = e.to_string();
+            // serde_yaml appends " at line L column C"; the location is in front already.
+            let msg = match msg.find(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            return Err(SpecErrors(vec![SpecError {
+                file: path.to_path_buf(),
+                line,
+                col,
+                path: String::new(),
+                key: None,
+                message: msg,
+            }]));
+        }
+    };
+    let spec = Spec {
+        file,
+        path: path.to_path_buf(),
+    };
+    let locs = Locations::scan(text);
+    let mut v = Checker {
+        spec: &spec,
+        locs: &locs,
+        errors: Vec::new(),
+    };
+    v.check();
+    if v.errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(SpecErrors(v.errors))
+    }
+}
+
+struct Checker<'a> {
+    spec: &'a Spec,
+    locs: &'a Locations,
+    errors: Vec<SpecError>,
+}
+
+fn is_upper(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_lower(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The integers and arrays of a field list that rules can name.
+struct FieldScope<'s> {
+    ints: HashSet<&'s str>,
+    arrays: HashSet<&'s str>,
+}
+
+impl Scope for FieldScope<'_> {
+    fn has_int(&self, name: &str) -> bool {
+        self.ints.contains(name)
+    }
+    fn has_array(&self, name: &str) -> bool {
+        self.arrays.contains(name)
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn err(&mut self, path: &str, key: Option<&str>, message: impl Into<String>) {
+        let (line, col) = self.locs.find(path, key);
+        self.errors.push(SpecError {
+            file: self.spec.path.clone(),
+            line,
+            col,
+            path: path.to_string(),
+            key: key.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn doc(&mut self, path: &str, doc: &str) {
+        if doc.trim().is_empty() {
+            self.err(path, Some("doc"), "`doc` must describe this item");
+        }
+    }
+
+    fn check(&mut self) {
+        let f = &self.spec.file;
+        if !is_lower(&f.format) {
+            self.err("", Some("format"), format!("format `{}` must be lower_snake", f.format));
+        }
+        self.doc("", &f.doc);
+        if let Some(v) = &f.versions {
+            if v.accepted.is_empty() {
+                self.err("versions", Some("accepted"), "at least one version must be accepted");
+            }
+            if !v.accepted.contains(&v.written) {
+                self.err(
+                    "versions",
+                    Some("written"),
+                    format!("written version {} is not among the accepted {:?}", v.written, v.accepted),
+                );
+            }
+        }
+        self.names();
+        self.constants();
+        self.enums();
+        self.flags();
+        self.bitfields();
+        for (i, s) in f.structs.iter().enumerate() {
+            self.struct_(i, s);
+        }
+        self.records();
+        self.layouts();
+    }
+
+    /// Every named item: naming convention and uniqueness across kinds.
+    fn names(&mut self) {
+        let f = &self.spec.file;
+        let mut types: HashMap<&str, String> = HashMap::new();
+        let builtin = ["u8", "u16", "u32", "u64", "bytes", "blob", "pages", "cstrings"];
+        let mut items: Vec<(String, &str, bool)> = Vec::new();
+        for (i, e) in f.enums.iter().enumerate() {
+            items.push((format!("enums[{i}]"), &e.name, true));
+        }
+        for (i, e) in f.flags.iter().enumerate() {
+            items.push((format!("flags[{i}]"), &e.name, true));
+        }
+        for (i, e) in f.bitfields.iter().enumerate() {
+            items.push((format!("bitfields[{i}]"), &e.name, true));
+        }
+        for (i, e) in f.structs.iter().enumerate() {
+            items.push((format!("structs[{i}]"), &e.name, true));
+        }
+        for (i, e) in f.constants.iter().enumerate() {
+            items.push((format!("constants[{i}]"), &e.name, false));
+        }
+        for (path, name, lower) in items {
+            if lower && !is_lower(name) {
+                self.err(&path, Some("name"), format!("`{name}` must be lower_snake"));
+            }
+            if !lower && !is_upper(name) {
+                self.err(&path, Some("name"), format!("`{name}` must be UPPER_SNAKE"));
+            }
+            if builtin.contains(&name) {
+                self.err(&path, Some("name"), format!("`{name}` is a built-in type name"));
+            }
+            if let Some(first) = types.insert(name, path.clone()) {
+                self.err(&path, Some("name"), format!("`{name}` is already defined at `{first}`"));
+            }
+        }
+    }
+
+    fn constants(&mut self) {
+        for (i, c) in self.spec.file.constants.iter().enumerate() {
+            let p = format!("constants[{i}]");
+            self.doc(&p, &c.doc);
+            match (Scalar::parse(&c.ty), c.ty.as_str(), c.value, &c.text) {
+                (Some(s), _, Some(v), None) => {
+                    if v > s.max() {
+                        self.err(&p, Some("value"), format!("{v:#x} does not fit in {}", s.name()));
+                    }
+                }
+                (None, "bytes", None, Some(_)) => {}
+                (None, "bytes", ..) => self.err(&p, Some("text"), "a `bytes` constant needs `text` and no `value`"),
+                (Some(_), ..) => self.err(&p, Some("value"), "an integer constant needs `value` and no `text`"),
+                (None, ty, ..) => self.err(&p, Some("type"), format!("unknown constant type `{ty}` (u8, u16, u32, u64, bytes)")),
+            }
+        }
+    }
+
+    fn enums(&mut self) {
+        for (i, e) in self.spec.file.enums.iter().enumerate() {
+            let p = format!("enums[{i}]");
+            self.doc(&p, &e.doc);
+            let Some(s) = Scalar::parse(&e.ty) else {
+                self.err(&p, Some("type"), format!("unknown enum type `{}` (u8, u16, u32, u64)", e.ty));
+                continue;
+            };
+            let attrs: HashSet<&str> = e.attributes.iter().map(|a| a.name.as_str()).collect();
+            for (j, a) in e.attributes.iter().enumerate() {
+                let ap = format!("{p}.attributes[{j}]");
+                self.doc(&ap, &a.doc);
+                if !is_lower(&a.name) || ["name", "value", "doc"].contains(&a.name.as_str()) {
+                    self.err(&ap, Some("name"), format!("attribute `{}` must be lower_snake and not name/value/doc", a.name));
+                }
+            }
+            if e.values.is_empty() {
+                self.err(&p, Some("values"), "an enum needs at least one value");
+            }
+            let mut names = HashSet::new();
+            let mut values = HashMap::new();
+            for (j, v) in e.values.iter().enumerate() {
+                let vp = format!("{p}.values[{j}]");
+                self.doc(&vp, &v.doc);
+                if !is_upper(&v.name) {
+                    self.err(&vp, Some("name"), format!("`{}` must be UPPER_SNAKE", v.name));
+                }
+                if !names.insert(v.name.as_str()) {
+                    self.err(&vp, Some("name"), format!("variant `{}` is defined twice", v.name));
+                }
+                if let Some(other) = values.insert(v.value, v.name.as_str()) {
+                    self.err(&vp, Some("value"), format!("value {:#x} is already used by `{other}`", v.value));
+                }
+                if v.value > s.max() {
+                    self.err(&vp, Some("value"), format!("{:#x} does not fit in {}", v.value, s.name()));
+                }
+                for (k, val) in &v.attrs {
+                    if !attrs.contains(k.as_str()) {
+                        self.err(&vp, Some(k), format!("unknown key `{k}`: not a declared attribute of enum `{}`", e.name));
+                    } else if !val.is_bool() {
+                        self.err(&vp, Some(k), format!("attribute `{k}` must be true or false"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn flags(&mut self) {
+        for (i, fl) in self.spec.file.flags.iter().enumerate() {
+            let p = format!("flags[{i}]");
+            self.doc(&p, &fl.doc);
+            let Some(s) = Scalar::parse(&fl.ty) else {
+                self.err(&p, Some("type"), format!("unknown flags type `{}`", fl.ty));
+                continue;
+            };
+            let mut seen = HashMap::new();
+            for (j, b) in fl.bits.iter().enumerate() {
+                let bp = format!("{p}.bits[{j}]");
+                self.doc(&bp, &b.doc);
+                if !is_upper(&b.name) {
+                    self.err(&bp, Some("name"), format!("`{}` must be UPPER_SNAKE", b.name));
+                }
+                if b.bit >= s.bits() {
+                    self.err(&bp, Some("bit"), format!("bit {} does not fit in {}", b.bit, s.name()));
+                }
+                if let Some(o) = seen.insert(b.bit, b.name.clone()) {
+                    self.err(&bp, Some("bit"), format!("bit {} is already `{o}`", b.bit));
+                }
+            }
+        }
+    }
+
+    fn bitfields(&mut self) {
+        for (i, b) in self.spec.file.bitfields.iter().enumerate() {
+            let p = format!("bitfields[{i}]");
+            self.doc(&p, &b.doc);
+            let Some(base) = Scalar::parse(&b.base) else {
+                self.err(&p, Some("base"), format!("unknown bitfield base `{}` (u8, u16, u32, u64)", b.base));
+                continue;
+            };
+            let mut used: Vec<(u32, u32, &str)> = Vec::new();
+            let mut names = HashSet::new();
+            for (j, m) in b.fields.iter().enumerate() {
+                let mp = format!("{p}.fields[{j}]");
+                self.doc(&mp, &m.doc);
+                if !is_lower(&m.name) || !names.insert(m.name.as_str()) {
+                    self.err(&mp, Some("name"), format!("`{}` must be a unique lower_snake name", m.name));
+                }
+                let Some((lo, hi)) = parse_bits(&m.bits) else {
+                    self.err(&mp, Some("bits"), format!("`{}` is not a bit range like 0..=51", m.bits));
+                    continue;
+                };
+                if hi >= base.bits() {
+                    self.err(&mp, Some("bits"), format!("bits {lo}..={hi} do not fit in {}", base.name()));
+                }
+                for (l2, h2, n2) in &used {
+                    if lo <= *h2 && *l2 <= hi {
+                        self.err(&mp, Some("bits"), format!("bits {lo}..={hi} overlap `{n2}` ({l2}..={h2})"));
+                    }
+                }
+                used.push((lo, hi, &m.name));
+                if let Some(en) = &m.enum_name {
+                    match self.spec.enum_(en) {
+                        None => self.err(&mp, Some("enum"), format!("unknown enum `{en}`")),
+                        Some(e) => {
+                            let width = hi - lo + 1;
+                            if let Some(v) = e.values.iter().find(|v| width < 64 && v.value >> width != 0) {
+                                self.err(&mp, Some("enum"), format!("variant `{}` ({:#x}) does not fit in {width} bits", v.name, v.value));
+                            }
+                        }
+                    }
+                }
+                if m.reserved && m.enum_name.is_some() {
+                    self.err(&mp, Some("reserved"), "a reserved member cannot also be an enum");
+                }
+            }
+        }
+    }
+
+    fn struct_(&mut self, i: usize, s: &'a Struct) {
+        let p = format!("structs[{i}]");
+        self.doc(&p, &s.doc);
+        self.fields(&p, &s.fields, &s.rules);
+        if let Some(size) = s.size {
+            match self.spec.fixed_size(&s.fields) {
+                Some(sum) if sum != size => self.err(&p, Some("size"), format!("declared size {size} but the fields add up to {sum} octets")),
+                None => self.err(&p, Some("size"), "a struct with a declared size must have only fixed-size fields"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Checks a field list and its rules.
+    fn fields(&mut self, p: &str, fields: &'a [Field], rules: &'a [Rule]) {
+        let spec = self.spec;
+        let mut names = HashSet::new();
+        let mut ints: HashSet<&str> = HashSet::new();
+        let mut arrays: HashSet<&str> = HashSet::new();
+        let n = fields.len();
+        for (j, f) in fields.iter().enumerate() {
+            let fp = format!("{p}.fields[{j}]");
+            self.doc(&fp, &f.doc);
+            if !is_lower(&f.name) {
+                self.err(&fp, Some("name"), format!("`{}` must be lower_snake", f.name));
+            }
+            if ["body_length", "ctx", "len"].contains(&f.name.as_str()) {
+                self.err(&fp, Some("name"), format!("`{}` is reserved for rules", f.name));
+            }
+            if !names.insert(f.name.as_str()) {
+                self.err(&fp, Some("name"), format!("field `{}` is defined twice", f.name));
+            }
+            let is_last = j + 1 == n;
+            match f.ty.as_str() {
+                "blob" | "cstrings" => {
+                    if !is_last {
+                        self.err(&fp, Some("type"), format!("a `{}` fills the rest of the body and must be the last field", f.ty));
+                    }
+                }
+                "pages" => match &f.count_where {
+                    None => self.err(&fp, Some("count_where"), "a `pages` field needs `count_where: { field, attr }`"),
+                    Some(cw) => {
+                        let target = fields[..j].iter().find(|g| g.name == cw.field);
+                        let member_enum = target
+                            .and_then(|g| spec.bitfield(&g.ty))
+                            .and_then(|b| b.fields.iter().find_map(|m| m.enum_name.as_deref()))
+                            .and_then(|e| spec.enum_(e));
+                        match (target, member_enum) {
+                            (None, _) => self.err(&fp, Some("count_where"), format!("`{}` is not an earlier field", cw.field)),
+                            (Some(_), None) => self.err(&fp, Some("count_where"), format!("`{}` must be an array of a bitfield with an enum member", cw.field)),
+                            (Some(_), Some(e)) => {
+                                if !e.attributes.iter().any(|a| a.name == cw.attr) {
+                                    self.err(&fp, Some("count_where"), format!("enum `{}` has no attribute `{}`", e.name, cw.attr));
+                                }
+                            }
+                        }
+                    }
+                },
+                ty => match spec.elem(ty, f.size) {
+                    None if ty == "bytes" => self.err(&fp, Some("size"), "a `bytes` field needs `size: N`"),
+                    None => self.err(&fp, Some("type"), format!("unknown type `{ty}`")),
+                    Some(elem) => {
+                        if let Elem::Bytes(0) = elem {
+                            self.err(&fp, Some("size"), "`size` must be at least 1");
+                        }
+                        if let Elem::Struct(st) = elem {
+                            if spec.fixed_size(&st.fields).is_none() {
+                                self.err(&fp, Some("type"), format!("struct `{}` has variable-size fields and cannot be an element", st.name));
+                            }
+                        }
+                        match f.count.as_deref() {
+                            None => {
+                                if let Elem::Int(_) = elem {
+                                    ints.insert(&f.name);
+                                }
+                                self.constraints(&fp, f, elem);
+                            }
+                            Some("rest") => {
+                                arrays.insert(&f.name);
+                                if !is_last {
+                                    self.err(&fp, Some("count"), "`count: rest` fills the rest of the body and must be the last field");
+                                }
+                            }
+                            Some(c) => {
+                                arrays.insert(&f.name);
+                                let earlier = fields[..j].iter().find(|g| g.name == c);
+                                match earlier {
+                                    None => self.err(&fp, Some("count"), format!("`count: {c}` does not name an earlier field")),
+                                    Some(g) if Scalar::parse(&g.ty).is_none() || g.count.is_some() => {
+                                        self.err(&fp, Some("count"), format!("`count: {c}` must name an earlier integer field"))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        if f.count.is_some() && (f.value.is_some() || f.one_of.is_some() || f.min.is_some() || f.max.is_some() || f.enum_name.is_some() || f.flags.is_some() || f.reserved) {
+                            self.err(&fp, Some("count"), "constraints apply to single values, not to arrays");
+                        }
+                    }
+                },
+            }
+            if f.pairs && f.ty != "cstrings" {
+                self.err(&fp, Some("pairs"), "`pairs` applies to `cstrings` only");
+            }
+            if f.size.is_some() && f.ty != "bytes" {
+                self.err(&fp, Some("size"), "`size` applies to `bytes` only");
+            }
+            if f.count_where.is_some() && f.ty != "pages" {
+                self.err(&fp, Some("count_where"), "`count_where` applies to `pages` only");
+            }
+        }
+        let scope = FieldScope { ints, arrays };
+        let mut rule_names = HashSet::new();
+        for (j, r) in rules.iter().enumerate() {
+            let rp = format!("{p}.rules[{j}]");
+            self.doc(&rp, &r.doc);
+            if !is_lower(&r.name) || !rule_names.insert(r.name.as_str()) {
+                self.err(&rp, Some("name"), format!("rule name `{}` must be unique and lower_snake", r.name));
+            }
+            self.expr(&rp, "check", &r.check, &scope);
+        }
+    }
+
+    fn expr(&mut self, path: &str, key: &str, text: &str, scope: &dyn Scope) -> Option<Expr> {
+        match expr::parse(text) {
+            Err(e) => {
+                self.err(path, Some(key), format!("cannot parse `{text}`: {e}"));
+                None
+            }
+            Ok(e) => match e.check(scope) {
+                Err(m) => {
+                    self.err(path, Some(key), format!("in `{text}`: {m}"));
+                    None
+                }
+                Ok(Kind::Int) => {
+                    self.err(path, Some(key), format!("`{text}` is an integer, not a condition"));
+                    None
+                }
+                Ok(Kind::Bool) => Some(e),
+            },
+        }
+    }
+
+    /// Constraints on a single-valued field.
+    fn constraints(&mut self, fp: &str, f: &Field, elem: Elem<'_>) {
+        let spec = self.spec;
+        let int = match elem {
+            Elem::Int(s) => Some(s),
+            _ => None,
+        };
+        if let Some(v) = &f.value {
+            match (v, elem) {
+                (IntOrName::Int(n), Elem::Int(s)) => {
+                    if *n > s.max() {
+                        self.err(fp, Some("value"), format!("{n:#x} does not fit in {}", s.name()));
+                    }
+                }
+                (IntOrName::Name(c), _) => match (spec.constant(c), elem) {
+                    (None, _) => self.err(fp, Some("value"), format!("unknown constant `{c}`")),
+                    (Some(k), Elem::Int(s)) => match k.value {
+                        Some(n) if n <= s.max() => {}
+                        _ => self.err(fp, Some("value"), format!("constant `{c}` is not an integer that fits in {}", s.name())),
+                    },
+                    (Some(k), Elem::Bytes(n)) => {
+                        if k.text.as_ref().map(|t| t.len() as u64) != Some(n) {
+                            self.err(fp, Some("value"), format!("constant `{c}` is not {n} octets of text"));
+                        }
+                    }
+                    _ => self.err(fp, Some("value"), "`value` applies to integers and bytes"),
+                },
+                _ => self.err(fp, Some("value"), "`value` applies to integers and bytes"),
+            }
+        }
+        for (key, present) in [("one_of", f.one_of.is_some()), ("min", f.min.is_some()), ("max", f.max.is_some())] {
+            if present && int.is_none() {
+                self.err(fp, Some(key), format!("`{key}` applies to integer fields"));
+            }
+        }
+        if let (Some(s), Some(vals)) = (int, &f.one_of) {
+            if let Some(v) = vals.iter().find(|v| **v > s.max()) {
+                self.err(fp, Some("one_of"), format!("{v:#x} does not fit in {}", s.name()));
+            }
+        }
+        if let (Some(s), Some(m)) = (int, f.min.or(f.max)) {
+            if m > s.max() {
+                self.err(fp, Some("min"), format!("bound {m:#x} does not fit in {}", s.name()));
+            }
+        }
+        if let Some(en) = &f.enum_name {
+            match (spec.enum_(en), int) {
+                (None, _) => self.err(fp, Some("enum"), format!("unknown enum `{en}`")),
+                (Some(_), None) => self.err(fp, Some("enum"), "`enum` applies to integer fields"),
+                (Some(e), Some(s)) => {
+                    if e.ty != s.name() {
+                        self.err(fp, Some("enum"), format!("enum `{en}` is {} but the field is {}", e.ty, s.name()));
+                    }
+                }
+            }
+        }
+        if f.known.is_some() && f.enum_name.is_none() {
+            self.err(fp, Some("known"), "`known` applies to enum fields");
+        }
+        if let Some(fl) = &f.flags {
+            match (spec.flags_(fl), int) {
+                (None, _) => self.err(fp, Some("flags"), format!("unknown flags `{fl}`")),
+                (Some(_), None) => self.err(fp, Some("flags"), "`flags` applies to integer fields"),
+                (Some(x), Some(s)) => {
+                    if x.ty != s.name() {
+                        self.err(fp, Some("flags"), format!("flags `{fl}` are {} but the field is {}", x.ty, s.name()));
+                    }
+                }
+            }
+            if f.enum_name.is_some() {
+                self.err(fp, Some("flags"), "a field is either an enum or flags");
+            }
+        }
+        if f.reserved && !matches!(elem, Elem::Int(_) | Elem::Bytes(_)) {
+            self.err(fp, Some("reserved"), "`reserved` applies to integers and bytes");
+        }
+    }
+
+    fn records(&mut self) {
+        let spec = self.spec;
+        let recs = &spec.file.records;
+        let mut types: HashMap<u64, &str> = HashMap::new();
+        let mut names = HashSet::new();
+        let mut roles = HashMap::new();
+        let accepted: Option<&Vec<u32>> = spec.file.versions.as_ref().map(|v| &v.accepted);
+        let guests: Option<BTreeSet<&str>> = spec
+            .domain_type_enum()
+            .map(|e| e.values.iter().map(|v| v.name.as_str()).collect());
+        for (i, r) in recs.iter().enumerate() {
+            let p = format!("records[{i}]");
+            self.doc(&p, &r.doc);
+            if !is_upper(&r.name) {
+                self.err(&p, Some("name"), format!("record name `{}` must be UPPER_SNAKE", r.name));
+            }
+            if !names.insert(r.name.as_str()) {
+                self.err(&p, Some("name"), format!("record `{}` is defined twice", r.name));
+            }
+            if r.record_type > u32::MAX as u64 {
+                self.err(&p, Some("type"), format!("type {:#x} does not fit in u32", r.record_type));
+            } else if let Some(other) = types.insert(r.record_type, &r.name) {
+                self.err(&p, Some("type"), format!("duplicate type number {:#x}: already used by `{other}`", r.record_type));
+            }
+            if let Some(role) = r.role {
+                if let Some(other) = roles.insert(role, r.name.as_str()) {
+                    self.err(&p, Some("role"), format!("role {role:?} is already taken by `{other}`"));
+                }
+            }
+            if let (Some(v), Some(acc)) = (r.since_version, accepted) {
+                if !acc.contains(&v) {
+                    self.err(&p, Some("since_version"), format!("version {v} is not an accepted version {acc:?}"));
+                }
+            }
+            for g in &r.guests {
+                match &guests {
+                    Some(set) if !set.contains(g.as_str()) => {
+                        self.err(&p, Some("guests"), format!("`{g}` is not a domain type variant"))
+                    }
+                    None if !is_upper(g) => self.err(&p, Some("guests"), format!("`{g}` must be a domain type name")),
+                    _ => {}
+                }
+            }
+            for name in &r.implied_at {
+                if !recs.iter().any(|x| &x.name == name) {
+                    self.err(&p, Some("implied_at"), format!("unknown record `{name}`"));
+                }
+            }
+            if !r.implied_at.is_empty() && r.since_version.is_none() {
+                self.err(&p, Some("implied_at"), "`implied_at` needs `since_version`");
+            }
+            if r.empty.is_some() && r.fields.is_empty() {
+                self.err(&p, Some("empty"), "a record without fields always has an empty body");
+            }
+            self.fields(&p, &r.fields, &r.rules);
+        }
+    }
+
+    fn layouts(&mut self) {
+        let spec = self.spec;
+        let guests: BTreeSet<&str> = spec
+            .domain_type_enum()
+            .map(|e| e.values.iter().map(|v| v.name.as_str()).collect())
+            .unwrap_or_default();
+        for (i, l) in spec.file.layouts.iter().enumerate() {
+            let p = format!("layouts[{i}]");
+            self.doc(&p, &l.doc);
+            if l.guest != "all" && !guests.contains(l.guest.as_str()) {
+                self.err(&p, Some("guest"), format!("`{}` is not `all` or a domain type variant", l.guest));
+            }
+            for (j, r) in l.required.iter().enumerate() {
+                let rp = format!("{p}.required[{j}]");
+                self.doc(&rp, &r.doc);
+                match spec.record(&r.record) {
+                    None => self.err(&rp, Some("record"), format!("unknown record `{}`", r.record)),
+                    Some(rec) => {
+                        if let Some(c) = &r.condition {
+                            let scope = record_scope(spec, rec);
+                            self.expr(&rp, "where", c, &scope);
+                        }
+                    }
+                }
+            }
+            for (j, o) in l.order.iter().enumerate() {
+                let op = format!("{p}.order[{j}]");
+                self.doc(&op, &o.doc);
+                for name in std::iter::once(&o.record).chain(&o.after).chain(&o.before) {
+                    if spec.record(name).is_none() {
+                        self.err(&op, Some("record"), format!("unknown record `{name}`"));
+                    }
+                }
+                if o.after.is_empty() && o.before.is_empty() {
+                    self.err(&op, Some("after"), "an order rule needs `after` or `before`");
+                }
+            }
+        }
+    }
+}
+
+fn record_scope<'s>(spec: &'s Spec, r: &'s Record) -> FieldScope<'s> {
+    let mut ints = HashSet::new();
+    let mut arrays = HashSet::new();
+    for f in &r.fields {
+        match spec.kind(f) {
+            Some(FieldKind::One(Elem::Int(_))) => {
+                ints.insert(f.name.as_str());
+            }
+            Some(FieldKind::Array { .. }) => {
+                arrays.insert(f.name.as_str());
+            }
+            _ => {}
+        }
+    }
+    FieldScope { ints, arrays }
+}
