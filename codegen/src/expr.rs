@@ -35,6 +35,22 @@ pub enum BinOp {
     Or,
 }
 
+/// A Rust identifier for a spec name, raw when the name is a Rust keyword.
+pub fn ident(name: &str) -> proc_macro2::Ident {
+    const KEYWORDS: &[&str] = &[
+        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
+        "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
+        "static", "struct", "trait", "true", "type", "unsafe", "use", "where", "while", "async",
+        "await", "dyn", "abstract", "become", "box", "do", "final", "macro", "override", "priv",
+        "typeof", "unsized", "virtual", "yield", "try", "gen",
+    ];
+    if KEYWORDS.contains(&name) {
+        proc_macro2::Ident::new_raw(name, proc_macro2::Span::call_site())
+    } else {
+        proc_macro2::Ident::new(name, proc_macro2::Span::call_site())
+    }
+}
+
 /// Whether an expression yields an integer or a truth value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -298,7 +314,7 @@ impl Expr {
         match self {
             Expr::Int(v) => quote!(#v),
             Expr::Name(n) => {
-                let id = format_ident!("{}", n);
+                let id = ident(n);
                 quote!(#id)
             }
             Expr::Ctx(n) => {

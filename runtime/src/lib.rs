@@ -1,1 +1,13 @@
+//! xenmig: read, write, verify and convert Xen domain save images and migration streams.
+//!
+//! The record types and their codecs are generated from the YAML specs in `spec/`:
+//! [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl framing around it)
+//! and [`xl`] (the header of `xl save` files).
+
+extern crate self as xenmig;
+
 pub mod wire;
+
+xenmig_macros::include_spec!("../spec/libxc.yaml");
+xenmig_macros::include_spec!("../spec/libxl.yaml");
+xenmig_macros::include_spec!("../spec/xl.yaml");

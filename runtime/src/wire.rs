@@ -443,6 +443,14 @@ impl<T: Element + fmt::Debug> fmt::Debug for Array<'_, T> {
     }
 }
 
+impl<T> Default for Array<'_, T> {
+    fn default() -> Self {
+        Array::Values(&[])
+    }
+}
+
+impl<T: Element + Eq> Eq for Array<'_, T> {}
+
 impl<T: Element + PartialEq> PartialEq for Array<'_, T> {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
@@ -476,7 +484,7 @@ impl<T: Element> Iterator for ArrayIter<'_, T> {
 impl<T: Element> ExactSizeIterator for ArrayIter<'_, T> {}
 
 /// NUL-terminated strings filling a body, borrowed.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct CStrings<'a> {
     bytes: &'a [u8],
 }
@@ -582,6 +590,9 @@ pub struct RecordInfo {
     pub implied_at: &'static [u32],
     /// The body is always empty.
     pub empty_body: bool,
+    /// The payload after the fixed fields may be absent (then the record is skipped): `Warn`
+    /// when a reader should say so, `Required` when it is silently accepted.
+    pub empty_payload: Option<Level>,
 }
 
 impl RecordInfo {
@@ -597,6 +608,8 @@ pub struct Requirement {
     pub record: u32,
     /// The condition as written in the spec, if any.
     pub condition: Option<&'static str>,
+    /// Decodes a body of `record` and evaluates the condition.
+    pub matches: Option<fn(&[u8], &DecodeCtx) -> bool>,
     pub doc: &'static str,
 }
 

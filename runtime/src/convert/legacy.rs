@@ -1,0 +1,1367 @@
+//! Streaming reader for the legacy libxc save format (Xen <= 4.5, x86 PV and HVM).
+//!
+//! The legacy format has no magic and no version: the toolstack width, the guest type and the
+//! presence of an xl header are either given by the caller or detected from the first octets
+//! (format reference section 1). The reader pulls one item at a time from any [`Read`], keeps
+//! its memory bounded by the caps below, and reports every failure with the byte offset of the
+//! field that was wrong.
+
+use std::fmt;
+use std::io::{self, Read};
+
+/// The 32-byte magic at the start of an xl save file.
+pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
+/// Size of the fixed part of an xl save-file header (magic and four u32 fields).
+pub const XL_HEADER_SIZE: usize = 48;
+/// The xl header's byte-order marker, as written by a little-endian host.
+pub const XL_BYTEORDER: u32 = 0x0102_0304;
+/// xl mandatory flag: the config is JSON.
+pub const XL_MANDATORY_FLAG_JSON: u32 = 1 << 0;
+/// xl mandatory flag: the body is a libxl v2 stream.
+pub const XL_MANDATORY_FLAG_STREAMV2: u32 = 1 << 1;
+
+/// Bytes in a guest page.
+pub const PAGE_SIZE: usize = 4096;
+/// Largest page batch the legacy saver writes (MAX_BATCH_SIZE).
+pub const MAX_BATCH_SIZE: u32 = 1024;
+/// Largest vcpu id in a VCPU_INFO chunk.
+pub const MAX_VCPU_ID: u32 = 4095;
+/// Largest p2m_size the legacy saver writes (it fails with E2BIG above this).
+pub const MAX_P2M_SIZE: u64 = 0x0FFF_FFFF;
+/// Largest count of "unmapped" pfns the legacy restorer accepts in a PV tail.
+pub const MAX_UNMAPPED_PFNS: u32 = 1 << 28;
+/// Cap on a TOOLSTACK chunk; libxl's physmap blob is a few hundred bytes.
+pub const MAX_TOOLSTACK_LENGTH: u32 = 16 << 20;
+/// Cap on the HVM context blob: it must fit one v2 record (128 MiB).
+pub const MAX_HVM_CONTEXT_LENGTH: u32 = (128 << 20) - 8;
+/// Cap on a qemu trailer: it must fit one libxl EMULATOR_CONTEXT record (8-byte sub-header).
+pub const MAX_QEMU_RECORD_LENGTH: u64 = (128 << 20) - 8;
+/// Cap on the xl header's optional data (the domain config).
+pub const MAX_XL_OPTIONAL_DATA_LENGTH: u32 = 16 << 20;
+/// Cap on the "xcnt" value (xsave buffer size + 16); real xsave areas are a few KiB.
+pub const MAX_XSAVE_SIZE: u32 = 1 << 20;
+/// vcpu_guest_context size of a 32-bit (3-level) PV guest.
+pub const VCPU_CONTEXT_SIZE_X86_32: u32 = 0xAF0;
+/// vcpu_guest_context size of a 64-bit (4-level) PV guest.
+pub const VCPU_CONTEXT_SIZE_X86_64: u32 = 0x1430;
+/// Size of the extended vcpu context that follows each vcpu when "extv" is present.
+pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = 128;
+/// Length of a qemu trailer signature.
+pub const QEMU_SIGNATURE_SIZE: usize = 21;
+
+/// Type nibble mask of a legacy pfn_type entry (bits 28-31).
+pub const LEGACY_TYPE_MASK: u64 = 0xF000_0000;
+/// pfn mask of a legacy pfn_type entry (bits 0-27).
+pub const LEGACY_PFN_MASK: u64 = 0x0FFF_FFFF;
+/// Entries whose type is below this (BROKEN) carry a page of data.
+pub const LEGACY_TYPE_BROKEN: u64 = 0xD000_0000;
+/// A bare XTAB entry (pfn 0) that the old saver wrote when mapping failed.
+pub const LEGACY_BARE_XTAB: u64 = 0xF000_0000;
+
+/// Largest single read buffer the reader grows at once.
+const READ_STEP: usize = 1 << 20;
+/// How many bytes the reader can look ahead for detection.
+const LOOKAHEAD: usize = 64;
+
+/// Whether a legacy pfn_type entry is followed by a page of data.
+pub fn legacy_entry_has_data(entry: u64) -> bool {
+    (entry & LEGACY_TYPE_MASK) < LEGACY_TYPE_BROKEN
+}
+
+/// Errors from reading a legacy stream. Every variant carries the byte offset into the input.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    /// The input ended inside an item.
+    #[error("offset {offset:#x}: legacy stream truncated in {what}: needed {needed} bytes, got {got} (end of input at offset {end:#x})", end = offset + got)]
+    Truncated {
+        /// Where the item that could not be read starts.
+        offset: u64,
+        /// What was being read.
+        what: &'static str,
+        /// Bytes the item needs.
+        needed: u64,
+        /// Bytes read before the end of the input.
+        got: u64,
+    },
+    /// The input breaks a rule of the legacy format or of the converter.
+    #[error("offset {offset:#x}: {message}")]
+    Malformed {
+        /// Where the offending field starts.
+        offset: u64,
+        /// What was wrong, with the values seen.
+        message: String,
+    },
+    /// The input uses a legacy feature the converter does not handle (tmem, compression, an
+    /// unknown qemu signature). The reference converter exits with 2 ("todo") on these.
+    #[error("offset {offset:#x}: unsupported: {message}")]
+    Unsupported {
+        /// Where the unsupported item starts.
+        offset: u64,
+        /// What is unsupported.
+        message: String,
+    },
+    /// Reading from the input failed.
+    #[error("offset {offset:#x}: read error: {source}")]
+    Io {
+        /// How far the input had been read.
+        offset: u64,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LegacyError {
+    /// The byte offset the error refers to.
+    pub fn offset(&self) -> u64 {
+        match self {
+            LegacyError::Truncated { offset, .. }
+            | LegacyError::Malformed { offset, .. }
+            | LegacyError::Unsupported { offset, .. }
+            | LegacyError::Io { offset, .. } => *offset,
+        }
+    }
+
+    /// The reference converter's exit status: 2 for unsupported features, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LegacyError::Unsupported { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn malformed(offset: u64, message: impl Into<String>) -> Self {
+        LegacyError::Malformed { offset, message: message.into() }
+    }
+
+    fn unsupported(offset: u64, message: impl Into<String>) -> Self {
+        LegacyError::Unsupported { offset, message: message.into() }
+    }
+}
+
+/// The saving toolstack's `unsigned long` width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// 32-bit toolstack: `ulong` is 4 bytes.
+    Bits32,
+    /// 64-bit toolstack: `ulong` is 8 bytes.
+    Bits64,
+}
+
+impl Width {
+    /// Size of a `ulong` in bytes.
+    pub fn bytes(self) -> usize {
+        match self {
+            Width::Bits32 => 4,
+            Width::Bits64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for Width {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Width::Bits32 => "32",
+            Width::Bits64 => "64",
+        })
+    }
+}
+
+/// The kind of guest the stream saves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestType {
+    /// x86 PV.
+    Pv,
+    /// x86 HVM.
+    Hvm,
+}
+
+impl fmt::Display for GuestType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestType::Pv => "pv",
+            GuestType::Hvm => "hvm",
+        })
+    }
+}
+
+/// The fixed fields of an xl save-file header (after the magic), in host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XlHeader {
+    /// Byte-order marker, 0x01020304.
+    pub byteorder: u32,
+    /// Mandatory flags: bit 0 JSON, bit 1 STREAMv2.
+    pub mandatory_flags: u32,
+    /// Optional flags; none are defined.
+    pub optional_flags: u32,
+    /// Length of the optional data that follows the header.
+    pub optional_data_len: u32,
+}
+
+/// Legacy metadata chunk ids (negative chunk headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkId {
+    EnableVerifyMode = -1,
+    VcpuInfo = -2,
+    HvmIdentPt = -3,
+    HvmVm86Tss = -4,
+    Tmem = -5,
+    TmemExtra = -6,
+    TscInfo = -7,
+    HvmConsolePfn = -8,
+    LastCheckpoint = -9,
+    HvmAcpiIoportsLocation = -10,
+    HvmViridian = -11,
+    CompressedData = -12,
+    EnableCompression = -13,
+    HvmGenerationIdAddr = -14,
+    HvmPagingRingPfn = -15,
+    HvmMonitorRingPfn = -16,
+    HvmSharingRingPfn = -17,
+    Toolstack = -18,
+    HvmIoreqServerPfn = -19,
+    HvmNrIoreqServerPages = -20,
+}
+
+impl ChunkId {
+    /// The chunk for a negative chunk header, if it is a known one.
+    pub fn from_i32(id: i32) -> Option<Self> {
+        use ChunkId::*;
+        Some(match id {
+            -1 => EnableVerifyMode,
+            -2 => VcpuInfo,
+            -3 => HvmIdentPt,
+            -4 => HvmVm86Tss,
+            -5 => Tmem,
+            -6 => TmemExtra,
+            -7 => TscInfo,
+            -8 => HvmConsolePfn,
+            -9 => LastCheckpoint,
+            -10 => HvmAcpiIoportsLocation,
+            -11 => HvmViridian,
+            -12 => CompressedData,
+            -13 => EnableCompression,
+            -14 => HvmGenerationIdAddr,
+            -15 => HvmPagingRingPfn,
+            -16 => HvmMonitorRingPfn,
+            -17 => HvmSharingRingPfn,
+            -18 => Toolstack,
+            -19 => HvmIoreqServerPfn,
+            -20 => HvmNrIoreqServerPages,
+            _ => return None,
+        })
+    }
+
+    /// The legacy name of the chunk.
+    pub fn name(self) -> &'static str {
+        use ChunkId::*;
+        match self {
+            EnableVerifyMode => "ENABLE_VERIFY_MODE",
+            VcpuInfo => "VCPU_INFO",
+            HvmIdentPt => "HVM_IDENT_PT",
+            HvmVm86Tss => "HVM_VM86_TSS",
+            Tmem => "TMEM",
+            TmemExtra => "TMEM_EXTRA",
+            TscInfo => "TSC_INFO",
+            HvmConsolePfn => "HVM_CONSOLE_PFN",
+            LastCheckpoint => "LAST_CHECKPOINT",
+            HvmAcpiIoportsLocation => "HVM_ACPI_IOPORTS_LOCATION",
+            HvmViridian => "HVM_VIRIDIAN",
+            CompressedData => "COMPRESSED_DATA",
+            EnableCompression => "ENABLE_COMPRESSION",
+            HvmGenerationIdAddr => "HVM_GENERATION_ID_ADDR",
+            HvmPagingRingPfn => "HVM_PAGING_RING_PFN",
+            HvmMonitorRingPfn => "HVM_MONITOR_RING_PFN",
+            HvmSharingRingPfn => "HVM_SHARING_RING_PFN",
+            Toolstack => "TOOLSTACK",
+            HvmIoreqServerPfn => "HVM_IOREQ_SERVER_PFN",
+            HvmNrIoreqServerPages => "HVM_NR_IOREQ_SERVER_PAGES",
+        }
+    }
+
+    /// Whether the chunk carries one HVM parameter as `u32 pad, u64 value`.
+    pub fn is_hvm_param(self) -> bool {
+        use ChunkId::*;
+        matches!(
+            self,
+            HvmIdentPt
+                | HvmVm86Tss
+                | HvmConsolePfn
+                | HvmAcpiIoportsLocation
+                | HvmViridian
+                | HvmGenerationIdAddr
+                | HvmPagingRingPfn
+                | HvmMonitorRingPfn
+                | HvmSharingRingPfn
+                | HvmIoreqServerPfn
+                | HvmNrIoreqServerPages
+        )
+    }
+}
+
+/// What the PV extended-info block says about the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PvExtendedInfo {
+    /// Guest width in bytes (4 or 8), from the size of the "vcpu" block.
+    pub guest_width: u8,
+    /// Page-table levels (3 or 4).
+    pub pt_levels: u8,
+    /// Size of each vcpu context in the tail (the "vcpu" block size).
+    pub vcpu_context_size: u32,
+    /// Whether each tail vcpu carries 128 bytes of extended context ("extv").
+    pub extended: bool,
+    /// The "xcnt" value (xsave buffer size + 16), 0 when there is no xsave state.
+    pub xsave_size: u32,
+}
+
+/// The set of vcpus from a VCPU_INFO chunk (up to 4096 ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuMap {
+    words: [u64; 64],
+}
+
+impl VcpuMap {
+    fn empty() -> Self {
+        VcpuMap { words: [0; 64] }
+    }
+
+    /// Whether vcpu `id` is in the map.
+    pub fn contains(&self, id: u32) -> bool {
+        self.words
+            .get((id / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
+    }
+
+    /// The first vcpu id in the map that is `>= from`.
+    pub fn next_from(&self, from: u32) -> Option<u32> {
+        (from..4096).find(|&id| self.contains(id))
+    }
+
+    /// The vcpu ids in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0u32..4096).filter(move |&id| self.contains(id))
+    }
+
+    /// How many vcpus the map holds.
+    pub fn count(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
+    }
+}
+
+/// The kind of qemu trailer after an HVM tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuRecordKind {
+    /// libxl's "DeviceModelRecord0002": u32 length + data.
+    DeviceModelRecord0002,
+    /// libxl Remus's "RemusDeviceModelState": u32 length + data.
+    RemusDeviceModelState,
+    /// xend's "QemuDeviceModelRecord": data to the end of the input.
+    QemuDeviceModelRecord,
+}
+
+impl QemuRecordKind {
+    /// The 21-byte signature.
+    pub fn signature(self) -> &'static [u8; QEMU_SIGNATURE_SIZE] {
+        match self {
+            QemuRecordKind::DeviceModelRecord0002 => b"DeviceModelRecord0002",
+            QemuRecordKind::RemusDeviceModelState => b"RemusDeviceModelState",
+            QemuRecordKind::QemuDeviceModelRecord => b"QemuDeviceModelRecord",
+        }
+    }
+}
+
+/// One item of a legacy stream, borrowing the reader's reused buffers.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// The xl save-file header and its optional data, as read.
+    XlHeader { header: XlHeader, optional_data: &'a [u8] },
+    /// The legacy header: `p2m_size`, with the width and guest type in use.
+    Header { p2m_size: u64, width: Width, guest_type: GuestType },
+    /// PV: the extended-info block, once it has been read whole.
+    PvExtendedInfo(PvExtendedInfo),
+    /// PV: the p2m frame list, widened to u64.
+    PvP2mFrameList { frames: &'a [u64] },
+    /// A page batch: legacy pfn_type entries (widened, unfiltered) and the pages of the
+    /// entries that carry data, in order.
+    PageBatch { entries: &'a [u64], pages: &'a [u8] },
+    /// ENABLE_VERIFY_MODE: another full pass of pages follows.
+    EnableVerifyMode,
+    /// VCPU_INFO.
+    VcpuInfo { max_vcpu_id: u32, vcpus: &'a VcpuMap },
+    /// An HVM parameter chunk (`u32 pad, u64 value`).
+    HvmParam { chunk: ChunkId, value: u64 },
+    /// TSC_INFO.
+    TscInfo { mode: u32, nsec: u64, khz: u32, incarnation: u32 },
+    /// LAST_CHECKPOINT.
+    LastCheckpoint,
+    /// TOOLSTACK: the opaque blob (libxl writes a physmap table, see [`parse_toolstack_physmap`]).
+    Toolstack { blob: &'a [u8] },
+    /// The `int 0` that ends the chunk loop.
+    EndOfChunks,
+    /// PV tail: one vcpu from the vcpu map, in ascending id order.
+    PvVcpu {
+        vcpu_id: u32,
+        basic: &'a [u8],
+        extended: Option<&'a [u8]>,
+        /// `(mask, buffer)` when the stream carries xsave state.
+        xsave: Option<(u64, &'a [u8])>,
+    },
+    /// PV tail: the shared info page. The last item of a PV stream.
+    SharedInfo { page: &'a [u8] },
+    /// HVM tail: the magic pfns.
+    HvmMagicPfns { ioreq_pfn: u64, bufioreq_pfn: u64, store_pfn: u64 },
+    /// HVM tail: the HVM context blob.
+    HvmContext { blob: &'a [u8] },
+    /// The start of the qemu trailer: its kind, the raw signature and length field as read,
+    /// and the announced length (None for xend's read-to-end record).
+    QemuHeader { kind: QemuRecordKind, raw: &'a [u8], length: Option<u32> },
+    /// A piece of the qemu trailer's data (at most 1 MiB).
+    QemuData { data: &'a [u8] },
+}
+
+/// How to read a legacy stream. `None` fields are detected from the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// The saving toolstack's width.
+    pub width: Option<Width>,
+    /// The guest type.
+    pub guest_type: Option<GuestType>,
+    /// Whether an xl header precedes the legacy stream.
+    pub xl_header: Option<bool>,
+    /// Whether to read the qemu trailer after an HVM tail.
+    pub qemu_trailer: bool,
+}
+
+/// Byte source with offset tracking and a small look-ahead for detection.
+struct Input<R> {
+    inner: R,
+    offset: u64,
+    lookahead: [u8; LOOKAHEAD],
+    lookahead_start: usize,
+    lookahead_end: usize,
+}
+
+impl<R: Read> Input<R> {
+    fn new(inner: R) -> Self {
+        Input { inner, offset: 0, lookahead: [0; LOOKAHEAD], lookahead_start: 0, lookahead_end: 0 }
+    }
+
+    /// One read, from the look-ahead first; does not move `offset`.
+    fn pull(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.lookahead_start < self.lookahead_end {
+            let n = buf.len().min(self.lookahead_end - self.lookahead_start);
+            let from = &self.lookahead[self.lookahead_start..self.lookahead_start + n];
+            buf[..n].copy_from_slice(from);
+            self.lookahead_start += n;
+            return Ok(n);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Up to `n` (<= 64) bytes ahead without consuming them; fewer only at the end of input.
+    fn peek(&mut self, n: usize) -> Result<&[u8], LegacyError> {
+        let n = n.min(LOOKAHEAD);
+        if self.lookahead_start > 0 {
+            self.lookahead.copy_within(self.lookahead_start..self.lookahead_end, 0);
+            self.lookahead_end -= self.lookahead_start;
+            self.lookahead_start = 0;
+        }
+        while self.lookahead_end < n {
+            match self.inner.read(&mut self.lookahead[self.lookahead_end..n]) {
+                Ok(0) => break,
+                Ok(k) => self.lookahead_end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LegacyError::Io {
+                        offset: self.offset + self.lookahead_end as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(&self.lookahead[..self.lookahead_end])
+    }
+
+    /// Fill `buf` completely; `item_start` and `already` describe the enclosing item for errors.
+    fn fill(
+        &mut self,
+        buf: &mut [u8],
+        what: &'static str,
+        item_start: u64,
+        needed: u64,
+    ) -> Result<(), LegacyError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.pull(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(LegacyError::Truncated {
+                        offset: item_start,
+                        what,
+                        needed,
+                        got: self.offset - item_start,
+                    })
+                }
+                Ok(n) => {
+                    got += n;
+                    self.offset += n as u64;
+                }
+                Err(source) => return Err(LegacyError::Io { offset: self.offset, source }),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), LegacyError> {
+        let start = self.offset;
+        self.fill(buf, what, start, buf.len() as u64)
+    }
+
+    fn read_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], LegacyError> {
+        let mut buf = [0u8; N];
+        self.read_exact(&mut buf, what)?;
+        Ok(buf)
+    }
+
+    fn read_u32(&mut self, what: &'static str) -> Result<u32, LegacyError> {
+        Ok(u32::from_le_bytes(self.read_array(what)?))
+    }
+
+    fn read_i32(&mut self, what: &'static str) -> Result<i32, LegacyError> {
+        Ok(i32::from_le_bytes(self.read_array(what)?))
+    }
+
+    fn read_u64(&mut self, what: &'static str) -> Result<u64, LegacyError> {
+        Ok(u64::from_le_bytes(self.read_array(what)?))
+    }
+
+    fn read_ulong(&mut self, width: Width, what: &'static str) -> Result<u64, LegacyError> {
+        match width {
+            Width::Bits32 => self.read_u32(what).map(u64::from),
+            Width::Bits64 => self.read_u64(what),
+        }
+    }
+
+    /// Read `count` ulongs into `out` (cleared first), widened to u64, a block at a time.
+    fn read_ulongs(
+        &mut self,
+        out: &mut Vec<u64>,
+        count: usize,
+        width: Width,
+        what: &'static str,
+    ) -> Result<(), LegacyError> {
+        out.clear();
+        let start = self.offset;
+        let size = width.bytes();
+        let needed = (count as u64) * size as u64;
+        let mut block = [0u8; 4096];
+        let mut remaining = count;
+        while remaining > 0 {
+            let n = remaining.min(block.len() / size);
+            let bytes = &mut block[..n * size];
+            self.fill(bytes, what, start, needed)?;
+            match width {
+                Width::Bits32 => out.extend(
+                    bytes.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                ),
+                Width::Bits64 => out.extend(bytes.chunks_exact(8).map(|c| {
+                    u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                })),
+            }
+            remaining -= n;
+        }
+        Ok(())
+    }
+
+    /// Read `len` bytes into `out` (cleared first), growing it as the data arrives so that a
+    /// truncated input never causes a large allocation.
+    fn read_vec(&mut self, out: &mut Vec<u8>, len: usize, what: &'static str) -> Result<(), LegacyError> {
+        out.clear();
+        let start = self.offset;
+        while out.len() < len {
+            let old = out.len();
+            let step = (len - old).min(READ_STEP);
+            out.resize(old + step, 0);
+            self.fill(&mut out[old..], what, start, len as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Read and discard `len` bytes.
+    fn skip(&mut self, len: u64, what: &'static str) -> Result<(), LegacyError> {
+        let start = self.offset;
+        let mut scratch = [0u8; 8192];
+        let mut remaining = len;
+        while remaining > 0 {
+            let n = remaining.min(scratch.len() as u64) as usize;
+            self.fill(&mut scratch[..n], what, start, len)?;
+            remaining -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Read up to `max` bytes into `out` (cleared first), stopping early only at the end of
+    /// the input. Returns the number of bytes read.
+    fn read_up_to(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, LegacyError> {
+        out.clear();
+        out.resize(max, 0);
+        let mut got = 0;
+        while got < max {
+            match self.pull(&mut out[got..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    self.offset += n as u64;
+                }
+                Err(source) => return Err(LegacyError::Io { offset: self.offset, source }),
+            }
+        }
+        out.truncate(got);
+        Ok(got)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    XlHeader,
+    Header,
+    PvExtendedInfo,
+    PvP2mFrames,
+    Chunks,
+    PvUnmapped,
+    PvVcpus { next: u32 },
+    PvSharedInfo,
+    HvmMagicPfns,
+    HvmContext,
+    QemuSignature,
+    QemuData { remaining: Option<u64> },
+    Done,
+    Failed,
+}
+
+/// What a step produced; the buffers it refers to live in the reader.
+enum Step {
+    XlHeader(XlHeader),
+    Header { p2m_size: u64, width: Width, guest_type: GuestType },
+    PvExtendedInfo(PvExtendedInfo),
+    PvP2mFrameList,
+    PageBatch,
+    EnableVerifyMode,
+    VcpuInfo { max_vcpu_id: u32 },
+    HvmParam { chunk: ChunkId, value: u64 },
+    TscInfo { mode: u32, nsec: u64, khz: u32, incarnation: u32 },
+    LastCheckpoint,
+    Toolstack,
+    EndOfChunks,
+    PvVcpu { vcpu_id: u32, extended: bool, xsave_mask: Option<u64> },
+    SharedInfo,
+    HvmMagicPfns { ioreq_pfn: u64, bufioreq_pfn: u64, store_pfn: u64 },
+    HvmContext,
+    QemuHeader { kind: QemuRecordKind, length: Option<u32> },
+    QemuData,
+}
+
+/// Pull reader for a legacy stream. Call [`LegacyReader::next_record`] until it returns
+/// `Ok(None)` (the stream is complete) or an error.
+pub struct LegacyReader<R> {
+    input: Input<R>,
+    options: ReaderOptions,
+    state: State,
+    width: Width,
+    guest_type: GuestType,
+    p2m_size: u64,
+    pv: Option<PvExtendedInfo>,
+    vcpus: Option<VcpuMap>,
+    qemu_total: u64,
+    words: Vec<u64>,
+    data: Vec<u8>,
+    extended: [u8; EXTENDED_VCPU_CONTEXT_SIZE],
+    xsave: Vec<u8>,
+}
+
+impl<R: Read> LegacyReader<R> {
+    /// A reader over `input`.
+    pub fn new(input: R, options: ReaderOptions) -> Self {
+        LegacyReader {
+            input: Input::new(input),
+            options,
+            state: State::XlHeader,
+            width: options.width.unwrap_or(Width::Bits64),
+            guest_type: options.guest_type.unwrap_or(GuestType::Hvm),
+            p2m_size: 0,
+            pv: None,
+            vcpus: None,
+            qemu_total: 0,
+            words: Vec::new(),
+            data: Vec::new(),
+            extended: [0; EXTENDED_VCPU_CONTEXT_SIZE],
+            xsave: Vec::new(),
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.input.offset
+    }
+
+    /// The next item and the offset it starts at, or `None` once the stream is complete.
+    pub fn next_record(&mut self) -> Result<Option<(u64, Record<'_>)>, LegacyError> {
+        if let State::Failed = self.state {
+            return Err(LegacyError::malformed(
+                self.input.offset,
+                "legacy reader used again after an error",
+            ));
+        }
+        let start = self.input.offset;
+        let step = match self.step() {
+            Ok(step) => step,
+            Err(e) => {
+                self.state = State::Failed;
+                return Err(e);
+            }
+        };
+        let Some((offset, step)) = step else { return Ok(None) };
+        debug_assert!(offset >= start);
+        let record = match step {
+            Step::XlHeader(header) => Record::XlHeader { header, optional_data: &self.data },
+            Step::Header { p2m_size, width, guest_type } => {
+                Record::Header { p2m_size, width, guest_type }
+            }
+            Step::PvExtendedInfo(info) => Record::PvExtendedInfo(info),
+            Step::PvP2mFrameList => Record::PvP2mFrameList { frames: &self.words },
+            Step::PageBatch => Record::PageBatch { entries: &self.words, pages: &self.data },
+            Step::EnableVerifyMode => Record::EnableVerifyMode,
+            Step::VcpuInfo { max_vcpu_id } => match &self.vcpus {
+                Some(vcpus) => Record::VcpuInfo { max_vcpu_id, vcpus },
+                None => return Err(LegacyError::malformed(offset, "internal: vcpu map missing")),
+            },
+            Step::HvmParam { chunk, value } => Record::HvmParam { chunk, value },
+            Step::TscInfo { mode, nsec, khz, incarnation } => {
+                Record::TscInfo { mode, nsec, khz, incarnation }
+            }
+            Step::LastCheckpoint => Record::LastCheckpoint,
+            Step::Toolstack => Record::Toolstack { blob: &self.data },
+            Step::EndOfChunks => Record::EndOfChunks,
+            Step::PvVcpu { vcpu_id, extended, xsave_mask } => Record::PvVcpu {
+                vcpu_id,
+                basic: &self.data,
+                extended: extended.then_some(&self.extended[..]),
+                xsave: xsave_mask.map(|mask| (mask, &self.xsave[..])),
+            },
+            Step::SharedInfo => Record::SharedInfo { page: &self.data },
+            Step::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn } => {
+                Record::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn }
+            }
+            Step::HvmContext => Record::HvmContext { blob: &self.data },
+            Step::QemuHeader { kind, length } => Record::QemuHeader { kind, raw: &self.data, length },
+            Step::QemuData => Record::QemuData { data: &self.data },
+        };
+        Ok(Some((offset, record)))
+    }
+
+    fn step(&mut self) -> Result<Option<(u64, Step)>, LegacyError> {
+        loop {
+            let start = self.input.offset;
+            let step = match self.state {
+                State::XlHeader => match self.read_xl_header()? {
+                    Some(step) => step,
+                    None => continue,
+                },
+                State::Header => self.read_header()?,
+                State::PvExtendedInfo => self.read_pv_extended_info()?,
+                State::PvP2mFrames => self.read_pv_p2m_frames()?,
+                State::Chunks => self.read_chunk()?,
+                State::PvUnmapped => {
+                    self.read_pv_unmapped()?;
+                    continue;
+                }
+                State::PvVcpus { next } => match self.read_pv_vcpu(next)? {
+                    Some(step) => step,
+                    None => continue,
+                },
+                State::PvSharedInfo => {
+                    self.input.read_vec(&mut self.data, PAGE_SIZE, "PV shared_info page")?;
+                    self.state = State::Done;
+                    Step::SharedInfo
+                }
+                State::HvmMagicPfns => {
+                    let ioreq_pfn = self.input.read_u64("HVM ioreq pfn")?;
+                    let bufioreq_pfn = self.input.read_u64("HVM bufioreq pfn")?;
+                    let store_pfn = self.input.read_u64("HVM store pfn")?;
+                    self.state = State::HvmContext;
+                    Step::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn }
+                }
+                State::HvmContext => self.read_hvm_context()?,
+                State::QemuSignature => self.read_qemu_signature()?,
+                State::QemuData { remaining } => match self.read_qemu_data(remaining)? {
+                    Some(step) => step,
+                    None => return Ok(None),
+                },
+                State::Done => return Ok(None),
+                State::Failed => {
+                    return Err(LegacyError::malformed(start, "legacy reader used again after an error"))
+                }
+            };
+            return Ok(Some((start, step)));
+        }
+    }
+
+    /// The xl header, if there is one; `None` moves straight on to the legacy header.
+    fn read_xl_header(&mut self) -> Result<Option<Step>, LegacyError> {
+        self.state = State::Header;
+        let start = self.input.offset;
+        let present = match self.options.xl_header {
+            Some(present) => present,
+            None => self.input.peek(XL_MAGIC.len())? == &XL_MAGIC[..],
+        };
+        if !present {
+            return Ok(None);
+        }
+        let magic: [u8; 32] = self.input.read_array("xl header magic")?;
+        if &magic != XL_MAGIC {
+            return Err(LegacyError::malformed(
+                start,
+                format!("no xl header: expected the xl magic, found {:02x?}", &magic[..8]),
+            ));
+        }
+        let byteorder_at = self.input.offset;
+        let header = XlHeader {
+            byteorder: self.input.read_u32("xl header byteorder")?,
+            mandatory_flags: self.input.read_u32("xl header mandatory_flags")?,
+            optional_flags: self.input.read_u32("xl header optional_flags")?,
+            optional_data_len: self.input.read_u32("xl header optional_data_len")?,
+        };
+        if header.byteorder != XL_BYTEORDER {
+            return Err(LegacyError::malformed(
+                byteorder_at,
+                format!("xl header byteorder {:#010x}, expected {XL_BYTEORDER:#010x}", header.byteorder),
+            ));
+        }
+        if header.mandatory_flags & XL_MANDATORY_FLAG_STREAMV2 != 0 {
+            return Err(LegacyError::malformed(
+                byteorder_at + 4,
+                "xl header has STREAMv2 set: the body is already a v2 stream, not a legacy one",
+            ));
+        }
+        let unknown = header.mandatory_flags & !(XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2);
+        if unknown != 0 {
+            return Err(LegacyError::malformed(
+                byteorder_at + 4,
+                format!("xl header has unknown mandatory flags {unknown:#x}"),
+            ));
+        }
+        if header.optional_data_len > MAX_XL_OPTIONAL_DATA_LENGTH {
+            return Err(LegacyError::malformed(
+                byteorder_at + 12,
+                format!(
+                    "xl optional_data_len {:#x} exceeds the cap {MAX_XL_OPTIONAL_DATA_LENGTH:#x}",
+                    header.optional_data_len
+                ),
+            ));
+        }
+        self.input.read_vec(&mut self.data, header.optional_data_len as usize, "xl optional data")?;
+        Ok(Some(Step::XlHeader(header)))
+    }
+
+    /// Detect what the caller did not give, then read `p2m_size`.
+    fn read_header(&mut self) -> Result<Step, LegacyError> {
+        let start = self.input.offset;
+        let width = match self.options.width {
+            Some(width) => width,
+            None => {
+                let ahead = self.input.peek(8)?;
+                match ahead.get(4..8) {
+                    Some([0, 0, 0, 0]) => Width::Bits64,
+                    Some(_) => Width::Bits32,
+                    None => {
+                        return Err(LegacyError::Truncated {
+                            offset: start,
+                            what: "legacy header (toolstack width detection)",
+                            needed: 8,
+                            got: ahead.len() as u64,
+                        })
+                    }
+                }
+            }
+        };
+        let size = width.bytes();
+        let guest_type = match self.options.guest_type {
+            Some(guest_type) => guest_type,
+            None => {
+                let ahead = self.input.peek(2 * size)?;
+                match ahead.get(size..2 * size) {
+                    Some(sig) if sig.iter().all(|&b| b == 0xFF) => GuestType::Pv,
+                    Some(_) => GuestType::Hvm,
+                    None => {
+                        return Err(LegacyError::Truncated {
+                            offset: start,
+                            what: "legacy header (guest type detection)",
+                            needed: 2 * size as u64,
+                            got: ahead.len() as u64,
+                        })
+                    }
+                }
+            }
+        };
+        self.width = width;
+        self.guest_type = guest_type;
+        let p2m_size = self.input.read_ulong(width, "p2m_size")?;
+        if p2m_size > MAX_P2M_SIZE {
+            return Err(LegacyError::malformed(
+                start,
+                format!(
+                    "p2m_size {p2m_size:#x} exceeds the legacy maximum {MAX_P2M_SIZE:#x} \
+                     (wrong toolstack width {width}?)"
+                ),
+            ));
+        }
+        if guest_type == GuestType::Pv && p2m_size == 0 {
+            return Err(LegacyError::malformed(start, "p2m_size is 0 in a PV stream"));
+        }
+        self.p2m_size = p2m_size;
+        self.state = match guest_type {
+            GuestType::Pv => State::PvExtendedInfo,
+            GuestType::Hvm => State::Chunks,
+        };
+        Ok(Step::Header { p2m_size, width, guest_type })
+    }
+
+    fn read_pv_extended_info(&mut self) -> Result<Step, LegacyError> {
+        let start = self.input.offset;
+        let signature = self.input.read_ulong(self.width, "PV extended-info signature")?;
+        let expected = match self.width {
+            Width::Bits32 => u64::from(u32::MAX),
+            Width::Bits64 => u64::MAX,
+        };
+        if signature != expected {
+            return Err(LegacyError::malformed(
+                start,
+                format!(
+                    "PV extended-info signature {signature:#x}, expected {expected:#x} \
+                     (not a PV stream, or wrong toolstack width {})",
+                    self.width
+                ),
+            ));
+        }
+        let total_at = self.input.offset;
+        let total = self.input.read_u32("PV extended-info total size")?;
+        let mut consumed: u32 = 0;
+        let mut vcpu: Option<u32> = None;
+        let mut extended = false;
+        let mut xsave_size = 0u32;
+        while consumed < total {
+            let block_at = self.input.offset;
+            let left = total - consumed;
+            if left < 8 {
+                return Err(LegacyError::malformed(
+                    block_at,
+                    format!(
+                        "PV extended-info: {left} bytes left of total size {total:#x} (at {total_at:#x}), \
+                         too few for a block header"
+                    ),
+                ));
+            }
+            let id: [u8; 4] = self.input.read_array("PV extended-info block id")?;
+            let size = self.input.read_u32("PV extended-info block size")?;
+            let left = left - 8;
+            if size > left {
+                return Err(LegacyError::malformed(
+                    block_at,
+                    format!(
+                        "PV extended-info block {:?} of size {size:#x} overruns the total size {total:#x} \
+                         ({left:#x} bytes left)",
+                        String::from_utf8_lossy(&id)
+                    ),
+                ));
+            }
+            match &id {
+                b"vcpu" => {
+                    if vcpu.is_some() {
+                        return Err(LegacyError::malformed(block_at, "PV extended-info has a second \"vcpu\" block"));
+                    }
+                    if size != VCPU_CONTEXT_SIZE_X86_32 && size != VCPU_CONTEXT_SIZE_X86_64 {
+                        return Err(LegacyError::malformed(
+                            block_at,
+                            format!(
+                                "\"vcpu\" block size {size:#x} gives no guest width: expected \
+                                 {VCPU_CONTEXT_SIZE_X86_32:#x} (32-bit) or {VCPU_CONTEXT_SIZE_X86_64:#x} (64-bit)"
+                            ),
+                        ));
+                    }
+                    vcpu = Some(size);
+                    self.input.skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
+                }
+                b"extv" => {
+                    extended = true;
+                    self.input.skip(u64::from(size), "PV extended-info \"extv\" block")?;
+                }
+                b"xcnt" => {
+                    if size < 4 {
+                        return Err(LegacyError::malformed(
+                            block_at,
+                            format!("\"xcnt\" block size {size} is too small for its u32"),
+                        ));
+                    }
+                    let value_at = self.input.offset;
+                    let value = self.input.read_u32("PV extended-info \"xcnt\" value")?;
+                    if value != 0 && !(16..=MAX_XSAVE_SIZE).contains(&value) {
+                        return Err(LegacyError::malformed(
+                            value_at,
+                            format!("\"xcnt\" xsave size {value:#x} out of range (16..={MAX_XSAVE_SIZE:#x})"),
+                        ));
+                    }
+                    xsave_size = value;
+                    self.input.skip(u64::from(size - 4), "PV extended-info \"xcnt\" block")?;
+                }
+                _ => {
+                    return Err(LegacyError::malformed(
+                        block_at,
+                        format!("unrecognised PV extended-info block id {:02x?}", id),
+                    ))
+                }
+            }
+            consumed += 8 + size;
+        }
+        let Some(vcpu_context_size) = vcpu else {
+            return Err(LegacyError::malformed(
+                start,
+                "PV extended-info has no \"vcpu\" block: the guest width is unknown",
+            ));
+        };
+        let (guest_width, pt_levels) =
+            if vcpu_context_size == VCPU_CONTEXT_SIZE_X86_64 { (8, 4) } else { (4, 3) };
+        let info = PvExtendedInfo { guest_width, pt_levels, vcpu_context_size, extended, xsave_size };
+        self.pv = Some(info);
+        self.state = State::PvP2mFrames;
+        Ok(Step::PvExtendedInfo(info))
+    }
+
+    fn read_pv_p2m_frames(&mut self) -> Result<Step, LegacyError> {
+        let guest_width = self.pv.map_or(8, |pv| u64::from(pv.guest_width));
+        let frames_per_page = PAGE_SIZE as u64 / guest_width;
+        // p2m_size is 1..=MAX_P2M_SIZE here, so the count is at most 2^18.
+        let count = (self.p2m_size - 1) / frames_per_page + 1;
+        self.input
+            .read_ulongs(&mut self.words, count as usize, self.width, "PV p2m frame list")?;
+        self.state = State::Chunks;
+        Ok(Step::PvP2mFrameList)
+    }
+
+    fn read_chunk(&mut self) -> Result<Step, LegacyError> {
+        let start = self.input.offset;
+        let id = self.input.read_i32("chunk id")?;
+        if id > 0 {
+            let count = id as u32;
+            if count > MAX_BATCH_SIZE {
+                return Err(LegacyError::malformed(
+                    start,
+                    format!("page batch of {count} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}"),
+                ));
+            }
+            self.input
+                .read_ulongs(&mut self.words, count as usize, self.width, "page batch pfn_type list")?;
+            let pages = self.words.iter().filter(|&&e| legacy_entry_has_data(e)).count();
+            self.input.read_vec(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+            return Ok(Step::PageBatch);
+        }
+        if id == 0 {
+            if self.guest_type == GuestType::Pv {
+                if self.vcpus.is_none() {
+                    return Err(LegacyError::malformed(
+                        start,
+                        "end of the chunk loop without a VCPU_INFO chunk: the PV tail cannot be read",
+                    ));
+                }
+                self.state = State::PvUnmapped;
+            } else {
+                self.state = State::HvmMagicPfns;
+            }
+            return Ok(Step::EndOfChunks);
+        }
+        let Some(chunk) = ChunkId::from_i32(id) else {
+            return Err(LegacyError::malformed(start, format!("unrecognised chunk id {id}")));
+        };
+        Ok(match chunk {
+            ChunkId::EnableVerifyMode => Step::EnableVerifyMode,
+            ChunkId::VcpuInfo => {
+                let max_at = self.input.offset;
+                let max = self.input.read_i32("VCPU_INFO max_vcpu_id")?;
+                if max < 0 || max as u32 > MAX_VCPU_ID {
+                    return Err(LegacyError::malformed(
+                        max_at,
+                        format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
+                    ));
+                }
+                if self.vcpus.is_some() {
+                    return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
+                }
+                let mut map = VcpuMap::empty();
+                let words = (max as usize) / 64 + 1;
+                for word in map.words.iter_mut().take(words) {
+                    *word = self.input.read_u64("VCPU_INFO vcpu map")?;
+                }
+                self.vcpus = Some(map);
+                Step::VcpuInfo { max_vcpu_id: max as u32 }
+            }
+            ChunkId::TscInfo => {
+                let mode = self.input.read_u32("TSC_INFO mode")?;
+                let nsec = self.input.read_u64("TSC_INFO nsec")?;
+                let khz = self.input.read_u32("TSC_INFO khz")?;
+                let incarnation = self.input.read_u32("TSC_INFO incarnation")?;
+                Step::TscInfo { mode, nsec, khz, incarnation }
+            }
+            ChunkId::LastCheckpoint => Step::LastCheckpoint,
+            ChunkId::Toolstack => {
+                let len_at = self.input.offset;
+                let len = self.input.read_u32("TOOLSTACK length")?;
+                if len > MAX_TOOLSTACK_LENGTH {
+                    return Err(LegacyError::malformed(
+                        len_at,
+                        format!("TOOLSTACK length {len:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}"),
+                    ));
+                }
+                self.input.read_vec(&mut self.data, len as usize, "TOOLSTACK blob")?;
+                Step::Toolstack
+            }
+            ChunkId::Tmem | ChunkId::TmemExtra | ChunkId::CompressedData | ChunkId::EnableCompression => {
+                return Err(LegacyError::unsupported(
+                    start,
+                    format!("{} chunk ({id}): tmem and compressed streams cannot be converted", chunk.name()),
+                ))
+            }
+            _ if chunk.is_hvm_param() => {
+                let _pad = self.input.read_u32("HVM parameter chunk padding")?;
+                let value = self.input.read_u64("HVM parameter chunk value")?;
+                Step::HvmParam { chunk, value }
+            }
+            _ => return Err(LegacyError::malformed(start, format!("unhandled chunk id {id}"))),
+        })
+    }
+
+    fn read_pv_unmapped(&mut self) -> Result<(), LegacyError> {
+        let start = self.input.offset;
+        let count = self.input.read_u32("PV unmapped pfn count")?;
+        if count > MAX_UNMAPPED_PFNS {
+            return Err(LegacyError::malformed(
+                start,
+                format!("PV unmapped pfn count {count:#x} exceeds {MAX_UNMAPPED_PFNS:#x}"),
+            ));
+        }
+        self.input.skip(u64::from(count) * self.width.bytes() as u64, "PV unmapped pfn list")?;
+        self.state = State::PvVcpus { next: 0 };
+        Ok(())
+    }
+
+    fn read_pv_vcpu(&mut self, next: u32) -> Result<Option<Step>, LegacyError> {
+        let (Some(pv), Some(vcpus)) = (self.pv, self.vcpus.as_ref()) else {
+            return Err(LegacyError::malformed(self.input.offset, "internal: PV tail without PV state"));
+        };
+        let Some(vcpu_id) = vcpus.next_from(next) else {
+            self.state = State::PvSharedInfo;
+            return Ok(None);
+        };
+        self.input
+            .read_vec(&mut self.data, pv.vcpu_context_size as usize, "PV vcpu context")?;
+        if pv.extended {
+            self.input.read_exact(&mut self.extended, "PV extended vcpu context")?;
+        }
+        let mut xsave_mask = None;
+        if pv.xsave_size != 0 {
+            let mask = self.input.read_u64("PV xsave mask")?;
+            let size_at = self.input.offset;
+            let size = self.input.read_u64("PV xsave size")?;
+            let expected = u64::from(pv.xsave_size - 16);
+            if size != expected {
+                return Err(LegacyError::malformed(
+                    size_at,
+                    format!(
+                        "vcpu {vcpu_id} xsave size {size:#x}, expected {expected:#x} (\"xcnt\" {:#x} - 16)",
+                        pv.xsave_size
+                    ),
+                ));
+            }
+            self.input.read_vec(&mut self.xsave, expected as usize, "PV xsave buffer")?;
+            xsave_mask = Some(mask);
+        }
+        self.state = State::PvVcpus { next: vcpu_id + 1 };
+        Ok(Some(Step::PvVcpu { vcpu_id, extended: pv.extended, xsave_mask }))
+    }
+
+    fn read_hvm_context(&mut self) -> Result<Step, LegacyError> {
+        let start = self.input.offset;
+        let len = self.input.read_u32("HVM context length")?;
+        if len > MAX_HVM_CONTEXT_LENGTH {
+            return Err(LegacyError::malformed(
+                start,
+                format!("HVM context length {len:#x} exceeds the cap {MAX_HVM_CONTEXT_LENGTH:#x}"),
+            ));
+        }
+        if len == 0 {
+            return Err(LegacyError::malformed(start, "HVM context is empty"));
+        }
+        self.input.read_vec(&mut self.data, len as usize, "HVM context")?;
+        self.state = if self.options.qemu_trailer { State::QemuSignature } else { State::Done };
+        Ok(Step::HvmContext)
+    }
+
+    fn read_qemu_signature(&mut self) -> Result<Step, LegacyError> {
+        let start = self.input.offset;
+        let signature: [u8; QEMU_SIGNATURE_SIZE] = self.input.read_array("qemu signature")?;
+        let kind = [
+            QemuRecordKind::DeviceModelRecord0002,
+            QemuRecordKind::RemusDeviceModelState,
+            QemuRecordKind::QemuDeviceModelRecord,
+        ]
+        .into_iter()
+        .find(|kind| kind.signature() == &signature);
+        let Some(kind) = kind else {
+            return Err(LegacyError::unsupported(
+                start,
+                format!("unrecognised qemu signature {:?}", String::from_utf8_lossy(&signature)),
+            ));
+        };
+        self.data.clear();
+        self.data.extend_from_slice(&signature);
+        let length = match kind {
+            QemuRecordKind::QemuDeviceModelRecord => None,
+            _ => {
+                let len_at = self.input.offset;
+                let raw: [u8; 4] = self.input.read_array("qemu record length")?;
+                let len = u32::from_le_bytes(raw);
+                if u64::from(len) > MAX_QEMU_RECORD_LENGTH {
+                    return Err(LegacyError::malformed(
+                        len_at,
+                        format!("qemu record length {len:#x} exceeds the cap {MAX_QEMU_RECORD_LENGTH:#x}"),
+                    ));
+                }
+                self.data.extend_from_slice(&raw);
+                Some(len)
+            }
+        };
+        self.state = State::QemuData { remaining: length.map(u64::from) };
+        Ok(Step::QemuHeader { kind, length })
+    }
+
+    fn read_qemu_data(&mut self, remaining: Option<u64>) -> Result<Option<Step>, LegacyError> {
+        match remaining {
+            Some(0) => {
+                self.state = State::Done;
+                Ok(None)
+            }
+            Some(left) => {
+                let n = left.min(READ_STEP as u64);
+                self.input.read_vec(&mut self.data, n as usize, "qemu record data")?;
+                self.state = State::QemuData { remaining: Some(left - n) };
+                Ok(Some(Step::QemuData))
+            }
+            None => {
+                let at = self.input.offset;
+                let n = self.input.read_up_to(&mut self.data, READ_STEP)?;
+                if n == 0 {
+                    self.state = State::Done;
+                    return Ok(None);
+                }
+                self.qemu_total += n as u64;
+                if self.qemu_total > MAX_QEMU_RECORD_LENGTH {
+                    return Err(LegacyError::malformed(
+                        at,
+                        format!("xend qemu record exceeds the cap {MAX_QEMU_RECORD_LENGTH:#x}"),
+                    ));
+                }
+                Ok(Some(Step::QemuData))
+            }
+        }
+    }
+}
+
+/// One entry of libxl's physmap table in a TOOLSTACK blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysmapEntry<'a> {
+    pub phys_offset: u64,
+    pub start_addr: u64,
+    pub size: u64,
+    /// The name without its NUL terminator.
+    pub name: &'a [u8],
+}
+
+/// Walk libxl's TOOLSTACK blob (version 1 physmap table), calling `each` per entry.
+///
+/// 64-bit toolstacks leak 4 bytes of structure padding after each name (format reference
+/// 1.5); `width` says whether to skip them. `blob_offset` is where the blob starts in the
+/// input, for error offsets. Names must be non-empty, NUL-terminated and free of inner NULs.
+pub fn parse_toolstack_physmap<'a>(
+    blob: &'a [u8],
+    width: Width,
+    blob_offset: u64,
+    mut each: impl FnMut(PhysmapEntry<'a>) -> Result<(), LegacyError>,
+) -> Result<(), LegacyError> {
+    let at = |pos: usize| blob_offset + pos as u64;
+    let u32_at = |pos: usize| -> Option<u32> {
+        blob.get(pos..pos + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |pos: usize| -> Option<u64> {
+        blob.get(pos..pos + 8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
+        return Err(LegacyError::malformed(
+            at(0),
+            format!("libxl toolstack blob of {} bytes is too short for its header", blob.len()),
+        ));
+    };
+    if version != 1 {
+        return Err(LegacyError::malformed(at(0), format!("libxl toolstack blob version {version}, expected 1")));
+    }
+    let mut pos = 8usize;
+    for index in 0..count {
+        let (Some(phys_offset), Some(start_addr), Some(size), Some(namelen)) =
+            (u64_at(pos), u64_at(pos + 8), u64_at(pos + 16), u32_at(pos + 24))
+        else {
+            return Err(LegacyError::malformed(
+                at(pos),
+                format!("physmap entry {index} of {count}: blob too short for the entry header"),
+            ));
+        };
+        if namelen == 0 {
+            return Err(LegacyError::malformed(at(pos + 24), format!("physmap entry {index}: empty name")));
+        }
+        let name_at = pos + 28;
+        let padding = match width {
+            Width::Bits32 => 0,
+            Width::Bits64 => 4,
+        };
+        let stored = namelen as usize + padding;
+        let Some(stored_name) = blob.get(name_at..name_at + stored) else {
+            return Err(LegacyError::malformed(
+                at(name_at),
+                format!(
+                    "physmap entry {index}: name of {namelen} bytes (+{padding} padding) overruns the blob \
+                     ({} bytes left)",
+                    blob.len().saturating_sub(name_at)
+                ),
+            ));
+        };
+        let Some((&last, name)) = stored_name[..namelen as usize].split_last() else {
+            return Err(LegacyError::malformed(at(pos + 24), format!("physmap entry {index}: empty name")));
+        };
+        if last != 0 {
+            return Err(LegacyError::malformed(
+                at(name_at + namelen as usize - 1),
+                format!("physmap entry {index}: name is not NUL-terminated"),
+            ));
+        }
+        if let Some(inner) = name.iter().position(|&b| b == 0) {
+            return Err(LegacyError::malformed(
+                at(name_at + inner),
+                format!("physmap entry {index}: name has a NUL inside it"),
+            ));
+        }
+        each(PhysmapEntry { phys_offset, start_addr, size, name })?;
+        pos = name_at + stored;
+    }
+    Ok(())
+}
