@@ -38,11 +38,11 @@ pub enum BinOp {
 /// A Rust identifier for a spec name, raw when the name is a Rust keyword.
 pub fn ident(name: &str) -> proc_macro2::Ident {
     const KEYWORDS: &[&str] = &[
-        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
-        "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-        "static", "struct", "trait", "true", "type", "unsafe", "use", "where", "while", "async",
-        "await", "dyn", "abstract", "become", "box", "do", "final", "macro", "override", "priv",
-        "typeof", "unsized", "virtual", "yield", "try", "gen",
+        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn",
+        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
+        "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where", "while",
+        "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro", "override",
+        "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
     ];
     if KEYWORDS.contains(&name) {
         proc_macro2::Ident::new_raw(name, proc_macro2::Span::call_site())
@@ -93,7 +93,9 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             } else {
                 t.parse()
             };
-            out.push(Tok::Int(v.map_err(|_| format!("bad integer `{}`", &s[start..i]))?));
+            out.push(Tok::Int(
+                v.map_err(|_| format!("bad integer `{}`", &s[start..i]))?,
+            ));
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
@@ -207,7 +209,10 @@ pub fn parse(s: &str) -> Result<Expr, String> {
     let mut p = P { toks, pos: 0 };
     let e = p.expr(0)?;
     if p.pos != p.toks.len() {
-        return Err(format!("unexpected `{:?}` after the expression", p.toks[p.pos]));
+        return Err(format!(
+            "unexpected `{:?}` after the expression",
+            p.toks[p.pos]
+        ));
     }
     Ok(e)
 }

@@ -14,11 +14,15 @@ pub mod rust;
 mod validate;
 
 pub use validate::{
-    load, load_str, parse_bits, Count, Elem, FieldKind, Scalar, Spec, SpecError, SpecErrors, PAGE_SIZE,
+    load, load_str, parse_bits, Count, Elem, FieldKind, Scalar, Spec, SpecError, SpecErrors,
+    PAGE_SIZE,
 };
 
 /// Renders generated Rust as formatted source text (for snapshots and review).
-pub fn rust_source(spec: &Spec, spec_abs_path: Option<&std::path::Path>) -> Result<String, syn::Error> {
+pub fn rust_source(
+    spec: &Spec,
+    spec_abs_path: Option<&std::path::Path>,
+) -> Result<String, syn::Error> {
     let tokens = rust::emit(spec, spec_abs_path);
     let file: syn::File = syn::parse2(tokens)?;
     Ok(prettyplease::unparse(&file))

@@ -111,7 +111,11 @@ impl Locations {
         }
         let mut p = path.to_string();
         loop {
-            if let Some(pos) = self.nodes.get(&format!("{p}#key")).or_else(|| self.nodes.get(&p)) {
+            if let Some(pos) = self
+                .nodes
+                .get(&format!("{p}#key"))
+                .or_else(|| self.nodes.get(&p))
+            {
                 return *pos;
             }
             match p.rfind(['.', '[']) {

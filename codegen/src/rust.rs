@@ -68,7 +68,8 @@ fn hex_lit(s: Scalar, v: u64) -> TokenStream {
         Scalar::U32 => format!("{v:#010x}u32"),
         Scalar::U64 => format!("{v:#018x}u64"),
     };
-    text.parse().unwrap_or_else(|_| int_lit(s, v).into_token_stream_compat())
+    text.parse()
+        .unwrap_or_else(|_| int_lit(s, v).into_token_stream_compat())
 }
 
 trait IntoTs {
@@ -111,7 +112,9 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
     let doc = doc_attr(&format!("{}\n\n{}", f.title, f.doc));
     let track = path.map(|p| {
         let p = p.display().to_string();
-        quote!(const _: &str = include_str!(#p);)
+        quote!(
+            const _: &str = include_str!(#p);
+        )
     });
     let revision = f.revision;
     let versions = f.versions.as_ref().map(|v| {
@@ -333,9 +336,15 @@ impl<'s> Gen<'s> {
         let mut checks = Vec::new();
         let mut debug_fields = Vec::new();
         for m in &b.fields {
-            let Some((lo, hi)) = crate::parse_bits(&m.bits) else { continue };
+            let Some((lo, hi)) = crate::parse_bits(&m.bits) else {
+                continue;
+            };
             let width = hi - lo + 1;
-            let mask_v = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
+            let mask_v = if width >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
             let mask = hex_lit(base, mask_v);
             let mname = ident(&m.name);
             let setter = format_ident!("with_{}", m.name);
@@ -440,7 +449,9 @@ impl<'s> Gen<'s> {
 
     /// Whether a field list needs a lifetime (it borrows from the input).
     fn borrows(&self, fields: &[Field]) -> bool {
-        fields.iter().any(|f| !matches!(self.spec.kind(f), Some(FieldKind::One(_))))
+        fields
+            .iter()
+            .any(|f| !matches!(self.spec.kind(f), Some(FieldKind::One(_))))
     }
 
     /// Fields that only count another field and are not stored.
@@ -485,8 +496,14 @@ impl<'s> Gen<'s> {
         };
         match self.spec.kind(f) {
             Some(FieldKind::One(e)) => elem_ty(e),
-            Some(FieldKind::Array { elem: Elem::Int(Scalar::U8), .. }) => quote!(&'a [u8]),
-            Some(FieldKind::Array { elem: Elem::Bytes(_), .. }) => quote!(&'a [u8]),
+            Some(FieldKind::Array {
+                elem: Elem::Int(Scalar::U8),
+                ..
+            }) => quote!(&'a [u8]),
+            Some(FieldKind::Array {
+                elem: Elem::Bytes(_),
+                ..
+            }) => quote!(&'a [u8]),
             Some(FieldKind::Array { elem, .. }) => {
                 let t = match elem {
                     Elem::Int(s) => scalar_ty(s),
@@ -585,7 +602,10 @@ impl<'s> Gen<'s> {
                     };
                     let value = match elem {
                         Elem::Int(Scalar::U8) | Elem::Bytes(_) => quote!(__bytes),
-                        _ => quote!(__w::Array::Encoded { bytes: __bytes, endian: __endian }),
+                        _ => quote!(__w::Array::Encoded {
+                            bytes: __bytes,
+                            endian: __endian
+                        }),
                     };
                     let check = match elem {
                         Elem::Bitfield(b) => {
@@ -698,7 +718,11 @@ impl<'s> Gen<'s> {
             }
             if let Some(vals) = &f.one_of {
                 let lits = vals.iter().map(|x| Literal::u64_suffixed(*x));
-                let shown = vals.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+                let shown = vals
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let rule = format!("{fname}.one_of");
                 out.push(quote! {
                     if !matches!(#v, #(#lits)|*) && ctx.strictness.enforces(#level) {
@@ -784,7 +808,9 @@ impl<'s> Gen<'s> {
     fn rules(&self, fields: &[Field], rules: &[Rule]) -> TokenStream {
         let mut out = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            let Ok(e) = expr::parse(&r.check) else { continue };
+            let Ok(e) = expr::parse(&r.check) else {
+                continue;
+            };
             let mut names = Vec::new();
             e.names(&mut names);
             let params: Vec<Ident> = names.iter().map(|n| ident(&n.local_name())).collect();
@@ -821,7 +847,10 @@ impl<'s> Gen<'s> {
             let rule_name = &r.name;
             let check_text = &r.check;
             let level = level_ts(r.level, LevelName::Required);
-            let shown: Vec<String> = names.iter().map(|n| format!("{} = {{:#x}}", n.spelling())).collect();
+            let shown: Vec<String> = names
+                .iter()
+                .map(|n| format!("{} = {{:#x}}", n.spelling()))
+                .collect();
             let fmt = format!("`{}` does not hold: {}", check_text, shown.join(", "));
             out.push(quote! {
                 'rule: {
@@ -946,7 +975,10 @@ impl<'s> Gen<'s> {
                     let n = spec.elem_size(e) as usize;
                     parts.push(quote!(#n));
                 }
-                Some(FieldKind::Array { elem: Elem::Int(Scalar::U8) | Elem::Bytes(_), .. })
+                Some(FieldKind::Array {
+                    elem: Elem::Int(Scalar::U8) | Elem::Bytes(_),
+                    ..
+                })
                 | Some(FieldKind::Blob)
                 | Some(FieldKind::Pages { .. }) => parts.push(quote!(self.#name.len())),
                 Some(FieldKind::Array { .. }) => parts.push(quote!(self.#name.encoded_len())),
@@ -977,7 +1009,11 @@ impl<'s> Gen<'s> {
     ) -> TokenStream {
         let spec = self.spec;
         let borrows = self.borrows(fields);
-        let (lt, lt_use) = if borrows { (quote!(<'a>), quote!(<'a>)) } else { (quote!(), quote!()) };
+        let (lt, lt_use) = if borrows {
+            (quote!(<'a>), quote!(<'a>))
+        } else {
+            (quote!(), quote!())
+        };
         let counts = self.count_fields(fields);
         let stored: Vec<&Field> = fields
             .iter()
@@ -1032,6 +1068,7 @@ impl<'s> Gen<'s> {
         let decode = self.decode_fields(fields, item);
         let rules = self.rules(fields, rules);
         let trailing_kind = trailing;
+        let min = spec.min_size(fields) as usize;
         let trailing = match trailing {
             Trailing::Reject => quote!(__c.finish(__w::Level::Required, ctx.strictness)?;),
             Trailing::Strict => quote!(__c.finish(__w::Level::Strict, ctx.strictness)?;),
@@ -1065,6 +1102,25 @@ impl<'s> Gen<'s> {
         } else {
             rules
         };
+        // The body's length against the fixed part, checked first so the error names it.
+        let length_check = match (spec.fixed_size(fields), trailing_kind) {
+            (Some(n), Trailing::Reject) if n > 0 => {
+                let n = n as usize;
+                quote! {
+                    if __body.len() != #n {
+                        return Err(__c.fail("length", __w::Level::Required, 0, format!(
+                            "{} is exactly {} octets, this one has {}", Self::NAME, #n, __body.len())));
+                    }
+                }
+            }
+            _ if min > 0 => quote! {
+                if __body.len() < #min {
+                    return Err(__c.fail("length", __w::Level::Required, 0, format!(
+                        "{} needs at least {} octets, this one has {}", Self::NAME, #min, __body.len())));
+                }
+            },
+            _ => quote!(),
+        };
         let enc_order = match order {
             ByteOrder::Stream => quote!(__endian),
             other => endian_expr(other),
@@ -1078,11 +1134,21 @@ impl<'s> Gen<'s> {
                 pub const SIZE: usize = #n;
             }
         });
-        let min = spec.min_size(fields) as usize;
         let sink_lt = if borrows { quote!('a) } else { quote!('s) };
-        let encode_generics = if borrows { quote!(<S: __w::Sink<'a>>) } else { quote!(<'s, S: __w::Sink<'s>>) };
-        let body_lt = if borrows { quote!(&'a [u8]) } else { quote!(&[u8]) };
-        let copy = if fields.iter().all(|f| matches!(spec.kind(f), Some(FieldKind::One(_))) || borrows) {
+        let encode_generics = if borrows {
+            quote!(<S: __w::Sink<'a>>)
+        } else {
+            quote!(<'s, S: __w::Sink<'s>>)
+        };
+        let body_lt = if borrows {
+            quote!(&'a [u8])
+        } else {
+            quote!(&[u8])
+        };
+        let copy = if fields
+            .iter()
+            .all(|f| matches!(spec.kind(f), Some(FieldKind::One(_))) || borrows)
+        {
             quote!(Copy,)
         } else {
             quote!()
@@ -1104,6 +1170,7 @@ impl<'s> Gen<'s> {
                     #endian_setup
                     let _ = __endian;
                     let mut __c = __w::Cursor::new(__body, __endian, Self::NAME);
+                    #length_check
                     #decode
                     #trailing
                     #rules
@@ -1226,7 +1293,10 @@ impl<'s> Gen<'s> {
     fn record(&self, r: &Record) -> TokenStream {
         let name = type_ident(&r.name);
         let mut doc_text = r.doc.trim().to_string();
-        doc_text.push_str(&format!("\n\nRecord type `{:#010x}` (`{}`).", r.record_type, r.name));
+        doc_text.push_str(&format!(
+            "\n\nRecord type `{:#010x}` (`{}`).",
+            r.record_type, r.name
+        ));
         let doc = doc_attr(&doc_text);
         let t = r.record_type as u32;
         let extra = quote! {
@@ -1250,7 +1320,10 @@ impl<'s> Gen<'s> {
         let spec = self.spec;
         let recs = &spec.file.records;
         let variants: Vec<Ident> = recs.iter().map(|r| type_ident(&r.name)).collect();
-        let numbers: Vec<Literal> = recs.iter().map(|r| Literal::u32_suffixed(r.record_type as u32)).collect();
+        let numbers: Vec<Literal> = recs
+            .iter()
+            .map(|r| Literal::u32_suffixed(r.record_type as u32))
+            .collect();
         let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
         let docs: Vec<TokenStream> = recs.iter().map(|r| doc_attr(&r.doc)).collect();
         let indices: Vec<usize> = (0..recs.len()).collect();
@@ -1270,9 +1343,15 @@ impl<'s> Gen<'s> {
             let num = Literal::u32_suffixed(r.record_type as u32);
             quote!(#num => #n::decode(body, ctx).map(Record::#n),)
         });
-        let type_of = variants.iter().map(|v| quote!(Record::#v(_) => RecordType::#v,));
-        let lens = variants.iter().map(|v| quote!(Record::#v(r) => r.encoded_len(),));
-        let encs = variants.iter().map(|v| quote!(Record::#v(r) => r.encode_to(__endian, sink, scratch),));
+        let type_of = variants
+            .iter()
+            .map(|v| quote!(Record::#v(_) => RecordType::#v,));
+        let lens = variants
+            .iter()
+            .map(|v| quote!(Record::#v(r) => r.encoded_len(),));
+        let encs = variants
+            .iter()
+            .map(|v| quote!(Record::#v(r) => r.encode_to(__endian, sink, scratch),));
         let domain_names: Vec<String> = spec
             .domain_type_enum()
             .map(|e| e.values.iter().map(|v| v.name.clone()).collect())
@@ -1448,7 +1527,9 @@ impl<'s> Gen<'s> {
     /// A function deciding whether a record body meets a layout requirement's condition.
     fn requirement_fn(&self, f: &Ident, rec: &Record, cond: &str) -> TokenStream {
         let t = type_ident(&rec.name);
-        let Ok(e) = expr::parse(cond) else { return quote!() };
+        let Ok(e) = expr::parse(cond) else {
+            return quote!();
+        };
         let mut names = Vec::new();
         e.names(&mut names);
         let counts = self.count_fields(&rec.fields);

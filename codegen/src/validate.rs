@@ -327,13 +327,15 @@ struct Checker<'a> {
 fn is_upper(s: &str) -> bool {
     !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn is_lower(s: &str) -> bool {
     !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The integers and arrays of a field list that rules can name.
@@ -373,18 +375,29 @@ impl<'a> Checker<'a> {
     fn check(&mut self) {
         let f = &self.spec.file;
         if !is_lower(&f.format) {
-            self.err("", Some("format"), format!("format `{}` must be lower_snake", f.format));
+            self.err(
+                "",
+                Some("format"),
+                format!("format `{}` must be lower_snake", f.format),
+            );
         }
         self.doc("", &f.doc);
         if let Some(v) = &f.versions {
             if v.accepted.is_empty() {
-                self.err("versions", Some("accepted"), "at least one version must be accepted");
+                self.err(
+                    "versions",
+                    Some("accepted"),
+                    "at least one version must be accepted",
+                );
             }
             if !v.accepted.contains(&v.written) {
                 self.err(
                     "versions",
                     Some("written"),
-                    format!("written version {} is not among the accepted {:?}", v.written, v.accepted),
+                    format!(
+                        "written version {} is not among the accepted {:?}",
+                        v.written, v.accepted
+                    ),
                 );
             }
         }
@@ -404,7 +417,9 @@ impl<'a> Checker<'a> {
     fn names(&mut self) {
         let f = &self.spec.file;
         let mut types: HashMap<&str, String> = HashMap::new();
-        let builtin = ["u8", "u16", "u32", "u64", "bytes", "blob", "pages", "cstrings"];
+        let builtin = [
+            "u8", "u16", "u32", "u64", "bytes", "blob", "pages", "cstrings",
+        ];
         let mut items: Vec<(String, &str, bool)> = Vec::new();
         for (i, e) in f.enums.iter().enumerate() {
             items.push((format!("enums[{i}]"), &e.name, true));
@@ -429,10 +444,18 @@ impl<'a> Checker<'a> {
                 self.err(&path, Some("name"), format!("`{name}` must be UPPER_SNAKE"));
             }
             if builtin.contains(&name) {
-                self.err(&path, Some("name"), format!("`{name}` is a built-in type name"));
+                self.err(
+                    &path,
+                    Some("name"),
+                    format!("`{name}` is a built-in type name"),
+                );
             }
             if let Some(first) = types.insert(name, path.clone()) {
-                self.err(&path, Some("name"), format!("`{name}` is already defined at `{first}`"));
+                self.err(
+                    &path,
+                    Some("name"),
+                    format!("`{name}` is already defined at `{first}`"),
+                );
             }
         }
     }
@@ -444,13 +467,29 @@ impl<'a> Checker<'a> {
             match (Scalar::parse(&c.ty), c.ty.as_str(), c.value, &c.text) {
                 (Some(s), _, Some(v), None) => {
                     if v > s.max() {
-                        self.err(&p, Some("value"), format!("{v:#x} does not fit in {}", s.name()));
+                        self.err(
+                            &p,
+                            Some("value"),
+                            format!("{v:#x} does not fit in {}", s.name()),
+                        );
                     }
                 }
                 (None, "bytes", None, Some(_)) => {}
-                (None, "bytes", ..) => self.err(&p, Some("text"), "a `bytes` constant needs `text` and no `value`"),
-                (Some(_), ..) => self.err(&p, Some("value"), "an integer constant needs `value` and no `text`"),
-                (None, ty, ..) => self.err(&p, Some("type"), format!("unknown constant type `{ty}` (u8, u16, u32, u64, bytes)")),
+                (None, "bytes", ..) => self.err(
+                    &p,
+                    Some("text"),
+                    "a `bytes` constant needs `text` and no `value`",
+                ),
+                (Some(_), ..) => self.err(
+                    &p,
+                    Some("value"),
+                    "an integer constant needs `value` and no `text`",
+                ),
+                (None, ty, ..) => self.err(
+                    &p,
+                    Some("type"),
+                    format!("unknown constant type `{ty}` (u8, u16, u32, u64, bytes)"),
+                ),
             }
         }
     }
@@ -460,7 +499,11 @@ impl<'a> Checker<'a> {
             let p = format!("enums[{i}]");
             self.doc(&p, &e.doc);
             let Some(s) = Scalar::parse(&e.ty) else {
-                self.err(&p, Some("type"), format!("unknown enum type `{}` (u8, u16, u32, u64)", e.ty));
+                self.err(
+                    &p,
+                    Some("type"),
+                    format!("unknown enum type `{}` (u8, u16, u32, u64)", e.ty),
+                );
                 continue;
             };
             let attrs: HashSet<&str> = e.attributes.iter().map(|a| a.name.as_str()).collect();
@@ -468,7 +511,14 @@ impl<'a> Checker<'a> {
                 let ap = format!("{p}.attributes[{j}]");
                 self.doc(&ap, &a.doc);
                 if !is_lower(&a.name) || ["name", "value", "doc"].contains(&a.name.as_str()) {
-                    self.err(&ap, Some("name"), format!("attribute `{}` must be lower_snake and not name/value/doc", a.name));
+                    self.err(
+                        &ap,
+                        Some("name"),
+                        format!(
+                            "attribute `{}` must be lower_snake and not name/value/doc",
+                            a.name
+                        ),
+                    );
                 }
             }
             if e.values.is_empty() {
@@ -480,22 +530,49 @@ impl<'a> Checker<'a> {
                 let vp = format!("{p}.values[{j}]");
                 self.doc(&vp, &v.doc);
                 if !is_upper(&v.name) {
-                    self.err(&vp, Some("name"), format!("`{}` must be UPPER_SNAKE", v.name));
+                    self.err(
+                        &vp,
+                        Some("name"),
+                        format!("`{}` must be UPPER_SNAKE", v.name),
+                    );
                 }
                 if !names.insert(v.name.as_str()) {
-                    self.err(&vp, Some("name"), format!("variant `{}` is defined twice", v.name));
+                    self.err(
+                        &vp,
+                        Some("name"),
+                        format!("variant `{}` is defined twice", v.name),
+                    );
                 }
                 if let Some(other) = values.insert(v.value, v.name.as_str()) {
-                    self.err(&vp, Some("value"), format!("value {:#x} is already used by `{other}`", v.value));
+                    self.err(
+                        &vp,
+                        Some("value"),
+                        format!("value {:#x} is already used by `{other}`", v.value),
+                    );
                 }
                 if v.value > s.max() {
-                    self.err(&vp, Some("value"), format!("{:#x} does not fit in {}", v.value, s.name()));
+                    self.err(
+                        &vp,
+                        Some("value"),
+                        format!("{:#x} does not fit in {}", v.value, s.name()),
+                    );
                 }
                 for (k, val) in &v.attrs {
                     if !attrs.contains(k.as_str()) {
-                        self.err(&vp, Some(k), format!("unknown key `{k}`: not a declared attribute of enum `{}`", e.name));
+                        self.err(
+                            &vp,
+                            Some(k),
+                            format!(
+                                "unknown key `{k}`: not a declared attribute of enum `{}`",
+                                e.name
+                            ),
+                        );
                     } else if !val.is_bool() {
-                        self.err(&vp, Some(k), format!("attribute `{k}` must be true or false"));
+                        self.err(
+                            &vp,
+                            Some(k),
+                            format!("attribute `{k}` must be true or false"),
+                        );
                     }
                 }
             }
@@ -515,10 +592,18 @@ impl<'a> Checker<'a> {
                 let bp = format!("{p}.bits[{j}]");
                 self.doc(&bp, &b.doc);
                 if !is_upper(&b.name) {
-                    self.err(&bp, Some("name"), format!("`{}` must be UPPER_SNAKE", b.name));
+                    self.err(
+                        &bp,
+                        Some("name"),
+                        format!("`{}` must be UPPER_SNAKE", b.name),
+                    );
                 }
                 if b.bit >= s.bits() {
-                    self.err(&bp, Some("bit"), format!("bit {} does not fit in {}", b.bit, s.name()));
+                    self.err(
+                        &bp,
+                        Some("bit"),
+                        format!("bit {} does not fit in {}", b.bit, s.name()),
+                    );
                 }
                 if let Some(o) = seen.insert(b.bit, b.name.clone()) {
                     self.err(&bp, Some("bit"), format!("bit {} is already `{o}`", b.bit));
@@ -532,7 +617,11 @@ impl<'a> Checker<'a> {
             let p = format!("bitfields[{i}]");
             self.doc(&p, &b.doc);
             let Some(base) = Scalar::parse(&b.base) else {
-                self.err(&p, Some("base"), format!("unknown bitfield base `{}` (u8, u16, u32, u64)", b.base));
+                self.err(
+                    &p,
+                    Some("base"),
+                    format!("unknown bitfield base `{}` (u8, u16, u32, u64)", b.base),
+                );
                 continue;
             };
             let mut used: Vec<(u32, u32, &str)> = Vec::new();
@@ -541,18 +630,34 @@ impl<'a> Checker<'a> {
                 let mp = format!("{p}.fields[{j}]");
                 self.doc(&mp, &m.doc);
                 if !is_lower(&m.name) || !names.insert(m.name.as_str()) {
-                    self.err(&mp, Some("name"), format!("`{}` must be a unique lower_snake name", m.name));
+                    self.err(
+                        &mp,
+                        Some("name"),
+                        format!("`{}` must be a unique lower_snake name", m.name),
+                    );
                 }
                 let Some((lo, hi)) = parse_bits(&m.bits) else {
-                    self.err(&mp, Some("bits"), format!("`{}` is not a bit range like 0..=51", m.bits));
+                    self.err(
+                        &mp,
+                        Some("bits"),
+                        format!("`{}` is not a bit range like 0..=51", m.bits),
+                    );
                     continue;
                 };
                 if hi >= base.bits() {
-                    self.err(&mp, Some("bits"), format!("bits {lo}..={hi} do not fit in {}", base.name()));
+                    self.err(
+                        &mp,
+                        Some("bits"),
+                        format!("bits {lo}..={hi} do not fit in {}", base.name()),
+                    );
                 }
                 for (l2, h2, n2) in &used {
                     if lo <= *h2 && *l2 <= hi {
-                        self.err(&mp, Some("bits"), format!("bits {lo}..={hi} overlap `{n2}` ({l2}..={h2})"));
+                        self.err(
+                            &mp,
+                            Some("bits"),
+                            format!("bits {lo}..={hi} overlap `{n2}` ({l2}..={h2})"),
+                        );
                     }
                 }
                 used.push((lo, hi, &m.name));
@@ -561,14 +666,29 @@ impl<'a> Checker<'a> {
                         None => self.err(&mp, Some("enum"), format!("unknown enum `{en}`")),
                         Some(e) => {
                             let width = hi - lo + 1;
-                            if let Some(v) = e.values.iter().find(|v| width < 64 && v.value >> width != 0) {
-                                self.err(&mp, Some("enum"), format!("variant `{}` ({:#x}) does not fit in {width} bits", v.name, v.value));
+                            if let Some(v) = e
+                                .values
+                                .iter()
+                                .find(|v| width < 64 && v.value >> width != 0)
+                            {
+                                self.err(
+                                    &mp,
+                                    Some("enum"),
+                                    format!(
+                                        "variant `{}` ({:#x}) does not fit in {width} bits",
+                                        v.name, v.value
+                                    ),
+                                );
                             }
                         }
                     }
                 }
                 if m.reserved && m.enum_name.is_some() {
-                    self.err(&mp, Some("reserved"), "a reserved member cannot also be an enum");
+                    self.err(
+                        &mp,
+                        Some("reserved"),
+                        "a reserved member cannot also be an enum",
+                    );
                 }
             }
         }
@@ -580,8 +700,16 @@ impl<'a> Checker<'a> {
         self.fields(&p, &s.fields, &s.rules);
         if let Some(size) = s.size {
             match self.spec.fixed_size(&s.fields) {
-                Some(sum) if sum != size => self.err(&p, Some("size"), format!("declared size {size} but the fields add up to {sum} octets")),
-                None => self.err(&p, Some("size"), "a struct with a declared size must have only fixed-size fields"),
+                Some(sum) if sum != size => self.err(
+                    &p,
+                    Some("size"),
+                    format!("declared size {size} but the fields add up to {sum} octets"),
+                ),
+                None => self.err(
+                    &p,
+                    Some("size"),
+                    "a struct with a declared size must have only fixed-size fields",
+                ),
                 _ => {}
             }
         }
@@ -598,23 +726,46 @@ impl<'a> Checker<'a> {
             let fp = format!("{p}.fields[{j}]");
             self.doc(&fp, &f.doc);
             if !is_lower(&f.name) {
-                self.err(&fp, Some("name"), format!("`{}` must be lower_snake", f.name));
+                self.err(
+                    &fp,
+                    Some("name"),
+                    format!("`{}` must be lower_snake", f.name),
+                );
             }
             if ["body_length", "ctx", "len"].contains(&f.name.as_str()) {
-                self.err(&fp, Some("name"), format!("`{}` is reserved for rules", f.name));
+                self.err(
+                    &fp,
+                    Some("name"),
+                    format!("`{}` is reserved for rules", f.name),
+                );
             }
             if !names.insert(f.name.as_str()) {
-                self.err(&fp, Some("name"), format!("field `{}` is defined twice", f.name));
+                self.err(
+                    &fp,
+                    Some("name"),
+                    format!("field `{}` is defined twice", f.name),
+                );
             }
             let is_last = j + 1 == n;
             match f.ty.as_str() {
                 "blob" | "cstrings" => {
                     if !is_last {
-                        self.err(&fp, Some("type"), format!("a `{}` fills the rest of the body and must be the last field", f.ty));
+                        self.err(
+                            &fp,
+                            Some("type"),
+                            format!(
+                                "a `{}` fills the rest of the body and must be the last field",
+                                f.ty
+                            ),
+                        );
                     }
                 }
                 "pages" => match &f.count_where {
-                    None => self.err(&fp, Some("count_where"), "a `pages` field needs `count_where: { field, attr }`"),
+                    None => self.err(
+                        &fp,
+                        Some("count_where"),
+                        "a `pages` field needs `count_where: { field, attr }`",
+                    ),
                     Some(cw) => {
                         let target = fields[..j].iter().find(|g| g.name == cw.field);
                         let member_enum = target
@@ -622,58 +773,89 @@ impl<'a> Checker<'a> {
                             .and_then(|b| b.fields.iter().find_map(|m| m.enum_name.as_deref()))
                             .and_then(|e| spec.enum_(e));
                         match (target, member_enum) {
-                            (None, _) => self.err(&fp, Some("count_where"), format!("`{}` is not an earlier field", cw.field)),
-                            (Some(_), None) => self.err(&fp, Some("count_where"), format!("`{}` must be an array of a bitfield with an enum member", cw.field)),
+                            (None, _) => self.err(
+                                &fp,
+                                Some("count_where"),
+                                format!("`{}` is not an earlier field", cw.field),
+                            ),
+                            (Some(_), None) => self.err(
+                                &fp,
+                                Some("count_where"),
+                                format!(
+                                    "`{}` must be an array of a bitfield with an enum member",
+                                    cw.field
+                                ),
+                            ),
                             (Some(_), Some(e)) => {
                                 if !e.attributes.iter().any(|a| a.name == cw.attr) {
-                                    self.err(&fp, Some("count_where"), format!("enum `{}` has no attribute `{}`", e.name, cw.attr));
+                                    self.err(
+                                        &fp,
+                                        Some("count_where"),
+                                        format!("enum `{}` has no attribute `{}`", e.name, cw.attr),
+                                    );
                                 }
                             }
                         }
                     }
                 },
-                ty => match spec.elem(ty, f.size) {
-                    None if ty == "bytes" => self.err(&fp, Some("size"), "a `bytes` field needs `size: N`"),
-                    None => self.err(&fp, Some("type"), format!("unknown type `{ty}`")),
-                    Some(elem) => {
-                        if let Elem::Bytes(0) = elem {
-                            self.err(&fp, Some("size"), "`size` must be at least 1");
+                ty => {
+                    match spec.elem(ty, f.size) {
+                        None if ty == "bytes" => {
+                            self.err(&fp, Some("size"), "a `bytes` field needs `size: N`")
                         }
-                        if let Elem::Struct(st) = elem {
-                            if spec.fixed_size(&st.fields).is_none() {
-                                self.err(&fp, Some("type"), format!("struct `{}` has variable-size fields and cannot be an element", st.name));
+                        None => self.err(&fp, Some("type"), format!("unknown type `{ty}`")),
+                        Some(elem) => {
+                            if let Elem::Bytes(0) = elem {
+                                self.err(&fp, Some("size"), "`size` must be at least 1");
                             }
-                        }
-                        match f.count.as_deref() {
-                            None => {
-                                if let Elem::Int(_) = elem {
-                                    ints.insert(&f.name);
-                                }
-                                self.constraints(&fp, f, elem);
-                            }
-                            Some("rest") => {
-                                arrays.insert(&f.name);
-                                if !is_last {
-                                    self.err(&fp, Some("count"), "`count: rest` fills the rest of the body and must be the last field");
+                            if let Elem::Struct(st) = elem {
+                                if spec.fixed_size(&st.fields).is_none() {
+                                    self.err(&fp, Some("type"), format!("struct `{}` has variable-size fields and cannot be an element", st.name));
                                 }
                             }
-                            Some(c) => {
-                                arrays.insert(&f.name);
-                                let earlier = fields[..j].iter().find(|g| g.name == c);
-                                match earlier {
+                            match f.count.as_deref() {
+                                None => {
+                                    if let Elem::Int(_) = elem {
+                                        ints.insert(&f.name);
+                                    }
+                                    self.constraints(&fp, f, elem);
+                                }
+                                Some("rest") => {
+                                    arrays.insert(&f.name);
+                                    if !is_last {
+                                        self.err(&fp, Some("count"), "`count: rest` fills the rest of the body and must be the last field");
+                                    }
+                                }
+                                Some(c) => {
+                                    arrays.insert(&f.name);
+                                    let earlier = fields[..j].iter().find(|g| g.name == c);
+                                    match earlier {
                                     None => self.err(&fp, Some("count"), format!("`count: {c}` does not name an earlier field")),
                                     Some(g) if Scalar::parse(&g.ty).is_none() || g.count.is_some() => {
                                         self.err(&fp, Some("count"), format!("`count: {c}` must name an earlier integer field"))
                                     }
                                     _ => {}
                                 }
+                                }
+                            }
+                            if f.count.is_some()
+                                && (f.value.is_some()
+                                    || f.one_of.is_some()
+                                    || f.min.is_some()
+                                    || f.max.is_some()
+                                    || f.enum_name.is_some()
+                                    || f.flags.is_some()
+                                    || f.reserved)
+                            {
+                                self.err(
+                                    &fp,
+                                    Some("count"),
+                                    "constraints apply to single values, not to arrays",
+                                );
                             }
                         }
-                        if f.count.is_some() && (f.value.is_some() || f.one_of.is_some() || f.min.is_some() || f.max.is_some() || f.enum_name.is_some() || f.flags.is_some() || f.reserved) {
-                            self.err(&fp, Some("count"), "constraints apply to single values, not to arrays");
-                        }
                     }
-                },
+                }
             }
             if f.pairs && f.ty != "cstrings" {
                 self.err(&fp, Some("pairs"), "`pairs` applies to `cstrings` only");
@@ -682,7 +864,11 @@ impl<'a> Checker<'a> {
                 self.err(&fp, Some("size"), "`size` applies to `bytes` only");
             }
             if f.count_where.is_some() && f.ty != "pages" {
-                self.err(&fp, Some("count_where"), "`count_where` applies to `pages` only");
+                self.err(
+                    &fp,
+                    Some("count_where"),
+                    "`count_where` applies to `pages` only",
+                );
             }
         }
         let scope = FieldScope { ints, arrays };
@@ -691,7 +877,11 @@ impl<'a> Checker<'a> {
             let rp = format!("{p}.rules[{j}]");
             self.doc(&rp, &r.doc);
             if !is_lower(&r.name) || !rule_names.insert(r.name.as_str()) {
-                self.err(&rp, Some("name"), format!("rule name `{}` must be unique and lower_snake", r.name));
+                self.err(
+                    &rp,
+                    Some("name"),
+                    format!("rule name `{}` must be unique and lower_snake", r.name),
+                );
             }
             self.expr(&rp, "check", &r.check, &scope);
         }
@@ -709,7 +899,11 @@ impl<'a> Checker<'a> {
                     None
                 }
                 Ok(Kind::Int) => {
-                    self.err(path, Some(key), format!("`{text}` is an integer, not a condition"));
+                    self.err(
+                        path,
+                        Some(key),
+                        format!("`{text}` is an integer, not a condition"),
+                    );
                     None
                 }
                 Ok(Kind::Bool) => Some(e),
@@ -728,18 +922,30 @@ impl<'a> Checker<'a> {
             match (v, elem) {
                 (IntOrName::Int(n), Elem::Int(s)) => {
                     if *n > s.max() {
-                        self.err(fp, Some("value"), format!("{n:#x} does not fit in {}", s.name()));
+                        self.err(
+                            fp,
+                            Some("value"),
+                            format!("{n:#x} does not fit in {}", s.name()),
+                        );
                     }
                 }
                 (IntOrName::Name(c), _) => match (spec.constant(c), elem) {
                     (None, _) => self.err(fp, Some("value"), format!("unknown constant `{c}`")),
                     (Some(k), Elem::Int(s)) => match k.value {
                         Some(n) if n <= s.max() => {}
-                        _ => self.err(fp, Some("value"), format!("constant `{c}` is not an integer that fits in {}", s.name())),
+                        _ => self.err(
+                            fp,
+                            Some("value"),
+                            format!("constant `{c}` is not an integer that fits in {}", s.name()),
+                        ),
                     },
                     (Some(k), Elem::Bytes(n)) => {
                         if k.text.as_ref().map(|t| t.len() as u64) != Some(n) {
-                            self.err(fp, Some("value"), format!("constant `{c}` is not {n} octets of text"));
+                            self.err(
+                                fp,
+                                Some("value"),
+                                format!("constant `{c}` is not {n} octets of text"),
+                            );
                         }
                     }
                     _ => self.err(fp, Some("value"), "`value` applies to integers and bytes"),
@@ -747,19 +953,31 @@ impl<'a> Checker<'a> {
                 _ => self.err(fp, Some("value"), "`value` applies to integers and bytes"),
             }
         }
-        for (key, present) in [("one_of", f.one_of.is_some()), ("min", f.min.is_some()), ("max", f.max.is_some())] {
+        for (key, present) in [
+            ("one_of", f.one_of.is_some()),
+            ("min", f.min.is_some()),
+            ("max", f.max.is_some()),
+        ] {
             if present && int.is_none() {
                 self.err(fp, Some(key), format!("`{key}` applies to integer fields"));
             }
         }
         if let (Some(s), Some(vals)) = (int, &f.one_of) {
             if let Some(v) = vals.iter().find(|v| **v > s.max()) {
-                self.err(fp, Some("one_of"), format!("{v:#x} does not fit in {}", s.name()));
+                self.err(
+                    fp,
+                    Some("one_of"),
+                    format!("{v:#x} does not fit in {}", s.name()),
+                );
             }
         }
         if let (Some(s), Some(m)) = (int, f.min.or(f.max)) {
             if m > s.max() {
-                self.err(fp, Some("min"), format!("bound {m:#x} does not fit in {}", s.name()));
+                self.err(
+                    fp,
+                    Some("min"),
+                    format!("bound {m:#x} does not fit in {}", s.name()),
+                );
             }
         }
         if let Some(en) = &f.enum_name {
@@ -768,7 +986,11 @@ impl<'a> Checker<'a> {
                 (Some(_), None) => self.err(fp, Some("enum"), "`enum` applies to integer fields"),
                 (Some(e), Some(s)) => {
                     if e.ty != s.name() {
-                        self.err(fp, Some("enum"), format!("enum `{en}` is {} but the field is {}", e.ty, s.name()));
+                        self.err(
+                            fp,
+                            Some("enum"),
+                            format!("enum `{en}` is {} but the field is {}", e.ty, s.name()),
+                        );
                     }
                 }
             }
@@ -782,7 +1004,11 @@ impl<'a> Checker<'a> {
                 (Some(_), None) => self.err(fp, Some("flags"), "`flags` applies to integer fields"),
                 (Some(x), Some(s)) => {
                     if x.ty != s.name() {
-                        self.err(fp, Some("flags"), format!("flags `{fl}` are {} but the field is {}", x.ty, s.name()));
+                        self.err(
+                            fp,
+                            Some("flags"),
+                            format!("flags `{fl}` are {} but the field is {}", x.ty, s.name()),
+                        );
                     }
                 }
             }
@@ -791,7 +1017,11 @@ impl<'a> Checker<'a> {
             }
         }
         if f.reserved && !matches!(elem, Elem::Int(_) | Elem::Bytes(_)) {
-            self.err(fp, Some("reserved"), "`reserved` applies to integers and bytes");
+            self.err(
+                fp,
+                Some("reserved"),
+                "`reserved` applies to integers and bytes",
+            );
         }
     }
 
@@ -809,32 +1039,65 @@ impl<'a> Checker<'a> {
             let p = format!("records[{i}]");
             self.doc(&p, &r.doc);
             if !is_upper(&r.name) {
-                self.err(&p, Some("name"), format!("record name `{}` must be UPPER_SNAKE", r.name));
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!("record name `{}` must be UPPER_SNAKE", r.name),
+                );
             }
             if !names.insert(r.name.as_str()) {
-                self.err(&p, Some("name"), format!("record `{}` is defined twice", r.name));
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!("record `{}` is defined twice", r.name),
+                );
             }
             if r.record_type > u32::MAX as u64 {
-                self.err(&p, Some("type"), format!("type {:#x} does not fit in u32", r.record_type));
+                self.err(
+                    &p,
+                    Some("type"),
+                    format!("type {:#x} does not fit in u32", r.record_type),
+                );
             } else if let Some(other) = types.insert(r.record_type, &r.name) {
-                self.err(&p, Some("type"), format!("duplicate type number {:#x}: already used by `{other}`", r.record_type));
+                self.err(
+                    &p,
+                    Some("type"),
+                    format!(
+                        "duplicate type number {:#x}: already used by `{other}`",
+                        r.record_type
+                    ),
+                );
             }
             if let Some(role) = r.role {
                 if let Some(other) = roles.insert(role, r.name.as_str()) {
-                    self.err(&p, Some("role"), format!("role {role:?} is already taken by `{other}`"));
+                    self.err(
+                        &p,
+                        Some("role"),
+                        format!("role {role:?} is already taken by `{other}`"),
+                    );
                 }
             }
             if let (Some(v), Some(acc)) = (r.since_version, accepted) {
                 if !acc.contains(&v) {
-                    self.err(&p, Some("since_version"), format!("version {v} is not an accepted version {acc:?}"));
+                    self.err(
+                        &p,
+                        Some("since_version"),
+                        format!("version {v} is not an accepted version {acc:?}"),
+                    );
                 }
             }
             for g in &r.guests {
                 match &guests {
-                    Some(set) if !set.contains(g.as_str()) => {
-                        self.err(&p, Some("guests"), format!("`{g}` is not a domain type variant"))
-                    }
-                    None if !is_upper(g) => self.err(&p, Some("guests"), format!("`{g}` must be a domain type name")),
+                    Some(set) if !set.contains(g.as_str()) => self.err(
+                        &p,
+                        Some("guests"),
+                        format!("`{g}` is not a domain type variant"),
+                    ),
+                    None if !is_upper(g) => self.err(
+                        &p,
+                        Some("guests"),
+                        format!("`{g}` must be a domain type name"),
+                    ),
                     _ => {}
                 }
             }
@@ -847,7 +1110,11 @@ impl<'a> Checker<'a> {
                 self.err(&p, Some("implied_at"), "`implied_at` needs `since_version`");
             }
             if r.empty.is_some() && r.fields.is_empty() {
-                self.err(&p, Some("empty"), "a record without fields always has an empty body");
+                self.err(
+                    &p,
+                    Some("empty"),
+                    "a record without fields always has an empty body",
+                );
             }
             self.fields(&p, &r.fields, &r.rules);
         }
@@ -863,13 +1130,21 @@ impl<'a> Checker<'a> {
             let p = format!("layouts[{i}]");
             self.doc(&p, &l.doc);
             if l.guest != "all" && !guests.contains(l.guest.as_str()) {
-                self.err(&p, Some("guest"), format!("`{}` is not `all` or a domain type variant", l.guest));
+                self.err(
+                    &p,
+                    Some("guest"),
+                    format!("`{}` is not `all` or a domain type variant", l.guest),
+                );
             }
             for (j, r) in l.required.iter().enumerate() {
                 let rp = format!("{p}.required[{j}]");
                 self.doc(&rp, &r.doc);
                 match spec.record(&r.record) {
-                    None => self.err(&rp, Some("record"), format!("unknown record `{}`", r.record)),
+                    None => self.err(
+                        &rp,
+                        Some("record"),
+                        format!("unknown record `{}`", r.record),
+                    ),
                     Some(rec) => {
                         if let Some(c) = &r.condition {
                             let scope = record_scope(spec, rec);
@@ -887,7 +1162,11 @@ impl<'a> Checker<'a> {
                     }
                 }
                 if o.after.is_empty() && o.before.is_empty() {
-                    self.err(&op, Some("after"), "an order rule needs `after` or `before`");
+                    self.err(
+                        &op,
+                        Some("after"),
+                        "an order rule needs `after` or `before`",
+                    );
                 }
             }
         }

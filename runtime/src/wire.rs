@@ -147,7 +147,11 @@ pub struct EncodeError {
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot encode {}.{}: {}", self.item, self.field, self.detail)
+        write!(
+            f,
+            "cannot encode {}.{}: {}",
+            self.item, self.field, self.detail
+        )
     }
 }
 
@@ -188,7 +192,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// An error for a failed rule at the given offset.
-    pub fn fail(&self, rule: &'static str, level: Level, offset: usize, detail: String) -> DecodeError {
+    pub fn fail(
+        &self,
+        rule: &'static str,
+        level: Level,
+        offset: usize,
+        detail: String,
+    ) -> DecodeError {
         DecodeError {
             item: self.item,
             rule,
@@ -418,10 +428,15 @@ impl<'a, T: Element> Array<'a, T> {
     /// Encodes the array, borrowing the input bytes when they are already in the right order.
     pub fn encode_to<S: Sink<'a>>(&self, sink: &mut S, endian: Endian, scratch: &mut Vec<u8>) {
         match self {
-            Array::Encoded { bytes, endian: e } if *e == endian || T::SIZE == 1 => sink.borrow(bytes),
+            Array::Encoded { bytes, endian: e } if *e == endian || T::SIZE == 1 => {
+                sink.borrow(bytes)
+            }
             _ => {
                 scratch.clear();
-                let mut put = Put { out: scratch, endian };
+                let mut put = Put {
+                    out: scratch,
+                    endian,
+                };
                 for v in self.iter() {
                     v.write(&mut put);
                 }

@@ -201,25 +201,45 @@ pub struct XlHeader {
 /// Legacy metadata chunk ids (negative chunk headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkId {
+    /// -1: another full pass follows, to be compared.
     EnableVerifyMode = -1,
+    /// -2: `int max_vcpu_id` and the vcpu bitmap.
     VcpuInfo = -2,
+    /// -3: EPT identity page table address.
     HvmIdentPt = -3,
+    /// -4: VM86 TSS address.
     HvmVm86Tss = -4,
+    /// -5: tmem state (unsupported).
     Tmem = -5,
+    /// -6: more tmem state (unsupported).
     TmemExtra = -6,
+    /// -7: TSC mode, nsec, khz, incarnation.
     TscInfo = -7,
+    /// -8: console ring pfn.
     HvmConsolePfn = -8,
+    /// -9: the stream is not checkpointed.
     LastCheckpoint = -9,
+    /// -10: ACPI I/O port location.
     HvmAcpiIoportsLocation = -10,
+    /// -11: Viridian enlightenments.
     HvmViridian = -11,
+    /// -12: Remus compressed pages (unsupported).
     CompressedData = -12,
+    /// -13: Remus compression on (unsupported).
     EnableCompression = -13,
+    /// -14: VM generation id address.
     HvmGenerationIdAddr = -14,
+    /// -15: paging ring pfn.
     HvmPagingRingPfn = -15,
+    /// -16: monitor ring pfn.
     HvmMonitorRingPfn = -16,
+    /// -17: sharing ring pfn.
     HvmSharingRingPfn = -17,
+    /// -18: toolstack blob.
     Toolstack = -18,
+    /// -19: first ioreq server pfn.
     HvmIoreqServerPfn = -19,
+    /// -20: number of ioreq server pages.
     HvmNrIoreqServerPages = -20,
 }
 
@@ -374,49 +394,115 @@ impl QemuRecordKind {
 #[derive(Debug)]
 pub enum Record<'a> {
     /// The xl save-file header and its optional data, as read.
-    XlHeader { header: XlHeader, optional_data: &'a [u8] },
+    XlHeader {
+        /// The fixed fields.
+        header: XlHeader,
+        /// The optional data (the domain config).
+        optional_data: &'a [u8],
+    },
     /// The legacy header: `p2m_size`, with the width and guest type in use.
-    Header { p2m_size: u64, width: Width, guest_type: GuestType },
+    Header {
+        /// Number of pfns in the guest's p2m.
+        p2m_size: u64,
+        /// Toolstack width, given or detected.
+        width: Width,
+        /// Guest type, given or detected.
+        guest_type: GuestType,
+    },
     /// PV: the extended-info block, once it has been read whole.
     PvExtendedInfo(PvExtendedInfo),
     /// PV: the p2m frame list, widened to u64.
-    PvP2mFrameList { frames: &'a [u64] },
-    /// A page batch: legacy pfn_type entries (widened, unfiltered) and the pages of the
-    /// entries that carry data, in order.
-    PageBatch { entries: &'a [u64], pages: &'a [u8] },
+    PvP2mFrameList {
+        /// pfns of the p2m leaf frames.
+        frames: &'a [u64],
+    },
+    /// A page batch.
+    PageBatch {
+        /// Legacy pfn_type entries, widened to u64 and unfiltered.
+        entries: &'a [u64],
+        /// One page per entry that carries data, in entry order.
+        pages: &'a [u8],
+    },
     /// ENABLE_VERIFY_MODE: another full pass of pages follows.
     EnableVerifyMode,
     /// VCPU_INFO.
-    VcpuInfo { max_vcpu_id: u32, vcpus: &'a VcpuMap },
+    VcpuInfo {
+        /// Highest vcpu id (<= 4095).
+        max_vcpu_id: u32,
+        /// The vcpus whose state the tail carries.
+        vcpus: &'a VcpuMap,
+    },
     /// An HVM parameter chunk (`u32 pad, u64 value`).
-    HvmParam { chunk: ChunkId, value: u64 },
+    HvmParam {
+        /// Which chunk.
+        chunk: ChunkId,
+        /// The parameter's value.
+        value: u64,
+    },
     /// TSC_INFO.
-    TscInfo { mode: u32, nsec: u64, khz: u32, incarnation: u32 },
+    TscInfo {
+        /// TSC mode.
+        mode: u32,
+        /// Elapsed nanoseconds.
+        nsec: u64,
+        /// TSC frequency in kHz.
+        khz: u32,
+        /// TSC incarnation.
+        incarnation: u32,
+    },
     /// LAST_CHECKPOINT.
     LastCheckpoint,
     /// TOOLSTACK: the opaque blob (libxl writes a physmap table, see [`parse_toolstack_physmap`]).
-    Toolstack { blob: &'a [u8] },
+    Toolstack {
+        /// The blob (may be empty).
+        blob: &'a [u8],
+    },
     /// The `int 0` that ends the chunk loop.
     EndOfChunks,
     /// PV tail: one vcpu from the vcpu map, in ascending id order.
     PvVcpu {
+        /// The vcpu's id.
         vcpu_id: u32,
+        /// vcpu_guest_context.
         basic: &'a [u8],
+        /// 128 bytes of extended context, when the stream has "extv".
         extended: Option<&'a [u8]>,
-        /// `(mask, buffer)` when the stream carries xsave state.
+        /// `(mask, buffer)` when the stream carries xsave state ("xcnt").
         xsave: Option<(u64, &'a [u8])>,
     },
     /// PV tail: the shared info page. The last item of a PV stream.
-    SharedInfo { page: &'a [u8] },
+    SharedInfo {
+        /// 4096 bytes.
+        page: &'a [u8],
+    },
     /// HVM tail: the magic pfns.
-    HvmMagicPfns { ioreq_pfn: u64, bufioreq_pfn: u64, store_pfn: u64 },
-    /// HVM tail: the HVM context blob.
-    HvmContext { blob: &'a [u8] },
-    /// The start of the qemu trailer: its kind, the raw signature and length field as read,
-    /// and the announced length (None for xend's read-to-end record).
-    QemuHeader { kind: QemuRecordKind, raw: &'a [u8], length: Option<u32> },
+    HvmMagicPfns {
+        /// HVM_PARAM_IOREQ_PFN.
+        ioreq_pfn: u64,
+        /// HVM_PARAM_BUFIOREQ_PFN.
+        bufioreq_pfn: u64,
+        /// HVM_PARAM_STORE_PFN.
+        store_pfn: u64,
+    },
+    /// HVM tail: the HVM context blob (non-empty).
+    HvmContext {
+        /// The hypervisor's HVM save records.
+        blob: &'a [u8],
+    },
+    /// The start of the qemu trailer.
+    QemuHeader {
+        /// Which signature.
+        kind: QemuRecordKind,
+        /// The signature and (except for xend) the u32 length field, as read.
+        raw: &'a [u8],
+        /// The announced length; `None` for xend's read-to-end record.
+        length: Option<u32>,
+    },
     /// A piece of the qemu trailer's data (at most 1 MiB).
-    QemuData { data: &'a [u8] },
+    QemuData {
+        /// The bytes.
+        data: &'a [u8],
+    },
 }
 
 /// How to read a legacy stream. `None` fields are detected from the input.
@@ -665,6 +751,31 @@ enum Step {
     QemuData,
 }
 
+/// Guest type from the octets at the start of the legacy stream (`ahead` holds at least
+/// `2 * ulong` bytes, and up to 8 more).
+///
+/// PV streams continue after `p2m_size` with the ext-info signature `ulong ~0`, `u32 tot_sz`
+/// and a block id. An HVM stream whose first chunk is ENABLE_VERIFY_MODE (-1) looks the same on
+/// a 32-bit toolstack, so an all-ones word only means PV when a known block id follows it, or
+/// when the word after it cannot be a chunk id (-20..=1024).
+fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
+    let signature = ahead.get(ulong..2 * ulong).is_some_and(|s| s.iter().all(|&b| b == 0xFF));
+    if !signature {
+        return GuestType::Hvm;
+    }
+    let block_id = ahead.get(2 * ulong + 4..2 * ulong + 8);
+    if matches!(block_id, Some(b"vcpu" | b"extv" | b"xcnt")) {
+        return GuestType::Pv;
+    }
+    let next = ahead
+        .get(2 * ulong..2 * ulong + 4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    match next {
+        Some(id) if (-20..=MAX_BATCH_SIZE as i32).contains(&id) => GuestType::Hvm,
+        _ => GuestType::Pv,
+    }
+}
+
 /// Pull reader for a legacy stream. Call [`LegacyReader::next_record`] until it returns
 /// `Ok(None)` (the stream is complete) or an error.
 pub struct LegacyReader<R> {
@@ -892,19 +1003,16 @@ impl<R: Read> LegacyReader<R> {
         let guest_type = match self.options.guest_type {
             Some(guest_type) => guest_type,
             None => {
-                let ahead = self.input.peek(2 * size)?;
-                match ahead.get(size..2 * size) {
-                    Some(sig) if sig.iter().all(|&b| b == 0xFF) => GuestType::Pv,
-                    Some(_) => GuestType::Hvm,
-                    None => {
-                        return Err(LegacyError::Truncated {
-                            offset: start,
-                            what: "legacy header (guest type detection)",
-                            needed: 2 * size as u64,
-                            got: ahead.len() as u64,
-                        })
-                    }
+                let ahead = self.input.peek(2 * size + 8)?;
+                if ahead.len() < 2 * size {
+                    return Err(LegacyError::Truncated {
+                        offset: start,
+                        what: "legacy header (guest type detection)",
+                        needed: 2 * size as u64,
+                        got: ahead.len() as u64,
+                    });
                 }
+                detect_guest_type(ahead, size)
             }
         };
         self.width = width;
@@ -1281,8 +1389,11 @@ impl<R: Read> LegacyReader<R> {
 /// One entry of libxl's physmap table in a TOOLSTACK blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhysmapEntry<'a> {
+    /// Guest physical offset; names the entry's xenstore directory.
     pub phys_offset: u64,
+    /// Start address of the mapping.
     pub start_addr: u64,
+    /// Size of the mapping.
     pub size: u64,
     /// The name without its NUL terminator.
     pub name: &'a [u8],

@@ -35,19 +35,33 @@ pub const EMULATOR_ID_UNKNOWN: u32 = 0;
 
 /// HVM parameter indices the converter emits (format reference section 6).
 pub mod hvm_param {
+    /// HVM_PARAM_STORE_PFN.
     pub const STORE_PFN: u64 = 1;
+    /// HVM_PARAM_IOREQ_PFN.
     pub const IOREQ_PFN: u64 = 5;
+    /// HVM_PARAM_BUFIOREQ_PFN.
     pub const BUFIOREQ_PFN: u64 = 6;
+    /// HVM_PARAM_VIRIDIAN.
     pub const VIRIDIAN: u64 = 9;
+    /// HVM_PARAM_IDENT_PT.
     pub const IDENT_PT: u64 = 12;
+    /// HVM_PARAM_VM86_TSS.
     pub const VM86_TSS: u64 = 15;
+    /// HVM_PARAM_CONSOLE_PFN.
     pub const CONSOLE_PFN: u64 = 17;
+    /// HVM_PARAM_ACPI_IOPORTS_LOCATION.
     pub const ACPI_IOPORTS_LOCATION: u64 = 19;
+    /// HVM_PARAM_PAGING_RING_PFN.
     pub const PAGING_RING_PFN: u64 = 27;
+    /// HVM_PARAM_MONITOR_RING_PFN.
     pub const MONITOR_RING_PFN: u64 = 28;
+    /// HVM_PARAM_SHARING_RING_PFN.
     pub const SHARING_RING_PFN: u64 = 29;
+    /// HVM_PARAM_IOREQ_SERVER_PFN.
     pub const IOREQ_SERVER_PFN: u64 = 32;
+    /// HVM_PARAM_NR_IOREQ_SERVER_PAGES.
     pub const NR_IOREQ_SERVER_PAGES: u64 = 33;
+    /// HVM_PARAM_VM_GENERATION_ID_ADDR.
     pub const VM_GENERATION_ID_ADDR: u64 = 34;
 }
 
