@@ -2,7 +2,9 @@
 //!
 //! The record types and their codecs are generated from the YAML specs in `spec/`:
 //! [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl framing around it)
-//! and [`xl`] (the header of `xl save` files).
+//! and [`xl`] (the header of `xl save` files). The rest of the crate consumes them:
+//! [`reader`] yields records from bytes, [`writer`] frames records into bytes, [`verify`]
+//! checks a whole stream, and [`convert`] turns legacy (Xen 4.5 and older) streams into v2.
 
 extern crate self as xenmig;
 
@@ -11,3 +13,10 @@ pub mod wire;
 xenmig_macros::include_spec!("../spec/libxc.yaml");
 xenmig_macros::include_spec!("../spec/libxl.yaml");
 xenmig_macros::include_spec!("../spec/xl.yaml");
+
+pub mod convert;
+pub mod error;
+pub mod source;
+pub mod writer;
+
+pub use error::{ErrorKind, Layer, StreamError};

@@ -131,11 +131,17 @@ impl LegacyError {
     }
 
     pub(crate) fn malformed(offset: u64, message: impl Into<String>) -> Self {
-        LegacyError::Malformed { offset, message: message.into() }
+        LegacyError::Malformed {
+            offset,
+            message: message.into(),
+        }
     }
 
     fn unsupported(offset: u64, message: impl Into<String>) -> Self {
-        LegacyError::Unsupported { offset, message: message.into() }
+        LegacyError::Unsupported {
+            offset,
+            message: message.into(),
+        }
     }
 }
 
@@ -529,7 +535,13 @@ struct Input<R> {
 
 impl<R: Read> Input<R> {
     fn new(inner: R) -> Self {
-        Input { inner, offset: 0, lookahead: [0; LOOKAHEAD], lookahead_start: 0, lookahead_end: 0 }
+        Input {
+            inner,
+            offset: 0,
+            lookahead: [0; LOOKAHEAD],
+            lookahead_start: 0,
+            lookahead_end: 0,
+        }
     }
 
     /// One read, from the look-ahead first; does not move `offset`.
@@ -553,7 +565,8 @@ impl<R: Read> Input<R> {
     fn peek(&mut self, n: usize) -> Result<&[u8], LegacyError> {
         let n = n.min(LOOKAHEAD);
         if self.lookahead_start > 0 {
-            self.lookahead.copy_within(self.lookahead_start..self.lookahead_end, 0);
+            self.lookahead
+                .copy_within(self.lookahead_start..self.lookahead_end, 0);
             self.lookahead_end -= self.lookahead_start;
             self.lookahead_start = 0;
         }
@@ -596,7 +609,12 @@ impl<R: Read> Input<R> {
                     got += n;
                     self.offset += n as u64;
                 }
-                Err(source) => return Err(LegacyError::Io { offset: self.offset, source }),
+                Err(source) => {
+                    return Err(LegacyError::Io {
+                        offset: self.offset,
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -652,11 +670,15 @@ impl<R: Read> Input<R> {
             self.fill(bytes, what, start, needed)?;
             match width {
                 Width::Bits32 => out.extend(
-                    bytes.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
                 ),
-                Width::Bits64 => out.extend(bytes.chunks_exact(8).map(|c| {
-                    u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                })),
+                Width::Bits64 => {
+                    out.extend(bytes.chunks_exact(8).map(|c| {
+                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                    }))
+                }
             }
             remaining -= n;
         }
@@ -665,7 +687,12 @@ impl<R: Read> Input<R> {
 
     /// Read `len` bytes into `out` (cleared first), growing it as the data arrives so that a
     /// truncated input never causes a large allocation.
-    fn read_vec(&mut self, out: &mut Vec<u8>, len: usize, what: &'static str) -> Result<(), LegacyError> {
+    fn read_vec(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(), LegacyError> {
         out.clear();
         let start = self.offset;
         while out.len() < len {
@@ -703,7 +730,12 @@ impl<R: Read> Input<R> {
                     got += n;
                     self.offset += n as u64;
                 }
-                Err(source) => return Err(LegacyError::Io { offset: self.offset, source }),
+                Err(source) => {
+                    return Err(LegacyError::Io {
+                        offset: self.offset,
+                        source,
+                    })
+                }
             }
         }
         out.truncate(got);
@@ -732,22 +764,47 @@ enum State {
 /// What a step produced; the buffers it refers to live in the reader.
 enum Step {
     XlHeader(XlHeader),
-    Header { p2m_size: u64, width: Width, guest_type: GuestType },
+    Header {
+        p2m_size: u64,
+        width: Width,
+        guest_type: GuestType,
+    },
     PvExtendedInfo(PvExtendedInfo),
     PvP2mFrameList,
     PageBatch,
     EnableVerifyMode,
-    VcpuInfo { max_vcpu_id: u32 },
-    HvmParam { chunk: ChunkId, value: u64 },
-    TscInfo { mode: u32, nsec: u64, khz: u32, incarnation: u32 },
+    VcpuInfo {
+        max_vcpu_id: u32,
+    },
+    HvmParam {
+        chunk: ChunkId,
+        value: u64,
+    },
+    TscInfo {
+        mode: u32,
+        nsec: u64,
+        khz: u32,
+        incarnation: u32,
+    },
     LastCheckpoint,
     Toolstack,
     EndOfChunks,
-    PvVcpu { vcpu_id: u32, extended: bool, xsave_mask: Option<u64> },
+    PvVcpu {
+        vcpu_id: u32,
+        extended: bool,
+        xsave_mask: Option<u64>,
+    },
     SharedInfo,
-    HvmMagicPfns { ioreq_pfn: u64, bufioreq_pfn: u64, store_pfn: u64 },
+    HvmMagicPfns {
+        ioreq_pfn: u64,
+        bufioreq_pfn: u64,
+        store_pfn: u64,
+    },
     HvmContext,
-    QemuHeader { kind: QemuRecordKind, length: Option<u32> },
+    QemuHeader {
+        kind: QemuRecordKind,
+        length: Option<u32>,
+    },
     QemuData,
 }
 
@@ -759,7 +816,9 @@ enum Step {
 /// a 32-bit toolstack, so an all-ones word only means PV when a known block id follows it, or
 /// when the word after it cannot be a chunk id (-20..=1024).
 fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
-    let signature = ahead.get(ulong..2 * ulong).is_some_and(|s| s.iter().all(|&b| b == 0xFF));
+    let signature = ahead
+        .get(ulong..2 * ulong)
+        .is_some_and(|s| s.iter().all(|&b| b == 0xFF));
     if !signature {
         return GuestType::Hvm;
     }
@@ -835,40 +894,78 @@ impl<R: Read> LegacyReader<R> {
                 return Err(e);
             }
         };
-        let Some((offset, step)) = step else { return Ok(None) };
+        let Some((offset, step)) = step else {
+            return Ok(None);
+        };
         debug_assert!(offset >= start);
         let record = match step {
-            Step::XlHeader(header) => Record::XlHeader { header, optional_data: &self.data },
-            Step::Header { p2m_size, width, guest_type } => {
-                Record::Header { p2m_size, width, guest_type }
-            }
+            Step::XlHeader(header) => Record::XlHeader {
+                header,
+                optional_data: &self.data,
+            },
+            Step::Header {
+                p2m_size,
+                width,
+                guest_type,
+            } => Record::Header {
+                p2m_size,
+                width,
+                guest_type,
+            },
             Step::PvExtendedInfo(info) => Record::PvExtendedInfo(info),
-            Step::PvP2mFrameList => Record::PvP2mFrameList { frames: &self.words },
-            Step::PageBatch => Record::PageBatch { entries: &self.words, pages: &self.data },
+            Step::PvP2mFrameList => Record::PvP2mFrameList {
+                frames: &self.words,
+            },
+            Step::PageBatch => Record::PageBatch {
+                entries: &self.words,
+                pages: &self.data,
+            },
             Step::EnableVerifyMode => Record::EnableVerifyMode,
             Step::VcpuInfo { max_vcpu_id } => match &self.vcpus {
                 Some(vcpus) => Record::VcpuInfo { max_vcpu_id, vcpus },
                 None => return Err(LegacyError::malformed(offset, "internal: vcpu map missing")),
             },
             Step::HvmParam { chunk, value } => Record::HvmParam { chunk, value },
-            Step::TscInfo { mode, nsec, khz, incarnation } => {
-                Record::TscInfo { mode, nsec, khz, incarnation }
-            }
+            Step::TscInfo {
+                mode,
+                nsec,
+                khz,
+                incarnation,
+            } => Record::TscInfo {
+                mode,
+                nsec,
+                khz,
+                incarnation,
+            },
             Step::LastCheckpoint => Record::LastCheckpoint,
             Step::Toolstack => Record::Toolstack { blob: &self.data },
             Step::EndOfChunks => Record::EndOfChunks,
-            Step::PvVcpu { vcpu_id, extended, xsave_mask } => Record::PvVcpu {
+            Step::PvVcpu {
+                vcpu_id,
+                extended,
+                xsave_mask,
+            } => Record::PvVcpu {
                 vcpu_id,
                 basic: &self.data,
                 extended: extended.then_some(&self.extended[..]),
                 xsave: xsave_mask.map(|mask| (mask, &self.xsave[..])),
             },
             Step::SharedInfo => Record::SharedInfo { page: &self.data },
-            Step::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn } => {
-                Record::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn }
-            }
+            Step::HvmMagicPfns {
+                ioreq_pfn,
+                bufioreq_pfn,
+                store_pfn,
+            } => Record::HvmMagicPfns {
+                ioreq_pfn,
+                bufioreq_pfn,
+                store_pfn,
+            },
             Step::HvmContext => Record::HvmContext { blob: &self.data },
-            Step::QemuHeader { kind, length } => Record::QemuHeader { kind, raw: &self.data, length },
+            Step::QemuHeader { kind, length } => Record::QemuHeader {
+                kind,
+                raw: &self.data,
+                length,
+            },
             Step::QemuData => Record::QemuData { data: &self.data },
         };
         Ok(Some((offset, record)))
@@ -895,7 +992,8 @@ impl<R: Read> LegacyReader<R> {
                     None => continue,
                 },
                 State::PvSharedInfo => {
-                    self.input.read_vec(&mut self.data, PAGE_SIZE, "PV shared_info page")?;
+                    self.input
+                        .read_vec(&mut self.data, PAGE_SIZE, "PV shared_info page")?;
                     self.state = State::Done;
                     Step::SharedInfo
                 }
@@ -904,7 +1002,11 @@ impl<R: Read> LegacyReader<R> {
                     let bufioreq_pfn = self.input.read_u64("HVM bufioreq pfn")?;
                     let store_pfn = self.input.read_u64("HVM store pfn")?;
                     self.state = State::HvmContext;
-                    Step::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn }
+                    Step::HvmMagicPfns {
+                        ioreq_pfn,
+                        bufioreq_pfn,
+                        store_pfn,
+                    }
                 }
                 State::HvmContext => self.read_hvm_context()?,
                 State::QemuSignature => self.read_qemu_signature()?,
@@ -914,7 +1016,10 @@ impl<R: Read> LegacyReader<R> {
                 },
                 State::Done => return Ok(None),
                 State::Failed => {
-                    return Err(LegacyError::malformed(start, "legacy reader used again after an error"))
+                    return Err(LegacyError::malformed(
+                        start,
+                        "legacy reader used again after an error",
+                    ))
                 }
             };
             return Ok(Some((start, step)));
@@ -936,7 +1041,10 @@ impl<R: Read> LegacyReader<R> {
         if &magic != XL_MAGIC {
             return Err(LegacyError::malformed(
                 start,
-                format!("no xl header: expected the xl magic, found {:02x?}", &magic[..8]),
+                format!(
+                    "no xl header: expected the xl magic, found {:02x?}",
+                    &magic[..8]
+                ),
             ));
         }
         let byteorder_at = self.input.offset;
@@ -949,7 +1057,10 @@ impl<R: Read> LegacyReader<R> {
         if header.byteorder != XL_BYTEORDER {
             return Err(LegacyError::malformed(
                 byteorder_at,
-                format!("xl header byteorder {:#010x}, expected {XL_BYTEORDER:#010x}", header.byteorder),
+                format!(
+                    "xl header byteorder {:#010x}, expected {XL_BYTEORDER:#010x}",
+                    header.byteorder
+                ),
             ));
         }
         if header.mandatory_flags & XL_MANDATORY_FLAG_STREAMV2 != 0 {
@@ -958,7 +1069,8 @@ impl<R: Read> LegacyReader<R> {
                 "xl header has STREAMv2 set: the body is already a v2 stream, not a legacy one",
             ));
         }
-        let unknown = header.mandatory_flags & !(XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2);
+        let unknown =
+            header.mandatory_flags & !(XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2);
         if unknown != 0 {
             return Err(LegacyError::malformed(
                 byteorder_at + 4,
@@ -974,7 +1086,11 @@ impl<R: Read> LegacyReader<R> {
                 ),
             ));
         }
-        self.input.read_vec(&mut self.data, header.optional_data_len as usize, "xl optional data")?;
+        self.input.read_vec(
+            &mut self.data,
+            header.optional_data_len as usize,
+            "xl optional data",
+        )?;
         Ok(Some(Step::XlHeader(header)))
     }
 
@@ -1028,19 +1144,28 @@ impl<R: Read> LegacyReader<R> {
             ));
         }
         if guest_type == GuestType::Pv && p2m_size == 0 {
-            return Err(LegacyError::malformed(start, "p2m_size is 0 in a PV stream"));
+            return Err(LegacyError::malformed(
+                start,
+                "p2m_size is 0 in a PV stream",
+            ));
         }
         self.p2m_size = p2m_size;
         self.state = match guest_type {
             GuestType::Pv => State::PvExtendedInfo,
             GuestType::Hvm => State::Chunks,
         };
-        Ok(Step::Header { p2m_size, width, guest_type })
+        Ok(Step::Header {
+            p2m_size,
+            width,
+            guest_type,
+        })
     }
 
     fn read_pv_extended_info(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
-        let signature = self.input.read_ulong(self.width, "PV extended-info signature")?;
+        let signature = self
+            .input
+            .read_ulong(self.width, "PV extended-info signature")?;
         let expected = match self.width {
             Width::Bits32 => u64::from(u32::MAX),
             Width::Bits64 => u64::MAX,
@@ -1089,7 +1214,10 @@ impl<R: Read> LegacyReader<R> {
             match &id {
                 b"vcpu" => {
                     if vcpu.is_some() {
-                        return Err(LegacyError::malformed(block_at, "PV extended-info has a second \"vcpu\" block"));
+                        return Err(LegacyError::malformed(
+                            block_at,
+                            "PV extended-info has a second \"vcpu\" block",
+                        ));
                     }
                     if size != VCPU_CONTEXT_SIZE_X86_32 && size != VCPU_CONTEXT_SIZE_X86_64 {
                         return Err(LegacyError::malformed(
@@ -1101,11 +1229,13 @@ impl<R: Read> LegacyReader<R> {
                         ));
                     }
                     vcpu = Some(size);
-                    self.input.skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
+                    self.input
+                        .skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
                 }
                 b"extv" => {
                     extended = true;
-                    self.input.skip(u64::from(size), "PV extended-info \"extv\" block")?;
+                    self.input
+                        .skip(u64::from(size), "PV extended-info \"extv\" block")?;
                 }
                 b"xcnt" => {
                     if size < 4 {
@@ -1123,7 +1253,8 @@ impl<R: Read> LegacyReader<R> {
                         ));
                     }
                     xsave_size = value;
-                    self.input.skip(u64::from(size - 4), "PV extended-info \"xcnt\" block")?;
+                    self.input
+                        .skip(u64::from(size - 4), "PV extended-info \"xcnt\" block")?;
                 }
                 _ => {
                     return Err(LegacyError::malformed(
@@ -1140,9 +1271,18 @@ impl<R: Read> LegacyReader<R> {
                 "PV extended-info has no \"vcpu\" block: the guest width is unknown",
             ));
         };
-        let (guest_width, pt_levels) =
-            if vcpu_context_size == VCPU_CONTEXT_SIZE_X86_64 { (8, 4) } else { (4, 3) };
-        let info = PvExtendedInfo { guest_width, pt_levels, vcpu_context_size, extended, xsave_size };
+        let (guest_width, pt_levels) = if vcpu_context_size == VCPU_CONTEXT_SIZE_X86_64 {
+            (8, 4)
+        } else {
+            (4, 3)
+        };
+        let info = PvExtendedInfo {
+            guest_width,
+            pt_levels,
+            vcpu_context_size,
+            extended,
+            xsave_size,
+        };
         self.pv = Some(info);
         self.state = State::PvP2mFrames;
         Ok(Step::PvExtendedInfo(info))
@@ -1153,8 +1293,12 @@ impl<R: Read> LegacyReader<R> {
         let frames_per_page = PAGE_SIZE as u64 / guest_width;
         // p2m_size is 1..=MAX_P2M_SIZE here, so the count is at most 2^18.
         let count = (self.p2m_size - 1) / frames_per_page + 1;
-        self.input
-            .read_ulongs(&mut self.words, count as usize, self.width, "PV p2m frame list")?;
+        self.input.read_ulongs(
+            &mut self.words,
+            count as usize,
+            self.width,
+            "PV p2m frame list",
+        )?;
         self.state = State::Chunks;
         Ok(Step::PvP2mFrameList)
     }
@@ -1167,13 +1311,24 @@ impl<R: Read> LegacyReader<R> {
             if count > MAX_BATCH_SIZE {
                 return Err(LegacyError::malformed(
                     start,
-                    format!("page batch of {count} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}"),
+                    format!(
+                        "page batch of {count} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}"
+                    ),
                 ));
             }
+            self.input.read_ulongs(
+                &mut self.words,
+                count as usize,
+                self.width,
+                "page batch pfn_type list",
+            )?;
+            let pages = self
+                .words
+                .iter()
+                .filter(|&&e| legacy_entry_has_data(e))
+                .count();
             self.input
-                .read_ulongs(&mut self.words, count as usize, self.width, "page batch pfn_type list")?;
-            let pages = self.words.iter().filter(|&&e| legacy_entry_has_data(e)).count();
-            self.input.read_vec(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+                .read_vec(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
             return Ok(Step::PageBatch);
         }
         if id == 0 {
@@ -1191,7 +1346,10 @@ impl<R: Read> LegacyReader<R> {
             return Ok(Step::EndOfChunks);
         }
         let Some(chunk) = ChunkId::from_i32(id) else {
-            return Err(LegacyError::malformed(start, format!("unrecognised chunk id {id}")));
+            return Err(LegacyError::malformed(
+                start,
+                format!("unrecognised chunk id {id}"),
+            ));
         };
         Ok(match chunk {
             ChunkId::EnableVerifyMode => Step::EnableVerifyMode,
@@ -1213,14 +1371,21 @@ impl<R: Read> LegacyReader<R> {
                     *word = self.input.read_u64("VCPU_INFO vcpu map")?;
                 }
                 self.vcpus = Some(map);
-                Step::VcpuInfo { max_vcpu_id: max as u32 }
+                Step::VcpuInfo {
+                    max_vcpu_id: max as u32,
+                }
             }
             ChunkId::TscInfo => {
                 let mode = self.input.read_u32("TSC_INFO mode")?;
                 let nsec = self.input.read_u64("TSC_INFO nsec")?;
                 let khz = self.input.read_u32("TSC_INFO khz")?;
                 let incarnation = self.input.read_u32("TSC_INFO incarnation")?;
-                Step::TscInfo { mode, nsec, khz, incarnation }
+                Step::TscInfo {
+                    mode,
+                    nsec,
+                    khz,
+                    incarnation,
+                }
             }
             ChunkId::LastCheckpoint => Step::LastCheckpoint,
             ChunkId::Toolstack => {
@@ -1229,16 +1394,25 @@ impl<R: Read> LegacyReader<R> {
                 if len > MAX_TOOLSTACK_LENGTH {
                     return Err(LegacyError::malformed(
                         len_at,
-                        format!("TOOLSTACK length {len:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}"),
+                        format!(
+                            "TOOLSTACK length {len:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}"
+                        ),
                     ));
                 }
-                self.input.read_vec(&mut self.data, len as usize, "TOOLSTACK blob")?;
+                self.input
+                    .read_vec(&mut self.data, len as usize, "TOOLSTACK blob")?;
                 Step::Toolstack
             }
-            ChunkId::Tmem | ChunkId::TmemExtra | ChunkId::CompressedData | ChunkId::EnableCompression => {
+            ChunkId::Tmem
+            | ChunkId::TmemExtra
+            | ChunkId::CompressedData
+            | ChunkId::EnableCompression => {
                 return Err(LegacyError::unsupported(
                     start,
-                    format!("{} chunk ({id}): tmem and compressed streams cannot be converted", chunk.name()),
+                    format!(
+                        "{} chunk ({id}): tmem and compressed streams cannot be converted",
+                        chunk.name()
+                    ),
                 ))
             }
             _ if chunk.is_hvm_param() => {
@@ -1246,7 +1420,12 @@ impl<R: Read> LegacyReader<R> {
                 let value = self.input.read_u64("HVM parameter chunk value")?;
                 Step::HvmParam { chunk, value }
             }
-            _ => return Err(LegacyError::malformed(start, format!("unhandled chunk id {id}"))),
+            _ => {
+                return Err(LegacyError::malformed(
+                    start,
+                    format!("unhandled chunk id {id}"),
+                ))
+            }
         })
     }
 
@@ -1259,23 +1438,33 @@ impl<R: Read> LegacyReader<R> {
                 format!("PV unmapped pfn count {count:#x} exceeds {MAX_UNMAPPED_PFNS:#x}"),
             ));
         }
-        self.input.skip(u64::from(count) * self.width.bytes() as u64, "PV unmapped pfn list")?;
+        self.input.skip(
+            u64::from(count) * self.width.bytes() as u64,
+            "PV unmapped pfn list",
+        )?;
         self.state = State::PvVcpus { next: 0 };
         Ok(())
     }
 
     fn read_pv_vcpu(&mut self, next: u32) -> Result<Option<Step>, LegacyError> {
         let (Some(pv), Some(vcpus)) = (self.pv, self.vcpus.as_ref()) else {
-            return Err(LegacyError::malformed(self.input.offset, "internal: PV tail without PV state"));
+            return Err(LegacyError::malformed(
+                self.input.offset,
+                "internal: PV tail without PV state",
+            ));
         };
         let Some(vcpu_id) = vcpus.next_from(next) else {
             self.state = State::PvSharedInfo;
             return Ok(None);
         };
-        self.input
-            .read_vec(&mut self.data, pv.vcpu_context_size as usize, "PV vcpu context")?;
+        self.input.read_vec(
+            &mut self.data,
+            pv.vcpu_context_size as usize,
+            "PV vcpu context",
+        )?;
         if pv.extended {
-            self.input.read_exact(&mut self.extended, "PV extended vcpu context")?;
+            self.input
+                .read_exact(&mut self.extended, "PV extended vcpu context")?;
         }
         let mut xsave_mask = None;
         if pv.xsave_size != 0 {
@@ -1292,11 +1481,16 @@ impl<R: Read> LegacyReader<R> {
                     ),
                 ));
             }
-            self.input.read_vec(&mut self.xsave, expected as usize, "PV xsave buffer")?;
+            self.input
+                .read_vec(&mut self.xsave, expected as usize, "PV xsave buffer")?;
             xsave_mask = Some(mask);
         }
         self.state = State::PvVcpus { next: vcpu_id + 1 };
-        Ok(Some(Step::PvVcpu { vcpu_id, extended: pv.extended, xsave_mask }))
+        Ok(Some(Step::PvVcpu {
+            vcpu_id,
+            extended: pv.extended,
+            xsave_mask,
+        }))
     }
 
     fn read_hvm_context(&mut self) -> Result<Step, LegacyError> {
@@ -1311,8 +1505,13 @@ impl<R: Read> LegacyReader<R> {
         if len == 0 {
             return Err(LegacyError::malformed(start, "HVM context is empty"));
         }
-        self.input.read_vec(&mut self.data, len as usize, "HVM context")?;
-        self.state = if self.options.qemu_trailer { State::QemuSignature } else { State::Done };
+        self.input
+            .read_vec(&mut self.data, len as usize, "HVM context")?;
+        self.state = if self.options.qemu_trailer {
+            State::QemuSignature
+        } else {
+            State::Done
+        };
         Ok(Step::HvmContext)
     }
 
@@ -1329,7 +1528,10 @@ impl<R: Read> LegacyReader<R> {
         let Some(kind) = kind else {
             return Err(LegacyError::unsupported(
                 start,
-                format!("unrecognised qemu signature {:?}", String::from_utf8_lossy(&signature)),
+                format!(
+                    "unrecognised qemu signature {:?}",
+                    String::from_utf8_lossy(&signature)
+                ),
             ));
         };
         self.data.clear();
@@ -1350,7 +1552,9 @@ impl<R: Read> LegacyReader<R> {
                 Some(len)
             }
         };
-        self.state = State::QemuData { remaining: length.map(u64::from) };
+        self.state = State::QemuData {
+            remaining: length.map(u64::from),
+        };
         Ok(Step::QemuHeader { kind, length })
     }
 
@@ -1362,8 +1566,11 @@ impl<R: Read> LegacyReader<R> {
             }
             Some(left) => {
                 let n = left.min(READ_STEP as u64);
-                self.input.read_vec(&mut self.data, n as usize, "qemu record data")?;
-                self.state = State::QemuData { remaining: Some(left - n) };
+                self.input
+                    .read_vec(&mut self.data, n as usize, "qemu record data")?;
+                self.state = State::QemuData {
+                    remaining: Some(left - n),
+                };
                 Ok(Some(Step::QemuData))
             }
             None => {
@@ -1412,7 +1619,8 @@ pub fn parse_toolstack_physmap<'a>(
 ) -> Result<(), LegacyError> {
     let at = |pos: usize| blob_offset + pos as u64;
     let u32_at = |pos: usize| -> Option<u32> {
-        blob.get(pos..pos + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        blob.get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let u64_at = |pos: usize| -> Option<u64> {
         blob.get(pos..pos + 8)
@@ -1421,24 +1629,36 @@ pub fn parse_toolstack_physmap<'a>(
     let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
         return Err(LegacyError::malformed(
             at(0),
-            format!("libxl toolstack blob of {} bytes is too short for its header", blob.len()),
+            format!(
+                "libxl toolstack blob of {} bytes is too short for its header",
+                blob.len()
+            ),
         ));
     };
     if version != 1 {
-        return Err(LegacyError::malformed(at(0), format!("libxl toolstack blob version {version}, expected 1")));
+        return Err(LegacyError::malformed(
+            at(0),
+            format!("libxl toolstack blob version {version}, expected 1"),
+        ));
     }
     let mut pos = 8usize;
     for index in 0..count {
-        let (Some(phys_offset), Some(start_addr), Some(size), Some(namelen)) =
-            (u64_at(pos), u64_at(pos + 8), u64_at(pos + 16), u32_at(pos + 24))
-        else {
+        let (Some(phys_offset), Some(start_addr), Some(size), Some(namelen)) = (
+            u64_at(pos),
+            u64_at(pos + 8),
+            u64_at(pos + 16),
+            u32_at(pos + 24),
+        ) else {
             return Err(LegacyError::malformed(
                 at(pos),
                 format!("physmap entry {index} of {count}: blob too short for the entry header"),
             ));
         };
         if namelen == 0 {
-            return Err(LegacyError::malformed(at(pos + 24), format!("physmap entry {index}: empty name")));
+            return Err(LegacyError::malformed(
+                at(pos + 24),
+                format!("physmap entry {index}: empty name"),
+            ));
         }
         let name_at = pos + 28;
         let padding = match width {
@@ -1457,7 +1677,10 @@ pub fn parse_toolstack_physmap<'a>(
             ));
         };
         let Some((&last, name)) = stored_name[..namelen as usize].split_last() else {
-            return Err(LegacyError::malformed(at(pos + 24), format!("physmap entry {index}: empty name")));
+            return Err(LegacyError::malformed(
+                at(pos + 24),
+                format!("physmap entry {index}: empty name"),
+            ));
         };
         if last != 0 {
             return Err(LegacyError::malformed(
@@ -1471,7 +1694,12 @@ pub fn parse_toolstack_physmap<'a>(
                 format!("physmap entry {index}: name has a NUL inside it"),
             ));
         }
-        each(PhysmapEntry { phys_offset, start_addr, size, name })?;
+        each(PhysmapEntry {
+            phys_offset,
+            start_addr,
+            size,
+            name,
+        })?;
         pos = name_at + stored;
     }
     Ok(())

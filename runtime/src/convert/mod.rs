@@ -92,21 +92,42 @@ pub trait V2Sink {
     /// libxl LIBXC_CONTEXT (empty): a libxc image follows inline.
     fn libxl_libxc_context(&mut self) -> io::Result<()>;
     /// libxl EMULATOR_XENSTORE_DATA: emulator sub-header + NUL-terminated key/value strings.
-    fn libxl_emulator_xenstore_data(&mut self, emulator_id: u32, index: u32, key_values: &[u8]) -> io::Result<()>;
+    fn libxl_emulator_xenstore_data(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        key_values: &[u8],
+    ) -> io::Result<()>;
     /// libxl EMULATOR_CONTEXT: emulator sub-header + the device-model state.
-    fn libxl_emulator_context(&mut self, emulator_id: u32, index: u32, context: &[u8]) -> io::Result<()>;
+    fn libxl_emulator_context(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        context: &[u8],
+    ) -> io::Result<()>;
     /// libxl END.
     fn libxl_end(&mut self) -> io::Result<()>;
     /// libxc image header.
     fn image_header(&mut self, version: u32, options: u16) -> io::Result<()>;
     /// libxc domain header.
-    fn domain_header(&mut self, domain_type: DomainType, page_shift: u16, xen_major: u32, xen_minor: u32) -> io::Result<()>;
+    fn domain_header(
+        &mut self,
+        domain_type: DomainType,
+        page_shift: u16,
+        xen_major: u32,
+        xen_minor: u32,
+    ) -> io::Result<()>;
     /// PAGE_DATA: v2 pfn_and_type entries and the data pages of the entries that carry data.
     fn page_data(&mut self, pfn_and_type: &[u64], pages: &[u8]) -> io::Result<()>;
     /// X86_PV_INFO.
     fn x86_pv_info(&mut self, guest_width: u8, pt_levels: u8) -> io::Result<()>;
     /// X86_PV_P2M_FRAMES.
-    fn x86_pv_p2m_frames(&mut self, p2m_start_pfn: u32, p2m_end_pfn: u32, frame_pfns: &[u64]) -> io::Result<()>;
+    fn x86_pv_p2m_frames(
+        &mut self,
+        p2m_start_pfn: u32,
+        p2m_end_pfn: u32,
+        frame_pfns: &[u64],
+    ) -> io::Result<()>;
     /// X86_PV_VCPU_BASIC.
     fn x86_pv_vcpu_basic(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()>;
     /// X86_PV_VCPU_EXTENDED.
@@ -139,10 +160,20 @@ impl<S: V2Sink + ?Sized> V2Sink for &mut S {
     fn libxl_libxc_context(&mut self) -> io::Result<()> {
         (**self).libxl_libxc_context()
     }
-    fn libxl_emulator_xenstore_data(&mut self, emulator_id: u32, index: u32, key_values: &[u8]) -> io::Result<()> {
+    fn libxl_emulator_xenstore_data(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        key_values: &[u8],
+    ) -> io::Result<()> {
         (**self).libxl_emulator_xenstore_data(emulator_id, index, key_values)
     }
-    fn libxl_emulator_context(&mut self, emulator_id: u32, index: u32, context: &[u8]) -> io::Result<()> {
+    fn libxl_emulator_context(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        context: &[u8],
+    ) -> io::Result<()> {
         (**self).libxl_emulator_context(emulator_id, index, context)
     }
     fn libxl_end(&mut self) -> io::Result<()> {
@@ -151,7 +182,13 @@ impl<S: V2Sink + ?Sized> V2Sink for &mut S {
     fn image_header(&mut self, version: u32, options: u16) -> io::Result<()> {
         (**self).image_header(version, options)
     }
-    fn domain_header(&mut self, domain_type: DomainType, page_shift: u16, xen_major: u32, xen_minor: u32) -> io::Result<()> {
+    fn domain_header(
+        &mut self,
+        domain_type: DomainType,
+        page_shift: u16,
+        xen_major: u32,
+        xen_minor: u32,
+    ) -> io::Result<()> {
         (**self).domain_header(domain_type, page_shift, xen_major, xen_minor)
     }
     fn page_data(&mut self, pfn_and_type: &[u64], pages: &[u8]) -> io::Result<()> {
@@ -160,7 +197,12 @@ impl<S: V2Sink + ?Sized> V2Sink for &mut S {
     fn x86_pv_info(&mut self, guest_width: u8, pt_levels: u8) -> io::Result<()> {
         (**self).x86_pv_info(guest_width, pt_levels)
     }
-    fn x86_pv_p2m_frames(&mut self, p2m_start_pfn: u32, p2m_end_pfn: u32, frame_pfns: &[u64]) -> io::Result<()> {
+    fn x86_pv_p2m_frames(
+        &mut self,
+        p2m_start_pfn: u32,
+        p2m_end_pfn: u32,
+        frame_pfns: &[u64],
+    ) -> io::Result<()> {
         (**self).x86_pv_p2m_frames(p2m_start_pfn, p2m_end_pfn, frame_pfns)
     }
     fn x86_pv_vcpu_basic(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()> {
@@ -294,7 +336,11 @@ impl ConvertError {
 }
 
 fn emit(offset: u64, record: &'static str, result: io::Result<()>) -> Result<(), ConvertError> {
-    result.map_err(|source| ConvertError::Write { offset, record, source })
+    result.map_err(|source| ConvertError::Write {
+        offset,
+        record,
+        source,
+    })
 }
 
 /// HVM parameter index for a legacy HVM parameter chunk.
@@ -365,7 +411,10 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
 
     while let Some((at, record)) = reader.next_record()? {
         match record {
-            Record::XlHeader { header, optional_data } => {
+            Record::XlHeader {
+                header,
+                optional_data,
+            } => {
                 let mut header = header;
                 if libxl {
                     header.mandatory_flags |= XL_MANDATORY_FLAG_STREAMV2;
@@ -373,7 +422,11 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                 summary.xl_header = true;
                 emit(at, "xl header", sink.xl_header(&header, optional_data))?;
             }
-            Record::Header { p2m_size, width, guest_type } => {
+            Record::Header {
+                p2m_size,
+                width,
+                guest_type,
+            } => {
                 summary.width = width;
                 summary.guest_type = guest_type;
                 summary.p2m_size = p2m_size;
@@ -381,7 +434,11 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                     emit(at, "libxl header", sink.libxl_header(LIBXL_OPTION_LEGACY))?;
                     emit(at, "LIBXC_CONTEXT", sink.libxl_libxc_context())?;
                 }
-                emit(at, "image header", sink.image_header(IMAGE_HEADER_VERSION, IMAGE_HEADER_OPTIONS))?;
+                emit(
+                    at,
+                    "image header",
+                    sink.image_header(IMAGE_HEADER_VERSION, IMAGE_HEADER_OPTIONS),
+                )?;
                 let domain_type = match guest_type {
                     GuestType::Pv => DomainType::X86Pv,
                     GuestType::Hvm => DomainType::X86Hvm,
@@ -389,20 +446,33 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                 emit(
                     at,
                     "domain header",
-                    sink.domain_header(domain_type, PAGE_SHIFT, CONVERTED_XEN_MAJOR, CONVERTED_XEN_MINOR),
+                    sink.domain_header(
+                        domain_type,
+                        PAGE_SHIFT,
+                        CONVERTED_XEN_MAJOR,
+                        CONVERTED_XEN_MINOR,
+                    ),
                 )?;
                 if guest_type == GuestType::Hvm {
                     emit(at, "STATIC_DATA_END", sink.static_data_end())?;
                 }
             }
             Record::PvExtendedInfo(info) => {
-                emit(at, "X86_PV_INFO", sink.x86_pv_info(info.guest_width, info.pt_levels))?;
+                emit(
+                    at,
+                    "X86_PV_INFO",
+                    sink.x86_pv_info(info.guest_width, info.pt_levels),
+                )?;
                 emit(at, "STATIC_DATA_END", sink.static_data_end())?;
             }
             Record::PvP2mFrameList { frames } => {
                 // p2m_size is 1..=0x0FFFFFFF for PV, checked by the reader.
                 let end = (summary.p2m_size - 1) as u32;
-                emit(at, "X86_PV_P2M_FRAMES", sink.x86_pv_p2m_frames(0, end, frames))?;
+                emit(
+                    at,
+                    "X86_PV_P2M_FRAMES",
+                    sink.x86_pv_p2m_frames(0, end, frames),
+                )?;
             }
             Record::PageBatch { entries, pages } => {
                 pfns.clear();
@@ -455,12 +525,25 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                     .into());
                 }
                 let Some(index) = hvm_param_index(chunk) else {
-                    return Err(LegacyError::malformed(at, format!("{} is not an HVM parameter", chunk.name())).into());
+                    return Err(LegacyError::malformed(
+                        at,
+                        format!("{} is not an HVM parameter", chunk.name()),
+                    )
+                    .into());
                 };
                 params.push((index, value));
             }
-            Record::TscInfo { mode, nsec, khz, incarnation } => {
-                emit(at, "X86_TSC_INFO", sink.x86_tsc_info(mode, khz, nsec, incarnation))?;
+            Record::TscInfo {
+                mode,
+                nsec,
+                khz,
+                incarnation,
+            } => {
+                emit(
+                    at,
+                    "X86_TSC_INFO",
+                    sink.x86_tsc_info(mode, khz, nsec, incarnation),
+                )?;
             }
             Record::Toolstack { blob } => {
                 if libxl && !blob.is_empty() {
@@ -479,13 +562,30 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                     emit(at, "HVM_PARAMS", sink.hvm_params(&params))?;
                 }
             }
-            Record::PvVcpu { vcpu_id, basic, extended, xsave } => {
-                emit(at, "X86_PV_VCPU_BASIC", sink.x86_pv_vcpu_basic(vcpu_id, basic))?;
+            Record::PvVcpu {
+                vcpu_id,
+                basic,
+                extended,
+                xsave,
+            } => {
+                emit(
+                    at,
+                    "X86_PV_VCPU_BASIC",
+                    sink.x86_pv_vcpu_basic(vcpu_id, basic),
+                )?;
                 if let Some(extended) = extended {
-                    emit(at, "X86_PV_VCPU_EXTENDED", sink.x86_pv_vcpu_extended(vcpu_id, extended))?;
+                    emit(
+                        at,
+                        "X86_PV_VCPU_EXTENDED",
+                        sink.x86_pv_vcpu_extended(vcpu_id, extended),
+                    )?;
                 }
                 if let Some((_mask, xsave)) = xsave {
-                    emit(at, "X86_PV_VCPU_XSAVE", sink.x86_pv_vcpu_xsave(vcpu_id, xsave))?;
+                    emit(
+                        at,
+                        "X86_PV_VCPU_XSAVE",
+                        sink.x86_pv_vcpu_xsave(vcpu_id, xsave),
+                    )?;
                 }
                 summary.vcpus += 1;
             }
@@ -493,7 +593,11 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                 emit(at, "SHARED_INFO", sink.shared_info(page))?;
                 finish_libxc(sink, at, libxl, &xenstore)?;
             }
-            Record::HvmMagicPfns { ioreq_pfn, bufioreq_pfn, store_pfn } => {
+            Record::HvmMagicPfns {
+                ioreq_pfn,
+                bufioreq_pfn,
+                store_pfn,
+            } => {
                 let magic = [
                     (hvm_param::IOREQ_PFN, ioreq_pfn),
                     (hvm_param::BUFIOREQ_PFN, bufioreq_pfn),
@@ -540,7 +644,12 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
 }
 
 /// libxc END, then (libxl) the physmap keys gathered from TOOLSTACK chunks.
-fn finish_libxc<S: V2Sink + ?Sized>(sink: &mut S, at: u64, libxl: bool, xenstore: &[u8]) -> Result<(), ConvertError> {
+fn finish_libxc<S: V2Sink + ?Sized>(
+    sink: &mut S,
+    at: u64,
+    libxl: bool,
+    xenstore: &[u8],
+) -> Result<(), ConvertError> {
     emit(at, "END", sink.end())?;
     if libxl && !xenstore.is_empty() {
         emit(

@@ -3,9 +3,7 @@
 //! The sink here hand-encodes the v2 framing; it is test code only, standing in for the
 //! generated codecs.
 
-use super::legacy::{
-    GuestType, LegacyError, QemuRecordKind, Width, XlHeader, PAGE_SIZE, XL_MAGIC,
-};
+use super::legacy::{GuestType, LegacyError, QemuRecordKind, Width, XlHeader, PAGE_SIZE, XL_MAGIC};
 use super::*;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -46,14 +44,20 @@ fn pair(a: u32, b: u32) -> [u8; 8] {
 impl V2Sink for EncodingSink {
     fn xl_header(&mut self, header: &XlHeader, optional_data: &[u8]) -> io::Result<()> {
         self.out.extend_from_slice(XL_MAGIC);
-        for field in [header.byteorder, header.mandatory_flags, header.optional_flags, header.optional_data_len] {
+        for field in [
+            header.byteorder,
+            header.mandatory_flags,
+            header.optional_flags,
+            header.optional_data_len,
+        ] {
             self.out.extend_from_slice(&field.to_le_bytes());
         }
         self.out.extend_from_slice(optional_data);
         Ok(())
     }
     fn libxl_header(&mut self, options: u32) -> io::Result<()> {
-        self.out.extend_from_slice(&0x4C69_6278_6C46_6D74u64.to_be_bytes());
+        self.out
+            .extend_from_slice(&0x4C69_6278_6C46_6D74u64.to_be_bytes());
         self.out.extend_from_slice(&2u32.to_be_bytes());
         self.out.extend_from_slice(&options.to_be_bytes());
         Ok(())
@@ -61,10 +65,20 @@ impl V2Sink for EncodingSink {
     fn libxl_libxc_context(&mut self) -> io::Result<()> {
         self.record(1, &[])
     }
-    fn libxl_emulator_xenstore_data(&mut self, emulator_id: u32, index: u32, key_values: &[u8]) -> io::Result<()> {
+    fn libxl_emulator_xenstore_data(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        key_values: &[u8],
+    ) -> io::Result<()> {
         self.record(2, &[&pair(emulator_id, index), key_values])
     }
-    fn libxl_emulator_context(&mut self, emulator_id: u32, index: u32, context: &[u8]) -> io::Result<()> {
+    fn libxl_emulator_context(
+        &mut self,
+        emulator_id: u32,
+        index: u32,
+        context: &[u8],
+    ) -> io::Result<()> {
         self.record(3, &[&pair(emulator_id, index), context])
     }
     fn libxl_end(&mut self) -> io::Result<()> {
@@ -78,8 +92,15 @@ impl V2Sink for EncodingSink {
         self.out.extend_from_slice(&[0; 6]);
         Ok(())
     }
-    fn domain_header(&mut self, domain_type: DomainType, page_shift: u16, xen_major: u32, xen_minor: u32) -> io::Result<()> {
-        self.out.extend_from_slice(&(domain_type as u32).to_le_bytes());
+    fn domain_header(
+        &mut self,
+        domain_type: DomainType,
+        page_shift: u16,
+        xen_major: u32,
+        xen_minor: u32,
+    ) -> io::Result<()> {
+        self.out
+            .extend_from_slice(&(domain_type as u32).to_le_bytes());
         self.out.extend_from_slice(&page_shift.to_le_bytes());
         self.out.extend_from_slice(&[0; 2]);
         self.out.extend_from_slice(&xen_major.to_le_bytes());
@@ -87,13 +108,28 @@ impl V2Sink for EncodingSink {
         Ok(())
     }
     fn page_data(&mut self, pfn_and_type: &[u64], pages: &[u8]) -> io::Result<()> {
-        self.record(1, &[&pair(pfn_and_type.len() as u32, 0), &le_u64s(pfn_and_type), pages])
+        self.record(
+            1,
+            &[
+                &pair(pfn_and_type.len() as u32, 0),
+                &le_u64s(pfn_and_type),
+                pages,
+            ],
+        )
     }
     fn x86_pv_info(&mut self, guest_width: u8, pt_levels: u8) -> io::Result<()> {
         self.record(2, &[&[guest_width, pt_levels, 0, 0, 0, 0, 0, 0]])
     }
-    fn x86_pv_p2m_frames(&mut self, p2m_start_pfn: u32, p2m_end_pfn: u32, frame_pfns: &[u64]) -> io::Result<()> {
-        self.record(3, &[&pair(p2m_start_pfn, p2m_end_pfn), &le_u64s(frame_pfns)])
+    fn x86_pv_p2m_frames(
+        &mut self,
+        p2m_start_pfn: u32,
+        p2m_end_pfn: u32,
+        frame_pfns: &[u64],
+    ) -> io::Result<()> {
+        self.record(
+            3,
+            &[&pair(p2m_start_pfn, p2m_end_pfn), &le_u64s(frame_pfns)],
+        )
     }
     fn x86_pv_vcpu_basic(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()> {
         self.record(4, &[&pair(vcpu_id, 0), context])
@@ -108,7 +144,10 @@ impl V2Sink for EncodingSink {
         self.record(7, &[page])
     }
     fn x86_tsc_info(&mut self, mode: u32, khz: u32, nsec: u64, incarnation: u32) -> io::Result<()> {
-        self.record(8, &[&pair(mode, khz), &nsec.to_le_bytes(), &pair(incarnation, 0)])
+        self.record(
+            8,
+            &[&pair(mode, khz), &nsec.to_le_bytes(), &pair(incarnation, 0)],
+        )
     }
     fn hvm_context(&mut self, context: &[u8]) -> io::Result<()> {
         self.record(9, &[context])
@@ -212,13 +251,22 @@ fn run_err(input: &[u8], opts: &ConvertOptions) -> ConvertError {
 fn assert_malformed(err: &ConvertError, offset: u64, needle: &str) {
     let text = err.to_string();
     match err {
-        ConvertError::Legacy(LegacyError::Malformed { offset: at, message }) => {
+        ConvertError::Legacy(LegacyError::Malformed {
+            offset: at,
+            message,
+        }) => {
             assert_eq!(*at, offset, "wrong offset in {text:?}");
-            assert!(message.contains(needle), "{text:?} does not mention {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{text:?} does not mention {needle:?}"
+            );
         }
         other => panic!("expected a malformed-input error at {offset:#x}, got {other:?}"),
     }
-    assert!(text.contains(&format!("offset {offset:#x}")), "{text:?} does not name the offset");
+    assert!(
+        text.contains(&format!("offset {offset:#x}")),
+        "{text:?} does not name the offset"
+    );
     assert_eq!(err.exit_code(), 1);
     assert_eq!(err.offset(), offset);
 }
@@ -239,7 +287,10 @@ fn vectors_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XENMIG_VECTORS") {
         return PathBuf::from(dir);
     }
-    let starts = [PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from(file!())];
+    let starts = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        PathBuf::from(file!()),
+    ];
     for start in starts.iter().filter(|p| p.is_absolute()) {
         for dir in start.ancestors() {
             let candidate = dir.join("shared/vectors");
@@ -259,7 +310,10 @@ struct ConvertCase {
 }
 
 fn parse_flags(flags: &str) -> ConvertOptions {
-    let mut opts = ConvertOptions { xl_header: Some(false), ..ConvertOptions::default() };
+    let mut opts = ConvertOptions {
+        xl_header: Some(false),
+        ..ConvertOptions::default()
+    };
     let mut words = flags.split_whitespace();
     while let Some(word) = words.next() {
         match word {
@@ -295,7 +349,8 @@ fn parse_flags(flags: &str) -> ConvertOptions {
 fn convert_cases() -> Vec<ConvertCase> {
     let dir = vectors_dir();
     let manifest = std::fs::read_to_string(dir.join("manifest.tsv")).expect("read manifest.tsv");
-    let read = |rel: &str| std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"));
+    let read =
+        |rel: &str| std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"));
     let cases: Vec<ConvertCase> = manifest
         .lines()
         .map(|line| line.split('\t').collect::<Vec<_>>())
@@ -315,11 +370,15 @@ fn convert_cases() -> Vec<ConvertCase> {
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
 }
 
 fn check_exact(case: &ConvertCase, opts: &ConvertOptions, label: &str) {
-    let (out, summary) = run(&case.input, opts).unwrap_or_else(|e| panic!("{} ({label}): {e}", case.name));
+    let (out, summary) =
+        run(&case.input, opts).unwrap_or_else(|e| panic!("{} ({label}): {e}", case.name));
     assert!(
         out == case.expected,
         "{} ({label}): output differs from the reference at byte {:#x} (got {} bytes, expected {})",
@@ -334,7 +393,12 @@ fn check_exact(case: &ConvertCase, opts: &ConvertOptions, label: &str) {
     if let Some(guest) = case.opts.guest_type {
         assert_eq!(summary.guest_type, guest, "{}: guest type", case.name);
     }
-    assert_eq!(Some(summary.xl_header), case.opts.xl_header, "{}: xl header", case.name);
+    assert_eq!(
+        Some(summary.xl_header),
+        case.opts.xl_header,
+        "{}: xl header",
+        case.name
+    );
 }
 
 #[test]
@@ -347,13 +411,31 @@ fn vectors_byte_exact_with_reference_flags() {
 #[test]
 fn vectors_byte_exact_with_detection() {
     for case in convert_cases() {
-        let detect_all = ConvertOptions { width: None, guest_type: None, xl_header: None, ..case.opts };
-        check_exact(&case, &detect_all, "width, guest type and xl header detected");
-        let detect_width = ConvertOptions { width: None, ..case.opts };
+        let detect_all = ConvertOptions {
+            width: None,
+            guest_type: None,
+            xl_header: None,
+            ..case.opts
+        };
+        check_exact(
+            &case,
+            &detect_all,
+            "width, guest type and xl header detected",
+        );
+        let detect_width = ConvertOptions {
+            width: None,
+            ..case.opts
+        };
         check_exact(&case, &detect_width, "width detected");
-        let detect_guest = ConvertOptions { guest_type: None, ..case.opts };
+        let detect_guest = ConvertOptions {
+            guest_type: None,
+            ..case.opts
+        };
         check_exact(&case, &detect_guest, "guest type detected");
-        let detect_xl = ConvertOptions { xl_header: None, ..case.opts };
+        let detect_xl = ConvertOptions {
+            xl_header: None,
+            ..case.opts
+        };
         check_exact(&case, &detect_xl, "xl header detected");
     }
 }
@@ -361,11 +443,24 @@ fn vectors_byte_exact_with_detection() {
 #[test]
 fn vectors_byte_exact_through_short_reads() {
     for case in convert_cases() {
-        let detect_all = ConvertOptions { width: None, guest_type: None, xl_header: None, ..case.opts };
+        let detect_all = ConvertOptions {
+            width: None,
+            guest_type: None,
+            xl_header: None,
+            ..case.opts
+        };
         let mut sink = EncodingSink::default();
-        let input = Trickle { data: &case.input, pos: 0, step: 0 };
+        let input = Trickle {
+            data: &case.input,
+            pos: 0,
+            step: 0,
+        };
         convert(input, &mut sink, &detect_all).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert!(sink.out == case.expected, "{}: short reads changed the output", case.name);
+        assert!(
+            sink.out == case.expected,
+            "{}: short reads changed the output",
+            case.name
+        );
     }
 }
 
@@ -380,18 +475,40 @@ fn vectors_truncated_anywhere_report_the_offset() {
         for cut in cuts {
             let err = run_err(&case.input[..cut], &case.opts);
             match &err {
-                ConvertError::Legacy(LegacyError::Truncated { offset, got, needed, .. }) => {
-                    assert_eq!(offset + got, cut as u64, "{} cut at {cut:#x}: {err}", case.name);
+                ConvertError::Legacy(LegacyError::Truncated {
+                    offset,
+                    got,
+                    needed,
+                    ..
+                }) => {
+                    assert_eq!(
+                        offset + got,
+                        cut as u64,
+                        "{} cut at {cut:#x}: {err}",
+                        case.name
+                    );
                     assert!(got < needed, "{} cut at {cut:#x}: {err}", case.name);
                     assert!(err.to_string().contains(&format!("offset {offset:#x}")));
                 }
-                other => panic!("{} cut at {cut:#x}: expected truncation, got {other}", case.name),
+                other => panic!(
+                    "{} cut at {cut:#x}: expected truncation, got {other}",
+                    case.name
+                ),
             }
             assert_eq!(err.exit_code(), 1);
             // With everything detected, a cut still fails, at or before the cut.
-            let detect = ConvertOptions { width: None, guest_type: None, xl_header: None, ..case.opts };
+            let detect = ConvertOptions {
+                width: None,
+                guest_type: None,
+                xl_header: None,
+                ..case.opts
+            };
             let err = run_err(&case.input[..cut], &detect);
-            assert!(err.offset() <= cut as u64, "{} cut at {cut:#x} (detected): {err}", case.name);
+            assert!(
+                err.offset() <= cut as u64,
+                "{} cut at {cut:#x} (detected): {err}",
+                case.name
+            );
         }
     }
 }
@@ -407,7 +524,10 @@ struct Builder {
 
 impl Builder {
     fn new(width: Width) -> Self {
-        Builder { width, bytes: Vec::new() }
+        Builder {
+            width,
+            bytes: Vec::new(),
+        }
     }
     fn at(&self) -> u64 {
         self.bytes.len() as u64
@@ -477,7 +597,10 @@ const P2M_SIZE: u64 = 0x20;
 fn pv_prefix(width: Width) -> Builder {
     let mut b = Builder::new(width);
     b.ulong(P2M_SIZE)
-        .pv_ext_info(&[vcpu_block(legacy::VCPU_CONTEXT_SIZE_X86_64), (b"extv", vec![])])
+        .pv_ext_info(&[
+            vcpu_block(legacy::VCPU_CONTEXT_SIZE_X86_64),
+            (b"extv", vec![]),
+        ])
         .ulong(0x1234);
     b
 }
@@ -492,7 +615,9 @@ fn pv_tail(b: &mut Builder) -> &mut Builder {
 
 fn pv_stream(width: Width) -> Vec<u8> {
     let mut b = pv_prefix(width);
-    b.vcpu_info(0, &[1]).batch(&[1, 0x1000_0002, 0xF000_0000, 0xF000_0003]).i32(0);
+    b.vcpu_info(0, &[1])
+        .batch(&[1, 0x1000_0002, 0xF000_0000, 0xF000_0003])
+        .i32(0);
     pv_tail(&mut b);
     b.bytes
 }
@@ -500,7 +625,17 @@ fn pv_stream(width: Width) -> Vec<u8> {
 /// An HVM stream up to and including the HVM context.
 fn hvm_body(width: Width) -> Builder {
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).i32(-3).u32(0).u64(0xFEFF_D000).batch(&[1, 2]).i32(0).u64(5).u64(6).u64(7).u32(8).fill(0x44, 8);
+    b.ulong(P2M_SIZE)
+        .i32(-3)
+        .u32(0)
+        .u64(0xFEFF_D000)
+        .batch(&[1, 2])
+        .i32(0)
+        .u64(5)
+        .u64(6)
+        .u64(7)
+        .u32(8)
+        .fill(0x44, 8);
     b
 }
 
@@ -511,7 +646,13 @@ fn hvm_stream(width: Width) -> Vec<u8> {
 }
 
 fn opts(width: Width, guest: GuestType, format: OutputFormat) -> ConvertOptions {
-    ConvertOptions { width: Some(width), guest_type: Some(guest), xl_header: Some(false), format, skip_qemu: false }
+    ConvertOptions {
+        width: Some(width),
+        guest_type: Some(guest),
+        xl_header: Some(false),
+        format,
+        skip_qemu: false,
+    }
 }
 
 #[test]
@@ -524,14 +665,34 @@ fn synthetic_streams_convert_and_detect() {
             assert_eq!(summary.pages, 2);
             assert_eq!(summary.dropped_bare_xtab_entries, 1);
             assert_eq!(summary.input_bytes, pv.len() as u64);
-            let (detected, summary) = run(&pv, &ConvertOptions { format, ..Default::default() }).expect("pv detected");
+            let (detected, summary) = run(
+                &pv,
+                &ConvertOptions {
+                    format,
+                    ..Default::default()
+                },
+            )
+            .expect("pv detected");
             assert_eq!(given, detected);
-            assert_eq!((summary.width, summary.guest_type, summary.xl_header), (width, GuestType::Pv, false));
+            assert_eq!(
+                (summary.width, summary.guest_type, summary.xl_header),
+                (width, GuestType::Pv, false)
+            );
 
             let hvm = hvm_stream(width);
             let (given, summary) = run(&hvm, &opts(width, GuestType::Hvm, format)).expect("hvm");
-            assert_eq!(summary.qemu_record, Some(QemuRecordKind::DeviceModelRecord0002));
-            let (detected, summary) = run(&hvm, &ConvertOptions { format, ..Default::default() }).expect("hvm detected");
+            assert_eq!(
+                summary.qemu_record,
+                Some(QemuRecordKind::DeviceModelRecord0002)
+            );
+            let (detected, summary) = run(
+                &hvm,
+                &ConvertOptions {
+                    format,
+                    ..Default::default()
+                },
+            )
+            .expect("hvm detected");
             assert_eq!(given, detected);
             assert_eq!((summary.width, summary.guest_type), (width, GuestType::Hvm));
         }
@@ -542,7 +703,10 @@ fn synthetic_streams_convert_and_detect() {
 fn p2m_size_above_the_cap_is_rejected() {
     let mut b = Builder::new(Width::Bits64);
     b.u64(0x1000_0000).i32(0);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc),
+    );
     assert_malformed(&err, 0, "exceeds the legacy maximum");
 }
 
@@ -572,7 +736,10 @@ fn batch_of_exactly_1024_is_accepted() {
         b.u64(0xF000_0000 | pfn); // XTAB entries carry no data
     }
     b.i32(0).u64(0).u64(0).u64(0).u32(8).fill(1, 8);
-    let o = ConvertOptions { skip_qemu: true, ..opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc) };
+    let o = ConvertOptions {
+        skip_qemu: true,
+        ..opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc)
+    };
     let (_, summary) = run(&b.bytes, &o).expect("1024 entries");
     assert_eq!(summary.page_data_records, 1);
 }
@@ -586,23 +753,46 @@ fn bad_extended_info_sizes_are_rejected() {
 
     // "vcpu" block of a size that names no guest width.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).pv_ext_info(&[vcpu_block(0x1000)]).ulong(1);
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[vcpu_block(0x1000)])
+        .ulong(1);
     assert_malformed(&run_err(&b.bytes, &o), blocks_at, "gives no guest width");
 
     // A block that overruns the total size.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).ulong(u64::MAX).u32(8 + 0x1430 - 1).raw(b"vcpu").u32(0x1430).fill(0, 0x1430).ulong(1);
+    b.ulong(P2M_SIZE)
+        .ulong(u64::MAX)
+        .u32(8 + 0x1430 - 1)
+        .raw(b"vcpu")
+        .u32(0x1430)
+        .fill(0, 0x1430)
+        .ulong(1);
     assert_malformed(&run_err(&b.bytes, &o), blocks_at, "overruns the total size");
 
     // A total that leaves too few bytes for another block header.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).ulong(u64::MAX).u32(8 + 0x1430 + 3).raw(b"vcpu").u32(0x1430).fill(0, 0x1430).fill(0, 3);
-    assert_malformed(&run_err(&b.bytes, &o), blocks_at + 8 + 0x1430, "too few for a block header");
+    b.ulong(P2M_SIZE)
+        .ulong(u64::MAX)
+        .u32(8 + 0x1430 + 3)
+        .raw(b"vcpu")
+        .u32(0x1430)
+        .fill(0, 0x1430)
+        .fill(0, 3);
+    assert_malformed(
+        &run_err(&b.bytes, &o),
+        blocks_at + 8 + 0x1430,
+        "too few for a block header",
+    );
 
     // An unknown block id.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).pv_ext_info(&[vcpu_block(0x1430), (b"junk", vec![0; 4])]);
-    assert_malformed(&run_err(&b.bytes, &o), blocks_at + 8 + 0x1430, "unrecognised PV extended-info block");
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[vcpu_block(0x1430), (b"junk", vec![0; 4])]);
+    assert_malformed(
+        &run_err(&b.bytes, &o),
+        blocks_at + 8 + 0x1430,
+        "unrecognised PV extended-info block",
+    );
 
     // No "vcpu" block at all.
     let mut b = Builder::new(width);
@@ -611,16 +801,27 @@ fn bad_extended_info_sizes_are_rejected() {
 
     // A second "vcpu" block.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).pv_ext_info(&[vcpu_block(0xAF0), vcpu_block(0xAF0)]);
-    assert_malformed(&run_err(&b.bytes, &o), blocks_at + 8 + 0xAF0, "second \"vcpu\" block");
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[vcpu_block(0xAF0), vcpu_block(0xAF0)]);
+    assert_malformed(
+        &run_err(&b.bytes, &o),
+        blocks_at + 8 + 0xAF0,
+        "second \"vcpu\" block",
+    );
 
     // "xcnt" too small for its u32, and an out-of-range xsave size.
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", vec![1, 0])]);
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", vec![1, 0])]);
     assert_malformed(&run_err(&b.bytes, &o), blocks_at + 8 + 0xAF0, "too small");
     let mut b = Builder::new(width);
-    b.ulong(P2M_SIZE).pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", 8u32.to_le_bytes().to_vec())]);
-    assert_malformed(&run_err(&b.bytes, &o), blocks_at + 8 + 0xAF0 + 8, "out of range");
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", 8u32.to_le_bytes().to_vec())]);
+    assert_malformed(
+        &run_err(&b.bytes, &o),
+        blocks_at + 8 + 0xAF0 + 8,
+        "out of range",
+    );
 
     // Wrong signature: an HVM stream read as PV.
     let hvm = hvm_stream(width);
@@ -632,7 +833,10 @@ fn xsave_size_must_match_xcnt() {
     let width = Width::Bits32;
     let mut b = Builder::new(width);
     b.ulong(P2M_SIZE)
-        .pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", (16u32 + 64).to_le_bytes().to_vec())])
+        .pv_ext_info(&[
+            vcpu_block(0xAF0),
+            (b"xcnt", (16u32 + 64).to_le_bytes().to_vec()),
+        ])
         .ulong(7)
         .vcpu_info(0, &[1])
         .i32(0)
@@ -650,7 +854,10 @@ fn xsave_state_converts_without_mask_and_size() {
     let width = Width::Bits32;
     let mut b = Builder::new(width);
     b.ulong(P2M_SIZE)
-        .pv_ext_info(&[vcpu_block(0xAF0), (b"xcnt", (16u32 + 64).to_le_bytes().to_vec())])
+        .pv_ext_info(&[
+            vcpu_block(0xAF0),
+            (b"xcnt", (16u32 + 64).to_le_bytes().to_vec()),
+        ])
         .ulong(7)
         .vcpu_info(70, &[0b101, 1 << 6])
         .i32(0)
@@ -661,10 +868,14 @@ fn xsave_state_converts_without_mask_and_size() {
         b.fill(0x55, 0xAF0).u64(3).u64(64).fill(0x66, 64);
     }
     b.fill(0x77, PAGE_SIZE);
-    let (out, summary) = run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("xsave");
+    let (out, summary) =
+        run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("xsave");
     assert_eq!(summary.vcpus, 3);
     // Each XSAVE record is the 8-byte vcpu header and the 64-byte buffer.
-    let xsave_records = out.windows(8).filter(|w| *w == [6, 0, 0, 0, 72, 0, 0, 0]).count();
+    let xsave_records = out
+        .windows(8)
+        .filter(|w| *w == [6, 0, 0, 0, 72, 0, 0, 0])
+        .count();
     assert_eq!(xsave_records, 3);
     // vcpus 0, 2 and 70 in order.
     let mut sink = EncodingSink::default();
@@ -685,16 +896,22 @@ fn duplicate_pfns_are_rejected_after_dropping_bare_xtab() {
 
         // Several bare XTAB entries are dropped, not duplicates.
         let mut b = pv_prefix(width);
-        b.vcpu_info(0, &[1]).batch(&[0xF000_0000, 5, 0xF000_0000, 0xF000_0000]).i32(0);
+        b.vcpu_info(0, &[1])
+            .batch(&[0xF000_0000, 5, 0xF000_0000, 0xF000_0000])
+            .i32(0);
         pv_tail(&mut b);
-        let (_, summary) = run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("bare xtab");
+        let (_, summary) =
+            run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("bare xtab");
         assert_eq!(summary.dropped_bare_xtab_entries, 3);
 
         // A batch of only bare XTAB entries writes no PAGE_DATA.
         let mut b = pv_prefix(width);
-        b.vcpu_info(0, &[1]).batch(&[0xF000_0000, 0xF000_0000]).i32(0);
+        b.vcpu_info(0, &[1])
+            .batch(&[0xF000_0000, 0xF000_0000])
+            .i32(0);
         pv_tail(&mut b);
-        let (out, summary) = run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("empty batch");
+        let (out, summary) =
+            run(&b.bytes, &opts(width, GuestType::Pv, OutputFormat::Libxc)).expect("empty batch");
         assert_eq!(summary.dropped_empty_batches, 1);
         assert_eq!(summary.page_data_records, 0);
         assert!(!out.windows(8).any(|w| w == [1, 0, 0, 0, 8, 0, 0, 0]));
@@ -707,7 +924,10 @@ fn unknown_chunk_ids_are_rejected() {
         let mut b = pv_prefix(Width::Bits64);
         let at = b.at();
         b.i32(id);
-        let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+        let err = run_err(
+            &b.bytes,
+            &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+        );
         assert_malformed(&err, at, &format!("unrecognised chunk id {id}"));
     }
 }
@@ -718,7 +938,10 @@ fn tmem_and_compression_are_unsupported() {
         let mut b = pv_prefix(Width::Bits32);
         let at = b.at();
         b.i32(id).u32(0);
-        let err = run_err(&b.bytes, &opts(Width::Bits32, GuestType::Pv, OutputFormat::Libxc));
+        let err = run_err(
+            &b.bytes,
+            &opts(Width::Bits32, GuestType::Pv, OutputFormat::Libxc),
+        );
         assert_unsupported(&err, at);
     }
 }
@@ -729,7 +952,10 @@ fn vcpu_ids_above_4095_are_rejected() {
         let mut b = pv_prefix(Width::Bits64);
         let at = b.at() + 4;
         b.vcpu_info(max, &[1]);
-        let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+        let err = run_err(
+            &b.bytes,
+            &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+        );
         assert_malformed(&err, at, "out of range 0..=4095");
     }
     // 4095 itself is fine: 64 words of map.
@@ -742,7 +968,11 @@ fn vcpu_ids_above_4095_are_rejected() {
         b.fill(0x11, 0x1430).fill(0x22, 128);
     }
     b.fill(0x33, PAGE_SIZE);
-    let (_, summary) = run(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc)).expect("4095");
+    let (_, summary) = run(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+    )
+    .expect("4095");
     assert_eq!(summary.vcpus, 2);
 }
 
@@ -753,13 +983,19 @@ fn vcpu_info_rules() {
     b.vcpu_info(0, &[1]);
     let at = b.at();
     b.vcpu_info(0, &[1]);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+    );
     assert_malformed(&err, at, "second VCPU_INFO");
     // Missing in a PV stream.
     let mut b = pv_prefix(Width::Bits64);
     let at = b.at();
     b.i32(0);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+    );
     assert_malformed(&err, at, "without a VCPU_INFO");
 }
 
@@ -769,7 +1005,10 @@ fn hvm_param_chunk_in_pv_stream_is_rejected() {
     b.vcpu_info(0, &[1]);
     let at = b.at();
     b.i32(-11).u32(0).u64(1);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+    );
     assert_malformed(&err, at, "HVM_VIRIDIAN in a PV stream");
 }
 
@@ -780,12 +1019,27 @@ fn hvm_params_merge_in_chunk_order() {
     for (id, v) in [(-11, 1u64), (-4, 2), (-19, 3), (-20, 4), (-14, 5)] {
         b.i32(id).u32(0).u64(v);
     }
-    b.i32(-7).u32(1).u64(2).u32(3).u32(4).i32(0).u64(0).u64(0).u64(0).u32(1).fill(0x5A, 1);
-    let o = ConvertOptions { skip_qemu: true, ..opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc) };
+    b.i32(-7)
+        .u32(1)
+        .u64(2)
+        .u32(3)
+        .u32(4)
+        .i32(0)
+        .u64(0)
+        .u64(0)
+        .u64(0)
+        .u32(1)
+        .fill(0x5A, 1);
+    let o = ConvertOptions {
+        skip_qemu: true,
+        ..opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc)
+    };
     let (out, _) = run(&b.bytes, &o).expect("params");
     let mut expected = EncodingSink::default();
     expected.x86_tsc_info(1, 3, 2, 4).unwrap();
-    expected.hvm_params(&[(9, 1), (15, 2), (32, 3), (33, 4), (34, 5)]).unwrap();
+    expected
+        .hvm_params(&[(9, 1), (15, 2), (32, 3), (33, 4), (34, 5)])
+        .unwrap();
     expected.hvm_params(&[(5, 0), (6, 0), (1, 0)]).unwrap();
     let start = 24 + 16 + 8; // ihdr, dhdr, STATIC_DATA_END
     assert_eq!(&out[start..start + expected.out.len()], &expected.out[..]);
@@ -793,18 +1047,30 @@ fn hvm_params_merge_in_chunk_order() {
 
 #[test]
 fn empty_or_oversized_hvm_context_is_rejected() {
-    let o = ConvertOptions { skip_qemu: true, ..opts(Width::Bits32, GuestType::Hvm, OutputFormat::Libxc) };
+    let o = ConvertOptions {
+        skip_qemu: true,
+        ..opts(Width::Bits32, GuestType::Hvm, OutputFormat::Libxc)
+    };
     let mut b = Builder::new(Width::Bits32);
     b.u32(P2M_SIZE as u32).i32(0).u64(0).u64(0).u64(0);
     let at = b.at();
-    let mut empty = Builder { width: b.width, bytes: b.bytes.clone() };
+    let mut empty = Builder {
+        width: b.width,
+        bytes: b.bytes.clone(),
+    };
     empty.u32(0);
     assert_malformed(&run_err(&empty.bytes, &o), at, "HVM context is empty");
-    let mut big = Builder { width: b.width, bytes: b.bytes.clone() };
+    let mut big = Builder {
+        width: b.width,
+        bytes: b.bytes.clone(),
+    };
     big.u32(legacy::MAX_HVM_CONTEXT_LENGTH + 1);
     assert_malformed(&run_err(&big.bytes, &o), at, "exceeds the cap");
     // At the cap but truncated: a truncation error, without a 128 MiB allocation up front.
-    let mut cut = Builder { width: b.width, bytes: b.bytes.clone() };
+    let mut cut = Builder {
+        width: b.width,
+        bytes: b.bytes.clone(),
+    };
     cut.u32(legacy::MAX_HVM_CONTEXT_LENGTH).fill(1, 10);
     match run_err(&cut.bytes, &o) {
         ConvertError::Legacy(LegacyError::Truncated { offset, got, .. }) => {
@@ -821,7 +1087,10 @@ fn oversized_lengths_are_rejected_before_reading() {
     b.vcpu_info(0, &[1]).i32(0);
     let at = b.at();
     b.u32((1 << 28) + 1);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxc),
+    );
     assert_malformed(&err, at, "unmapped pfn count");
 
     // TOOLSTACK above 16 MiB.
@@ -829,7 +1098,10 @@ fn oversized_lengths_are_rejected_before_reading() {
     b.i32(-18);
     let at = b.at();
     b.u32(legacy::MAX_TOOLSTACK_LENGTH + 1);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxl));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxl),
+    );
     assert_malformed(&err, at, "TOOLSTACK length");
 
     // Qemu record above 128 MiB - 8.
@@ -837,14 +1109,21 @@ fn oversized_lengths_are_rejected_before_reading() {
     b.raw(b"DeviceModelRecord0002");
     let at = b.at();
     b.u32(128 << 20);
-    let err = run_err(&b.bytes, &opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxl));
+    let err = run_err(
+        &b.bytes,
+        &opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxl),
+    );
     assert_malformed(&err, at, "qemu record length");
 
     // Unmapped pfns are read and discarded.
     let mut b = pv_prefix(Width::Bits32);
     b.vcpu_info(0, &[1]).i32(0).u32(3).u32(1).u32(2).u32(3);
     b.fill(0x11, 0x1430).fill(0x22, 128).fill(0x33, PAGE_SIZE);
-    run(&b.bytes, &opts(Width::Bits32, GuestType::Pv, OutputFormat::Libxc)).expect("unmapped pfns");
+    run(
+        &b.bytes,
+        &opts(Width::Bits32, GuestType::Pv, OutputFormat::Libxc),
+    )
+    .expect("unmapped pfns");
 }
 
 fn toolstack_blob(width: Width, entries: &[(u64, u64, u64, &[u8])]) -> Vec<u8> {
@@ -877,9 +1156,16 @@ fn hvm_with_toolstack(width: Width, blob: &[u8]) -> (Vec<u8>, u64) {
 #[test]
 fn physmap_toolstack_becomes_xenstore_keys() {
     for width in [Width::Bits32, Width::Bits64] {
-        let blob = toolstack_blob(width, &[(0xF000_0000, 0xF000_0000, 0x80_0000, b"vga\0"), (0x1, 0x2, 0x3, b"\0")]);
+        let blob = toolstack_blob(
+            width,
+            &[
+                (0xF000_0000, 0xF000_0000, 0x80_0000, b"vga\0"),
+                (0x1, 0x2, 0x3, b"\0"),
+            ],
+        );
         let (stream, _) = hvm_with_toolstack(width, &blob);
-        let (out, summary) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("physmap");
+        let (out, summary) =
+            run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("physmap");
         assert_eq!(summary.physmap_entries, 2);
         let keys: &[u8] = b"physmap/f0000000/start_addr\0f0000000\0physmap/f0000000/size\0800000\0\
 physmap/f0000000/name\0vga\0physmap/1/start_addr\x002\0physmap/1/size\x003\0physmap/1/name\0\0";
@@ -888,9 +1174,13 @@ physmap/f0000000/name\0vga\0physmap/1/start_addr\x002\0physmap/1/size\x003\0phys
         expected.libxl_emulator_xenstore_data(0, 0, keys).unwrap();
         expected.libxl_emulator_context(0, 0, &[]).unwrap();
         expected.libxl_end().unwrap();
-        assert!(out.ends_with(&expected.out), "{width}: xenstore data differs");
+        assert!(
+            out.ends_with(&expected.out),
+            "{width}: xenstore data differs"
+        );
         // libxc format discards the blob.
-        let (out, _) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("libxc");
+        let (out, _) =
+            run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("libxc");
         assert!(!out.windows(7).any(|w| w == b"physmap"));
     }
 }
@@ -923,7 +1213,11 @@ fn bad_physmap_names_are_rejected() {
         let mut blob = toolstack_blob(width, &[(1, 2, 3, b"vga\0")]);
         blob[4] = 2;
         let (stream, at) = hvm_with_toolstack(width, &blob);
-        assert_malformed(&run_err(&stream, &o), at + 8 + 28 + 4 + pad as u64, "too short for the entry header");
+        assert_malformed(
+            &run_err(&stream, &o),
+            at + 8 + 28 + 4 + pad as u64,
+            "too short for the entry header",
+        );
 
         // Wrong version, and a blob too short for its header.
         let mut blob = toolstack_blob(width, &[]);
@@ -945,25 +1239,39 @@ fn qemu_trailers() {
     stream.extend_from_slice(b"RemusDeviceModelState");
     stream.extend_from_slice(&3u32.to_le_bytes());
     stream.extend_from_slice(b"abc");
-    let (out, summary) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("remus libxc");
-    assert_eq!(summary.qemu_record, Some(QemuRecordKind::RemusDeviceModelState));
+    let (out, summary) =
+        run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("remus libxc");
+    assert_eq!(
+        summary.qemu_record,
+        Some(QemuRecordKind::RemusDeviceModelState)
+    );
     assert!(out.ends_with(b"RemusDeviceModelState\x03\0\0\0abc"));
-    let (out, _) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("remus libxl");
+    let (out, _) =
+        run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("remus libxl");
     let mut tail = EncodingSink::default();
     tail.libxl_emulator_context(0, 0, b"abc").unwrap();
     tail.libxl_end().unwrap();
     assert!(out.ends_with(&tail.out));
 
     // xend: data to the end of the input, more than one read chunk.
-    let data: Vec<u8> = b"QEVM".iter().copied().chain((0..(3 << 20)).map(|i| i as u8)).collect();
+    let data: Vec<u8> = b"QEVM"
+        .iter()
+        .copied()
+        .chain((0..(3 << 20)).map(|i| i as u8))
+        .collect();
     let mut stream = body.clone();
     stream.extend_from_slice(b"QemuDeviceModelRecord");
     stream.extend_from_slice(&data);
-    let (out, summary) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("xend libxc");
-    assert_eq!(summary.qemu_record, Some(QemuRecordKind::QemuDeviceModelRecord));
+    let (out, summary) =
+        run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("xend libxc");
+    assert_eq!(
+        summary.qemu_record,
+        Some(QemuRecordKind::QemuDeviceModelRecord)
+    );
     assert_eq!(summary.input_bytes, stream.len() as u64);
     assert!(out.ends_with(&stream[body.len()..]));
-    let (out, _) = run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("xend libxl");
+    let (out, _) =
+        run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("xend libxl");
     let mut tail = EncodingSink::default();
     tail.libxl_emulator_context(0, 0, &data).unwrap();
     tail.libxl_end().unwrap();
@@ -973,14 +1281,22 @@ fn qemu_trailers() {
     let mut stream = body.clone();
     let at = stream.len() as u64;
     stream.extend_from_slice(b"SomethingElseEntirely");
-    assert_unsupported(&run_err(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)), at);
+    assert_unsupported(
+        &run_err(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)),
+        at,
+    );
 
     // Missing trailer: libxc with --skip-qemu is fine, otherwise truncated.
-    let skip = ConvertOptions { skip_qemu: true, ..opts(width, GuestType::Hvm, OutputFormat::Libxc) };
+    let skip = ConvertOptions {
+        skip_qemu: true,
+        ..opts(width, GuestType::Hvm, OutputFormat::Libxc)
+    };
     let (_, summary) = run(&body, &skip).expect("skip qemu");
     assert_eq!(summary.qemu_record, None);
     let err = run_err(&body, &opts(width, GuestType::Hvm, OutputFormat::Libxl));
-    assert!(matches!(err, ConvertError::Legacy(LegacyError::Truncated { offset, .. }) if offset == body.len() as u64));
+    assert!(
+        matches!(err, ConvertError::Legacy(LegacyError::Truncated { offset, .. }) if offset == body.len() as u64)
+    );
 }
 
 #[test]
@@ -998,16 +1314,38 @@ fn xl_header_rules() {
     };
     let good = header(0, legacy::XL_BYTEORDER);
     for format in [OutputFormat::Libxc, OutputFormat::Libxl] {
-        let (out, summary) = run(&good, &ConvertOptions { format, ..Default::default() }).expect("xl");
+        let (out, summary) = run(
+            &good,
+            &ConvertOptions {
+                format,
+                ..Default::default()
+            },
+        )
+        .expect("xl");
         assert!(summary.xl_header);
-        let streamv2 = if format == OutputFormat::Libxl { 2u8 } else { 0 };
+        let streamv2 = if format == OutputFormat::Libxl {
+            2u8
+        } else {
+            0
+        };
         assert_eq!(&out[..36], &good[..36]);
         assert_eq!(out[36], streamv2);
         assert_eq!(&out[37..53], &good[37..53]);
     }
-    let o = ConvertOptions { xl_header: Some(true), ..Default::default() };
-    assert_malformed(&run_err(&header(2, legacy::XL_BYTEORDER), &o), 36, "STREAMv2");
-    assert_malformed(&run_err(&header(4, legacy::XL_BYTEORDER), &o), 36, "unknown mandatory flags");
+    let o = ConvertOptions {
+        xl_header: Some(true),
+        ..Default::default()
+    };
+    assert_malformed(
+        &run_err(&header(2, legacy::XL_BYTEORDER), &o),
+        36,
+        "STREAMv2",
+    );
+    assert_malformed(
+        &run_err(&header(4, legacy::XL_BYTEORDER), &o),
+        36,
+        "unknown mandatory flags",
+    );
     assert_malformed(&run_err(&header(0, 0x04030201), &o), 32, "byteorder");
     assert_malformed(&run_err(&legacy, &o), 0, "no xl header");
 }
@@ -1016,9 +1354,16 @@ fn xl_header_rules() {
 fn write_errors_carry_the_input_offset() {
     let stream = pv_stream(Width::Bits64);
     for calls in 0..8 {
-        let mut sink = FailingSink { inner: EncodingSink::default(), calls_left: calls };
-        let err = convert(&stream[..], &mut sink, &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxl))
-            .expect_err("the sink fails");
+        let mut sink = FailingSink {
+            inner: EncodingSink::default(),
+            calls_left: calls,
+        };
+        let err = convert(
+            &stream[..],
+            &mut sink,
+            &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxl),
+        )
+        .expect_err("the sink fails");
         assert!(matches!(err, ConvertError::Write { .. }), "{err}");
         assert_eq!(err.exit_code(), 1);
         assert!(err.offset() <= stream.len() as u64);
@@ -1033,7 +1378,10 @@ fn reader_reports_items_in_stream_order() {
     let mut seen = Vec::new();
     while let Some((offset, record)) = reader.next_record().expect("read") {
         let name = format!("{record:?}");
-        seen.push((offset, name.split([' ', '(', '{']).next().unwrap_or("").to_string()));
+        seen.push((
+            offset,
+            name.split([' ', '(', '{']).next().unwrap_or("").to_string(),
+        ));
     }
     let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(
@@ -1064,12 +1412,29 @@ fn hvm_streams_starting_with_verify_mode_are_not_mistaken_for_pv() {
             for &id in prefix {
                 b.i32(id);
             }
-            b.batch(&[1]).i32(0).u64(0).u64(0).u64(0).u32(8).fill(0x44, 8);
+            b.batch(&[1])
+                .i32(0)
+                .u64(0)
+                .u64(0)
+                .u64(0)
+                .u32(8)
+                .fill(0x44, 8);
             b.raw(b"DeviceModelRecord0002").u32(0);
-            let (given, _) = run(&b.bytes, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("given");
-            let (detected, summary) = run(&b.bytes, &ConvertOptions { format: OutputFormat::Libxl, ..Default::default() })
-                .unwrap_or_else(|e| panic!("{width} {prefix:?}: {e}"));
-            assert_eq!((summary.width, summary.guest_type), (width, GuestType::Hvm), "{prefix:?}");
+            let (given, _) =
+                run(&b.bytes, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("given");
+            let (detected, summary) = run(
+                &b.bytes,
+                &ConvertOptions {
+                    format: OutputFormat::Libxl,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{width} {prefix:?}: {e}"));
+            assert_eq!(
+                (summary.width, summary.guest_type),
+                (width, GuestType::Hvm),
+                "{prefix:?}"
+            );
             assert!(summary.verify_mode);
             assert_eq!(given, detected);
         }

@@ -1,0 +1,231 @@
+//! Where stream bytes come from: a borrowed slice (files through a memory map, zero-copy) or
+//! any `Read` (pipes, sockets, stdin) through one reusable buffer.
+
+use std::io::{self, Read};
+
+/// Bytes handed out in order. `take` returns exactly `n` bytes or reports how many were left.
+pub trait Source {
+    /// The next `n` bytes. On a short input, `Err(Short(available))` and nothing is consumed
+    /// beyond what was available.
+    fn take(&mut self, n: usize) -> Result<&[u8], Short>;
+    /// Up to `n` bytes (fewer only at the end of input).
+    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]>;
+    /// Bytes consumed so far.
+    fn offset(&self) -> u64;
+    /// The input's total length when known (files).
+    fn len_hint(&self) -> Option<u64>;
+}
+
+/// Why `take` could not return all the bytes asked for.
+#[derive(Debug)]
+pub enum Short {
+    /// The input ended after this many of the requested bytes.
+    Eof(usize),
+    /// Reading failed.
+    Io(io::Error),
+}
+
+/// A byte slice, read without copying.
+#[derive(Debug, Clone)]
+pub struct SliceSource<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SliceSource<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        SliceSource { bytes, pos: 0 }
+    }
+}
+
+impl Source for SliceSource<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Short> {
+        let avail = self.bytes.len().saturating_sub(self.pos);
+        if n > avail {
+            self.pos = self.bytes.len();
+            return Err(Short::Eof(avail));
+        }
+        let s = self.bytes.get(self.pos..self.pos + n).unwrap_or_default();
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]> {
+        let avail = self.bytes.len().saturating_sub(self.pos);
+        let n = n.min(avail);
+        let s = self.bytes.get(self.pos..self.pos + n).unwrap_or_default();
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        Some(self.bytes.len() as u64)
+    }
+}
+
+/// Size of the read-ahead buffer of [`ReadSource`].
+pub const READ_BUFFER: usize = 1 << 20;
+
+/// Any reader, through one buffer that grows to the largest item asked for (a record body is
+/// at most 128 MiB, so memory stays bounded whatever the stream's length).
+///
+/// With `exact` set, it never reads past the bytes asked for, so another reader can continue
+/// on the same file descriptor (the save helper shares its stream fd with libxl).
+#[derive(Debug)]
+pub struct ReadSource<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    offset: u64,
+    exact: bool,
+    len_hint: Option<u64>,
+}
+
+impl<R: Read> ReadSource<R> {
+    pub fn new(inner: R) -> Self {
+        ReadSource {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            offset: 0,
+            exact: false,
+            len_hint: None,
+        }
+    }
+
+    /// Never read ahead of what is asked for.
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// Declares the input's length (for progress reports).
+    pub fn with_len_hint(mut self, len: Option<u64>) -> Self {
+        self.len_hint = len;
+        self
+    }
+
+    /// The reader back, with any bytes read ahead but not consumed.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        let rest = self
+            .buf
+            .get(self.start..self.end)
+            .unwrap_or_default()
+            .to_vec();
+        (self.inner, rest)
+    }
+
+    /// Makes at least `n` bytes available from `start`, or as many as the input has.
+    fn fill(&mut self, n: usize) -> io::Result<()> {
+        if self.end - self.start >= n {
+            return Ok(());
+        }
+        // Move what is left to the front, then read into the rest.
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = if self.exact { n } else { n.max(READ_BUFFER) };
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let limit = if self.exact { n } else { self.buf.len() };
+        while self.end < n {
+            let dst = match self.buf.get_mut(self.end..limit) {
+                Some(d) if !d.is_empty() => d,
+                _ => break,
+            };
+            match self.inner.read(dst) {
+                Ok(0) => break,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Source for ReadSource<R> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Short> {
+        self.fill(n).map_err(Short::Io)?;
+        let avail = self.end - self.start;
+        if avail < n {
+            self.start = self.end;
+            self.offset += avail as u64;
+            return Err(Short::Eof(avail));
+        }
+        let s = self.start;
+        self.start += n;
+        self.offset += n as u64;
+        Ok(self.buf.get(s..s + n).unwrap_or_default())
+    }
+
+    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]> {
+        self.fill(n)?;
+        let k = n.min(self.end - self.start);
+        let s = self.start;
+        self.start += k;
+        self.offset += k as u64;
+        Ok(self.buf.get(s..s + k).unwrap_or_default())
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        self.len_hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out at most 3 bytes a call.
+    struct Dribble<'a>(&'a [u8]);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(3).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_source_matches_slice_source() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        for exact in [false, true] {
+            let mut a = SliceSource::new(&data);
+            let mut b = ReadSource::new(Dribble(&data));
+            if exact {
+                b = b.exact();
+            }
+            for n in [1usize, 7, 8, 4096, 100, 3000] {
+                assert_eq!(a.take(n).unwrap(), b.take(n).unwrap());
+                assert_eq!(a.offset(), b.offset());
+            }
+            let left = data.len() - a.offset() as usize;
+            assert!(matches!(b.take(left + 1), Err(Short::Eof(k)) if k == left));
+        }
+    }
+
+    #[test]
+    fn exact_never_reads_ahead() {
+        let data = [1u8; 100];
+        let mut r = ReadSource::new(&data[..]).exact();
+        r.take(10).unwrap();
+        let (rest, buffered) = r.into_parts();
+        assert!(buffered.is_empty());
+        assert_eq!(rest.len(), 90);
+    }
+}

@@ -1,0 +1,356 @@
+//! Writes streams: headers and framed records (`u32 type, u32 length, body, zero padding to 8`).
+//! Bodies are encoded by the generated codecs into a list of pieces; large pieces (page data,
+//! blobs) are borrowed and go out with one vectored write, never copied.
+
+use crate::wire::{EncodeError, Endian, Sink};
+use crate::{libxc, libxl, xl};
+use std::io::{self, IoSlice, Write};
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("write failed at output offset {offset:#x}: {source}")]
+    Io { offset: u64, source: io::Error },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("{record}: {what} is {value}, Xen's limit is {limit}")]
+    Cap {
+        record: &'static str,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
+}
+
+impl WriteError {
+    /// The I/O error behind this one, if any.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            WriteError::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Pieces of one encoded body: copied bytes live in `scratch`, borrowed ones are referenced.
+struct Pieces<'a> {
+    scratch: Vec<u8>,
+    pieces: Vec<Piece<'a>>,
+}
+
+enum Piece<'a> {
+    Copied(usize, usize),
+    Borrowed(&'a [u8]),
+}
+
+impl<'a> Sink<'a> for Pieces<'a> {
+    fn copy(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let start = self.scratch.len();
+        self.scratch.extend_from_slice(bytes);
+        match self.pieces.last_mut() {
+            Some(Piece::Copied(_, end)) if *end == start => *end = self.scratch.len(),
+            _ => self.pieces.push(Piece::Copied(start, self.scratch.len())),
+        }
+    }
+    fn borrow(&mut self, bytes: &'a [u8]) {
+        if !bytes.is_empty() {
+            self.pieces.push(Piece::Borrowed(bytes));
+        }
+    }
+}
+
+/// Zero padding source.
+const ZEROS: [u8; 8] = [0; 8];
+
+/// Writes `bufs` completely, retrying on short writes and interruptions.
+pub fn write_all_vectored<W: Write + ?Sized>(
+    out: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write whole buffer",
+                ))
+            }
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A stream writer over any `Write`.
+pub struct StreamWriter<W> {
+    out: W,
+    endian: Endian,
+    offset: u64,
+    scratch: Vec<u8>,
+    records: u64,
+}
+
+impl<W: Write> StreamWriter<W> {
+    /// A writer for little-endian streams.
+    pub fn new(out: W) -> Self {
+        StreamWriter {
+            out,
+            endian: Endian::Little,
+            offset: 0,
+            scratch: Vec::with_capacity(64 * 1024),
+            records: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        let offset = self.offset;
+        self.out
+            .flush()
+            .map_err(|source| WriteError::Io { offset, source })
+    }
+
+    /// Bytes written as they are (e.g. a trailer copied from elsewhere).
+    pub fn raw(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        let offset = self.offset;
+        self.out
+            .write_all(bytes)
+            .map_err(|source| WriteError::Io { offset, source })?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The xl save-file header and its optional data (whose length the header must give).
+    pub fn xl_header(
+        &mut self,
+        header: &xl::XlHeader,
+        optional_data: &[u8],
+    ) -> Result<(), WriteError> {
+        if header.optional_data_len as usize != optional_data.len() {
+            return Err(EncodeError {
+                item: "xl_header",
+                field: "optional_data_len",
+                detail: format!(
+                    "is {} but {} octets of optional data were given",
+                    header.optional_data_len,
+                    optional_data.len()
+                ),
+            }
+            .into());
+        }
+        let mut h = header.encode(Endian::HOST)?;
+        h.extend_from_slice(optional_data);
+        self.raw(&h)
+    }
+
+    /// The libxl stream header.
+    pub fn libxl_header(&mut self, header: &libxl::LibxlHeader) -> Result<(), WriteError> {
+        let h = header.encode(Endian::Big)?;
+        self.raw(&h)
+    }
+
+    /// The libxc image header; its options decide the byte order of what follows.
+    pub fn image_header(&mut self, header: &libxc::ImageHeader) -> Result<(), WriteError> {
+        let h = header.encode(Endian::Big)?;
+        self.endian = if header.options.contains(libxc::ImageOptions::BIG_ENDIAN) {
+            Endian::Big
+        } else {
+            Endian::Little
+        };
+        self.raw(&h)
+    }
+
+    /// The libxc domain header.
+    pub fn domain_header(&mut self, header: &libxc::DomainHeader) -> Result<(), WriteError> {
+        let h = header.encode(self.endian)?;
+        self.raw(&h)
+    }
+
+    /// A libxc record, checked against Xen's caps.
+    pub fn libxc(&mut self, record: &libxc::Record<'_>) -> Result<(), WriteError> {
+        if let libxc::Record::PageData(p) = record {
+            let n = p.entries.len() as u64;
+            if n > libxc::MAX_BATCH_SIZE as u64 {
+                return Err(WriteError::Cap {
+                    record: "PAGE_DATA",
+                    what: "the batch's pfn count",
+                    value: n,
+                    limit: libxc::MAX_BATCH_SIZE as u64,
+                });
+            }
+        }
+        let t = record.record_type().to_u32();
+        let name = record.record_type().name();
+        let endian = self.endian;
+        self.framed(t, name, record.encoded_len(), |sink, scratch| {
+            record.encode_to(endian, sink, scratch)
+        })
+    }
+
+    /// A libxl record.
+    pub fn libxl(&mut self, record: &libxl::Record<'_>) -> Result<(), WriteError> {
+        let t = record.record_type().to_u32();
+        let name = record.record_type().name();
+        let endian = self.endian;
+        self.framed(t, name, record.encoded_len(), |sink, scratch| {
+            record.encode_to(endian, sink, scratch)
+        })
+    }
+
+    /// Frames one body: header, the encoded pieces, padding; one vectored write.
+    fn framed<'a, F>(
+        &mut self,
+        record_type: u32,
+        name: &'static str,
+        len: usize,
+        encode: F,
+    ) -> Result<(), WriteError>
+    where
+        F: FnOnce(&mut Pieces<'a>, &mut Vec<u8>) -> Result<(), EncodeError>,
+    {
+        let padded = len.div_ceil(8) * 8;
+        if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
+            return Err(WriteError::Cap {
+                record: name,
+                what: "the padded body length",
+                value: padded as u64,
+                limit: libxc::MAX_RECORD_LENGTH as u64,
+            });
+        }
+        let mut pieces = Pieces {
+            scratch: std::mem::take(&mut self.scratch),
+            pieces: Vec::with_capacity(8),
+        };
+        pieces.scratch.clear();
+        let mut header = [0u8; 8];
+        let (t, l) = match self.endian {
+            Endian::Little => (record_type.to_le_bytes(), (len as u32).to_le_bytes()),
+            Endian::Big => (record_type.to_be_bytes(), (len as u32).to_be_bytes()),
+        };
+        header[..4].copy_from_slice(&t);
+        header[4..].copy_from_slice(&l);
+        let mut tmp = Vec::new();
+        let r = encode(&mut pieces, &mut tmp);
+        let result = match r {
+            Err(e) => Err(WriteError::Encode(e)),
+            Ok(()) => {
+                let produced: usize = pieces
+                    .pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Copied(a, b) => b - a,
+                        Piece::Borrowed(s) => s.len(),
+                    })
+                    .sum();
+                if produced != len {
+                    Err(WriteError::Encode(EncodeError {
+                        item: name,
+                        field: "(body)",
+                        detail: format!("encoded {produced} octets, expected {len}"),
+                    }))
+                } else {
+                    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.pieces.len() + 2);
+                    slices.push(IoSlice::new(&header));
+                    for p in &pieces.pieces {
+                        slices.push(IoSlice::new(match p {
+                            Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+                            Piece::Borrowed(s) => s,
+                        }));
+                    }
+                    let pad = padded - len;
+                    if pad > 0 {
+                        slices.push(IoSlice::new(ZEROS.get(..pad).unwrap_or_default()));
+                    }
+                    let offset = self.offset;
+                    write_all_vectored(&mut self.out, &mut slices)
+                        .map_err(|source| WriteError::Io { offset, source })
+                }
+            }
+        };
+        self.scratch = pieces.scratch;
+        if result.is_ok() {
+            self.offset += 8 + padded as u64;
+            self.records += 1;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Array;
+
+    #[test]
+    fn frames_with_padding_and_caps() {
+        let mut w = StreamWriter::new(Vec::new());
+        let entries = [libxc::PageEntry::default().with_pfn(5)];
+        let page = [7u8; 4096];
+        let rec = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(&entries),
+            pages: &page,
+        });
+        w.libxc(&rec).unwrap();
+        w.libxc(&libxc::Record::X86PvInfo(libxc::X86PvInfo {
+            guest_width: 8,
+            pt_levels: 4,
+            ..Default::default()
+        }))
+        .unwrap();
+        let out = w.into_inner();
+        assert_eq!(&out[..8], &[1, 0, 0, 0, 16, 16, 0, 0]);
+        assert_eq!(out.len(), 8 + 4112 + 8 + 8);
+
+        let many = vec![libxc::PageEntry::default().with_page_type(libxc::PageType::XTAB); 1025];
+        let mut w = StreamWriter::new(Vec::new());
+        let rec = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(&many),
+            pages: &[],
+        });
+        assert!(matches!(w.libxc(&rec), Err(WriteError::Cap { .. })));
+        assert!(w.into_inner().is_empty());
+    }
+
+    #[test]
+    fn odd_lengths_are_padded_with_zeros() {
+        let mut w = StreamWriter::new(Vec::new());
+        let ctx = [9u8; 13];
+        w.libxc(&libxc::Record::HvmContext(libxc::HvmContext {
+            context: &ctx,
+        }))
+        .unwrap();
+        let out = w.into_inner();
+        assert_eq!(out.len(), 8 + 16);
+        assert_eq!(&out[4..8], &13u32.to_le_bytes());
+        assert!(out[8 + 13..].iter().all(|b| *b == 0));
+    }
+}
