@@ -1,1 +1,59 @@
-fn main() {}
+//! The `xenmig` command: inspect, verify and convert Xen save images and migration streams.
+//!
+//! Started under the name `convert-legacy-stream` (a symlink), it behaves as Xen's
+//! converter of that name, so `LIBXL_CONVERT_HELPER` can point at it.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod convert_legacy;
+mod inspect;
+mod io;
+
+#[derive(Parser)]
+#[command(
+    name = "xenmig",
+    version,
+    about = "Xen domain save images and migration streams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a stream against every rule of the formats (exit 0 valid, 1 invalid, 2 usage/IO).
+    Verify(inspect::VerifyArgs),
+    /// Describe a stream: guest, versions, framing, records, pages, vcpus, checkpoints.
+    Info(inspect::InfoArgs),
+    /// One line (or JSON object) per record.
+    Dump(inspect::DumpArgs),
+    /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
+    ConvertLegacy(convert_legacy::Args),
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name == "convert-legacy-stream" {
+        return convert_legacy::main_as_reference();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Verify(a) => inspect::verify(a),
+        Command::Info(a) => inspect::info(a),
+        Command::Dump(a) => inspect::dump(a),
+        Command::ConvertLegacy(a) => convert_legacy::run(a),
+    }
+}

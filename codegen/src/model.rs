@@ -302,6 +302,8 @@ pub struct Requirement {
     pub record: String,
     #[serde(default, rename = "where")]
     pub condition: Option<String>,
+    #[serde(default)]
+    pub level: Option<LevelName>,
     pub doc: String,
 }
 

@@ -1415,7 +1415,8 @@ impl<'s> Gen<'s> {
                     }
                     _ => (quote!(None), quote!(None)),
                 };
-                quote!(__w::Requirement { record: #t, condition: #cond, matches: #matches, doc: #d })
+                let level = level_ts(q.level, LevelName::Required);
+                quote!(__w::Requirement { record: #t, condition: #cond, matches: #matches, level: #level, doc: #d })
             }).collect::<Vec<_>>();
             let orders = l.order.iter().map(|o| {
                 let t = spec.record(&o.record).map_or(0, |x| x.record_type as u32);

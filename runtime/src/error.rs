@@ -4,7 +4,7 @@ use crate::wire::{DecodeError, Level};
 use std::fmt;
 
 /// Which layer of a stream an item belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// The `xl save` file header.

@@ -16,7 +16,11 @@ xenmig_macros::include_spec!("../spec/xl.yaml");
 
 pub mod convert;
 pub mod error;
+pub mod reader;
 pub mod source;
+pub mod verify;
 pub mod writer;
 
 pub use error::{ErrorKind, Layer, StreamError};
+pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
+pub use verify::{verify_reader, verify_slice, Report, VerifyOptions};

@@ -10,6 +10,8 @@ pub trait Source {
     fn take(&mut self, n: usize) -> Result<&[u8], Short>;
     /// Up to `n` bytes (fewer only at the end of input).
     fn take_upto(&mut self, n: usize) -> io::Result<&[u8]>;
+    /// Up to `n` bytes without consuming them (fewer only at the end of input).
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]>;
     /// Bytes consumed so far.
     fn offset(&self) -> u64;
     /// The input's total length when known (files).
@@ -56,6 +58,11 @@ impl Source for SliceSource<'_> {
         let s = self.bytes.get(self.pos..self.pos + n).unwrap_or_default();
         self.pos += n;
         Ok(s)
+    }
+
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        let end = self.pos.saturating_add(n).min(self.bytes.len());
+        Ok(self.bytes.get(self.pos..end).unwrap_or_default())
     }
 
     fn offset(&self) -> u64 {
@@ -175,6 +182,12 @@ impl<R: Read> Source for ReadSource<R> {
         self.start += k;
         self.offset += k as u64;
         Ok(self.buf.get(s..s + k).unwrap_or_default())
+    }
+
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        self.fill(n)?;
+        let k = n.min(self.end - self.start);
+        Ok(self.buf.get(self.start..self.start + k).unwrap_or_default())
     }
 
     fn offset(&self) -> u64 {

@@ -625,6 +625,7 @@ pub struct Requirement {
     pub condition: Option<&'static str>,
     /// Decodes a body of `record` and evaluates the condition.
     pub matches: Option<fn(&[u8], &DecodeCtx) -> bool>,
+    pub level: Level,
     pub doc: &'static str,
 }
 

@@ -1,0 +1,187 @@
+//! Inputs and outputs named on the command line: a path, `-` for stdin/stdout, or (in the
+//! reference tools' spellings) a decimal file descriptor number. Path outputs are written to
+//! a temporary file beside the target and renamed on success; a failure removes it.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+
+/// Where input comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    Fd(i32),
+    Path(PathBuf),
+}
+
+impl Input {
+    /// `-` is stdin, anything else a path.
+    pub fn from_path_arg(s: &str) -> Input {
+        if s == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(PathBuf::from(s))
+        }
+    }
+
+    /// As the reference tools read `-i/--in`: a decimal number is a file descriptor.
+    pub fn from_ref_arg(s: &str) -> Input {
+        match parse_fd(s) {
+            Some(fd) => Input::Fd(fd),
+            None => Input::from_path_arg(s),
+        }
+    }
+
+    /// A name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Input::Stdin => "standard input".into(),
+            Input::Fd(fd) => format!("file descriptor {fd}"),
+            Input::Path(p) => p.display().to_string(),
+        }
+    }
+
+    /// Opens the input as a file when it is one (for memory mapping), else as a reader.
+    pub fn open(&self) -> io::Result<Opened> {
+        match self {
+            Input::Stdin => Ok(Opened::Stream(Box::new(io::stdin().lock()))),
+            Input::Fd(fd) => {
+                // The caller handed us this descriptor to read; we own it from here on.
+                let f = unsafe { File::from_raw_fd(*fd) };
+                Ok(classify(f))
+            }
+            Input::Path(p) => Ok(classify(File::open(p)?)),
+        }
+    }
+}
+
+/// An opened input.
+pub enum Opened {
+    /// A regular file: can be memory-mapped.
+    File(File),
+    /// Anything else: read sequentially.
+    Stream(Box<dyn Read>),
+}
+
+fn classify(f: File) -> Opened {
+    match f.metadata() {
+        Ok(m) if m.is_file() => Opened::File(f),
+        _ => Opened::Stream(Box::new(f)),
+    }
+}
+
+/// Parses a decimal file descriptor number.
+pub fn parse_fd(s: &str) -> Option<i32> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Where output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    Stdout,
+    Fd(i32),
+    Path(PathBuf),
+}
+
+impl OutputSpec {
+    pub fn from_path_arg(s: &str) -> OutputSpec {
+        if s == "-" {
+            OutputSpec::Stdout
+        } else {
+            OutputSpec::Path(PathBuf::from(s))
+        }
+    }
+
+    pub fn from_ref_arg(s: &str) -> OutputSpec {
+        match parse_fd(s) {
+            Some(fd) => OutputSpec::Fd(fd),
+            None => OutputSpec::from_path_arg(s),
+        }
+    }
+
+    /// Opens the output; a path is written through a temporary file beside it.
+    pub fn create(&self) -> io::Result<Output> {
+        match self {
+            OutputSpec::Stdout => Ok(Output {
+                w: Box::new(io::stdout().lock()),
+                temp: None,
+            }),
+            OutputSpec::Fd(fd) => Ok(Output {
+                // The caller handed us this descriptor to write; we own it from here on.
+                w: Box::new(unsafe { File::from_raw_fd(*fd) }),
+                temp: None,
+            }),
+            OutputSpec::Path(p) => {
+                let temp = temp_path(p);
+                let f = File::options().write(true).create_new(true).open(&temp)?;
+                Ok(Output {
+                    w: Box::new(f),
+                    temp: Some((temp, p.clone())),
+                })
+            }
+        }
+    }
+}
+
+fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.join(format!(".{name}.xenmig-{}.tmp", std::process::id()))
+}
+
+/// An output being written. Dropping it without [`Output::commit`] removes a temporary file.
+pub struct Output {
+    w: Box<dyn Write>,
+    temp: Option<(PathBuf, PathBuf)>,
+}
+
+impl Output {
+    pub fn writer(&mut self) -> &mut dyn Write {
+        &mut *self.w
+    }
+
+    /// Flushes, and for a path renames the temporary file over the target.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.w.flush()?;
+        if let Some((temp, target)) = self.temp.take() {
+            // Drop the handle before renaming.
+            self.w = Box::new(io::sink());
+            if let Err(e) = std::fs::rename(&temp, &target) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some((temp, _)) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.w.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}

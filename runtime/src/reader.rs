@@ -1,0 +1,568 @@
+//! Reads a stream item by item: headers, framed records of each layer, trailing bytes.
+//!
+//! Three framings nest: an `xl save` file (header, optional data, then a libxl or libxc body
+//! chosen by the STREAMv2 flag), a libxl stream (header, records; the libxc image follows
+//! LIBXC_CONTEXT inline and libxl records resume after the libxc END), and a libxc image
+//! (image header, domain header, records up to END). In a checkpointed stream, each libxc
+//! CHECKPOINT hands over to libxl records (emulator state, CHECKPOINT_END) before the libxc
+//! records resume without new headers; such a stream may stop at any record boundary.
+//!
+//! The reader checks framing (lengths, caps, padding, headers); what records mean is the
+//! verifier's business. Records are handed out borrowed: from the input itself for a slice
+//! source (zero-copy, page bytes never touched), from one reused buffer for a `Read` source.
+
+use crate::error::{ErrorKind, Layer, StreamError};
+use crate::source::{ReadSource, Short, SliceSource, Source};
+use crate::wire::{DecodeCtx, Endian, Level, Role, Strictness};
+use crate::{libxc, libxl, xl};
+use std::io::Read;
+
+/// The outermost framing of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    /// A bare libxc domain image.
+    Libxc,
+    /// A libxl stream wrapping a libxc image.
+    Libxl,
+    /// An `xl save` file.
+    Xl,
+}
+
+impl Framing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framing::Libxc => "libxc",
+            Framing::Libxl => "libxl",
+            Framing::Xl => "xl",
+        }
+    }
+
+    /// Recognises a framing from the first octets of a stream.
+    pub fn detect(head: &[u8]) -> Option<Framing> {
+        if head.len() >= 8 && head.get(..8) == xl::XL_MAGIC.get(..8) {
+            Some(Framing::Xl)
+        } else if head.get(..8) == Some(&libxl::LIBXL_IDENT.to_be_bytes()[..]) {
+            Some(Framing::Libxl)
+        } else if head.get(..8) == Some(&libxc::IHDR_MARKER.to_be_bytes()[..]) {
+            Some(Framing::Libxc)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for Framing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "libxc" => Ok(Framing::Libxc),
+            "libxl" => Ok(Framing::Libxl),
+            "xl" => Ok(Framing::Xl),
+            other => Err(format!("unknown framing `{other}` (libxc, libxl, xl)")),
+        }
+    }
+}
+
+/// How to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderOptions {
+    /// The framing, or `None` to detect it from the first octets.
+    pub framing: Option<Framing>,
+    /// Strict also rejects non-zero padding and other reference-verifier rules.
+    pub strictness: Strictness,
+}
+
+/// One framed record, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'r> {
+    pub layer: Layer,
+    /// Index among all records of the stream (all layers), from 0.
+    pub index: u64,
+    /// Offset of the record header in the input.
+    pub offset: u64,
+    pub record_type: u32,
+    pub body: &'r [u8],
+    /// The context to decode the body with.
+    pub ctx: DecodeCtx,
+}
+
+impl<'r> RawRecord<'r> {
+    /// Offset of the body in the input.
+    pub fn body_offset(&self) -> u64 {
+        self.offset + 8
+    }
+
+    /// The record type's name in its layer (`UNKNOWN(0x..)` for undefined types).
+    pub fn type_name(&self) -> String {
+        match self.layer {
+            Layer::Libxl => libxl::RecordType::from_u32(self.record_type).to_string(),
+            _ => libxc::RecordType::from_u32(self.record_type).to_string(),
+        }
+    }
+
+    /// Places an error in this record.
+    pub fn error(&self, e: StreamError) -> StreamError {
+        e.with_record(self.index, format!("{} {}", self.layer, self.type_name()))
+    }
+
+    /// Decodes a libxc record with the generated codec.
+    pub fn libxc(&self) -> Result<libxc::Record<'r>, StreamError> {
+        libxc::Record::decode(self.record_type, self.body, &self.ctx)
+            .map_err(|e| self.error(StreamError::from_decode(&e, self.layer, self.body_offset())))
+    }
+
+    /// Decodes a libxl record with the generated codec.
+    pub fn libxl(&self) -> Result<libxl::Record<'r>, StreamError> {
+        libxl::Record::decode(self.record_type, self.body, &self.ctx)
+            .map_err(|e| self.error(StreamError::from_decode(&e, self.layer, self.body_offset())))
+    }
+
+    /// What the spec says about this record's type, if it defines it.
+    pub fn info(&self) -> Option<&'static crate::wire::RecordInfo> {
+        match self.layer {
+            Layer::Libxl => libxl::RecordType::from_u32(self.record_type).info(),
+            _ => libxc::RecordType::from_u32(self.record_type).info(),
+        }
+    }
+}
+
+/// One item of a stream.
+#[derive(Debug)]
+pub enum Item<'r> {
+    XlHeader {
+        offset: u64,
+        header: xl::XlHeader,
+        optional_data: &'r [u8],
+    },
+    LibxlHeader {
+        offset: u64,
+        header: libxl::LibxlHeader,
+    },
+    ImageHeader {
+        offset: u64,
+        header: libxc::ImageHeader,
+    },
+    DomainHeader {
+        offset: u64,
+        header: libxc::DomainHeader,
+    },
+    Record(RawRecord<'r>),
+    /// Octets after the stream's final END (e.g. xl's migration protocol message).
+    Trailing {
+        offset: u64,
+        len: u64,
+        /// The first octets, at most 64.
+        head: Vec<u8>,
+    },
+    /// The end of the input. `complete` is false for a checkpointed stream that stopped at a
+    /// record boundary without END (what a receiver sees when the primary dies).
+    Eof {
+        complete: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    LibxlHeader,
+    LibxlRecords,
+    ImageHeader,
+    DomainHeader,
+    LibxcRecords,
+    AfterEnd,
+    Done { complete: bool },
+}
+
+/// Largest xl optional data accepted (xl's own config is a few KiB).
+pub const MAX_XL_OPTIONAL_DATA: u32 = 64 << 20;
+
+/// A stream reader over a [`Source`].
+pub struct Reader<S> {
+    src: S,
+    opts: ReaderOptions,
+    state: State,
+    framing: Option<Framing>,
+    /// The libxc image sits inside libxl framing.
+    nested: bool,
+    /// A libxc CHECKPOINT was seen.
+    checkpointed: bool,
+    /// Inside libxl framing: the libxc image paused at a CHECKPOINT.
+    libxc_paused: bool,
+    libxc_ctx: DecodeCtx,
+    libxl_ctx: DecodeCtx,
+    index: u64,
+}
+
+impl<'a> Reader<SliceSource<'a>> {
+    /// A zero-copy reader over bytes (e.g. a memory-mapped file).
+    pub fn from_slice(bytes: &'a [u8], opts: ReaderOptions) -> Self {
+        Reader::new(SliceSource::new(bytes), opts)
+    }
+}
+
+impl<R: Read> Reader<ReadSource<R>> {
+    /// A reader over any `Read`, with bounded memory.
+    pub fn from_read(r: R, opts: ReaderOptions) -> Self {
+        Reader::new(ReadSource::new(r), opts)
+    }
+}
+
+impl<S: Source> Reader<S> {
+    pub fn new(src: S, opts: ReaderOptions) -> Self {
+        let ctx = DecodeCtx::new(0).with_strictness(opts.strictness);
+        Reader {
+            src,
+            opts,
+            state: State::Start,
+            framing: opts.framing,
+            nested: false,
+            checkpointed: false,
+            libxc_paused: false,
+            libxc_ctx: ctx,
+            libxl_ctx: ctx,
+            index: 0,
+        }
+    }
+
+    /// Octets consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.src.offset()
+    }
+
+    /// The input's length when known.
+    pub fn len_hint(&self) -> Option<u64> {
+        self.src.len_hint()
+    }
+
+    /// The framing, once known.
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    /// Whether a libxc CHECKPOINT has been seen.
+    pub fn checkpointed(&self) -> bool {
+        self.checkpointed
+    }
+
+    /// The decode context of libxc records (version, byte order, guest width).
+    pub fn libxc_ctx(&self) -> DecodeCtx {
+        self.libxc_ctx
+    }
+
+    /// The source, e.g. to continue reading after the libxc END.
+    pub fn into_source(self) -> S {
+        self.src
+    }
+
+    /// Positions the reader at the start of a libxc image inside a stream whose outer layers
+    /// someone else reads (the save helper after libxl's LIBXC_CONTEXT): it then stops after
+    /// the libxc END or a CHECKPOINT.
+    pub fn libxc_only(mut self) -> Self {
+        self.framing = Some(Framing::Libxc);
+        self.state = State::ImageHeader;
+        self
+    }
+
+    fn take(&mut self, n: usize, what: &str, layer: Layer) -> Result<&[u8], StreamError> {
+        let at = self.src.offset();
+        match self.src.take(n) {
+            Ok(b) => Ok(b),
+            Err(Short::Eof(k)) => Err(StreamError::new(
+                ErrorKind::Truncated,
+                at,
+                "truncated",
+                format!("the input ends inside the {what}: {n} octets needed, {k} present"),
+            )
+            .with_item(format!("{layer} {what}"))),
+            Err(Short::Io(e)) => Err(StreamError::io(at, &e)),
+        }
+    }
+
+    /// The next item.
+    pub fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
+        loop {
+            match self.state {
+                State::Start => {
+                    let framing = match self.framing {
+                        Some(f) => f,
+                        None => {
+                            let head = self.src.peek(8).map_err(|e| StreamError::io(0, &e))?;
+                            let f = Framing::detect(head).ok_or_else(|| {
+                                StreamError::invalid(
+                                    0,
+                                    "framing",
+                                    format!(
+                                        "the first octets {head:02x?} are neither an xl header, a libxl header nor a libxc image header"
+                                    ),
+                                )
+                            })?;
+                            self.framing = Some(f);
+                            f
+                        }
+                    };
+                    match framing {
+                        Framing::Xl => return self.xl_header(),
+                        Framing::Libxl => self.state = State::LibxlHeader,
+                        Framing::Libxc => self.state = State::ImageHeader,
+                    }
+                }
+                State::LibxlHeader => {
+                    let at = self.src.offset();
+                    let strictness = self.opts.strictness;
+                    let ctx = DecodeCtx::new(0).with_strictness(strictness);
+                    let b = self.take(libxl::LibxlHeader::SIZE, "libxl_header", Layer::Libxl)?;
+                    let header = libxl::LibxlHeader::decode(b, &ctx)
+                        .map_err(|e| StreamError::from_decode(&e, Layer::Libxl, at))?;
+                    self.libxl_ctx.version = header.version;
+                    self.libxl_ctx.endian =
+                        endian_of(header.options.contains(libxl::LibxlOptions::BIG_ENDIAN));
+                    self.nested = true;
+                    self.state = State::LibxlRecords;
+                    return Ok(Item::LibxlHeader { offset: at, header });
+                }
+                State::ImageHeader => {
+                    let at = self.src.offset();
+                    let ctx = DecodeCtx::new(0).with_strictness(self.opts.strictness);
+                    let b = self.take(libxc::ImageHeader::SIZE, "image_header", Layer::Libxc)?;
+                    let header = libxc::ImageHeader::decode(b, &ctx)
+                        .map_err(|e| StreamError::from_decode(&e, Layer::Libxc, at))?;
+                    self.libxc_ctx.version = header.version;
+                    self.libxc_ctx.endian =
+                        endian_of(header.options.contains(libxc::ImageOptions::BIG_ENDIAN));
+                    self.state = State::DomainHeader;
+                    return Ok(Item::ImageHeader { offset: at, header });
+                }
+                State::DomainHeader => {
+                    let at = self.src.offset();
+                    let ctx = self.libxc_ctx;
+                    let b = self.take(libxc::DomainHeader::SIZE, "domain_header", Layer::Libxc)?;
+                    let header = libxc::DomainHeader::decode(b, &ctx)
+                        .map_err(|e| StreamError::from_decode(&e, Layer::Libxc, at))?;
+                    self.state = State::LibxcRecords;
+                    return Ok(Item::DomainHeader { offset: at, header });
+                }
+                State::LibxcRecords => return self.record(Layer::Libxc),
+                State::LibxlRecords => return self.record(Layer::Libxl),
+                State::AfterEnd => {
+                    let at = self.src.offset();
+                    let head = self
+                        .src
+                        .peek(64)
+                        .map_err(|e| StreamError::io(at, &e))?
+                        .to_vec();
+                    if head.is_empty() {
+                        self.state = State::Done { complete: true };
+                        continue;
+                    }
+                    // Count the rest without keeping it.
+                    let mut len = 0u64;
+                    loop {
+                        let n = self
+                            .src
+                            .take_upto(1 << 20)
+                            .map_err(|e| StreamError::io(at + len, &e))?
+                            .len();
+                        if n == 0 {
+                            break;
+                        }
+                        len += n as u64;
+                    }
+                    self.state = State::Done { complete: true };
+                    return Ok(Item::Trailing {
+                        offset: at,
+                        len,
+                        head,
+                    });
+                }
+                State::Done { complete } => return Ok(Item::Eof { complete }),
+            }
+        }
+    }
+
+    fn xl_header(&mut self) -> Result<Item<'_>, StreamError> {
+        let ctx = DecodeCtx::new(0).with_strictness(self.opts.strictness);
+        let b = self.take(xl::XlHeader::SIZE, "xl_header", Layer::Xl)?;
+        let header = xl::XlHeader::decode(b, &ctx)
+            .map_err(|e| StreamError::from_decode(&e, Layer::Xl, 0))?;
+        if header.optional_data_len > MAX_XL_OPTIONAL_DATA {
+            return Err(StreamError::invalid(
+                44,
+                "optional_data_len.max",
+                format!(
+                    "optional data of {} octets is over xenmig's limit of {}",
+                    header.optional_data_len, MAX_XL_OPTIONAL_DATA
+                ),
+            )
+            .with_item("xl xl_header"));
+        }
+        self.state = if header
+            .mandatory_flags
+            .contains(xl::XlMandatoryFlags::STREAMV2)
+        {
+            State::LibxlHeader
+        } else {
+            State::ImageHeader
+        };
+        let n = header.optional_data_len as usize;
+        let optional_data = self.take(n, "optional data", Layer::Xl)?;
+        Ok(Item::XlHeader {
+            offset: 0,
+            header,
+            optional_data,
+        })
+    }
+
+    fn record(&mut self, layer: Layer) -> Result<Item<'_>, StreamError> {
+        let at = self.src.offset();
+        let ctx = match layer {
+            Layer::Libxl => self.libxl_ctx,
+            _ => self.libxc_ctx,
+        };
+        let (record_type, len) = match self.src.take(8) {
+            Ok(h) => {
+                let mut t = [0u8; 4];
+                let mut l = [0u8; 4];
+                t.copy_from_slice(h.get(..4).unwrap_or(&[0; 4]));
+                l.copy_from_slice(h.get(4..8).unwrap_or(&[0; 4]));
+                match ctx.endian {
+                    Endian::Little => (u32::from_le_bytes(t), u32::from_le_bytes(l)),
+                    Endian::Big => (u32::from_be_bytes(t), u32::from_be_bytes(l)),
+                }
+            }
+            Err(Short::Eof(0)) => {
+                if self.checkpointed {
+                    self.state = State::Done { complete: false };
+                    return Ok(Item::Eof { complete: false });
+                }
+                let what = match layer {
+                    Layer::Libxl => "the libxl END record",
+                    _ => "the libxc END record",
+                };
+                return Err(StreamError::new(
+                    ErrorKind::Truncated,
+                    at,
+                    "truncated",
+                    format!("the input ends before {what}"),
+                )
+                .with_item(format!("{layer} stream")));
+            }
+            Err(Short::Eof(k)) => {
+                return Err(StreamError::new(
+                    ErrorKind::Truncated,
+                    at,
+                    "truncated",
+                    format!("the input ends inside a record header: 8 octets needed, {k} present"),
+                )
+                .with_record(self.index, format!("{layer} record header")))
+            }
+            Err(Short::Io(e)) => return Err(StreamError::io(at, &e)),
+        };
+        let index = self.index;
+        let name = match layer {
+            Layer::Libxl => libxl::RecordType::from_u32(record_type).to_string(),
+            _ => libxc::RecordType::from_u32(record_type).to_string(),
+        };
+        if len > libxc::MAX_RECORD_LENGTH {
+            return Err(StreamError::invalid(
+                at + 4,
+                "body_length.max",
+                format!(
+                    "body length {len:#x} is over Xen's limit of {:#x} (128 MiB)",
+                    libxc::MAX_RECORD_LENGTH
+                ),
+            )
+            .with_record(index, format!("{layer} {name}")));
+        }
+        let len = len as usize;
+        let padded = len.div_ceil(8) * 8;
+        let strict = self.opts.strictness.enforces(Level::Strict);
+        let body_at = at + 8;
+        let whole = match self.src.take(padded) {
+            Ok(b) => b,
+            Err(Short::Eof(k)) => {
+                return Err(StreamError::new(
+                    ErrorKind::Truncated,
+                    body_at,
+                    "truncated",
+                    format!(
+                        "the input ends inside the body: {len} octets and {} of padding needed, {k} present",
+                        padded - len
+                    ),
+                )
+                .with_record(index, format!("{layer} {name}")))
+            }
+            Err(Short::Io(e)) => return Err(StreamError::io(body_at, &e)),
+        };
+        let (body, padding) = whole.split_at(len.min(whole.len()));
+        if strict && padding.iter().any(|b| *b != 0) {
+            return Err(StreamError::invalid(
+                body_at + len as u64,
+                "padding",
+                format!("padding after the body must be zero, found {padding:02x?}"),
+            )
+            .with_level(Level::Strict)
+            .with_record(index, format!("{layer} {name}")));
+        }
+        self.index += 1;
+        // Follow the nesting.
+        let role = match layer {
+            Layer::Libxl => libxl::RecordType::from_u32(record_type)
+                .info()
+                .and_then(|i| i.role),
+            _ => libxc::RecordType::from_u32(record_type)
+                .info()
+                .and_then(|i| i.role),
+        };
+        let mut ctx = ctx;
+        match (layer, role) {
+            (Layer::Libxc, Some(Role::End)) => {
+                self.state = if self.nested {
+                    State::LibxlRecords
+                } else {
+                    State::AfterEnd
+                };
+            }
+            (Layer::Libxc, Some(Role::Checkpoint)) => {
+                self.checkpointed = true;
+                if self.nested {
+                    self.libxc_paused = true;
+                    self.state = State::LibxlRecords;
+                }
+            }
+            (Layer::Libxl, Some(Role::LibxcContext)) => {
+                self.state = State::ImageHeader;
+            }
+            (Layer::Libxl, Some(Role::CheckpointEnd)) if self.libxc_paused => {
+                self.libxc_paused = false;
+                self.state = State::LibxcRecords;
+            }
+            (Layer::Libxl, Some(Role::End)) => {
+                self.state = State::AfterEnd;
+            }
+            _ => {}
+        }
+        if layer == Layer::Libxc && record_type == libxc::X86PvInfo::TYPE {
+            if let Ok(info) = libxc::X86PvInfo::decode(body, &ctx) {
+                self.libxc_ctx.guest_width = Some(info.guest_width as u64);
+                ctx.guest_width = Some(info.guest_width as u64);
+            }
+        }
+        Ok(Item::Record(RawRecord {
+            layer,
+            index,
+            offset: at,
+            record_type,
+            body,
+            ctx,
+        }))
+    }
+}
+
+fn endian_of(big: bool) -> Endian {
+    if big {
+        Endian::Big
+    } else {
+        Endian::Little
+    }
+}

@@ -1,0 +1,844 @@
+//! Checks a whole stream and describes it.
+//!
+//! Record bodies are checked by the generated decoders (every field and rule of `spec/`); the
+//! stream-level rules come from the spec's tables: which records are forbidden, optional,
+//! version-bound, guest-bound, once-only or checkpoint-only (`RECORDS`), and per-guest
+//! requirements and ordering (`LAYOUTS`). What is left here is the machinery that applies
+//! those tables, the checkpoint structure, and a few rules the spec language cannot state
+//! (xenstore key shapes, the static-data boundary being implied in version 2).
+
+use crate::error::{ErrorKind, Layer, StreamError};
+use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
+use crate::source::Source;
+use crate::wire::{Layout, Level, RecordInfo, Role, Status, Strictness};
+use crate::{libxc, libxl, xl};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something worth telling that does not make the stream invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub offset: u64,
+    pub record_index: Option<u64>,
+    pub item: Option<String>,
+    pub rule: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at offset {:#x}", self.offset)?;
+        if let Some(i) = self.record_index {
+            write!(f, ", record #{i}")?;
+        }
+        if let Some(item) = &self.item {
+            write!(f, " ({item})")?;
+        }
+        write!(f, ": {}: {}", self.rule, self.detail)
+    }
+}
+
+/// Records of one type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordCount {
+    pub layer: Layer,
+    pub record_type: u32,
+    pub name: String,
+    pub count: u64,
+    /// Body octets (without framing).
+    pub bytes: u64,
+}
+
+/// Guest memory seen in PAGE_DATA records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PageStats {
+    pub page_data_records: u64,
+    /// Sum of the records' entry counts.
+    pub pfn_entries: u64,
+    /// Entries that carry a page.
+    pub data_pages: u64,
+    /// Entries by page type name.
+    pub by_type: BTreeMap<String, u64>,
+    pub pfn_min: Option<u64>,
+    pub pfn_max: Option<u64>,
+}
+
+/// What the xl header says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XlInfo {
+    pub mandatory_flags: Vec<String>,
+    pub optional_data_len: u32,
+    /// Length of the domain config carried in the optional data (JSON, NUL included).
+    pub config_len: Option<u32>,
+}
+
+/// Everything learnt about a stream: the verdict, and a description shared by the CLI and
+/// embedders.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub valid: bool,
+    pub strictness: &'static str,
+    pub framing: Option<Framing>,
+    pub xl: Option<XlInfo>,
+    pub libxl_version: Option<u32>,
+    pub libxl_options: Vec<String>,
+    pub libxc_version: Option<u32>,
+    pub libxc_options: Vec<String>,
+    /// Domain type name (X86_PV, X86_HVM).
+    pub guest: Option<String>,
+    pub guest_width: Option<u8>,
+    pub pt_levels: Option<u8>,
+    /// `major.minor` of the saving Xen; `0.x` marks a stream made by the legacy converter.
+    pub xen_version: Option<String>,
+    pub converted_from_legacy: bool,
+    /// Every record type seen, in stream order of first appearance.
+    pub records: Vec<RecordCount>,
+    pub libxc_records: u64,
+    pub libxl_records: u64,
+    pub pages: PageStats,
+    /// vcpu ids of the PV vcpu records.
+    pub vcpus: Vec<u32>,
+    pub hvm_params: u64,
+    /// Complete checkpoints (libxl CHECKPOINT_END records, or libxc CHECKPOINTs in a bare
+    /// libxc image).
+    pub checkpoints: u64,
+    /// The final END was read.
+    pub end: bool,
+    pub trailing_bytes: u64,
+    pub bytes: u64,
+    pub warnings: Vec<Note>,
+    pub error: Option<StreamError>,
+}
+
+/// How to verify.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    pub framing: Option<Framing>,
+    pub strictness: Strictness,
+}
+
+/// Progress: called with the offset reached, every few records.
+pub type Progress<'p> = &'p mut dyn FnMut(u64);
+
+/// Verifies a byte slice (e.g. a memory-mapped file) without copying.
+pub fn verify_slice(bytes: &[u8], opts: VerifyOptions, progress: Progress<'_>) -> Report {
+    let mut r = Reader::from_slice(
+        bytes,
+        ReaderOptions {
+            framing: opts.framing,
+            strictness: opts.strictness,
+        },
+    );
+    verify_reader(&mut r, opts, progress)
+}
+
+/// Verifies whatever a reader yields.
+pub fn verify_reader<S: Source>(
+    reader: &mut Reader<S>,
+    opts: VerifyOptions,
+    progress: Progress<'_>,
+) -> Report {
+    let mut v = Verifier::new(opts);
+    let result = v.run(reader, progress);
+    v.report.bytes = reader.offset();
+    v.report.framing = reader.framing();
+    if let Err(e) = result {
+        v.report.error = Some(e);
+    }
+    v.report.valid = v.report.error.is_none();
+    v.report
+}
+
+struct Verifier {
+    opts: VerifyOptions,
+    report: Report,
+    /// Count of each (layer, type) seen.
+    seen: BTreeMap<(Layer, u32), u64>,
+    order: Vec<(Layer, u32)>,
+    domain_type: Option<libxc::DomainType>,
+    static_data_done: bool,
+    /// Requirement (layout index, requirement index) met.
+    met: BTreeSet<(usize, usize)>,
+    /// Order rules already reported as warnings.
+    warned: BTreeSet<(usize, usize)>,
+    /// A libxc CHECKPOINT was read and its libxl CHECKPOINT_END is awaited.
+    awaiting_checkpoint_end: bool,
+    libxc_checkpoints: u64,
+    requirements_checked: bool,
+    libxc_end: bool,
+    libxc_context: bool,
+    vcpus: BTreeSet<u32>,
+}
+
+impl Verifier {
+    fn new(opts: VerifyOptions) -> Self {
+        Verifier {
+            opts,
+            report: Report {
+                strictness: match opts.strictness {
+                    Strictness::Strict => "strict",
+                    Strictness::Lenient => "lenient",
+                },
+                ..Report::default()
+            },
+            seen: BTreeMap::new(),
+            order: Vec::new(),
+            domain_type: None,
+            static_data_done: false,
+            met: BTreeSet::new(),
+            warned: BTreeSet::new(),
+            awaiting_checkpoint_end: false,
+            libxc_checkpoints: 0,
+            requirements_checked: false,
+            libxc_end: false,
+            libxc_context: false,
+            vcpus: BTreeSet::new(),
+        }
+    }
+
+    fn enforced(&self, level: Level) -> bool {
+        self.opts.strictness.enforces(level)
+    }
+
+    fn note(&mut self, rec: Option<&RawRecord<'_>>, offset: u64, rule: &str, detail: String) {
+        self.report.warnings.push(Note {
+            offset,
+            record_index: rec.map(|r| r.index),
+            item: rec.map(|r| format!("{} {}", r.layer, r.type_name())),
+            rule: rule.to_string(),
+            detail,
+        });
+    }
+
+    /// A rule broken by `rec`: an error when enforced, a warning otherwise.
+    fn broken(
+        &mut self,
+        rec: &RawRecord<'_>,
+        level: Level,
+        rule: &str,
+        detail: String,
+    ) -> Result<(), StreamError> {
+        if self.enforced(level) {
+            return Err(rec.error(StreamError::invalid(rec.offset, rule, detail).with_level(level)));
+        }
+        if level == Level::Warn {
+            self.note(Some(rec), rec.offset, rule, detail);
+        }
+        Ok(())
+    }
+
+    fn run<S: Source>(
+        &mut self,
+        reader: &mut Reader<S>,
+        progress: Progress<'_>,
+    ) -> Result<(), StreamError> {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            if n % 256 == 0 {
+                progress(reader.offset());
+            }
+            let item = reader.next_item()?;
+            match item {
+                Item::XlHeader {
+                    header,
+                    optional_data,
+                    ..
+                } => self.xl_header(&header, optional_data),
+                Item::LibxlHeader { header, .. } => {
+                    self.report.libxl_version = Some(header.version);
+                    self.report.libxl_options = flag_names(
+                        header.options.0 as u64,
+                        libxl::LibxlOptions::NAMED
+                            .iter()
+                            .map(|(f, n)| (f.0 as u64, *n)),
+                    );
+                }
+                Item::ImageHeader { header, .. } => {
+                    self.report.libxc_version = Some(header.version);
+                    self.report.libxc_options = flag_names(
+                        header.options.0 as u64,
+                        libxc::ImageOptions::NAMED
+                            .iter()
+                            .map(|(f, n)| (f.0 as u64, *n)),
+                    );
+                }
+                Item::DomainHeader { header, .. } => {
+                    self.domain_type = Some(header.r#type);
+                    self.report.guest = Some(header.r#type.to_string());
+                    self.report.converted_from_legacy =
+                        header.xen_major == libxc::CONVERTED_XEN_MAJOR;
+                    self.report.xen_version =
+                        Some(format!("{}.{}", header.xen_major, header.xen_minor));
+                }
+                Item::Record(rec) => {
+                    self.count(&rec);
+                    match rec.layer {
+                        Layer::Libxl => self.libxl_record(&rec)?,
+                        _ => self.libxc_record(&rec)?,
+                    }
+                }
+                Item::Trailing { offset, len, head } => {
+                    self.report.trailing_bytes = len;
+                    let text: String = head
+                        .iter()
+                        .map(|b| {
+                            if b.is_ascii_graphic() || *b == b' ' {
+                                *b as char
+                            } else {
+                                '.'
+                            }
+                        })
+                        .collect();
+                    self.note(
+                        None,
+                        offset,
+                        "trailing_data",
+                        format!("{len} octets follow the final END (not part of the stream; e.g. xl's migration message): \"{text}\""),
+                    );
+                }
+                Item::Eof { complete } => {
+                    progress(reader.offset());
+                    return self.finish(reader.offset(), complete);
+                }
+            }
+        }
+    }
+
+    fn xl_header(&mut self, header: &xl::XlHeader, optional_data: &[u8]) {
+        let flags = flag_names(
+            header.mandatory_flags.0 as u64,
+            xl::XlMandatoryFlags::NAMED
+                .iter()
+                .map(|(f, n)| (f.0 as u64, *n)),
+        );
+        let mut config_len = None;
+        if header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON) {
+            let ctx = crate::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+            match xl::XlOptionalData::decode(optional_data, &ctx) {
+                Ok(d) => config_len = Some(d.config.len() as u32),
+                Err(e) => self.note(
+                    None,
+                    48,
+                    "xl.optional_data",
+                    format!("the JSON config cannot be read: {e}"),
+                ),
+            }
+        }
+        self.report.xl = Some(XlInfo {
+            mandatory_flags: flags,
+            optional_data_len: header.optional_data_len,
+            config_len,
+        });
+    }
+
+    fn count(&mut self, rec: &RawRecord<'_>) {
+        let key = (rec.layer, rec.record_type);
+        let c = self.seen.entry(key).or_insert(0);
+        *c += 1;
+        if *c == 1 {
+            self.order.push(key);
+            self.report.records.push(RecordCount {
+                layer: rec.layer,
+                record_type: rec.record_type,
+                name: rec.type_name(),
+                count: 0,
+                bytes: 0,
+            });
+        }
+        if let Some(rc) = self
+            .report
+            .records
+            .iter_mut()
+            .find(|r| r.layer == rec.layer && r.record_type == rec.record_type)
+        {
+            rc.count += 1;
+            rc.bytes += rec.body.len() as u64;
+        }
+        match rec.layer {
+            Layer::Libxl => self.report.libxl_records += 1,
+            _ => self.report.libxc_records += 1,
+        }
+    }
+
+    fn seen(&self, layer: Layer, t: u32) -> u64 {
+        self.seen.get(&(layer, t)).copied().unwrap_or(0)
+    }
+
+    /// The layouts that apply to this stream's guest.
+    fn layouts(&self) -> impl Iterator<Item = (usize, &'static Layout)> + '_ {
+        let guest = self.domain_type.and_then(|d| d.name());
+        libxc::LAYOUTS
+            .iter()
+            .enumerate()
+            .filter(move |(_, l)| l.guest == "all" || Some(l.guest) == guest)
+    }
+
+    /// Checks shared by both layers, driven by the record's spec entry.
+    fn table_rules(
+        &mut self,
+        rec: &RawRecord<'_>,
+        info: &'static RecordInfo,
+        version: u32,
+    ) -> Result<(), StreamError> {
+        if info.status == Status::Forbidden {
+            self.broken(
+                rec,
+                Level::Required,
+                "forbidden",
+                format!("{} never appears in a forward stream", info.name),
+            )?;
+        }
+        if let Some(since) = info.since_version {
+            if version < since && info.role != Some(Role::StaticDataEnd) {
+                self.broken(
+                    rec,
+                    Level::Strict,
+                    "since_version",
+                    format!(
+                        "{} exists from version {since}; this stream is version {version}",
+                        info.name
+                    ),
+                )?;
+            }
+        }
+        if !info.guests.is_empty() {
+            let guest = self.domain_type.and_then(|d| d.name());
+            if !info.guests.iter().any(|g| Some(*g) == guest) {
+                self.broken(
+                    rec,
+                    Level::Required,
+                    "guests",
+                    format!(
+                        "{} is only valid for {} guests; this stream is {}",
+                        info.name,
+                        info.guests.join(", "),
+                        guest.unwrap_or("of an unknown guest type")
+                    ),
+                )?;
+            }
+        }
+        if info.once && self.seen(rec.layer, rec.record_type) > 1 {
+            self.broken(
+                rec,
+                Level::Required,
+                "once",
+                format!("{} may appear only once", info.name),
+            )?;
+        }
+        if info.checkpointed_only
+            && self.libxc_checkpoints == 0
+            && info.role != Some(Role::Checkpoint)
+        {
+            self.broken(
+                rec,
+                Level::Required,
+                "checkpointed_only",
+                format!("{} belongs to checkpointed (Remus/COLO) streams, and no CHECKPOINT came before it", info.name),
+            )?;
+        }
+        if let Some(level) = info.empty_payload {
+            if info.empty_body {
+                // Nothing to say about a record that is always empty.
+            } else if rec.body.len() <= 8 && level == Level::Warn {
+                self.note(
+                    Some(rec),
+                    rec.offset,
+                    "empty_payload",
+                    format!(
+                        "{} carries no data after its header and is skipped",
+                        info.name
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn libxc_record(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
+        let decoded = rec.libxc()?;
+        let version = self.report.libxc_version.unwrap_or(0);
+        let Some(info) = rec.info() else {
+            // Unknown type: bit 31 says whether a reader may skip it.
+            if rec.record_type & libxc::RECORD_TYPE_OPTIONAL == 0 {
+                return Err(rec.error(StreamError::invalid(
+                    rec.offset,
+                    "unknown_mandatory",
+                    format!(
+                        "record type {:#x} is unknown and mandatory (bit 31 clear)",
+                        rec.record_type
+                    ),
+                )));
+            }
+            self.note(
+                Some(rec),
+                rec.offset,
+                "unknown_optional",
+                format!(
+                    "optional record type {:#x} is unknown and skipped",
+                    rec.record_type
+                ),
+            );
+            return Ok(());
+        };
+        if self.libxc_end {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "after_end",
+                "a libxc record follows the libxc END".to_string(),
+            )));
+        }
+        self.table_rules(rec, info, version)?;
+        self.static_data(rec, info, version)?;
+        self.order_rules(rec)?;
+        self.requirements(rec);
+        match decoded {
+            libxc::Record::PageData(p) => {
+                let s = &mut self.report.pages;
+                s.page_data_records += 1;
+                s.pfn_entries += p.entries.len() as u64;
+                s.data_pages += (p.pages.len() / 4096) as u64;
+                for e in p.entries.iter() {
+                    let pfn = e.pfn();
+                    s.pfn_min = Some(s.pfn_min.map_or(pfn, |m| m.min(pfn)));
+                    s.pfn_max = Some(s.pfn_max.map_or(pfn, |m| m.max(pfn)));
+                    let t = e.page_type();
+                    *s.by_type.entry(t.to_string()).or_insert(0) += 1;
+                }
+            }
+            libxc::Record::X86PvInfo(i) => {
+                self.report.guest_width = Some(i.guest_width);
+                self.report.pt_levels = Some(i.pt_levels);
+            }
+            libxc::Record::X86PvVcpuBasic(v) => {
+                self.vcpus.insert(v.vcpu_id);
+            }
+            libxc::Record::X86PvVcpuExtended(v) => {
+                self.vcpus.insert(v.vcpu_id);
+            }
+            libxc::Record::X86PvVcpuXsave(v) => {
+                self.vcpus.insert(v.vcpu_id);
+            }
+            libxc::Record::X86PvVcpuMsrs(v) => {
+                self.vcpus.insert(v.vcpu_id);
+            }
+            libxc::Record::HvmParams(p) => self.report.hvm_params += p.params.len() as u64,
+            _ => {}
+        }
+        match info.role {
+            Some(Role::End) => {
+                if self.libxc_checkpoints > 0 {
+                    self.broken(
+                        rec,
+                        Level::Strict,
+                        "end.checkpointed",
+                        "a checkpointed stream never ends with END: the primary keeps sending checkpoints".to_string(),
+                    )?;
+                }
+                self.libxc_end = true;
+                self.check_requirements(rec.offset, Some(rec))?;
+                if self.report.libxl_version.is_none() {
+                    self.report.end = true;
+                }
+            }
+            Some(Role::Checkpoint) => {
+                self.libxc_checkpoints += 1;
+                if self.report.libxl_version.is_some() {
+                    self.awaiting_checkpoint_end = true;
+                } else {
+                    self.report.checkpoints += 1;
+                }
+                if !self.requirements_checked {
+                    self.check_requirements(rec.offset, Some(rec))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The static-data boundary: explicit from its version on, implied before.
+    fn static_data(
+        &mut self,
+        rec: &RawRecord<'_>,
+        info: &'static RecordInfo,
+        version: u32,
+    ) -> Result<(), StreamError> {
+        if info.role == Some(Role::StaticDataEnd) {
+            if let Some(since) = info.since_version {
+                if version < since {
+                    // Old streams imply it; an explicit one is a second boundary.
+                    return self.broken(
+                        rec,
+                        Level::Required,
+                        "static_data_end.version",
+                        format!(
+                            "{} does not exist in version {version}; there it is implied",
+                            info.name
+                        ),
+                    );
+                }
+            }
+            self.static_data_done = true;
+            return Ok(());
+        }
+        if self.static_data_done {
+            return Ok(());
+        }
+        for sde in libxc::RECORDS
+            .iter()
+            .filter(|i| i.role == Some(Role::StaticDataEnd))
+        {
+            let implied = sde.since_version.is_some_and(|s| version < s)
+                && sde.implied_at.contains(&rec.record_type);
+            if implied {
+                self.static_data_done = true;
+                self.seen
+                    .entry((Layer::Libxc, sde.record_type))
+                    .or_insert(1);
+            }
+        }
+        Ok(())
+    }
+
+    fn order_rules(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
+        let first = self.seen(rec.layer, rec.record_type) == 1;
+        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
+        for (li, layout) in layouts {
+            for (oi, rule) in layout.order.iter().enumerate() {
+                if rule.record != rec.record_type {
+                    continue;
+                }
+                if first {
+                    for a in rule.after {
+                        if self.seen(Layer::Libxc, *a) == 0 {
+                            let name = libxc::RecordType::from_u32(*a);
+                            let detail = format!(
+                                "the first {} must follow a {name} ({})",
+                                rec.type_name(),
+                                rule.doc
+                            );
+                            self.ordered(rec, li, oi, rule.level, detail)?;
+                        }
+                    }
+                }
+                for b in rule.before {
+                    if self.seen(Layer::Libxc, *b) > 0 {
+                        let name = libxc::RecordType::from_u32(*b);
+                        let detail = format!("{} after {name}: {}", rec.type_name(), rule.doc);
+                        self.ordered(rec, li, oi, rule.level, detail)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ordered(
+        &mut self,
+        rec: &RawRecord<'_>,
+        li: usize,
+        oi: usize,
+        level: Level,
+        detail: String,
+    ) -> Result<(), StreamError> {
+        if self.enforced(level) {
+            return Err(
+                rec.error(StreamError::invalid(rec.offset, "order", detail).with_level(level))
+            );
+        }
+        if self.warned.insert((li, oi)) {
+            self.note(Some(rec), rec.offset, "order", detail);
+        }
+        Ok(())
+    }
+
+    fn requirements(&mut self, rec: &RawRecord<'_>) {
+        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
+        for (li, layout) in layouts {
+            for (ri, req) in layout.required.iter().enumerate() {
+                if req.record != rec.record_type || self.met.contains(&(li, ri)) {
+                    continue;
+                }
+                let ok = match req.matches {
+                    Some(f) => f(rec.body, &rec.ctx),
+                    None => true,
+                };
+                if ok {
+                    self.met.insert((li, ri));
+                }
+            }
+        }
+    }
+
+    /// At END or the first CHECKPOINT: everything required has appeared.
+    fn check_requirements(
+        &mut self,
+        offset: u64,
+        rec: Option<&RawRecord<'_>>,
+    ) -> Result<(), StreamError> {
+        self.requirements_checked = true;
+        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
+        for (li, layout) in layouts {
+            for (ri, req) in layout.required.iter().enumerate() {
+                if self.met.contains(&(li, ri)) {
+                    continue;
+                }
+                let name = libxc::RecordType::from_u32(req.record);
+                let what = match req.condition {
+                    Some(c) => format!("a {name} with {c}"),
+                    None => format!("a {name}"),
+                };
+                let detail = format!(
+                    "{} streams need {what} before this point: {}",
+                    layout.guest, req.doc
+                );
+                if !self.enforced(req.level) {
+                    if req.level == Level::Warn {
+                        self.note(rec, offset, "required", detail);
+                    }
+                    continue;
+                }
+                let e = StreamError::invalid(offset, "required", detail).with_level(req.level);
+                return Err(match rec {
+                    Some(r) => r.error(e),
+                    None => e,
+                });
+            }
+        }
+        if let Some(sde) = libxc::RECORDS
+            .iter()
+            .find(|i| i.role == Some(Role::StaticDataEnd))
+        {
+            let version = self.report.libxc_version.unwrap_or(0);
+            let explicit = sde.since_version.is_none_or(|s| version >= s);
+            if explicit && self.seen(Layer::Libxc, sde.record_type) == 0 {
+                let e = StreamError::invalid(
+                    offset,
+                    "static_data_end.missing",
+                    format!(
+                        "a version {version} stream must contain exactly one {}",
+                        sde.name
+                    ),
+                );
+                return Err(match rec {
+                    Some(r) => r.error(e),
+                    None => e,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn libxl_record(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
+        let decoded = rec.libxl()?;
+        let Some(info) = rec.info() else {
+            // libxl has no optional records: anything unknown is fatal.
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "unknown_record",
+                format!("libxl record type {:#x} is unknown", rec.record_type),
+            )));
+        };
+        if self.report.end {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "after_end",
+                "a libxl record follows the libxl END".to_string(),
+            )));
+        }
+        let version = self.report.libxl_version.unwrap_or(0);
+        self.table_rules(rec, info, version)?;
+        match decoded {
+            libxl::Record::EmulatorXenstoreData(x) => {
+                // Keys are relative to the device model's xenstore directory.
+                for (i, (k, _)) in x.entries.pairs().enumerate() {
+                    if k.is_empty() || k.first() == Some(&b'/') {
+                        return Err(rec.error(StreamError::invalid(
+                            rec.offset,
+                            "entries.key",
+                            format!(
+                                "key {i} (\"{}\") must be non-empty and relative (not start with '/')",
+                                String::from_utf8_lossy(k)
+                            ),
+                        )));
+                    }
+                }
+            }
+            libxl::Record::LibxcContext(_) => self.libxc_context = true,
+            _ => {}
+        }
+        match info.role {
+            Some(Role::CheckpointEnd) => {
+                if !self.awaiting_checkpoint_end {
+                    return Err(rec.error(StreamError::invalid(
+                        rec.offset,
+                        "checkpoint_end",
+                        "CHECKPOINT_END outside a checkpoint: no libxc CHECKPOINT precedes it"
+                            .to_string(),
+                    )));
+                }
+                self.awaiting_checkpoint_end = false;
+                self.report.checkpoints += 1;
+            }
+            Some(Role::End) => {
+                if !self.libxc_context {
+                    return Err(rec.error(StreamError::invalid(
+                        rec.offset,
+                        "libxc_context.missing",
+                        "the libxl stream ends without a LIBXC_CONTEXT: it carries no domain image"
+                            .to_string(),
+                    )));
+                }
+                self.report.end = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, offset: u64, complete: bool) -> Result<(), StreamError> {
+        self.report.vcpus = self.vcpus.iter().copied().collect();
+        if !complete {
+            // A checkpointed stream cut at a record boundary: a receiver fails over to the
+            // last complete checkpoint.
+            if self.report.checkpoints == 0 {
+                return Err(StreamError::new(
+                    ErrorKind::Truncated,
+                    offset,
+                    "truncated",
+                    "the checkpointed stream ends before its first checkpoint is complete"
+                        .to_string(),
+                ));
+            }
+            self.note(
+                None,
+                offset,
+                "checkpoint.incomplete",
+                format!(
+                    "the stream stops without END inside checkpoint {}; a receiver fails over to checkpoint {}",
+                    self.report.checkpoints + 1,
+                    self.report.checkpoints
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Names of the set bits, with reserved bits in hex.
+fn flag_names(value: u64, named: impl Iterator<Item = (u64, &'static str)>) -> Vec<String> {
+    let mut known = 0u64;
+    let mut out = Vec::new();
+    for (bit, name) in named {
+        known |= bit;
+        if value & bit == bit && bit != 0 {
+            out.push(name.to_string());
+        }
+    }
+    let rest = value & !known;
+    if rest != 0 {
+        out.push(format!("{rest:#x}"));
+    }
+    out
+}
