@@ -148,12 +148,12 @@ pub enum Item<'r> {
         header: libxc::DomainHeader,
     },
     Record(RawRecord<'r>),
-    /// Octets after the stream's final END (e.g. xl's migration protocol message).
+    /// Octets after the stream's final END (e.g. xl's migration protocol message, or the
+    /// qemu trailer a legacy conversion to libxc framing passes through), handed out in
+    /// chunks of at most 1 MiB, in order.
     Trailing {
         offset: u64,
-        len: u64,
-        /// The first octets, at most 64.
-        head: Vec<u8>,
+        data: &'r [u8],
     },
     /// The end of the input. `complete` is false for a checkpointed stream that stopped at a
     /// record boundary without END (what a receiver sees when the primary dies).
@@ -346,34 +346,15 @@ impl<S: Source> Reader<S> {
                 State::LibxlRecords => return self.record(Layer::Libxl),
                 State::AfterEnd => {
                     let at = self.src.offset();
-                    let head = self
+                    let data = self
                         .src
-                        .peek(64)
-                        .map_err(|e| StreamError::io(at, &e))?
-                        .to_vec();
-                    if head.is_empty() {
+                        .take_upto(1 << 20)
+                        .map_err(|e| StreamError::io(at, &e))?;
+                    if data.is_empty() {
                         self.state = State::Done { complete: true };
-                        continue;
+                        return Ok(Item::Eof { complete: true });
                     }
-                    // Count the rest without keeping it.
-                    let mut len = 0u64;
-                    loop {
-                        let n = self
-                            .src
-                            .take_upto(1 << 20)
-                            .map_err(|e| StreamError::io(at + len, &e))?
-                            .len();
-                        if n == 0 {
-                            break;
-                        }
-                        len += n as u64;
-                    }
-                    self.state = State::Done { complete: true };
-                    return Ok(Item::Trailing {
-                        offset: at,
-                        len,
-                        head,
-                    });
+                    return Ok(Item::Trailing { offset: at, data });
                 }
                 State::Done { complete } => return Ok(Item::Eof { complete }),
             }

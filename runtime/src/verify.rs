@@ -278,24 +278,27 @@ impl Verifier {
                         _ => self.libxc_record(&rec)?,
                     }
                 }
-                Item::Trailing { offset, len, head } => {
-                    self.report.trailing_bytes = len;
-                    let text: String = head
-                        .iter()
-                        .map(|b| {
-                            if b.is_ascii_graphic() || *b == b' ' {
-                                *b as char
-                            } else {
-                                '.'
-                            }
-                        })
-                        .collect();
-                    self.note(
-                        None,
-                        offset,
-                        "trailing_data",
-                        format!("{len} octets follow the final END (not part of the stream; e.g. xl's migration message): \"{text}\""),
-                    );
+                Item::Trailing { offset, data } => {
+                    if self.report.trailing_bytes == 0 {
+                        let text: String = data
+                            .iter()
+                            .take(48)
+                            .map(|b| {
+                                if b.is_ascii_graphic() || *b == b' ' {
+                                    *b as char
+                                } else {
+                                    '.'
+                                }
+                            })
+                            .collect();
+                        self.note(
+                            None,
+                            offset,
+                            "trailing_data",
+                            format!("octets follow the final END (not part of the stream, e.g. xl's migration message or a qemu trailer): \"{text}\""),
+                        );
+                    }
+                    self.report.trailing_bytes += data.len() as u64;
                 }
                 Item::Eof { complete } => {
                     progress(reader.offset());
