@@ -24,8 +24,11 @@ fn page(pfn: u64) -> Vec<u8> {
 }
 
 fn headers<W: Write>(w: &mut StreamWriter<W>, domain_type: libxc::DomainType) {
-    w.image_header(&libxc::ImageHeader { version: libxc::VERSION_WRITTEN, ..Default::default() })
-        .unwrap();
+    w.image_header(&libxc::ImageHeader {
+        version: libxc::VERSION_WRITTEN,
+        ..Default::default()
+    })
+    .unwrap();
     w.domain_header(&libxc::DomainHeader {
         r#type: domain_type,
         xen_major: 4,
@@ -37,15 +40,38 @@ fn headers<W: Write>(w: &mut StreamWriter<W>, domain_type: libxc::DomainType) {
 
 fn policies<W: Write>(w: &mut StreamWriter<W>) {
     let leaves = [
-        libxc::CpuidLeaf { leaf: 0, subleaf: u32::MAX, a: 0xd, b: 0x756e_6547, c: 0x6c65_746e, d: 0x4965_6e69 },
-        libxc::CpuidLeaf { leaf: 1, subleaf: u32::MAX, a: 0x000a_0655, b: 0x0100_0800, c: 0xf6d8_3203, d: 0x178b_fbff },
+        libxc::CpuidLeaf {
+            leaf: 0,
+            subleaf: u32::MAX,
+            a: 0xd,
+            b: 0x756e_6547,
+            c: 0x6c65_746e,
+            d: 0x4965_6e69,
+        },
+        libxc::CpuidLeaf {
+            leaf: 1,
+            subleaf: u32::MAX,
+            a: 0x000a_0655,
+            b: 0x0100_0800,
+            c: 0xf6d8_3203,
+            d: 0x178b_fbff,
+        },
     ];
-    w.libxc(&libxc::Record::X86CpuidPolicy(libxc::X86CpuidPolicy { leaves: Array::Values(&leaves) }))
+    w.libxc(&libxc::Record::X86CpuidPolicy(libxc::X86CpuidPolicy {
+        leaves: Array::Values(&leaves),
+    }))
+    .unwrap();
+    let msrs = [libxc::MsrEntry {
+        idx: 0xce,
+        flags: 0,
+        val: 0x8000_0000,
+    }];
+    w.libxc(&libxc::Record::X86MsrPolicy(libxc::X86MsrPolicy {
+        entries: Array::Values(&msrs),
+    }))
+    .unwrap();
+    w.libxc(&libxc::Record::StaticDataEnd(libxc::StaticDataEnd {}))
         .unwrap();
-    let msrs = [libxc::MsrEntry { idx: 0xce, flags: 0, val: 0x8000_0000 }];
-    w.libxc(&libxc::Record::X86MsrPolicy(libxc::X86MsrPolicy { entries: Array::Values(&msrs) }))
-        .unwrap();
-    w.libxc(&libxc::Record::StaticDataEnd(libxc::StaticDataEnd {})).unwrap();
 }
 
 /// Guest memory in batches: data pages, a pinned top-level page table, and ballooned holes.
@@ -99,10 +125,15 @@ fn pv64_xl() -> Vec<u8> {
     )
     .unwrap();
     w.libxl_header(&libxl::LibxlHeader::default()).unwrap();
-    w.libxl(&libxl::Record::LibxcContext(libxl::LibxcContext {})).unwrap();
-    headers(&mut w, libxc::DomainType::X86_PV);
-    w.libxc(&libxc::Record::X86PvInfo(libxc::X86PvInfo { guest_width: 8, pt_levels: 4, ..Default::default() }))
+    w.libxl(&libxl::Record::LibxcContext(libxl::LibxcContext {}))
         .unwrap();
+    headers(&mut w, libxc::DomainType::X86_PV);
+    w.libxc(&libxc::Record::X86PvInfo(libxc::X86PvInfo {
+        guest_width: 8,
+        pt_levels: 4,
+        ..Default::default()
+    }))
+    .unwrap();
     policies(&mut w);
     let frames = [200u64];
     w.libxc(&libxc::Record::X86PvP2mFrames(libxc::X86PvP2mFrames {
@@ -113,14 +144,27 @@ fn pv64_xl() -> Vec<u8> {
     .unwrap();
     memory(&mut w, 256, 100);
     let shared = page(0x5ead);
-    w.libxc(&libxc::Record::SharedInfo(libxc::SharedInfo { shared_info: &shared })).unwrap();
+    w.libxc(&libxc::Record::SharedInfo(libxc::SharedInfo {
+        shared_info: &shared,
+    }))
+    .unwrap();
     for vcpu in 0..2u32 {
         let ctx = vec![vcpu as u8 + 1; 5168];
-        w.libxc(&libxc::Record::X86PvVcpuBasic(libxc::X86PvVcpuBasic { vcpu_id: vcpu, reserved: 0, context: &ctx }))
-            .unwrap();
+        w.libxc(&libxc::Record::X86PvVcpuBasic(libxc::X86PvVcpuBasic {
+            vcpu_id: vcpu,
+            reserved: 0,
+            context: &ctx,
+        }))
+        .unwrap();
         let ext = vec![0u8; 128];
-        w.libxc(&libxc::Record::X86PvVcpuExtended(libxc::X86PvVcpuExtended { vcpu_id: vcpu, reserved: 0, context: &ext }))
-            .unwrap();
+        w.libxc(&libxc::Record::X86PvVcpuExtended(
+            libxc::X86PvVcpuExtended {
+                vcpu_id: vcpu,
+                reserved: 0,
+                context: &ext,
+            },
+        ))
+        .unwrap();
     }
     w.libxc(&libxc::Record::End(libxc::End {})).unwrap();
     w.libxl(&libxl::Record::End(libxl::End {})).unwrap();
@@ -131,30 +175,48 @@ fn pv64_xl() -> Vec<u8> {
 fn hvm64_libxl() -> Vec<u8> {
     let mut w = StreamWriter::new(Vec::new());
     w.libxl_header(&libxl::LibxlHeader::default()).unwrap();
-    w.libxl(&libxl::Record::LibxcContext(libxl::LibxcContext {})).unwrap();
+    w.libxl(&libxl::Record::LibxcContext(libxl::LibxcContext {}))
+        .unwrap();
     headers(&mut w, libxc::DomainType::X86_HVM);
     policies(&mut w);
     memory(&mut w, 512, 1024);
     let hvm = page(0xc0de);
-    w.libxc(&libxc::Record::HvmContext(libxc::HvmContext { context: &hvm[..1500] })).unwrap();
+    w.libxc(&libxc::Record::HvmContext(libxc::HvmContext {
+        context: &hvm[..1500],
+    }))
+    .unwrap();
     let params = [
-        libxc::HvmParam { index: libxc::HvmParamIndex::STORE_PFN, value: 0xfeffc },
-        libxc::HvmParam { index: libxc::HvmParamIndex::IOREQ_PFN, value: 0xff000 },
-        libxc::HvmParam { index: libxc::HvmParamIndex::BUFIOREQ_PFN, value: 0xff001 },
+        libxc::HvmParam {
+            index: libxc::HvmParamIndex::STORE_PFN,
+            value: 0xfeffc,
+        },
+        libxc::HvmParam {
+            index: libxc::HvmParamIndex::IOREQ_PFN,
+            value: 0xff000,
+        },
+        libxc::HvmParam {
+            index: libxc::HvmParamIndex::BUFIOREQ_PFN,
+            value: 0xff001,
+        },
     ];
-    w.libxc(&libxc::Record::HvmParams(libxc::HvmParams { reserved: 0, params: Array::Values(&params) }))
-        .unwrap();
+    w.libxc(&libxc::Record::HvmParams(libxc::HvmParams {
+        reserved: 0,
+        params: Array::Values(&params),
+    }))
+    .unwrap();
     w.libxc(&libxc::Record::End(libxc::End {})).unwrap();
     let keys = CStrings::encode_pairs([
         (&b"physmap/f0000000/start_addr"[..], &b"f0000000"[..]),
         (&b"physmap/f0000000/size"[..], &b"800000"[..]),
         (&b"physmap/f0000000/name"[..], &b"vga.vram"[..]),
     ]);
-    w.libxl(&libxl::Record::EmulatorXenstoreData(libxl::EmulatorXenstoreData {
-        emulator_id: libxl::EmulatorId::QEMU_UPSTREAM,
-        index: 0,
-        entries: CStrings::from_bytes(&keys),
-    }))
+    w.libxl(&libxl::Record::EmulatorXenstoreData(
+        libxl::EmulatorXenstoreData {
+            emulator_id: libxl::EmulatorId::QEMU_UPSTREAM,
+            index: 0,
+            entries: CStrings::from_bytes(&keys),
+        },
+    ))
     .unwrap();
     let qemu = b"QEVM demo device-model state";
     w.libxl(&libxl::Record::EmulatorContext(libxl::EmulatorContext {
@@ -169,14 +231,18 @@ fn hvm64_libxl() -> Vec<u8> {
 
 /// The samples and their file names.
 pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("pv64-demo.xl", pv64_xl()), ("hvm64-demo.libxl", hvm64_libxl())]
+    vec![
+        ("pv64-demo.xl", pv64_xl()),
+        ("hvm64-demo.libxl", hvm64_libxl()),
+    ]
 }
 
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "samples".into());
     for (name, bytes) in samples() {
         let path = std::path::Path::new(&dir).join(name);
-        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::write(&path, bytes)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         println!("wrote {}", path.display());
     }
 }

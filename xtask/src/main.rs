@@ -1,1 +1,160 @@
-fn main() {}
+//! Workspace tasks: `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
+//! - `check`: loads every spec, printing each problem at file:line:col, and fails if a
+//!   document in `docs/` is not what `docs` would write.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use xenmig_codegen::{load, markdown, Spec};
+
+/// Each spec and the document generated from it.
+const DOCS: &[(&str, &str)] = &[
+    ("spec/libxc.yaml", "docs/libxc-migration-stream.md"),
+    ("spec/libxl.yaml", "docs/libxl-migration-stream.md"),
+    ("spec/xl.yaml", "docs/xl-save-file.md"),
+];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  docs    regenerate docs/*.md from spec/*.yaml
+  check   check every spec and that docs/ is up to date
+  help    show this message";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next();
+    let rest: Vec<String> = args.collect();
+    let result = match command.as_deref() {
+        Some("docs") => no_args("docs", &rest).and_then(|()| docs()),
+        Some("check") => no_args("check", &rest).and_then(|()| check()),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn no_args(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!("`{command}` takes no arguments, got `{}`", rest.join(" "))
+    }
+}
+
+/// The workspace root (the parent of this crate).
+fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// Loads a spec, printing each of its errors.
+fn load_spec(path: &Path) -> Option<Spec> {
+    match load(path) {
+        Ok(spec) => Some(spec),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            None
+        }
+    }
+}
+
+/// Path relative to the root, for messages.
+fn shown(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+fn docs() -> Result<()> {
+    let root = root();
+    let mut failed = Vec::new();
+    for (spec_path, doc_path) in DOCS {
+        let spec_path = root.join(spec_path);
+        let doc_path = root.join(doc_path);
+        let Some(spec) = load_spec(&spec_path) else {
+            failed.push(shown(&root, &spec_path));
+            continue;
+        };
+        let text = markdown::emit(&spec);
+        let old = std::fs::read_to_string(&doc_path).ok();
+        if old.as_deref() == Some(text.as_str()) {
+            println!("unchanged {}", shown(&root, &doc_path));
+            continue;
+        }
+        if let Some(dir) = doc_path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&doc_path, text)
+            .with_context(|| format!("cannot write {}", doc_path.display()))?;
+        println!("wrote {}", shown(&root, &doc_path));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} has errors; its document was not written",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn check() -> Result<()> {
+    let root = root();
+    let mut bad_specs = Vec::new();
+    let mut stale = Vec::new();
+    for (spec_path, doc_path) in DOCS {
+        let spec_path = root.join(spec_path);
+        let doc_path = root.join(doc_path);
+        let Some(spec) = load_spec(&spec_path) else {
+            bad_specs.push(shown(&root, &spec_path));
+            continue;
+        };
+        let text = markdown::emit(&spec);
+        match std::fs::read_to_string(&doc_path) {
+            Ok(old) if old == text => println!("ok {}", shown(&root, &doc_path)),
+            Ok(_) => {
+                eprintln!("{} is out of date", shown(&root, &doc_path));
+                stale.push(shown(&root, &doc_path));
+            }
+            Err(e) => {
+                eprintln!("{} cannot be read: {e}", shown(&root, &doc_path));
+                stale.push(shown(&root, &doc_path));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    if !bad_specs.is_empty() {
+        problems.push(format!("errors in {}", bad_specs.join(", ")));
+    }
+    if !stale.is_empty() {
+        problems.push(format!(
+            "out of date: {}; run `cargo xtask docs`",
+            stale.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
+    }
+}
