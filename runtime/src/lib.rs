@@ -15,11 +15,13 @@ xenmig_macros::include_spec!("../spec/libxl.yaml");
 xenmig_macros::include_spec!("../spec/xl.yaml");
 
 pub mod convert;
+pub mod domain;
 pub mod error;
 pub mod reader;
 pub mod source;
 pub mod verify;
 pub mod writer;
+pub mod x86;
 
 pub use error::{ErrorKind, Layer, StreamError};
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};

@@ -1,0 +1,392 @@
+//! What the save and restore drivers ask of a hypervisor, as traits.
+//!
+//! A backend implements [`Domain`] for one domain: facts, memory (pfn→gfn, page types, read,
+//! write, populate), vcpu state, HVM state, TSC, shared info, CPU policies, log-dirty and
+//! suspend state. The toolstack side (what libxl answers in xenguest's callbacks) is
+//! [`SaveCallbacks`] and [`RestoreCallbacks`]. The drivers in [`crate::save`] and
+//! [`crate::restore`] use nothing else, so a backend over libxenctrl plugs in unchanged.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Octets in a guest page.
+pub const PAGE_SIZE: usize = 4096;
+
+/// The kind of guest, as the libxc domain header names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum GuestType {
+    X86Pv,
+    X86Hvm,
+}
+
+impl GuestType {
+    /// The domain header's type number.
+    pub fn domain_type(self) -> crate::libxc::DomainType {
+        match self {
+            GuestType::X86Pv => crate::libxc::DomainType::X86_PV,
+            GuestType::X86Hvm => crate::libxc::DomainType::X86_HVM,
+        }
+    }
+
+    pub fn from_domain_type(t: crate::libxc::DomainType) -> Option<GuestType> {
+        match t {
+            crate::libxc::DomainType::X86_PV => Some(GuestType::X86Pv),
+            crate::libxc::DomainType::X86_HVM => Some(GuestType::X86Hvm),
+            _ => None,
+        }
+    }
+}
+
+/// Facts about a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub guest: GuestType,
+    /// Octets in a guest word: 4 or 8 (PV); 8 for HVM.
+    pub guest_width: u8,
+    /// Page-table levels: 3 or 4 (PV).
+    pub pt_levels: u8,
+    /// Highest pfn the guest may use.
+    pub max_pfn: u64,
+    /// Highest vcpu id.
+    pub max_vcpu_id: u32,
+    /// Whether the domain has shut down with reason suspend.
+    pub suspended: bool,
+}
+
+/// Which vcpu state blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VcpuState {
+    /// vcpu_guest_context (PV: 2800 or 5168 octets).
+    Basic,
+    /// Extended context (at most 128 octets).
+    Extended,
+    /// xsave area: u64 xfeature mask, then the buffer.
+    Xsave,
+    /// MSR entries, 16 octets each.
+    Msrs,
+}
+
+/// TSC state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TscInfo {
+    pub mode: u32,
+    pub khz: u32,
+    pub nsec: u64,
+    pub incarnation: u32,
+}
+
+/// A page type as Xen reports it (the PFINFO nibble, in the libxc spec's enum).
+pub type PageType = crate::libxc::PageType;
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    /// The operation, e.g. `map pages` or `populate`.
+    pub op: &'static str,
+    /// errno-style code when there is one (EAGAIN, ERANGE, ...).
+    pub errno: Option<i32>,
+    pub detail: String,
+}
+
+impl BackendError {
+    pub fn new(op: &'static str, detail: impl Into<String>) -> Self {
+        BackendError {
+            op,
+            errno: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn errno(mut self, e: i32) -> Self {
+        self.errno = Some(e);
+        self
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.op, self.detail)?;
+        if let Some(e) = self.errno {
+            write!(f, " (errno {e})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// errno values the drivers look at.
+pub mod errno {
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const EINVAL: i32 = 22;
+    pub const ERANGE: i32 = 34;
+    pub const E2BIG: i32 = 7;
+    pub const EOPNOTSUPP: i32 = 95;
+}
+
+pub type BResult<T> = Result<T, BackendError>;
+
+/// One domain as the drivers see it.
+pub trait Domain {
+    /// Facts about the domain now.
+    fn info(&mut self) -> BResult<DomainInfo>;
+
+    /// Number of pfns the save walks (PV: max_pfn + 1; HVM: the highest gpfn + 1).
+    fn p2m_size(&mut self) -> BResult<u64>;
+
+    /// The machine frame (gfn) behind each pfn, `None` where the guest has none (ballooned).
+    /// PV: the guest's p2m; HVM: identity for populated pfns.
+    fn pfn_to_gfn(&mut self, pfns: &[u64], out: &mut [Option<u64>]) -> BResult<()>;
+
+    /// Page types of gfns, as getpageframeinfo3 reports them.
+    fn page_types(&mut self, gfns: &[u64], out: &mut [PageType]) -> BResult<()>;
+
+    /// Copies the pages of `gfns` into `out` (4096 octets each, in order).
+    fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()>;
+
+    /// Writes pages into the guest (4096 octets each); restore only.
+    fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()>;
+
+    /// Gives the guest memory at these pfns (restore). Already populated pfns are skipped by
+    /// the caller.
+    fn populate(&mut self, pfns: &[u64]) -> BResult<()>;
+
+    /// A vcpu's state blob; empty when the vcpu has none of that kind.
+    fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>>;
+    fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()>;
+    /// Online vcpu ids.
+    fn online_vcpus(&mut self) -> BResult<Vec<u32>>;
+
+    /// The HVM context blob (all HVM save records).
+    fn hvm_context(&mut self) -> BResult<Vec<u8>>;
+    fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()>;
+    fn hvm_param(&mut self, index: u64) -> BResult<u64>;
+    fn set_hvm_param(&mut self, index: u64, value: u64) -> BResult<()>;
+
+    fn tsc_info(&mut self) -> BResult<TscInfo>;
+    fn set_tsc_info(&mut self, tsc: TscInfo) -> BResult<()>;
+
+    /// The shared info page.
+    fn shared_info(&mut self) -> BResult<Vec<u8>>;
+    fn set_shared_info(&mut self, page: &[u8]) -> BResult<()>;
+
+    /// The CPUID policy as 24-octet leaves and the MSR policy as 16-octet entries (both in
+    /// wire form, little-endian). Empty when the backend has none.
+    fn cpu_policy(&mut self) -> BResult<(Vec<u8>, Vec<u8>)>;
+    fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()>;
+
+    /// Starts dirty tracking.
+    fn enable_logdirty(&mut self) -> BResult<()>;
+    fn disable_logdirty(&mut self) -> BResult<()>;
+    /// Sets in `bitmap` (one bit per pfn) every page dirtied since the last clean, clears the
+    /// log, and returns the number of dirty pages. `final_pass`: the guest is suspended.
+    fn clean_dirty(&mut self, bitmap: &mut Bitmap, final_pass: bool) -> BResult<u64>;
+    /// The number of dirty pages without clearing the log.
+    fn peek_dirty(&mut self) -> BResult<u64>;
+
+    /// PV only: the guest's p2m (pfn → mfn) and the pfns of the frames that hold it.
+    fn pv_p2m(&mut self) -> BResult<(Vec<u64>, Vec<u64>)> {
+        Err(BackendError::new("pv_p2m", "not a PV domain"))
+    }
+    /// PV only: machine frame → pfn, `None` for frames the guest does not own.
+    fn mfn_to_pfn(&mut self, _mfn: u64) -> Option<u64> {
+        None
+    }
+    /// PV restore: sets the guest width (4 or 8).
+    fn set_address_size(&mut self, _width: u8) -> BResult<()> {
+        Err(BackendError::new("set_address_size", "not a PV domain"))
+    }
+    /// PV restore: grows the p2m so that `max_pfn` is valid.
+    fn expand_p2m(&mut self, _max_pfn: u64) -> BResult<()> {
+        Err(BackendError::new("expand_p2m", "not a PV domain"))
+    }
+    /// PV restore: writes the rebuilt p2m into the guest's p2m frames (given as pfns).
+    fn write_p2m(&mut self, _frames: &[u64]) -> BResult<()> {
+        Err(BackendError::new("write_p2m", "not a PV domain"))
+    }
+    /// PV restore: pins page tables, `(pfn, type)` with the pinned type.
+    fn pin_page_tables(&mut self, _tables: &[(u64, PageType)]) -> BResult<()> {
+        Err(BackendError::new("pin_page_tables", "not a PV domain"))
+    }
+    /// PV: the generation counter of the p2m (a live save fails when it changes).
+    fn p2m_generation(&mut self) -> BResult<u64> {
+        Ok(0)
+    }
+
+    /// The clock the drivers time passes with (a simulated domain has its own).
+    fn now(&self) -> Duration {
+        monotonic()
+    }
+}
+
+fn monotonic() -> Duration {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// A bitmap with one bit per pfn.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bitmap {
+    words: Vec<u64>,
+    bits: u64,
+}
+
+impl Bitmap {
+    pub fn new(bits: u64) -> Self {
+        Bitmap {
+            words: vec![0; bits.div_ceil(64) as usize],
+            bits,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bits
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
+    }
+
+    pub fn set(&mut self, i: u64) {
+        if i < self.bits {
+            if let Some(w) = self.words.get_mut((i / 64) as usize) {
+                *w |= 1 << (i % 64);
+            }
+        }
+    }
+
+    pub fn clear(&mut self, i: u64) {
+        if let Some(w) = self.words.get_mut((i / 64) as usize) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    pub fn get(&self, i: u64) -> bool {
+        i < self.bits
+            && self
+                .words
+                .get((i / 64) as usize)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn set_all(&mut self) {
+        for w in &mut self.words {
+            *w = u64::MAX;
+        }
+        let tail = self.bits % 64;
+        if tail != 0 {
+            if let Some(w) = self.words.last_mut() {
+                *w = (1u64 << tail) - 1;
+            }
+        }
+    }
+
+    pub fn clear_all(&mut self) {
+        for w in &mut self.words {
+            *w = 0;
+        }
+    }
+
+    /// Sets every bit set in `other`.
+    pub fn or(&mut self, other: &Bitmap) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= b;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.words.iter().map(|w| w.count_ones() as u64).sum()
+    }
+
+    /// Set bits in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros() as u64;
+                w &= w - 1;
+                Some(i as u64 * 64 + b)
+            })
+        })
+    }
+
+    /// Grows to at least `bits` bits.
+    pub fn grow(&mut self, bits: u64) {
+        if bits > self.bits {
+            self.words.resize(bits.div_ceil(64) as usize, 0);
+            self.bits = bits;
+        }
+    }
+}
+
+/// What the precopy policy decides after each pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum PrecopyDecision {
+    Abort,
+    Continue,
+    StopAndCopy,
+}
+
+/// What the policy sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PrecopyStats {
+    pub iteration: u32,
+    pub total_written: u64,
+    /// Pages dirty for the next pass; -1 while not known.
+    pub dirty_count: i64,
+}
+
+/// The toolstack's side of a save (xenguest's save callbacks).
+pub trait SaveCallbacks<D: ?Sized> {
+    /// Suspends the guest; true on success.
+    fn suspend(&mut self, dom: &mut D) -> bool;
+    /// Remus/COLO: the checkpoint is out; resume the guest. > 0 ok.
+    fn postcopy(&mut self, _dom: &mut D) -> i32 {
+        1
+    }
+    /// Remus/COLO: take another checkpoint? > 0 yes.
+    fn checkpoint(&mut self, _dom: &mut D) -> i32 {
+        0
+    }
+    /// COLO: wait for the next checkpoint. > 0 continue.
+    fn wait_checkpoint(&mut self, _dom: &mut D) -> i32 {
+        0
+    }
+    /// Live saves: the precopy policy. `None`: Xen's default.
+    fn precopy_policy(&mut self, _stats: PrecopyStats) -> Option<PrecopyDecision> {
+        None
+    }
+    /// HVM: device-model log-dirty on/off. 0 ok.
+    fn switch_qemu_logdirty(&mut self, _enable: bool) -> i32 {
+        0
+    }
+    /// Progress of the save, for messages like Xen's.
+    fn progress(&mut self, _what: &str, _done: u64, _total: u64) {}
+}
+
+/// What the restore tells the toolstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointAnswer {
+    Success,
+    Failover,
+    Error,
+}
+
+/// The toolstack's side of a restore (xenguest's restore callbacks).
+pub trait RestoreCallbacks<D: ?Sized> {
+    /// Static data is complete; `missing` has bit 0 for CPUID and bit 1 for MSR policies.
+    /// 0 ok.
+    fn static_data_done(&mut self, _dom: &mut D, _missing: u32) -> i32 {
+        0
+    }
+    /// A CHECKPOINT arrived (Remus/COLO).
+    fn checkpoint(&mut self, _dom: &mut D) -> CheckpointAnswer {
+        CheckpointAnswer::Success
+    }
+}
