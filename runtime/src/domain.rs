@@ -152,6 +152,12 @@ pub trait Domain {
     /// the caller.
     fn populate(&mut self, pfns: &[u64]) -> BResult<()>;
 
+    /// Records the page types a restore learnt from the stream (Xen keeps them in the
+    /// restorer; a simulated domain keeps them to report them back).
+    fn set_page_types(&mut self, _pfns: &[u64], _types: &[PageType]) -> BResult<()> {
+        Ok(())
+    }
+
     /// A vcpu's state blob; empty when the vcpu has none of that kind.
     fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>>;
     fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()>;
