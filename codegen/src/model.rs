@@ -245,6 +245,9 @@ pub struct Field {
     pub value: Option<IntOrName>,
     #[serde(default)]
     pub one_of: Option<Vec<u64>>,
+    /// The value `Default` gives (otherwise `value`, the first of `one_of`, or zero).
+    #[serde(default)]
+    pub default: Option<u64>,
     #[serde(default)]
     pub min: Option<u64>,
     #[serde(default)]

@@ -1030,6 +1030,14 @@ impl<'s> Gen<'s> {
             let n = ident(&f.name);
             let t = self.field_type(f);
             let v = match (&f.value, Scalar::parse(&f.ty), &f.one_of) {
+                (None, Some(s), _) if f.default.is_some() => {
+                    let lit = hex_lit(s, f.default.unwrap_or(0));
+                    if f.enum_name.is_some() || f.flags.is_some() {
+                        quote!(#t(#lit))
+                    } else {
+                        quote!(#lit)
+                    }
+                }
                 (Some(IntOrName::Int(v)), Some(s), _) => {
                     let lit = hex_lit(s, *v);
                     if f.enum_name.is_some() || f.flags.is_some() {

@@ -280,7 +280,11 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
 
 /// Checks spec text; `path` only names the file in messages.
 pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
-    let file: SpecFile = match serde_yaml::from_str(text) {
+    // Syntax first: deserialising into the model stops at the first missing or unknown key,
+    // which can come before a syntax error further down (a mis-indented key ends its mapping).
+    let parsed = serde_yaml::from_str::<serde::de::IgnoredAny>(text)
+        .and_then(|_| serde_yaml::from_str::<SpecFile>(text));
+    let file: SpecFile = match parsed {
         Ok(f) => f,
         Err(e) => {
             let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -962,6 +966,28 @@ impl<'a> Checker<'a> {
                 self.err(fp, Some(key), format!("`{key}` applies to integer fields"));
             }
         }
+        if let Some(d) = f.default {
+            match int {
+                None => self.err(fp, Some("default"), "`default` applies to integer fields"),
+                Some(s) if d > s.max() => self.err(
+                    fp,
+                    Some("default"),
+                    format!("{d:#x} does not fit in {}", s.name()),
+                ),
+                Some(_) => {
+                    if f.one_of.as_ref().is_some_and(|v| !v.contains(&d)) {
+                        self.err(
+                            fp,
+                            Some("default"),
+                            format!(
+                                "default {d} is not one of {:?}",
+                                f.one_of.as_deref().unwrap_or(&[])
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         if let (Some(s), Some(vals)) = (int, &f.one_of) {
             if let Some(v) = vals.iter().find(|v| **v > s.max()) {
                 self.err(
@@ -971,13 +997,15 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        if let (Some(s), Some(m)) = (int, f.min.or(f.max)) {
-            if m > s.max() {
-                self.err(
-                    fp,
-                    Some("min"),
-                    format!("bound {m:#x} does not fit in {}", s.name()),
-                );
+        for (key, bound) in [("min", f.min), ("max", f.max)] {
+            if let (Some(s), Some(m)) = (int, bound) {
+                if m > s.max() {
+                    self.err(
+                        fp,
+                        Some(key),
+                        format!("bound {m:#x} does not fit in {}", s.name()),
+                    );
+                }
             }
         }
         if let Some(en) = &f.enum_name {
@@ -1156,9 +1184,12 @@ impl<'a> Checker<'a> {
             for (j, o) in l.order.iter().enumerate() {
                 let op = format!("{p}.order[{j}]");
                 self.doc(&op, &o.doc);
-                for name in std::iter::once(&o.record).chain(&o.after).chain(&o.before) {
+                let named = std::iter::once(("record", &o.record))
+                    .chain(o.after.iter().map(|n| ("after", n)))
+                    .chain(o.before.iter().map(|n| ("before", n)));
+                for (key, name) in named {
                     if spec.record(name).is_none() {
-                        self.err(&op, Some("record"), format!("unknown record `{name}`"));
+                        self.err(&op, Some(key), format!("unknown record `{name}`"));
                     }
                 }
                 if o.after.is_empty() && o.before.is_empty() {

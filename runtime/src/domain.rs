@@ -340,12 +340,17 @@ pub enum PrecopyDecision {
 }
 
 /// What the policy sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrecopyStats {
     pub iteration: u32,
     pub total_written: u64,
     /// Pages dirty for the next pass; -1 while not known.
     pub dirty_count: i64,
+    /// Pages the last pass sent, its stream octets and its duration (domain clock): what a
+    /// policy estimates bandwidth from.
+    pub last_pass_pages: u64,
+    pub last_pass_bytes: u64,
+    pub last_pass_time: Duration,
 }
 
 /// The toolstack's side of a save (xenguest's save callbacks).

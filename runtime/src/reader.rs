@@ -264,6 +264,14 @@ impl<S: Source> Reader<S> {
         self
     }
 
+    /// Reads bare libxc records with no headers (the COLO back channel).
+    pub fn libxc_records_only(mut self) -> Self {
+        self.framing = Some(Framing::Libxc);
+        self.state = State::LibxcRecords;
+        self.libxc_ctx.version = libxc::VERSION_WRITTEN;
+        self
+    }
+
     fn take(&mut self, n: usize, what: &str, layer: Layer) -> Result<&[u8], StreamError> {
         let at = self.src.offset();
         match self.src.take(n) {

@@ -235,7 +235,7 @@ impl Verifier {
         let mut n = 0u64;
         loop {
             n += 1;
-            if n % 256 == 0 {
+            if n.is_multiple_of(256) {
                 progress(reader.offset());
             }
             let item = reader.next_item()?;

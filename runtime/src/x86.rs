@@ -117,7 +117,7 @@ impl PvLayout {
             cr3 >> 12
         } else {
             let c = cr3 as u32;
-            ((c >> 12) | (c << 20)) as u64
+            c.rotate_right(12) as u64
         }
     }
 
@@ -127,7 +127,7 @@ impl PvLayout {
             frame << 12
         } else {
             let f = frame as u32;
-            ((f << 12) | (f >> 20)) as u64
+            f.rotate_left(12) as u64
         }
     }
 

@@ -1,0 +1,825 @@
+//! Malformed specs: each must be refused with exactly one error that points at the offending
+//! line and key, in the `file:line:col: error: message` form.
+//!
+//! Every case is a small complete spec. The offending line carries a `# <-` comment; the test
+//! finds it, and the expected column is where `token` (the offending key) starts on that line.
+
+use std::path::Path;
+use xenmig_codegen::{load, load_str, SpecError};
+
+/// Marks the line an error must point at.
+const MARK: &str = "# <-";
+
+struct Case {
+    /// Names the case in failure messages and in the file path given to the loader.
+    name: &'static str,
+    text: &'static str,
+    /// Where on the marked line the error must point (its first occurrence gives the column).
+    token: &'static str,
+    /// What the Display string must mention (the offending key or name).
+    mentions: &'static [&'static str],
+}
+
+/// 1-based line of the `MARK` comment, and 1-based column of `token` on it.
+fn expected_position(case: &Case) -> (usize, usize) {
+    let marked: Vec<(usize, &str)> = case
+        .text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(MARK))
+        .collect();
+    assert_eq!(
+        marked.len(),
+        1,
+        "{}: exactly one line must be marked",
+        case.name
+    );
+    let (i, line) = marked[0];
+    let col = line
+        .find(case.token)
+        .unwrap_or_else(|| panic!("{}: `{}` is not on the marked line", case.name, case.token));
+    (i + 1, col + 1)
+}
+
+fn check(case: &Case) {
+    let path = format!("bad-specs/{}.yaml", case.name);
+    let errors = match load_str(case.text, Path::new(&path)) {
+        Ok(_) => panic!("{}: the spec was accepted", case.name),
+        Err(e) => e.0,
+    };
+    let shown: Vec<String> = errors.iter().map(SpecError::to_string).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{}: expected one error, got:\n{}",
+        case.name,
+        shown.join("\n")
+    );
+    let e = &errors[0];
+    let (line, col) = expected_position(case);
+    assert_eq!(
+        (e.line, e.col),
+        (line, col),
+        "{}: error points at the wrong place: {}",
+        case.name,
+        shown[0]
+    );
+    let prefix = format!("{path}:{line}:{col}: error: ");
+    assert!(
+        shown[0].starts_with(&prefix),
+        "{}: `{}` does not start with `{prefix}`",
+        case.name,
+        shown[0]
+    );
+    for m in case.mentions {
+        assert!(
+            shown[0].contains(m),
+            "{}: `{}` does not mention `{m}`",
+            case.name,
+            shown[0]
+        );
+    }
+}
+
+#[test]
+fn unknown_key() {
+    check(&Case {
+        name: "unknown_key",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+    colour: blue   # <-
+"#,
+        token: "colour",
+        mentions: &["colour"],
+    });
+}
+
+#[test]
+fn unknown_key_in_flow_mapping() {
+    check(&Case {
+        name: "unknown_key_in_flow_mapping",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+constants:
+  - { name: MAGIC, type: u32, value: 7, doc: Magic., hint: none }   # <-
+"#,
+        token: "hint",
+        mentions: &["hint"],
+    });
+}
+
+#[test]
+fn unknown_enum_attribute() {
+    check(&Case {
+        name: "unknown_enum_attribute",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: kind
+    type: u8
+    doc: Kinds.
+    attributes:
+      - { name: has_data, doc: Carries data. }
+    values:
+      - { name: A, value: 1, has_data: true, doc: First. }
+      - { name: B, value: 2, has_dta: true, doc: Second. }   # <-
+"#,
+        token: "has_dta",
+        mentions: &["has_dta", "kind"],
+    });
+}
+
+#[test]
+fn missing_doc() {
+    // A missing key can only be reported where its mapping starts.
+    check(&Case {
+        name: "missing_doc",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+  - name: DATA   # <-
+    type: 0x01
+    fields:
+      - { name: value, type: u32, doc: A value. }
+"#,
+        token: "name",
+        mentions: &["doc"],
+    });
+}
+
+#[test]
+fn missing_field_type() {
+    check(&Case {
+        name: "missing_field_type",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: first
+        type: u32
+        doc: A value.
+      - name: second   # <-
+        doc: Another value.
+"#,
+        token: "name",
+        mentions: &["type"],
+    });
+}
+
+#[test]
+fn empty_doc() {
+    check(&Case {
+        name: "empty_doc",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: value
+        type: u32
+        doc: ""   # <-
+"#,
+        token: "doc",
+        mentions: &["doc", "records[0].fields[0]"],
+    });
+}
+
+#[test]
+fn dangling_count() {
+    check(&Case {
+        name: "dangling_count",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: count
+        type: u32
+        doc: Number of values.
+      - name: values
+        type: u64
+        count: nr_values   # <-
+        doc: The values.
+"#,
+        token: "count",
+        mentions: &["nr_values", "count"],
+    });
+}
+
+#[test]
+fn count_names_a_later_field() {
+    check(&Case {
+        name: "count_names_a_later_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: values, type: u64, count: count, doc: The values. }   # <-
+      - { name: count, type: u32, doc: Number of values. }
+"#,
+        token: "count:",
+        mentions: &["count"],
+    });
+}
+
+#[test]
+fn duplicate_record_type() {
+    check(&Case {
+        name: "duplicate_record_type",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+  - name: DATA
+    type: 0x01
+    doc: Data.
+  - name: MORE_DATA
+    type: 0x01   # <-
+    doc: More data.
+"#,
+        token: "type",
+        mentions: &["0x1", "DATA"],
+    });
+}
+
+#[test]
+fn overlapping_bitfield_members() {
+    check(&Case {
+        name: "overlapping_bitfield_members",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+bitfields:
+  - name: entry
+    base: u64
+    doc: One entry.
+    fields:
+      - { name: pfn, bits: 0..=51, doc: Frame number. }
+      - { name: flags, bits: 48..=55, doc: Flags. }   # <-
+      - { name: kind, bits: 60..=63, doc: Kind. }
+"#,
+        token: "bits",
+        mentions: &["bits", "pfn"],
+    });
+}
+
+#[test]
+fn bitfield_member_beyond_base() {
+    check(&Case {
+        name: "bitfield_member_beyond_base",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+bitfields:
+  - name: entry
+    base: u32
+    doc: One entry.
+    fields:
+      - { name: low, bits: 0..=15, doc: Low half. }
+      - name: high
+        bits: 16..=32   # <-
+        doc: High half and one bit too many.
+"#,
+        token: "bits",
+        mentions: &["bits", "u32"],
+    });
+}
+
+#[test]
+fn struct_size_mismatch() {
+    check(&Case {
+        name: "struct_size_mismatch",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: header
+    doc: The header.
+    size: 16   # <-
+    fields:
+      - { name: magic, type: u64, doc: Magic. }
+      - { name: version, type: u32, doc: Version. }
+"#,
+        token: "size",
+        mentions: &["size", "16", "12"],
+    });
+}
+
+#[test]
+fn field_value_does_not_fit() {
+    check(&Case {
+        name: "field_value_does_not_fit",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: INFO
+    type: 0x02
+    doc: Info.
+    fields:
+      - name: width
+        type: u8
+        value: 0x100   # <-
+        doc: Word width.
+"#,
+        token: "value",
+        mentions: &["value", "0x100", "u8"],
+    });
+}
+
+#[test]
+fn constant_does_not_fit() {
+    check(&Case {
+        name: "constant_does_not_fit",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+constants:
+  - name: SMALL
+    type: u16
+    value: 0x12345   # <-
+    doc: Too big for sixteen bits.
+"#,
+        token: "value",
+        mentions: &["value", "u16"],
+    });
+}
+
+#[test]
+fn unknown_type_name() {
+    check(&Case {
+        name: "unknown_type_name",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: count
+        type: u32
+        doc: A count.
+      - name: entry
+        type: page_entry   # <-
+        doc: An element of a type nobody defined.
+"#,
+        token: "type",
+        mentions: &["page_entry", "type"],
+    });
+}
+
+#[test]
+fn yaml_syntax_error_unclosed_flow_mapping() {
+    // The parser can only notice a missing `}` at the next token, on the following line.
+    let text = r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+versions: { accepted: [1, 2], written: 2
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+"#;
+    let path = "bad-specs/yaml_syntax_error_unclosed_flow_mapping.yaml";
+    let errors = load_str(text, Path::new(path)).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    let shown = e.to_string();
+    let broken = text
+        .lines()
+        .position(|l| l.starts_with("versions:"))
+        .unwrap()
+        + 1;
+    assert!(
+        e.line == broken || e.line == broken + 1,
+        "syntax error reported at line {}, expected {broken} or the next: {shown}",
+        e.line
+    );
+    assert!(e.col >= 1, "{shown}");
+    assert!(
+        shown.starts_with(&format!("{path}:{}:{}: error: ", e.line, e.col)),
+        "{shown}"
+    );
+    assert!(shown.contains('}'), "{shown}");
+}
+
+#[test]
+fn yaml_syntax_error_mapping_in_plain_scalar() {
+    // `: ` inside an unquoted value: the error is at the second colon.
+    check(&Case {
+        name: "yaml_syntax_error_mapping_in_plain_scalar",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record: nothing follows.   # <-
+"#,
+        token: ": nothing",
+        mentions: &["mapping values are not allowed"],
+    });
+}
+
+#[test]
+fn yaml_syntax_error_bad_indentation() {
+    // A key indented less than its siblings; the syntax error must win over the `doc` that
+    // the record then seems to lack.
+    check(&Case {
+        name: "yaml_syntax_error_bad_indentation",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+   doc: Last record.   # <-
+"#,
+        token: "doc",
+        mentions: &["did not find expected"],
+    });
+}
+
+#[test]
+fn unknown_enum_in_field() {
+    check(&Case {
+        name: "unknown_enum_in_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: kind
+    type: u32
+    doc: Kinds.
+    values:
+      - { name: A, value: 1, doc: First. }
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: kind
+        type: u32
+        enum: knd   # <-
+        doc: The kind.
+"#,
+        token: "enum",
+        mentions: &["knd", "enum"],
+    });
+}
+
+#[test]
+fn unknown_enum_in_bitfield_member() {
+    check(&Case {
+        name: "unknown_enum_in_bitfield_member",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+bitfields:
+  - name: entry
+    base: u64
+    doc: One entry.
+    fields:
+      - { name: pfn, bits: 0..=51, doc: Frame number. }
+      - { name: kind, bits: 60..=63, enum: page_kind, doc: Kind. }   # <-
+"#,
+        token: "enum",
+        mentions: &["page_kind"],
+    });
+}
+
+#[test]
+fn rule_names_unknown_field() {
+    check(&Case {
+        name: "rule_names_unknown_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: start, type: u64, doc: First frame. }
+      - { name: end, type: u64, doc: Last frame. }
+    rules:
+      - name: ordered
+        check: "start <= finish"   # <-
+        doc: The range is not reversed.
+"#,
+        token: "check",
+        mentions: &["finish", "check"],
+    });
+}
+
+#[test]
+fn rule_does_not_parse() {
+    check(&Case {
+        name: "rule_does_not_parse",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: header
+    doc: The header.
+    fields:
+      - { name: version, type: u32, doc: Version. }
+    rules:
+      - { name: known_version, check: "version >= ", doc: A version we know. }   # <-
+"#,
+        token: "check",
+        mentions: &["version >="],
+    });
+}
+
+#[test]
+fn layout_names_unknown_record() {
+    check(&Case {
+        name: "layout_names_unknown_record",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+  - name: DATA
+    type: 0x01
+    doc: Data.
+layouts:
+  - guest: all
+    doc: Every stream.
+    required:
+      - record: END
+        doc: Streams are closed.
+      - record: DATUM   # <-
+        doc: Streams carry data.
+"#,
+        token: "record",
+        mentions: &["DATUM"],
+    });
+}
+
+#[test]
+fn layout_order_names_unknown_record() {
+    check(&Case {
+        name: "layout_order_names_unknown_record",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+  - name: DATA
+    type: 0x01
+    doc: Data.
+layouts:
+  - guest: all
+    doc: Every stream.
+    order:
+      - record: DATA
+        after: [START]   # <-
+        level: required
+        doc: Data comes after the start.
+"#,
+        token: "after",
+        mentions: &["START", "after"],
+    });
+}
+
+#[test]
+fn layout_unknown_guest() {
+    check(&Case {
+        name: "layout_unknown_guest",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: domain_type
+    type: u32
+    doc: Guest kinds.
+    values:
+      - { name: X86_PV, value: 1, doc: PV. }
+records:
+  - name: END
+    type: 0x00
+    doc: Last record.
+layouts:
+  - guest: X86_HVM   # <-
+    doc: HVM streams.
+    required:
+      - { record: END, doc: Streams are closed. }
+"#,
+        token: "guest",
+        mentions: &["X86_HVM"],
+    });
+}
+
+#[test]
+fn flag_bit_beyond_type() {
+    check(&Case {
+        name: "flag_bit_beyond_type",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+flags:
+  - name: options
+    type: u8
+    doc: Options.
+    bits:
+      - { name: FIRST, bit: 0, doc: First. }
+      - { name: LAST, bit: 8, doc: One past the end. }   # <-
+"#,
+        token: "bit:",
+        mentions: &["bit", "u8"],
+    });
+}
+
+#[test]
+fn count_rest_not_last() {
+    check(&Case {
+        name: "count_rest_not_last",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: values
+        type: u32
+        count: rest   # <-
+        doc: All the values.
+      - name: tail
+        type: u32
+        doc: A field after the rest of the body.
+"#,
+        token: "count",
+        mentions: &["rest"],
+    });
+}
+
+#[test]
+fn written_version_not_accepted() {
+    check(&Case {
+        name: "written_version_not_accepted",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+versions:
+  accepted: [1, 2]
+  written: 3   # <-
+"#,
+        token: "written",
+        mentions: &["written", "3"],
+    });
+}
+
+/// A spec on disk: the message names the file as given.
+#[test]
+fn error_from_a_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    let text = "format: demo\ntitle: Demo\ndoc: A demo format.\nrevision: 1\nbyte_order: little\nrecords:\n  - name: A\n    type: 0x01\n    doc: A.\n  - name: B\n    type: 0x01\n    doc: B.\n";
+    std::fs::write(&path, text).unwrap();
+    let errors = load(&path).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let shown = errors[0].to_string();
+    assert!(
+        shown.starts_with(&format!("{}:11:5: error: ", path.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("(key `type` of `records[1]`)"), "{shown}");
+
+    let missing = dir.path().join("absent.yaml");
+    let errors = load(&missing).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].message.contains("cannot read"), "{errors:?}");
+}
+
+/// The committed specs load without errors (the cases above are small edits of the same
+/// language, so this guards against the checker refusing everything).
+#[test]
+fn committed_specs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("spec");
+    for name in ["libxc.yaml", "libxl.yaml", "xl.yaml"] {
+        if let Err(e) = load(&root.join(name)) {
+            panic!("{name}:\n{e}");
+        }
+    }
+}
+
+#[test]
+fn max_bound_does_not_fit() {
+    // `min` is fine; the error is about `max`, at `max`.
+    check(&Case {
+        name: "max_bound_does_not_fit",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: INFO
+    type: 0x02
+    doc: Info.
+    fields:
+      - name: levels
+        type: u8
+        min: 2
+        max: 0x100   # <-
+        doc: Page-table levels.
+"#,
+        token: "max",
+        mentions: &["max", "0x100", "u8"],
+    });
+}
