@@ -147,6 +147,49 @@ impl PvLayout {
     }
 }
 
+/// Offsets in the `start_info` page (`xen.h`) that a restore rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartInfo {
+    pub nr_pages: usize,
+    pub shared_info: usize,
+    pub flags: usize,
+    pub store_mfn: usize,
+    pub store_evtchn: usize,
+    pub console_mfn: usize,
+    pub console_evtchn: usize,
+}
+
+impl StartInfo {
+    /// 64-bit guests: words are 8 octets and aligned.
+    pub const PV64: StartInfo = StartInfo {
+        nr_pages: 32,
+        shared_info: 40,
+        flags: 48,
+        store_mfn: 56,
+        store_evtchn: 64,
+        console_mfn: 72,
+        console_evtchn: 80,
+    };
+    /// 32-bit guests.
+    pub const PV32: StartInfo = StartInfo {
+        nr_pages: 32,
+        shared_info: 36,
+        flags: 40,
+        store_mfn: 44,
+        store_evtchn: 48,
+        console_mfn: 52,
+        console_evtchn: 56,
+    };
+
+    pub fn for_width(width: u8) -> &'static StartInfo {
+        if width == 4 {
+            &StartInfo::PV32
+        } else {
+            &StartInfo::PV64
+        }
+    }
+}
+
 /// A page-table entry is present.
 pub const PTE_PRESENT: u64 = 1;
 /// Large page (PSE) bit of L2/L3 entries.

@@ -1,0 +1,937 @@
+//! The v2 restore algorithm (format-reference §4) as a generic driver over [`Domain`]:
+//! header checks, the record loop with checkpoint buffering, PAGE_DATA (populate, types,
+//! localise, write or compare), per-guest records, and the completion steps.
+//!
+//! A checkpointed stream applies the records of an epoch only when its CHECKPOINT arrives;
+//! when the stream breaks, the last complete epoch is committed (failover). Any other error
+//! is returned as an error: a rejected stream is never reported as a restored domain.
+
+use crate::domain::{
+    errno, BackendError, Bitmap, CheckpointAnswer, Domain, GuestType, RestoreCallbacks, TscInfo,
+    VcpuState, PAGE_SIZE,
+};
+use crate::error::{ErrorKind, Layer, StreamError};
+use crate::hooks::{rewrite_page_table, rewrite_vcpu_context};
+use crate::reader::{Item, RawRecord, Reader};
+use crate::save::StreamType;
+use crate::source::Source;
+use crate::wire::{DecodeCtx, Role};
+use crate::x86::PvLayout;
+use crate::{libxc, x86};
+use std::collections::BTreeMap;
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreOptions {
+    pub stream_type: StreamType,
+    /// Event channels the toolstack allocated for xenstore and the console.
+    pub store_evtchn: u32,
+    pub console_evtchn: u32,
+}
+
+/// What a restore produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreResult {
+    /// Frames of the xenstore and console rings, for the toolstack.
+    pub store_gfn: u64,
+    pub console_gfn: u64,
+    /// Checkpoints applied (CHECKPOINT records answered with success).
+    pub checkpoints: u32,
+    /// The stream broke inside a checkpoint and the last complete one was committed.
+    pub failed_over: bool,
+    /// Pages that differed in verify mode.
+    pub verify_mismatches: u64,
+    pub libxc_records: u64,
+    /// Data pages written.
+    pub pages: u64,
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("{context}: {source}")]
+    Backend {
+        context: String,
+        source: BackendError,
+    },
+}
+
+type R<T> = Result<T, RestoreError>;
+
+/// A record kept until its checkpoint completes.
+struct Buffered {
+    record_type: u32,
+    offset: u64,
+    index: u64,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Vcpu {
+    basic: Option<Vec<u8>>,
+    extended: Option<Vec<u8>>,
+    xsave: Option<Vec<u8>>,
+    msrs: Option<Vec<u8>>,
+}
+
+struct Restorer<'a, D: Domain, C: RestoreCallbacks<D>> {
+    dom: &'a mut D,
+    cb: &'a mut C,
+    opts: RestoreOptions,
+    guest: GuestType,
+    version: u32,
+    ctx: DecodeCtx,
+    layout: Option<&'static PvLayout>,
+    max_pfn: u64,
+    max_vcpu_id: u32,
+    populated: Bitmap,
+    types: Vec<libxc::PageType>,
+    static_data_done: bool,
+    cpuid: Option<Vec<u8>>,
+    msr_policy: Option<Vec<u8>>,
+    p2m_frames: Option<Vec<u64>>,
+    vcpus: BTreeMap<u32, Vcpu>,
+    hvm_context: Option<Vec<u8>>,
+    store_pfn: Option<u64>,
+    console_pfn: Option<u64>,
+    verify: bool,
+    buffering: bool,
+    buffer: Vec<Buffered>,
+    result: RestoreResult,
+    scratch: Vec<u8>,
+    pv_info_seen: bool,
+}
+
+/// Restores the libxc image that `reader` yields into `dom`. libxl records around it are
+/// skipped (the libxl layer handles them); the reader should check leniently, as Xen does.
+pub fn restore<D, C, S>(
+    dom: &mut D,
+    cb: &mut C,
+    reader: &mut Reader<S>,
+    opts: RestoreOptions,
+) -> R<RestoreResult>
+where
+    D: Domain,
+    C: RestoreCallbacks<D>,
+    S: Source,
+{
+    let info = dom.info().map_err(|e| be("domain info", e))?;
+    let mut r = Restorer {
+        guest: info.guest,
+        max_pfn: info.max_pfn,
+        max_vcpu_id: info.max_vcpu_id,
+        dom,
+        cb,
+        opts,
+        version: 0,
+        ctx: DecodeCtx::new(3),
+        layout: None,
+        populated: Bitmap::new(8192),
+        types: Vec::new(),
+        static_data_done: false,
+        cpuid: None,
+        msr_policy: None,
+        p2m_frames: None,
+        vcpus: BTreeMap::new(),
+        hvm_context: None,
+        store_pfn: None,
+        console_pfn: None,
+        verify: false,
+        buffering: false,
+        buffer: Vec::new(),
+        result: RestoreResult::default(),
+        scratch: Vec::new(),
+        pv_info_seen: false,
+    };
+    r.run(reader)?;
+    Ok(r.result)
+}
+
+fn be(context: &str, source: BackendError) -> RestoreError {
+    RestoreError::Backend {
+        context: context.to_string(),
+        source,
+    }
+}
+
+fn invalid(rec: &RawRecord<'_>, rule: &str, detail: String) -> RestoreError {
+    RestoreError::Stream(rec.error(StreamError::invalid(rec.offset, rule, detail)))
+}
+
+impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
+    fn run<S: Source>(&mut self, reader: &mut Reader<S>) -> R<()> {
+        loop {
+            let item = match reader.next_item() {
+                Ok(i) => i,
+                Err(e)
+                    if self.buffering && matches!(e.kind, ErrorKind::Truncated | ErrorKind::Io) =>
+                {
+                    // The primary died mid-checkpoint: commit the last complete one.
+                    return self.failover();
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match item {
+                Item::ImageHeader { offset, header } => {
+                    if header.options.contains(libxc::ImageOptions::BIG_ENDIAN) {
+                        return Err(StreamError::invalid(
+                            offset,
+                            "big_endian",
+                            "big-endian images are not supported by Xen's restore",
+                        )
+                        .into());
+                    }
+                    self.version = header.version;
+                }
+                Item::DomainHeader { offset, header } => {
+                    let guest = GuestType::from_domain_type(header.r#type);
+                    if guest != Some(self.guest) {
+                        return Err(StreamError::invalid(
+                            offset,
+                            "domain_type",
+                            format!(
+                                "the image is of a {} domain, the target is {:?}",
+                                header.r#type, self.guest
+                            ),
+                        )
+                        .into());
+                    }
+                    self.ctx = reader.libxc_ctx();
+                }
+                Item::Record(rec) if rec.layer == Layer::Libxc => {
+                    self.result.libxc_records += 1;
+                    let role = rec.info().and_then(|i| i.role);
+                    if self.buffering && !matches!(role, Some(Role::End) | Some(Role::Checkpoint)) {
+                        self.buffer.push(Buffered {
+                            record_type: rec.record_type,
+                            offset: rec.offset,
+                            index: rec.index,
+                            body: rec.body.to_vec(),
+                        });
+                        continue;
+                    }
+                    if self.process(&rec)? {
+                        return Ok(());
+                    }
+                }
+                Item::Record(_)
+                | Item::XlHeader { .. }
+                | Item::LibxlHeader { .. }
+                | Item::Trailing { .. } => {}
+                Item::Eof { complete } => {
+                    if !complete && self.buffering {
+                        return self.failover();
+                    }
+                    return Err(StreamError::new(
+                        ErrorKind::Truncated,
+                        reader.offset(),
+                        "truncated",
+                        "the stream ends before the libxc END",
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+
+    fn failover(&mut self) -> R<()> {
+        self.buffer.clear();
+        self.result.failed_over = true;
+        self.stream_complete()
+    }
+
+    /// Processes one record; true at END.
+    fn process(&mut self, rec: &RawRecord<'_>) -> R<bool> {
+        let mut ctx = self.ctx;
+        ctx.guest_width = self.layout.map(|l| l.width as u64);
+        let rec = RawRecord { ctx, ..*rec };
+        let decoded = rec.libxc()?;
+        let Some(info) = rec.info() else {
+            if rec.record_type & libxc::RECORD_TYPE_OPTIONAL != 0 {
+                return Ok(false);
+            }
+            return Err(invalid(
+                &rec,
+                "unknown_mandatory",
+                format!(
+                    "record type {:#x} is unknown and mandatory",
+                    rec.record_type
+                ),
+            ));
+        };
+        if info.status == crate::wire::Status::Forbidden {
+            return Err(invalid(
+                &rec,
+                "forbidden",
+                format!("{} is not valid in a stream", info.name),
+            ));
+        }
+        let guest_name = self.guest.domain_type().name().unwrap_or("");
+        if !info.guests.is_empty() && !info.guests.contains(&guest_name) {
+            return Err(invalid(
+                &rec,
+                "guests",
+                format!("{} is not valid for {guest_name} guests", info.name),
+            ));
+        }
+        // The static-data boundary, implied in version 2.
+        if !self.static_data_done
+            && self.version < 3
+            && matches!(
+                decoded,
+                libxc::Record::PageData(_) | libxc::Record::X86PvP2mFrames(_)
+            )
+        {
+            self.static_data_end()?;
+        }
+        match decoded {
+            libxc::Record::End(_) => {
+                self.stream_complete()?;
+                return Ok(true);
+            }
+            libxc::Record::PageData(p) => self.page_data(&rec, &p)?,
+            libxc::Record::Verify(_) => self.verify = true,
+            libxc::Record::StaticDataEnd(_) => {
+                if self.static_data_done {
+                    return Err(invalid(
+                        &rec,
+                        "static_data_end.once",
+                        "a second STATIC_DATA_END".into(),
+                    ));
+                }
+                self.static_data_end()?;
+            }
+            libxc::Record::Checkpoint(_) => return self.checkpoint(&rec),
+            libxc::Record::X86CpuidPolicy(_) => self.cpuid = Some(rec.body.to_vec()),
+            libxc::Record::X86MsrPolicy(_) => self.msr_policy = Some(rec.body.to_vec()),
+            libxc::Record::X86TscInfo(t) => self
+                .dom
+                .set_tsc_info(TscInfo {
+                    mode: t.mode,
+                    khz: t.khz,
+                    nsec: t.nsec,
+                    incarnation: t.incarnation,
+                })
+                .map_err(|e| be("set TSC info", e))?,
+            libxc::Record::X86PvInfo(i) => {
+                if self.pv_info_seen {
+                    return Err(invalid(&rec, "once", "a second X86_PV_INFO".into()));
+                }
+                self.pv_info_seen = true;
+                let info = self.dom.info().map_err(|e| be("domain info", e))?;
+                if info.guest_width != i.guest_width {
+                    self.dom
+                        .set_address_size(i.guest_width)
+                        .map_err(|e| be("set address size", e))?;
+                    let after = self.dom.info().map_err(|e| be("domain info", e))?;
+                    if after.guest_width != i.guest_width {
+                        return Err(invalid(
+                            &rec,
+                            "guest_width",
+                            format!(
+                                "the domain kept width {} after set_address_size({})",
+                                after.guest_width, i.guest_width
+                            ),
+                        ));
+                    }
+                }
+                self.layout = PvLayout::for_width(i.guest_width);
+            }
+            libxc::Record::X86PvP2mFrames(f) => {
+                if self.layout.is_none() {
+                    return Err(invalid(
+                        &rec,
+                        "order",
+                        "X86_PV_P2M_FRAMES before X86_PV_INFO".into(),
+                    ));
+                }
+                let end = f.p2m_end_pfn as u64;
+                if end > self.max_pfn {
+                    self.dom
+                        .expand_p2m(end)
+                        .map_err(|e| be("expand the p2m", e))?;
+                    self.max_pfn = end;
+                }
+                self.p2m_frames = Some(f.frame_pfns.iter().collect());
+            }
+            libxc::Record::X86PvVcpuBasic(v) => {
+                self.vcpu(&rec, v.vcpu_id, VcpuState::Basic, v.context)?
+            }
+            libxc::Record::X86PvVcpuExtended(v) => {
+                self.vcpu(&rec, v.vcpu_id, VcpuState::Extended, v.context)?
+            }
+            libxc::Record::X86PvVcpuXsave(v) => {
+                self.vcpu(&rec, v.vcpu_id, VcpuState::Xsave, v.context)?
+            }
+            libxc::Record::X86PvVcpuMsrs(v) => {
+                let body = rec.body.get(8..).unwrap_or_default();
+                self.vcpu(&rec, v.vcpu_id, VcpuState::Msrs, body)?
+            }
+            libxc::Record::SharedInfo(s) => self.shared_info(&rec, s.shared_info)?,
+            libxc::Record::HvmContext(c) => self.hvm_context = Some(c.context.to_vec()),
+            libxc::Record::HvmParams(p) => {
+                for param in p.params.iter() {
+                    self.hvm_param(param.index.0, param.value)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn static_data_end(&mut self) -> R<()> {
+        self.static_data_done = true;
+        let mut missing = 0;
+        if self.cpuid.is_none() {
+            missing |= 1;
+        }
+        if self.msr_policy.is_none() {
+            missing |= 2;
+        }
+        if self.cpuid.is_some() || self.msr_policy.is_some() {
+            let c = self.cpuid.clone().unwrap_or_default();
+            let m = self.msr_policy.clone().unwrap_or_default();
+            self.dom
+                .set_cpu_policy(&c, &m)
+                .map_err(|e| be("apply CPU policy", e))?;
+        }
+        if self.cb.static_data_done(self.dom, missing) != 0 {
+            return Err(be(
+                "static_data_done",
+                BackendError::new("static_data_done", "the toolstack refused"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, rec: &RawRecord<'_>) -> R<bool> {
+        if self.opts.stream_type == StreamType::Plain {
+            return Err(invalid(
+                rec,
+                "checkpoint.plain",
+                "CHECKPOINT in a plain (not checkpointed) stream".into(),
+            ));
+        }
+        match self.cb.checkpoint(self.dom) {
+            CheckpointAnswer::Success => {}
+            CheckpointAnswer::Failover if self.buffering => {
+                self.failover()?;
+                return Ok(true);
+            }
+            CheckpointAnswer::Failover | CheckpointAnswer::Error => {
+                return Err(invalid(
+                    rec,
+                    "checkpoint.callback",
+                    "the toolstack failed the checkpoint".into(),
+                ));
+            }
+        }
+        if self.buffering {
+            let buffered = std::mem::take(&mut self.buffer);
+            for b in &buffered {
+                let raw = RawRecord {
+                    layer: Layer::Libxc,
+                    index: b.index,
+                    offset: b.offset,
+                    record_type: b.record_type,
+                    body: &b.body,
+                    ctx: self.ctx,
+                };
+                self.process(&raw)?;
+            }
+            self.buffer = buffered;
+            self.buffer.clear();
+        } else {
+            self.buffering = true;
+        }
+        self.result.checkpoints += 1;
+        Ok(false)
+    }
+
+    fn vcpu(&mut self, rec: &RawRecord<'_>, id: u32, which: VcpuState, data: &[u8]) -> R<()> {
+        if data.is_empty() {
+            return Ok(()); // errata: an empty payload is skipped
+        }
+        if id > self.max_vcpu_id {
+            return Err(invalid(
+                rec,
+                "vcpu_id",
+                format!(
+                    "vcpu {id} is beyond the domain's max vcpu id {}",
+                    self.max_vcpu_id
+                ),
+            ));
+        }
+        let v = self.vcpus.entry(id).or_default();
+        let slot = match which {
+            VcpuState::Basic => &mut v.basic,
+            VcpuState::Extended => &mut v.extended,
+            VcpuState::Xsave => &mut v.xsave,
+            VcpuState::Msrs => &mut v.msrs,
+        };
+        *slot = Some(data.to_vec());
+        Ok(())
+    }
+
+    fn shared_info(&mut self, rec: &RawRecord<'_>, page: &[u8]) -> R<()> {
+        let Some(l) = self.layout else {
+            return Err(invalid(
+                rec,
+                "order",
+                "SHARED_INFO before X86_PV_INFO".into(),
+            ));
+        };
+        let mut new = self
+            .dom
+            .shared_info()
+            .map_err(|e| be("read shared info", e))?;
+        new.resize(PAGE_SIZE, 0);
+        merge_shared_info(l, &mut new, page);
+        self.dom
+            .set_shared_info(&new)
+            .map_err(|e| be("write shared info", e))
+    }
+
+    fn hvm_param(&mut self, index: u64, value: u64) -> R<()> {
+        use libxc::HvmParamIndex as P;
+        let idx = P(index);
+        if idx == P::CONSOLE_PFN
+            || idx == P::STORE_PFN
+            || idx == P::IOREQ_PFN
+            || idx == P::BUFIOREQ_PFN
+        {
+            if idx == P::CONSOLE_PFN {
+                self.console_pfn = Some(value);
+            }
+            if idx == P::STORE_PFN {
+                self.store_pfn = Some(value);
+            }
+            // The ring pages start clean.
+            self.ensure_populated(&[value])?;
+            let zero = vec![0u8; PAGE_SIZE];
+            let mut g = [None];
+            self.dom
+                .pfn_to_gfn(&[value], &mut g)
+                .map_err(|e| be("pfn to gfn", e))?;
+            if let Some(gfn) = g[0] {
+                self.dom
+                    .write_pages(&[gfn], &zero)
+                    .map_err(|e| be("clear a ring page", e))?;
+            }
+        }
+        if idx == P::PAE_ENABLED {
+            return Ok(()); // dropped: the domain builder decides
+        }
+        self.dom
+            .set_hvm_param(index, value)
+            .map_err(|e| be("set HVM param", e))
+    }
+
+    fn ensure_populated(&mut self, pfns: &[u64]) -> R<()> {
+        let need: Vec<u64> = pfns
+            .iter()
+            .copied()
+            .filter(|p| !self.populated.get(*p))
+            .collect();
+        if need.is_empty() {
+            return Ok(());
+        }
+        if let Some(&max) = need.iter().max() {
+            if max >= self.populated.len() {
+                // Grow to 2^k - 1 like Xen's bitmap.
+                let bits = (max + 1).next_power_of_two().max(8192);
+                self.populated.grow(bits);
+            }
+        }
+        self.dom.populate(&need).map_err(|e| be("populate", e))?;
+        for p in need {
+            self.populated.set(p);
+        }
+        Ok(())
+    }
+
+    fn page_data(&mut self, rec: &RawRecord<'_>, p: &libxc::PageData<'_>) -> R<()> {
+        let mut pfns = Vec::with_capacity(p.entries.len());
+        let mut to_populate = Vec::new();
+        let mut data_pfns = Vec::new();
+        let mut types = Vec::with_capacity(p.entries.len());
+        let mut has_tables = false;
+        for e in p.entries.iter() {
+            let (pfn, t) = (e.pfn(), e.page_type());
+            if self.guest == GuestType::X86Pv && pfn > self.max_pfn {
+                return Err(invalid(
+                    rec,
+                    "pfn.max_pfn",
+                    format!(
+                        "pfn {pfn:#x} is beyond the domain's max_pfn {:#x}",
+                        self.max_pfn
+                    ),
+                ));
+            }
+            if t.has_data() || t == libxc::PageType::XALLOC {
+                to_populate.push(pfn);
+            }
+            if t.has_data() {
+                data_pfns.push(pfn);
+                if (1..=4).contains(&(t.0 & 7)) {
+                    has_tables = true;
+                }
+            }
+            pfns.push(pfn);
+            types.push(t);
+        }
+        self.ensure_populated(&to_populate)?;
+        for (&pfn, &t) in pfns.iter().zip(&types) {
+            let i = pfn as usize;
+            if i >= self.types.len() {
+                self.types.resize(i + 1, libxc::PageType::XTAB);
+            }
+            if let Some(slot) = self.types.get_mut(i) {
+                *slot = t;
+            }
+        }
+        self.dom
+            .set_page_types(&pfns, &types)
+            .map_err(|e| be("set page types", e))?;
+        if data_pfns.is_empty() {
+            return Ok(());
+        }
+        let mut gfns = vec![None; data_pfns.len()];
+        self.dom
+            .pfn_to_gfn(&data_pfns, &mut gfns)
+            .map_err(|e| be("pfn to gfn", e))?;
+        let gfns: Vec<u64> = gfns
+            .iter()
+            .zip(&data_pfns)
+            .map(|(g, p)| {
+                g.ok_or_else(|| {
+                    be(
+                        "map pages",
+                        BackendError::new("map", format!("pfn {p:#x} has no frame after populate")),
+                    )
+                })
+            })
+            .collect::<R<_>>()?;
+        let data: &[u8] = if has_tables && self.guest == GuestType::X86Pv {
+            // Page tables hold pfns on the wire: localise a copy.
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            buf.extend_from_slice(p.pages);
+            let l = self
+                .layout
+                .ok_or_else(|| invalid(rec, "order", "page tables before X86_PV_INFO".into()))?;
+            let mut k = 0usize;
+            for &t in &types {
+                if !t.has_data() {
+                    continue;
+                }
+                if (1..=4).contains(&(t.0 & 7)) {
+                    if let Some(page) = buf.get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE) {
+                        self.localise(l, t, page).map_err(|e| {
+                            RestoreError::Stream(rec.error(StreamError::invalid(
+                                rec.offset,
+                                "localise",
+                                e.to_string(),
+                            )))
+                        })?;
+                    }
+                }
+                k += 1;
+            }
+            self.scratch = buf;
+            &self.scratch
+        } else {
+            p.pages
+        };
+        if self.verify {
+            let mut current = vec![0u8; data.len()];
+            self.dom
+                .read_pages(&gfns, &mut current)
+                .map_err(|e| be("read pages", e))?;
+            for (a, b) in current.chunks(PAGE_SIZE).zip(data.chunks(PAGE_SIZE)) {
+                if a != b {
+                    self.result.verify_mismatches += 1;
+                }
+            }
+        } else {
+            self.dom
+                .write_pages(&gfns, data)
+                .map_err(|e| be("write pages", e))?;
+            self.result.pages += gfns.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// pfn → mfn in a page table, populating frames it references that are not there yet.
+    fn localise(
+        &mut self,
+        l: &PvLayout,
+        t: libxc::PageType,
+        page: &mut [u8],
+    ) -> Result<(), BackendError> {
+        let mut refs = Vec::new();
+        for chunk in page.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let pte = u64::from_le_bytes(b);
+            if pte & x86::PTE_PRESENT != 0 {
+                refs.push(x86::pte_frame(pte));
+            }
+        }
+        let missing: Vec<u64> = refs
+            .iter()
+            .copied()
+            .filter(|p| !self.populated.get(*p))
+            .collect();
+        if !missing.is_empty() {
+            if let Some(&m) = missing.iter().max() {
+                if m > self.max_pfn {
+                    return Err(BackendError::new(
+                        "localise",
+                        format!("a page table references pfn {m:#x}, beyond max_pfn"),
+                    )
+                    .errno(errno::ERANGE));
+                }
+            }
+            self.dom.populate(&missing)?;
+            let top = missing.iter().max().copied().unwrap_or(0);
+            if top >= self.populated.len() {
+                self.populated.grow((top + 1).next_power_of_two());
+            }
+            for p in &missing {
+                self.populated.set(*p);
+            }
+        }
+        let mut map: BTreeMap<u64, u64> = BTreeMap::new();
+        if !refs.is_empty() {
+            let mut out = vec![None; refs.len()];
+            self.dom.pfn_to_gfn(&refs, &mut out)?;
+            for (p, g) in refs.iter().zip(out) {
+                if let Some(g) = g {
+                    map.insert(*p, g);
+                }
+            }
+        }
+        rewrite_page_table(l, t, page, |pfn| {
+            map.get(&pfn).copied().ok_or_else(|| {
+                BackendError::new("localise", format!("pfn {pfn:#x} has no frame"))
+                    .errno(errno::ERANGE)
+            })
+        })
+    }
+
+    fn pfn_to_mfn(&mut self, pfn: u64, want: &[libxc::PageType], what: &str) -> R<u64> {
+        let t = self
+            .types
+            .get(pfn as usize)
+            .copied()
+            .unwrap_or(libxc::PageType::XTAB);
+        if !want.is_empty() && !want.contains(&t) {
+            return Err(be(
+                "complete the restore",
+                BackendError::new(
+                    "vcpu context",
+                    format!("{what} pfn {pfn:#x} has type {t}, expected one of {want:?}"),
+                ),
+            ));
+        }
+        let mut g = [None];
+        self.dom
+            .pfn_to_gfn(&[pfn], &mut g)
+            .map_err(|e| be("pfn to gfn", e))?;
+        g[0].ok_or_else(|| {
+            be(
+                "complete the restore",
+                BackendError::new("pfn to mfn", format!("{what} pfn {pfn:#x} has no frame")),
+            )
+        })
+    }
+
+    /// After END (or at failover): apply what was held back.
+    fn stream_complete(&mut self) -> R<()> {
+        match self.guest {
+            GuestType::X86Hvm => {
+                self.dom
+                    .set_hvm_param(2, self.opts.store_evtchn as u64)
+                    .map_err(|e| be("set STORE_EVTCHN", e))?;
+                self.dom
+                    .set_hvm_param(18, self.opts.console_evtchn as u64)
+                    .map_err(|e| be("set CONSOLE_EVTCHN", e))?;
+                let ctx = self.hvm_context.clone().ok_or_else(|| {
+                    RestoreError::Stream(StreamError::invalid(
+                        0,
+                        "hvm_context.missing",
+                        "the stream carried no HVM_CONTEXT",
+                    ))
+                })?;
+                self.dom
+                    .set_hvm_context(&ctx)
+                    .map_err(|e| be("set HVM context", e))?;
+                self.result.store_gfn = self.store_pfn.unwrap_or(0);
+                self.result.console_gfn = self.console_pfn.unwrap_or(0);
+            }
+            GuestType::X86Pv => self.pv_complete()?,
+        }
+        Ok(())
+    }
+
+    fn pv_complete(&mut self) -> R<()> {
+        let l = self.layout.ok_or_else(|| {
+            RestoreError::Stream(StreamError::invalid(
+                0,
+                "x86_pv_info.missing",
+                "the stream carried no X86_PV_INFO",
+            ))
+        })?;
+        if self.vcpus.get(&0).and_then(|v| v.basic.as_ref()).is_none() {
+            return Err(StreamError::invalid(
+                0,
+                "vcpu0.missing",
+                "the stream carried no X86_PV_VCPU_BASIC for vcpu 0",
+            )
+            .into());
+        }
+        let roots: &[libxc::PageType] = if l.levels == 4 {
+            &[libxc::PageType::L4TAB, libxc::PageType::L4TAB_PINNED]
+        } else {
+            &[libxc::PageType::L3TAB, libxc::PageType::L3TAB_PINNED]
+        };
+        let ids: Vec<u32> = self.vcpus.keys().copied().collect();
+        for id in ids {
+            let Some(mut basic) = self.vcpus.get(&id).and_then(|v| v.basic.clone()) else {
+                continue;
+            };
+            if id == 0 {
+                let start_info = l.get(&basic, l.edx).unwrap_or(0);
+                let mfn = self.pfn_to_mfn(start_info, &[libxc::PageType::NOTAB], "start_info")?;
+                self.process_start_info(l, start_info, mfn)?;
+            }
+            // Every frame field goes pfn → mfn; cr3 must be a top-level table.
+            let cr3_pfn = l.cr3_to_frame(l.get(&basic, l.cr(3)).unwrap_or(0));
+            self.pfn_to_mfn(cr3_pfn, roots, "cr3")?;
+            let mut frames = Vec::new();
+            rewrite_vcpu_context(l, id, &mut basic, |pfn| {
+                frames.push(pfn);
+                Ok(pfn)
+            })
+            .map_err(|e| be("vcpu context", e))?;
+            let mut map = BTreeMap::new();
+            for pfn in frames {
+                let mfn = self.pfn_to_mfn(pfn, &[], "vcpu frame")?;
+                map.insert(pfn, mfn);
+            }
+            rewrite_vcpu_context(l, id, &mut basic, |pfn| {
+                map.get(&pfn).copied().ok_or_else(|| {
+                    BackendError::new("vcpu context", format!("pfn {pfn:#x} has no frame"))
+                })
+            })
+            .map_err(|e| be("vcpu context", e))?;
+            self.dom
+                .set_vcpu_state(id, VcpuState::Basic, &basic)
+                .map_err(|e| be("set vcpu context", e))?;
+        }
+        for (id, v) in &self.vcpus {
+            for (which, data) in [
+                (VcpuState::Extended, &v.extended),
+                (VcpuState::Xsave, &v.xsave),
+                (VcpuState::Msrs, &v.msrs),
+            ] {
+                if let Some(d) = data {
+                    self.dom
+                        .set_vcpu_state(*id, which, d)
+                        .map_err(|e| be("set vcpu state", e))?;
+                }
+            }
+        }
+        // Pin the page tables the stream marked, 1024 at a time.
+        let pins: Vec<(u64, libxc::PageType)> = self
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.0 & libxc::PAGE_TYPE_PINNED != 0 && (9..=12).contains(&t.0))
+            .map(|(p, t)| (p as u64, *t))
+            .collect();
+        for chunk in pins.chunks(1024) {
+            self.dom
+                .pin_page_tables(chunk)
+                .map_err(|e| be("pin page tables", e))?;
+        }
+        if let Some(frames) = &self.p2m_frames {
+            self.dom
+                .write_p2m(frames)
+                .map_err(|e| be("write the p2m", e))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites start_info for the new domain and learns the xenstore and console frames.
+    fn process_start_info(&mut self, l: &PvLayout, pfn: u64, mfn: u64) -> R<()> {
+        let si = x86::StartInfo::for_width(l.width as u8);
+        let mut page = vec![0u8; PAGE_SIZE];
+        self.dom
+            .read_pages(&[mfn], &mut page)
+            .map_err(|e| be("read start_info", e))?;
+        let store_pfn = l.get(&page, si.store_mfn).unwrap_or(0);
+        let console_pfn = l.get(&page, si.console_mfn).unwrap_or(0);
+        for (what, p) in [("xenstore", store_pfn), ("console", console_pfn)] {
+            if p > self.max_pfn {
+                return Err(be(
+                    "start_info",
+                    BackendError::new(
+                        "start_info",
+                        format!(
+                            "the {what} pfn {p:#x} is beyond max_pfn (start_info at pfn {pfn:#x})"
+                        ),
+                    ),
+                ));
+            }
+        }
+        let store = self.pfn_to_mfn(store_pfn, &[], "xenstore")?;
+        let console = self.pfn_to_mfn(console_pfn, &[], "console")?;
+        self.result.store_gfn = store;
+        self.result.console_gfn = console;
+        l.set(&mut page, si.store_mfn, store);
+        write_u32(&mut page, si.store_evtchn, self.opts.store_evtchn);
+        l.set(&mut page, si.console_mfn, console);
+        write_u32(&mut page, si.console_evtchn, self.opts.console_evtchn);
+        l.set(&mut page, si.nr_pages, self.max_pfn + 1);
+        write_u32(&mut page, si.flags, 0);
+        self.dom
+            .write_pages(&[mfn], &page)
+            .map_err(|e| be("write start_info", e))
+    }
+}
+
+fn write_u32(page: &mut [u8], off: usize, v: u32) {
+    if let Some(b) = page.get_mut(off..off + 4) {
+        b.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Xen's restore of shared info: the guest's vcpu_info and arch are kept, the frame-list
+/// pointer cleared, pending events dropped and every event masked.
+pub fn merge_shared_info(l: &PvLayout, new: &mut [u8], old: &[u8]) {
+    for (off, len) in [l.shinfo_vcpu_info, l.shinfo_arch] {
+        if let (Some(dst), Some(src)) = (new.get_mut(off..off + len), old.get(off..off + len)) {
+            dst.copy_from_slice(src);
+        }
+    }
+    l.set(new, l.pfn_to_mfn_frame_list_list, 0);
+    let (off, len) = l.shinfo_evtchn_pending;
+    if let Some(b) = new.get_mut(off..off + len) {
+        b.fill(0);
+    }
+    for i in 0..32 {
+        l.set(
+            new,
+            l.shinfo_vcpu_info.0 + i * l.vcpu_info_size + l.evtchn_pending_sel,
+            0,
+        );
+    }
+    let (off, len) = l.shinfo_evtchn_mask;
+    if let Some(b) = new.get_mut(off..off + len) {
+        b.fill(0xff);
+    }
+}
