@@ -1,20 +1,848 @@
-//! `xenmig verify`, `info` and `dump` (being written).
+//! `xenmig verify`, `info` and `dump`: check a stream, describe it, list its records.
+//!
+//! Regular files are memory-mapped and read in place (the verifier never touches the page
+//! octets it does not need); pipes, stdin and descriptors of pipes are read through the
+//! runtime's bounded `Read` source. All three commands exit 0 for a valid stream, 1 for an
+//! invalid one (a truncated stream included) and 2 for usage or I/O errors.
 
+use crate::io::{Input, Opened};
+use crate::progress::{self, Tracked};
+use crate::render::{self, Fields, Val};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::process::ExitCode;
+use xenmig::error::ErrorKind;
+use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
+use xenmig::source::{ReadSource, SliceSource, Source};
+use xenmig::verify::Report;
+use xenmig::wire::Strictness;
+use xenmig::{libxc, verify_reader, Layer, StreamError, VerifyOptions};
 
-#[derive(clap::Args)]
-pub struct VerifyArgs {}
-#[derive(clap::Args)]
-pub struct InfoArgs {}
-#[derive(clap::Args)]
-pub struct DumpArgs {}
+/// Exit status of a valid stream.
+const EXIT_VALID: u8 = 0;
+/// Exit status of an invalid or truncated stream.
+const EXIT_INVALID: u8 = 1;
+/// Exit status of a usage or I/O error.
+const EXIT_ERROR: u8 = 2;
 
-pub fn verify(_a: VerifyArgs) -> ExitCode {
-    ExitCode::from(2)
+/// The framing to read with: `auto` detects it from the first octets.
+#[derive(Debug, Clone, Copy)]
+pub struct Format(Option<Framing>);
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    match s {
+        "auto" => Ok(Format(None)),
+        other => other.parse().map(|f| Format(Some(f))),
+    }
 }
-pub fn info(_a: InfoArgs) -> ExitCode {
-    ExitCode::from(2)
+
+/// Options shared by the three commands: how to read the input.
+#[derive(clap::Args, Debug)]
+pub struct ReadArgs {
+    /// Framing of the input: auto (detect from the first octets), libxc, libxl or xl.
+    #[arg(
+        short = 'f',
+        long = "format",
+        value_name = "auto|libxc|libxl|xl",
+        default_value = "auto",
+        value_parser = parse_format
+    )]
+    format: Format,
+    /// Also reject what Xen's reference verifier rejects (reserved fields, padding): the default.
+    #[arg(long, conflicts_with = "lenient")]
+    strict: bool,
+    /// Reject only what Xen's restore code rejects.
+    #[arg(long)]
+    lenient: bool,
 }
-pub fn dump(_a: DumpArgs) -> ExitCode {
-    ExitCode::from(2)
+
+impl ReadArgs {
+    fn strictness(&self) -> Strictness {
+        if self.lenient {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        }
+    }
+
+    fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
+            framing: self.format.0,
+            strictness: self.strictness(),
+        }
+    }
+
+    fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            framing: self.format.0,
+            strictness: self.strictness(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Also print warnings and notes, and a short summary of the stream.
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print nothing: the exit status says it all.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the whole report as JSON.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Input as Xen's verify-stream-v2 names it: a path, or a decimal file descriptor number.
+    #[arg(
+        short = 'i',
+        long = "in",
+        value_name = "FILE|FD",
+        conflicts_with = "file"
+    )]
+    input: Option<String>,
+    /// The stream to check, or - for standard input (the default).
+    #[arg(value_name = "FILE|-")]
+    file: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Print the report as JSON, for programs.
+    #[arg(long)]
+    json: bool,
+    /// The stream to describe, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    file: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also print the contents of every page (hexdump lines; hex strings in JSON).
+    #[arg(long)]
+    pages: bool,
+    /// The stream to list, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    file: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening the input
+
+/// Something that reads a whole stream, whatever its byte source.
+trait Job {
+    type Out;
+    fn run<S: Source>(self, reader: Reader<S>) -> Self::Out;
+}
+
+/// A memory map of a file from a starting offset (a descriptor may be handed over part-read).
+struct Mapped {
+    map: Option<memmap2::Mmap>,
+    start: usize,
+}
+
+impl Mapped {
+    fn bytes(&self) -> &[u8] {
+        self.map
+            .as_deref()
+            .and_then(|m| m.get(self.start..))
+            .unwrap_or_default()
+    }
+}
+
+/// Maps a regular file from its current position; `Err` gives the file back when it cannot
+/// be mapped (it is then read as a stream).
+fn map_file(mut f: File) -> Result<Mapped, File> {
+    let Ok(start) = f.stream_position() else {
+        return Err(f);
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return Err(f);
+    };
+    if len == 0 || start >= len {
+        return Ok(Mapped {
+            map: None,
+            start: 0,
+        });
+    }
+    let Ok(start) = usize::try_from(start) else {
+        return Err(f);
+    };
+    // Safety: the file is mapped read-only; as with any tool that maps its input, changing the
+    // file while it is being read gives unspecified contents (never memory unsafety in our
+    // code, which only reads the octets through bounds-checked slices).
+    match unsafe { memmap2::Mmap::map(&f) } {
+        Ok(map) => Ok(Mapped {
+            map: Some(map),
+            start,
+        }),
+        Err(_) => Err(f),
+    }
+}
+
+/// Opens `input` and runs `job` over it: zero-copy over a map for a regular file, through a
+/// bounded buffer for anything else. `show_progress` allows a bar on stderr.
+fn run_on<J: Job>(
+    input: &Input,
+    opts: ReaderOptions,
+    show_progress: bool,
+    job: J,
+) -> io::Result<J::Out> {
+    match input.open()? {
+        Opened::File(f) => match map_file(f) {
+            Ok(mapped) => {
+                let bytes = mapped.bytes();
+                let bar = progress::bar(Some(bytes.len() as u64), show_progress);
+                let src = Tracked::new(SliceSource::new(bytes), bar);
+                Ok(job.run(Reader::new(src, opts)))
+            }
+            Err(f) => Ok(run_stream(Box::new(f), opts, show_progress, job)),
+        },
+        Opened::Stream(r) => Ok(run_stream(r, opts, show_progress, job)),
+    }
+}
+
+fn run_stream<J: Job>(
+    r: Box<dyn Read>,
+    opts: ReaderOptions,
+    show_progress: bool,
+    job: J,
+) -> J::Out {
+    let bar = progress::bar(None, show_progress);
+    let src = Tracked::new(ReadSource::new(r), bar);
+    job.run(Reader::new(src, opts))
+}
+
+fn cannot_open(input: &Input, e: &io::Error) -> ExitCode {
+    eprintln!("xenmig: cannot read {}: {e}", input.describe());
+    ExitCode::from(EXIT_ERROR)
+}
+
+struct VerifyJob(VerifyOptions);
+
+impl Job for VerifyJob {
+    type Out = Report;
+    fn run<S: Source>(self, mut reader: Reader<S>) -> Report {
+        verify_reader(&mut reader, self.0, &mut |_| {})
+    }
+}
+
+/// The exit status a report calls for.
+fn status(report: &Report) -> u8 {
+    match &report.error {
+        None => EXIT_VALID,
+        Some(e) if e.kind == ErrorKind::Io => EXIT_ERROR,
+        Some(_) => EXIT_INVALID,
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> bool {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            true
+        }
+        Err(e) => {
+            eprintln!("xenmig: cannot write JSON: {e}");
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+pub fn verify(a: VerifyArgs) -> ExitCode {
+    let input = match (&a.input, &a.file) {
+        (Some(i), _) => Input::from_ref_arg(i),
+        (None, Some(f)) => Input::from_path_arg(f),
+        (None, None) => Input::Stdin,
+    };
+    let report = match run_on(
+        &input,
+        a.read.reader_options(),
+        !a.quiet,
+        VerifyJob(a.read.verify_options()),
+    ) {
+        Ok(r) => r,
+        Err(e) => return cannot_open(&input, &e),
+    };
+    let code = status(&report);
+    if a.quiet {
+        return ExitCode::from(code);
+    }
+    if a.json {
+        if !print_json(&report) {
+            return ExitCode::from(EXIT_ERROR);
+        }
+        return ExitCode::from(code);
+    }
+    match &report.error {
+        Some(e) if e.kind == ErrorKind::Io => {
+            eprintln!("xenmig: error reading {}: {e}", input.describe());
+        }
+        Some(e) => println!("INVALID: {e}"),
+        None => println!("VALID: {}", verdict_line(&report)),
+    }
+    if a.verbose {
+        let mut out = String::new();
+        for w in &report.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        short_summary(&report, &mut out);
+        print!("{out}");
+    }
+    ExitCode::from(code)
+}
+
+/// What follows `VALID:`: framing, guest, versions, Xen, then counts.
+fn verdict_line(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{} {}",
+        r.framing.map_or("?", Framing::as_str),
+        r.guest.as_deref().unwrap_or("unknown-guest")
+    );
+    if let Some(v) = r.libxc_version {
+        let _ = write!(s, " v{v}");
+    }
+    if let Some(v) = r.libxl_version {
+        let _ = write!(s, " (libxl v{v})");
+    }
+    if let Some(x) = &r.xen_version {
+        if r.converted_from_legacy {
+            let _ = write!(s, ", converted from legacy ({x})");
+        } else {
+            let _ = write!(s, ", Xen {x}");
+        }
+    }
+    let _ = write!(
+        s,
+        ": {} records, {} data pages",
+        r.libxc_records + r.libxl_records,
+        r.pages.data_pages
+    );
+    if r.checkpoints > 0 {
+        let _ = write!(s, ", {} checkpoints", r.checkpoints);
+    }
+    if !r.end {
+        s.push_str(", no END");
+    }
+    if r.trailing_bytes > 0 {
+        let _ = write!(s, ", {} trailing octets", r.trailing_bytes);
+    }
+    if !r.warnings.is_empty() {
+        let _ = write!(
+            s,
+            ", {} warning{}",
+            r.warnings.len(),
+            if r.warnings.len() == 1 { "" } else { "s" }
+        );
+    }
+    s
+}
+
+/// A few lines for `verify -v`.
+fn short_summary(r: &Report, out: &mut String) {
+    let _ = writeln!(out, "  framing:     {}", framing_text(r));
+    let _ = writeln!(out, "  guest:       {}", guest_text(r));
+    let _ = writeln!(
+        out,
+        "  records:     {} libxc, {} libxl",
+        r.libxc_records, r.libxl_records
+    );
+    let _ = writeln!(out, "  pages:       {}", pages_text(r));
+    if r.checkpoints > 0 || !r.end {
+        let _ = writeln!(
+            out,
+            "  checkpoints: {}, END {}",
+            r.checkpoints,
+            if r.end { "reached" } else { "not reached" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  read:        {} octets, checked {}",
+        r.bytes, r.strictness
+    );
+}
+
+fn framing_text(r: &Report) -> String {
+    let mut s = r.framing.map_or("?", Framing::as_str).to_string();
+    if let Some(v) = r.libxl_version {
+        let _ = write!(s, ", libxl v{v}");
+    }
+    if let Some(v) = r.libxc_version {
+        let _ = write!(s, ", libxc v{v}");
+    }
+    s
+}
+
+fn guest_text(r: &Report) -> String {
+    let mut s = r.guest.clone().unwrap_or_else(|| "?".into());
+    if let Some(x) = &r.xen_version {
+        if r.converted_from_legacy {
+            let _ = write!(s, ", Xen {x} (converted from a legacy stream)");
+        } else {
+            let _ = write!(s, ", Xen {x}");
+        }
+    }
+    s
+}
+
+fn pages_text(r: &Report) -> String {
+    let p = &r.pages;
+    let mut s = format!(
+        "{} PAGE_DATA records, {} entries, {} data pages",
+        p.page_data_records, p.pfn_entries, p.data_pages
+    );
+    if let (Some(a), Some(b)) = (p.pfn_min, p.pfn_max) {
+        let _ = write!(s, ", pfns {a:#x}-{b:#x}");
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// info
+
+pub fn info(a: InfoArgs) -> ExitCode {
+    let input = Input::from_path_arg(&a.file);
+    let report = match run_on(
+        &input,
+        a.read.reader_options(),
+        true,
+        VerifyJob(a.read.verify_options()),
+    ) {
+        Ok(r) => r,
+        Err(e) => return cannot_open(&input, &e),
+    };
+    let code = status(&report);
+    if a.json {
+        if !print_json(&report) {
+            return ExitCode::from(EXIT_ERROR);
+        }
+    } else {
+        print!("{}", info_text(&report, &input.describe()));
+    }
+    if code == EXIT_ERROR {
+        if let Some(e) = &report.error {
+            eprintln!("xenmig: error reading {}: {e}", input.describe());
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The report laid out for a person.
+fn info_text(r: &Report, name: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "input:          {name} ({} octets read)", r.bytes);
+    let _ = writeln!(
+        o,
+        "framing:        {}",
+        r.framing.map_or("?", Framing::as_str)
+    );
+    if let Some(x) = &r.xl {
+        let _ = write!(
+            o,
+            "xl header:      mandatory flags {}, optional data {} octets",
+            list_or_none(&x.mandatory_flags),
+            x.optional_data_len
+        );
+        if let Some(c) = x.config_len {
+            let _ = write!(o, ", config {c} octets");
+        }
+        o.push('\n');
+    }
+    if let Some(v) = r.libxl_version {
+        let _ = writeln!(
+            o,
+            "libxl:          version {v}, options {}",
+            list_or_none(&r.libxl_options)
+        );
+    }
+    if let Some(v) = r.libxc_version {
+        let _ = writeln!(
+            o,
+            "libxc:          version {v}, options {}",
+            list_or_none(&r.libxc_options)
+        );
+    }
+    let _ = writeln!(o, "guest:          {}", r.guest.as_deref().unwrap_or("?"));
+    if r.guest_width.is_some() || r.pt_levels.is_some() {
+        let _ = writeln!(
+            o,
+            "width/levels:   {}-bit, {} page-table levels",
+            r.guest_width
+                .map_or("?".into(), |w| (u32::from(w) * 8).to_string()),
+            r.pt_levels.map_or("?".into(), |l| l.to_string())
+        );
+    }
+    if let Some(x) = &r.xen_version {
+        if r.converted_from_legacy {
+            let _ = writeln!(
+                o,
+                "xen:            {x} (converted from a legacy stream; the minor is the converter's version)"
+            );
+        } else {
+            let _ = writeln!(o, "xen:            {x}");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "records:        {} libxc, {} libxl",
+        r.libxc_records, r.libxl_records
+    );
+    if !r.records.is_empty() {
+        let _ = writeln!(
+            o,
+            "  {:<6} {:<10}  {:<26} {:>9} {:>14}",
+            "layer", "type", "name", "count", "bytes"
+        );
+        for rc in &r.records {
+            let _ = writeln!(
+                o,
+                "  {:<6} {:#010x}  {:<26} {:>9} {:>14}",
+                rc.layer.as_str(),
+                rc.record_type,
+                rc.name,
+                rc.count,
+                rc.bytes
+            );
+        }
+    }
+    let p = &r.pages;
+    let _ = writeln!(
+        o,
+        "pages:          {} PAGE_DATA records, {} entries, {} data pages",
+        p.page_data_records, p.pfn_entries, p.data_pages
+    );
+    if !p.by_type.is_empty() {
+        let types: Vec<String> = p.by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let _ = writeln!(o, "  by type:      {}", types.join(", "));
+    }
+    if let (Some(a), Some(b)) = (p.pfn_min, p.pfn_max) {
+        let _ = writeln!(o, "  pfn range:    {a:#x}-{b:#x}");
+    }
+    if !r.vcpus.is_empty() {
+        let ids: Vec<String> = r.vcpus.iter().map(u32::to_string).collect();
+        let _ = writeln!(o, "vcpus:          {} ({})", r.vcpus.len(), ids.join(", "));
+    }
+    if r.guest.as_deref() == Some("X86_HVM") || r.hvm_params > 0 {
+        let _ = writeln!(o, "hvm params:     {}", r.hvm_params);
+    }
+    let _ = writeln!(o, "checkpoints:    {}", r.checkpoints);
+    let _ = writeln!(o, "end reached:    {}", yes_no(r.end));
+    let _ = writeln!(o, "trailing:       {} octets", r.trailing_bytes);
+    let _ = writeln!(o, "warnings:       {}", r.warnings.len());
+    for w in &r.warnings {
+        let _ = writeln!(o, "  {w}");
+    }
+    match &r.error {
+        None => {
+            let _ = writeln!(o, "verdict:        VALID ({})", r.strictness);
+        }
+        Some(e) => {
+            let _ = writeln!(o, "verdict:        INVALID ({}): {e}", r.strictness);
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// dump
+
+pub fn dump(a: DumpArgs) -> ExitCode {
+    let input = Input::from_path_arg(&a.file);
+    // A bar would mix with the listing on a terminal.
+    let show_progress = !io::stdout().is_terminal();
+    let job = DumpJob {
+        json: a.json,
+        pages: a.pages,
+    };
+    let result = match run_on(&input, a.read.reader_options(), show_progress, job) {
+        Ok(r) => r,
+        Err(e) => return cannot_open(&input, &e),
+    };
+    match result {
+        Ok(None) => ExitCode::from(EXIT_VALID),
+        Ok(Some(e)) if e.kind == ErrorKind::Io => {
+            eprintln!("xenmig: error reading {}: {e}", input.describe());
+            ExitCode::from(EXIT_ERROR)
+        }
+        Ok(Some(_)) => ExitCode::from(EXIT_INVALID),
+        // Output closed early (e.g. piped into `head`): nothing more to say.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_VALID),
+        Err(e) => {
+            eprintln!("xenmig: cannot write the listing: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+struct DumpJob {
+    json: bool,
+    pages: bool,
+}
+
+impl Job for DumpJob {
+    /// The stream error that stopped the listing, if any; `Err` when writing failed.
+    type Out = io::Result<Option<StreamError>>;
+
+    fn run<S: Source>(self, mut reader: Reader<S>) -> Self::Out {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let item = match reader.next_item() {
+                Ok(item) => item,
+                Err(e) => {
+                    self.error(&e, &mut line);
+                    out.write_all(line.as_bytes())?;
+                    out.flush()?;
+                    return Ok(Some(e));
+                }
+            };
+            let done = matches!(item, Item::Eof { .. });
+            if let Err(e) = self.item(&item, &mut line) {
+                self.error(&e, &mut line);
+                out.write_all(line.as_bytes())?;
+                out.flush()?;
+                return Ok(Some(e));
+            }
+            out.write_all(line.as_bytes())?;
+            if done {
+                out.flush()?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// One dump line, before rendering.
+struct Entry<'a> {
+    offset: u64,
+    layer: Option<Layer>,
+    index: Option<u64>,
+    record_type: Option<u32>,
+    name: String,
+    length: u64,
+    fields: Fields,
+    /// Page contents for `--pages`: (pfn, type, octets).
+    pages: Vec<(u64, libxc::PageType, &'a [u8])>,
+}
+
+impl DumpJob {
+    fn error(&self, e: &StreamError, line: &mut String) {
+        if self.json {
+            line.push_str(&json!({ "error": e }).to_string());
+            line.push('\n');
+        } else {
+            let _ = writeln!(line, "ERROR: {e}");
+        }
+    }
+
+    /// Renders one item into `line`; a record that cannot be decoded is an error.
+    fn item(&self, item: &Item<'_>, line: &mut String) -> Result<(), StreamError> {
+        let entry = match item {
+            Item::XlHeader {
+                offset,
+                header,
+                optional_data,
+            } => Entry {
+                offset: *offset,
+                layer: Some(Layer::Xl),
+                index: None,
+                record_type: None,
+                name: "xl_header".into(),
+                length: (xenmig::xl::XlHeader::SIZE + optional_data.len()) as u64,
+                fields: render::xl_header(header, optional_data),
+                pages: Vec::new(),
+            },
+            Item::LibxlHeader { offset, header } => Entry {
+                offset: *offset,
+                layer: Some(Layer::Libxl),
+                index: None,
+                record_type: None,
+                name: "libxl_header".into(),
+                length: xenmig::libxl::LibxlHeader::SIZE as u64,
+                fields: render::libxl_header(header),
+                pages: Vec::new(),
+            },
+            Item::ImageHeader { offset, header } => Entry {
+                offset: *offset,
+                layer: Some(Layer::Libxc),
+                index: None,
+                record_type: None,
+                name: "image_header".into(),
+                length: libxc::ImageHeader::SIZE as u64,
+                fields: render::image_header(header),
+                pages: Vec::new(),
+            },
+            Item::DomainHeader { offset, header } => Entry {
+                offset: *offset,
+                layer: Some(Layer::Libxc),
+                index: None,
+                record_type: None,
+                name: "domain_header".into(),
+                length: libxc::DomainHeader::SIZE as u64,
+                fields: render::domain_header(header),
+                pages: Vec::new(),
+            },
+            Item::Record(rec) => {
+                let mut pages = Vec::new();
+                let fields = match rec.layer {
+                    Layer::Libxl => render::libxl_record(&rec.libxl()?),
+                    _ => {
+                        let decoded = rec.libxc()?;
+                        if let (true, libxc::Record::PageData(p)) = (self.pages, &decoded) {
+                            let mut chunks = p.pages.chunks(4096);
+                            for e in p.entries.iter().filter(|e| e.page_type().has_data()) {
+                                if let Some(c) = chunks.next() {
+                                    pages.push((e.pfn(), e.page_type(), c));
+                                }
+                            }
+                        }
+                        render::libxc_record(&decoded)
+                    }
+                };
+                Entry {
+                    offset: rec.offset,
+                    layer: Some(rec.layer),
+                    index: Some(rec.index),
+                    record_type: Some(rec.record_type),
+                    name: rec.type_name(),
+                    length: rec.body.len() as u64,
+                    fields,
+                    pages,
+                }
+            }
+            Item::Trailing { offset, data } => {
+                let text: String = data
+                    .iter()
+                    .take(64)
+                    .map(|b| {
+                        if b.is_ascii_graphic() || *b == b' ' {
+                            *b as char
+                        } else {
+                            '.'
+                        }
+                    })
+                    .collect();
+                Entry {
+                    offset: *offset,
+                    layer: None,
+                    index: None,
+                    record_type: None,
+                    name: "trailing".into(),
+                    length: data.len() as u64,
+                    fields: vec![("text", Val::Str(text))],
+                    pages: Vec::new(),
+                }
+            }
+            Item::Eof { complete } => {
+                return {
+                    self.eof(*complete, line);
+                    Ok(())
+                }
+            }
+        };
+        if self.json {
+            self.json_line(&entry, line);
+        } else {
+            self.text_line(&entry, line);
+        }
+        Ok(())
+    }
+
+    fn eof(&self, complete: bool, line: &mut String) {
+        if self.json {
+            line.push_str(&json!({ "name": "eof", "complete": complete }).to_string());
+            line.push('\n');
+        } else if complete {
+            line.push_str("end of input: the stream is complete\n");
+        } else {
+            line.push_str(
+                "end of input at a record boundary without END: a checkpointed stream cut short\n",
+            );
+        }
+    }
+
+    fn text_line(&self, e: &Entry<'_>, line: &mut String) {
+        let index = e.index.map_or("-".to_string(), |i| format!("#{i}"));
+        let _ = write!(
+            line,
+            "{:#010x}  {:<5}  {:>6}  {:<26} len {:<8}",
+            e.offset,
+            e.layer.map_or("-", Layer::as_str),
+            index,
+            e.name,
+            e.length
+        );
+        if e.fields.is_empty() {
+            line.truncate(line.trim_end().len());
+        } else {
+            line.push(' ');
+            render::write_fields(&e.fields, " ", line);
+        }
+        line.push('\n');
+        for (pfn, t, bytes) in &e.pages {
+            let _ = writeln!(line, "    page pfn {pfn:#x} {t}");
+            render::hexdump(bytes, "      ", line);
+        }
+    }
+
+    fn json_line(&self, e: &Entry<'_>, line: &mut String) {
+        let mut obj = serde_json::Map::new();
+        obj.insert("offset".into(), json!(e.offset));
+        if let Some(l) = e.layer {
+            obj.insert("layer".into(), json!(l.as_str()));
+        }
+        if let Some(i) = e.index {
+            obj.insert("index".into(), json!(i));
+        }
+        if let Some(t) = e.record_type {
+            obj.insert("type".into(), json!(t));
+        }
+        obj.insert("name".into(), json!(e.name));
+        obj.insert("length".into(), json!(e.length));
+        obj.insert("fields".into(), render::fields_json(&e.fields));
+        if self.pages && !e.pages.is_empty() {
+            let pages: Vec<serde_json::Value> = e
+                .pages
+                .iter()
+                .map(|(pfn, t, bytes)| {
+                    json!({ "pfn": pfn, "type": t.to_string(), "hex": render::hex_string(bytes) })
+                })
+                .collect();
+            obj.insert("pages".into(), serde_json::Value::Array(pages));
+        }
+        line.push_str(&serde_json::Value::Object(obj).to_string());
+        line.push('\n');
+    }
 }

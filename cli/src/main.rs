@@ -9,6 +9,8 @@ use std::process::ExitCode;
 mod convert_legacy;
 mod inspect;
 mod io;
+mod progress;
+mod render;
 
 #[derive(Parser)]
 #[command(
