@@ -12,6 +12,7 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use xenmig::error::ErrorKind;
 use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
@@ -197,7 +198,11 @@ fn run_on<J: Job>(
     show_progress: bool,
     job: J,
 ) -> io::Result<J::Out> {
-    match input.open()? {
+    let opened = match (input, stdin_file()) {
+        (Input::Stdin, Some(f)) => Opened::File(f),
+        _ => input.open()?,
+    };
+    match opened {
         Opened::File(f) => match map_file(f) {
             Ok(mapped) => {
                 let bytes = mapped.bytes();
@@ -209,6 +214,13 @@ fn run_on<J: Job>(
         },
         Opened::Stream(r) => Ok(run_stream(r, opts, show_progress, job)),
     }
+}
+
+/// Standard input when it is a regular file (`xenmig verify - < FILE`), to be mapped like one.
+fn stdin_file() -> Option<File> {
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let f = File::from(fd);
+    f.metadata().ok()?.is_file().then_some(f)
 }
 
 fn run_stream<J: Job>(

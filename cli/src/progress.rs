@@ -24,7 +24,7 @@ pub fn bar(len: Option<u64>, allowed: bool) -> Option<ProgressBar> {
         Some(n) if n <= LONG_INPUT => None,
         Some(n) => {
             let style = ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{spinner} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");

@@ -430,7 +430,11 @@ fn corrupted_streams_through_stdin_exit_0_or_1() {
         let mut b = bytes.clone();
         // Half of the corruptions in the first octets (headers, policies, page entries), where
         // they change the most; the others anywhere (mostly page contents).
-        let span = if rng.next().is_multiple_of(2) { 512 } else { b.len() };
+        let span = if rng.next().is_multiple_of(2) {
+            512
+        } else {
+            b.len()
+        };
         let at = (rng.next() % span as u64) as usize;
         let flip = (rng.next() % 255 + 1) as u8;
         b[at] ^= flip;
@@ -455,4 +459,35 @@ fn corrupted_streams_through_stdin_exit_0_or_1() {
         invalid >= 10,
         "only {invalid} of 200 corruptions were found"
     );
+}
+
+#[test]
+fn input_already_part_read_is_read_from_its_position() {
+    // The libxc image of a libxl stream starts after the libxl header and LIBXC_CONTEXT (24
+    // octets); read from there, it is a libxc image followed by libxl records (trailing).
+    use std::io::{Seek, SeekFrom};
+    let file = vectors().join("streams/v2-hvm-v3-libxl-s127.bin");
+    let mut f = std::fs::File::open(&file).unwrap();
+    for args in [
+        vec!["verify", "-"],
+        vec!["verify", "-i", "0"],
+        vec!["info", "--json", "-"],
+    ] {
+        f.seek(SeekFrom::Start(24)).unwrap();
+        let out = xenmig()
+            .args(&args)
+            .stdin(f.try_clone().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out.stdout));
+        let t = text(&out.stdout);
+        if args[0] == "info" {
+            let r: serde_json::Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(r["framing"], "libxc");
+            assert!(r["trailing_bytes"].as_u64().unwrap() > 0, "{t}");
+        } else {
+            assert!(t.starts_with("VALID: libxc X86_HVM v3"), "{t}");
+            assert!(t.contains("trailing octets"), "{t}");
+        }
+    }
 }
