@@ -778,10 +778,8 @@ impl DumpJob {
                 }
             }
             Item::Eof { complete } => {
-                return {
-                    self.eof(*complete, line);
-                    Ok(())
-                }
+                self.eof(*complete, line);
+                return Ok(());
             }
         };
         if self.json {
