@@ -11,6 +11,7 @@ mod inspect;
 mod io;
 mod progress;
 mod render;
+mod sim;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,8 @@ enum Command {
     Dump(inspect::DumpArgs),
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),
+    /// Save and restore simulated domains with xenmig's drivers.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Info(a) => inspect::info(a),
         Command::Dump(a) => inspect::dump(a),
         Command::ConvertLegacy(a) => convert_legacy::run(a),
+        Command::Sim(a) => sim::run(a),
     }
 }

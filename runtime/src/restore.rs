@@ -117,36 +117,106 @@ where
     C: RestoreCallbacks<D>,
     S: Source,
 {
-    let info = dom.info().map_err(|e| be("domain info", e))?;
-    let mut r = Restorer {
-        guest: info.guest,
-        max_pfn: info.max_pfn,
-        max_vcpu_id: info.max_vcpu_id,
-        dom,
-        cb,
-        opts,
-        version: 0,
-        ctx: DecodeCtx::new(3),
-        layout: None,
-        populated: Bitmap::new(8192),
-        types: Vec::new(),
-        static_data_done: false,
-        cpuid: None,
-        msr_policy: None,
-        p2m_frames: None,
-        vcpus: BTreeMap::new(),
-        hvm_context: None,
-        store_pfn: None,
-        console_pfn: None,
-        verify: false,
-        buffering: false,
-        buffer: Vec::new(),
-        result: RestoreResult::default(),
-        scratch: Vec::new(),
-        pv_info_seen: false,
-    };
+    let mut r = Restorer::new(dom, cb, opts)?;
     r.run(reader)?;
     Ok(r.result)
+}
+
+/// Reads the headers, then lets `make` create the domain for the guest type they name (as a
+/// toolstack creates an empty domain of the right kind), and restores into it.
+pub fn restore_new<D, C, S, F>(
+    make: F,
+    cb: &mut C,
+    reader: &mut Reader<S>,
+    opts: RestoreOptions,
+) -> R<(D, RestoreResult)>
+where
+    D: Domain,
+    C: RestoreCallbacks<D>,
+    S: Source,
+    F: FnOnce(GuestType, &libxc::DomainHeader) -> R<D>,
+{
+    let mut version = 0;
+    let header = loop {
+        match reader.next_item()? {
+            Item::ImageHeader { offset, header } => {
+                check_image_header(offset, &header)?;
+                version = header.version;
+            }
+            Item::DomainHeader { header, .. } => break header,
+            Item::Eof { .. } => {
+                return Err(StreamError::new(
+                    ErrorKind::Truncated,
+                    reader.offset(),
+                    "truncated",
+                    "the stream ends before the libxc domain header",
+                )
+                .into())
+            }
+            _ => {}
+        }
+    };
+    let guest = GuestType::from_domain_type(header.r#type).ok_or_else(|| {
+        RestoreError::Stream(StreamError::invalid(
+            0,
+            "domain_type",
+            format!("domain type {} cannot be restored", header.r#type),
+        ))
+    })?;
+    let mut dom = make(guest, &header)?;
+    let result = {
+        let mut r = Restorer::new(&mut dom, cb, opts)?;
+        r.version = version;
+        r.ctx = reader.libxc_ctx();
+        r.run(reader)?;
+        r.result
+    };
+    Ok((dom, result))
+}
+
+fn check_image_header(offset: u64, header: &libxc::ImageHeader) -> R<()> {
+    if header.options.contains(libxc::ImageOptions::BIG_ENDIAN) {
+        return Err(StreamError::invalid(
+            offset,
+            "big_endian",
+            "big-endian images are not supported by Xen's restore",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+impl<'a, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, D, C> {
+    fn new(dom: &'a mut D, cb: &'a mut C, opts: RestoreOptions) -> R<Self> {
+        let info = dom.info().map_err(|e| be("domain info", e))?;
+        Ok(Restorer {
+            guest: info.guest,
+            max_pfn: info.max_pfn,
+            max_vcpu_id: info.max_vcpu_id,
+            dom,
+            cb,
+            opts,
+            version: 0,
+            ctx: DecodeCtx::new(3),
+            layout: None,
+            populated: Bitmap::new(8192),
+            types: Vec::new(),
+            static_data_done: false,
+            cpuid: None,
+            msr_policy: None,
+            p2m_frames: None,
+            vcpus: BTreeMap::new(),
+            hvm_context: None,
+            store_pfn: None,
+            console_pfn: None,
+            verify: false,
+            buffering: false,
+            buffer: Vec::new(),
+            result: RestoreResult::default(),
+            scratch: Vec::new(),
+            pv_info_seen: false,
+        })
+    }
 }
 
 fn be(context: &str, source: BackendError) -> RestoreError {

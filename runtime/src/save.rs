@@ -232,6 +232,9 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
                 }
                 self.dirty.set_all();
                 self.send_dirty(true, "Frames")?;
+                if let Some(t) = self.suspended_at {
+                    self.stats.downtime = Some(self.dom.now().saturating_sub(t));
+                }
             }
             if !self.dom.info()?.suspended {
                 return Err(SaveError::Suspend(
