@@ -396,8 +396,18 @@ pub trait RestoreCallbacks<D: ?Sized> {
     fn static_data_done(&mut self, _dom: &mut D, _missing: u32) -> i32 {
         0
     }
-    /// A CHECKPOINT arrived (Remus/COLO).
+    /// A CHECKPOINT arrived (Remus/COLO). In a libxl stream, the libxl records of the
+    /// checkpoint (up to CHECKPOINT_END) have been passed to `libxl_record` just before.
     fn checkpoint(&mut self, _dom: &mut D) -> CheckpointAnswer {
         CheckpointAnswer::Success
+    }
+    /// A libxl record read while the libxc image was being restored (the records of a
+    /// checkpoint). An error fails the restore.
+    fn libxl_record(
+        &mut self,
+        _dom: &mut D,
+        _rec: &crate::reader::RawRecord<'_>,
+    ) -> Result<(), String> {
+        Ok(())
     }
 }

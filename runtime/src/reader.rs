@@ -240,6 +240,11 @@ impl<S: Source> Reader<S> {
         self.framing
     }
 
+    /// Whether the libxc image sits inside libxl framing.
+    pub fn nested(&self) -> bool {
+        self.nested
+    }
+
     /// Whether a libxc CHECKPOINT has been seen.
     pub fn checkpointed(&self) -> bool {
         self.checkpointed

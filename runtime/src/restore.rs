@@ -233,6 +233,7 @@ fn invalid(rec: &RawRecord<'_>, rule: &str, detail: String) -> RestoreError {
 impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
     fn run<S: Source>(&mut self, reader: &mut Reader<S>) -> R<()> {
         loop {
+            let nested = reader.nested();
             let item = match reader.next_item() {
                 Ok(i) => i,
                 Err(e)
@@ -273,6 +274,36 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                 Item::Record(rec) if rec.layer == Layer::Libxc => {
                     self.result.libxc_records += 1;
                     let role = rec.info().and_then(|i| i.role);
+                    if role == Some(Role::Checkpoint) && nested {
+                        // libxl writes its records of the checkpoint next; they are read up
+                        // to CHECKPOINT_END before the checkpoint is answered.
+                        let (record_type, offset, index, ctx) =
+                            (rec.record_type, rec.offset, rec.index, rec.ctx);
+                        if !self.libxl_checkpoint_records(reader)? {
+                            if self.buffering {
+                                return self.failover();
+                            }
+                            return Err(StreamError::new(
+                                ErrorKind::Truncated,
+                                reader.offset(),
+                                "truncated",
+                                "the stream breaks inside the first checkpoint",
+                            )
+                            .into());
+                        }
+                        let cp = RawRecord {
+                            layer: Layer::Libxc,
+                            index,
+                            offset,
+                            record_type,
+                            body: &[],
+                            ctx,
+                        };
+                        if self.process(&cp)? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     if self.buffering && !matches!(role, Some(Role::End) | Some(Role::Checkpoint)) {
                         self.buffer.push(Buffered {
                             record_type: rec.record_type,
@@ -286,10 +317,14 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                         return Ok(());
                     }
                 }
-                Item::Record(_)
-                | Item::XlHeader { .. }
-                | Item::LibxlHeader { .. }
-                | Item::Trailing { .. } => {}
+                Item::Record(rec) => {
+                    if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
+                        return Err(rec
+                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .into());
+                    }
+                }
+                Item::XlHeader { .. } | Item::LibxlHeader { .. } | Item::Trailing { .. } => {}
                 Item::Eof { complete } => {
                     if !complete && self.buffering {
                         return self.failover();
@@ -302,6 +337,43 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                     )
                     .into());
                 }
+            }
+        }
+    }
+
+    /// Reads and hands over the libxl records of a checkpoint; false when the stream breaks
+    /// before its CHECKPOINT_END (the checkpoint is then incomplete).
+    fn libxl_checkpoint_records<S: Source>(&mut self, reader: &mut Reader<S>) -> R<bool> {
+        loop {
+            let item = match reader.next_item() {
+                Ok(i) => i,
+                Err(e) if matches!(e.kind, ErrorKind::Truncated | ErrorKind::Io) => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match item {
+                Item::Record(rec) if rec.layer == Layer::Libxl => {
+                    if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
+                        return Err(rec
+                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .into());
+                    }
+                    if rec.info().and_then(|i| i.role) == Some(Role::CheckpointEnd) {
+                        return Ok(true);
+                    }
+                }
+                Item::Eof { .. } => return Ok(false),
+                Item::Record(rec) => {
+                    return Err(rec
+                        .error(StreamError::invalid(
+                            rec.offset,
+                            "checkpoint_end.missing",
+                            "libxc records resume before the libxl CHECKPOINT_END",
+                        ))
+                        .into())
+                }
+                _ => {}
             }
         }
     }
