@@ -9,16 +9,18 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use crate::{libxc, xl};
+
 /// The 32-byte magic at the start of an xl save file.
-pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
+pub const XL_MAGIC: &[u8; 32] = &xl::XL_MAGIC;
 /// Size of the fixed part of an xl save-file header (magic and four u32 fields).
 pub const XL_HEADER_SIZE: usize = 48;
 /// The xl header's byte-order marker, as written by a little-endian host.
-pub const XL_BYTEORDER: u32 = 0x0102_0304;
+pub const XL_BYTEORDER: u32 = xl::XL_BYTEORDER;
 /// xl mandatory flag: the config is JSON.
-pub const XL_MANDATORY_FLAG_JSON: u32 = 1 << 0;
+pub const XL_MANDATORY_FLAG_JSON: u32 = xl::XlMandatoryFlags::JSON.0;
 /// xl mandatory flag: the body is a libxl v2 stream.
-pub const XL_MANDATORY_FLAG_STREAMV2: u32 = 1 << 1;
+pub const XL_MANDATORY_FLAG_STREAMV2: u32 = xl::XlMandatoryFlags::STREAMV2.0;
 
 /// Bytes in a guest page.
 pub const PAGE_SIZE: usize = 4096;
@@ -41,9 +43,9 @@ pub const MAX_XL_OPTIONAL_DATA_LENGTH: u32 = 16 << 20;
 /// Cap on the "xcnt" value (xsave buffer size + 16); real xsave areas are a few KiB.
 pub const MAX_XSAVE_SIZE: u32 = 1 << 20;
 /// vcpu_guest_context size of a 32-bit (3-level) PV guest.
-pub const VCPU_CONTEXT_SIZE_X86_32: u32 = 0xAF0;
+pub const VCPU_CONTEXT_SIZE_X86_32: u32 = libxc::X86_32_VCPU_CONTEXT_SIZE;
 /// vcpu_guest_context size of a 64-bit (4-level) PV guest.
-pub const VCPU_CONTEXT_SIZE_X86_64: u32 = 0x1430;
+pub const VCPU_CONTEXT_SIZE_X86_64: u32 = libxc::X86_64_VCPU_CONTEXT_SIZE;
 /// Size of the extended vcpu context that follows each vcpu when "extv" is present.
 pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = 128;
 /// Length of a qemu trailer signature.

@@ -3,81 +3,81 @@
 //! [`convert`] reads a legacy libxc stream with [`legacy::LegacyReader`] and emits the
 //! records the reference converter (`convert-legacy-stream`) writes, in the same order
 //! (format reference section 1.6), through a [`V2Sink`]. The converter never encodes a record
-//! body itself: the sink owns the wire encoding.
+//! body itself: the sink owns the wire encoding. [`CodecSink`] is the sink that writes real
+//! streams, with the generated codecs; [`convert_to`] puts the two together.
 
+pub mod codec_sink;
 pub mod legacy;
 
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
+pub use codec_sink::CodecSink;
 use legacy::{
     ChunkId, GuestType, LegacyError, LegacyReader, QemuRecordKind, ReaderOptions, Record, Width,
     XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK, MAX_BATCH_SIZE,
     XL_MANDATORY_FLAG_STREAMV2,
 };
 
+use crate::{libxc, libxl};
+
+/// libxc domain type (the generated one).
+pub use crate::libxc::DomainType;
+
 /// libxc image header version the converter writes.
-pub const IMAGE_HEADER_VERSION: u32 = 3;
+pub const IMAGE_HEADER_VERSION: u32 = libxc::VERSION_WRITTEN;
 /// libxc image header options: little-endian.
 pub const IMAGE_HEADER_OPTIONS: u16 = 0;
 /// Page shift of x86 guests.
-pub const PAGE_SHIFT: u16 = 12;
+pub const PAGE_SHIFT: u16 = libxc::PAGE_SHIFT;
 /// xen_major of a converted image (0 marks a converted legacy stream).
-pub const CONVERTED_XEN_MAJOR: u32 = 0;
+pub const CONVERTED_XEN_MAJOR: u32 = libxc::CONVERTED_XEN_MAJOR;
 /// xen_minor of a converted image: the reference converter's version.
 pub const CONVERTED_XEN_MINOR: u32 = 1;
 /// libxl header option bit 1: the stream was converted from a legacy one.
-pub const LIBXL_OPTION_LEGACY: u32 = 1 << 1;
+pub const LIBXL_OPTION_LEGACY: u32 = libxl::LibxlOptions::LEGACY.0;
 /// libxl emulator id 0: unknown (legacy).
-pub const EMULATOR_ID_UNKNOWN: u32 = 0;
+pub const EMULATOR_ID_UNKNOWN: u32 = libxl::EmulatorId::UNKNOWN.0;
 
 /// HVM parameter indices the converter emits (format reference section 6).
 pub mod hvm_param {
+    use crate::libxc::HvmParamIndex;
     /// HVM_PARAM_STORE_PFN.
-    pub const STORE_PFN: u64 = 1;
+    pub const STORE_PFN: u64 = HvmParamIndex::STORE_PFN.0;
     /// HVM_PARAM_IOREQ_PFN.
-    pub const IOREQ_PFN: u64 = 5;
+    pub const IOREQ_PFN: u64 = HvmParamIndex::IOREQ_PFN.0;
     /// HVM_PARAM_BUFIOREQ_PFN.
-    pub const BUFIOREQ_PFN: u64 = 6;
+    pub const BUFIOREQ_PFN: u64 = HvmParamIndex::BUFIOREQ_PFN.0;
     /// HVM_PARAM_VIRIDIAN.
-    pub const VIRIDIAN: u64 = 9;
+    pub const VIRIDIAN: u64 = HvmParamIndex::VIRIDIAN.0;
     /// HVM_PARAM_IDENT_PT.
-    pub const IDENT_PT: u64 = 12;
+    pub const IDENT_PT: u64 = HvmParamIndex::IDENT_PT.0;
     /// HVM_PARAM_VM86_TSS.
-    pub const VM86_TSS: u64 = 15;
+    pub const VM86_TSS: u64 = HvmParamIndex::VM86_TSS.0;
     /// HVM_PARAM_CONSOLE_PFN.
-    pub const CONSOLE_PFN: u64 = 17;
+    pub const CONSOLE_PFN: u64 = HvmParamIndex::CONSOLE_PFN.0;
     /// HVM_PARAM_ACPI_IOPORTS_LOCATION.
-    pub const ACPI_IOPORTS_LOCATION: u64 = 19;
+    pub const ACPI_IOPORTS_LOCATION: u64 = HvmParamIndex::ACPI_IOPORTS_LOCATION.0;
     /// HVM_PARAM_PAGING_RING_PFN.
-    pub const PAGING_RING_PFN: u64 = 27;
+    pub const PAGING_RING_PFN: u64 = HvmParamIndex::PAGING_RING_PFN.0;
     /// HVM_PARAM_MONITOR_RING_PFN.
-    pub const MONITOR_RING_PFN: u64 = 28;
+    pub const MONITOR_RING_PFN: u64 = HvmParamIndex::MONITOR_RING_PFN.0;
     /// HVM_PARAM_SHARING_RING_PFN.
-    pub const SHARING_RING_PFN: u64 = 29;
+    pub const SHARING_RING_PFN: u64 = HvmParamIndex::SHARING_RING_PFN.0;
     /// HVM_PARAM_IOREQ_SERVER_PFN.
-    pub const IOREQ_SERVER_PFN: u64 = 32;
+    pub const IOREQ_SERVER_PFN: u64 = HvmParamIndex::IOREQ_SERVER_PFN.0;
     /// HVM_PARAM_NR_IOREQ_SERVER_PAGES.
-    pub const NR_IOREQ_SERVER_PAGES: u64 = 33;
+    pub const NR_IOREQ_SERVER_PAGES: u64 = HvmParamIndex::NR_IOREQ_SERVER_PAGES.0;
     /// HVM_PARAM_VM_GENERATION_ID_ADDR.
-    pub const VM_GENERATION_ID_ADDR: u64 = 34;
+    pub const VM_GENERATION_ID_ADDR: u64 = HvmParamIndex::VM_GENERATION_ID_ADDR.0;
 }
 
 /// Cap on HVM parameter chunks merged into one HVM_PARAMS record (a real stream has <= 11).
 pub const MAX_HVM_PARAM_CHUNKS: usize = 1024;
 /// Cap on the accumulated EMULATOR_XENSTORE_DATA body.
 pub const MAX_EMULATOR_XENSTORE_DATA: usize = 16 << 20;
-
-/// libxc domain type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DomainType {
-    /// 1: x86 PV.
-    X86Pv = 1,
-    /// 2: x86 HVM.
-    X86Hvm = 2,
-}
 
 /// Receives the v2 records of a converted stream, one method per record kind, in stream order.
 ///
@@ -295,6 +295,8 @@ pub struct ConvertSummary {
     pub qemu_record: Option<QemuRecordKind>,
     /// Bytes of input consumed.
     pub input_bytes: u64,
+    /// Bytes of output written; only [`convert_to`] knows it, [`convert`] leaves it 0.
+    pub output_bytes: u64,
 }
 
 /// Errors from [`convert`].
@@ -402,6 +404,7 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
         verify_mode: false,
         qemu_record: None,
         input_bytes: 0,
+        output_bytes: 0,
     };
     let mut pfns: Vec<u64> = Vec::with_capacity(MAX_BATCH_SIZE as usize);
     let mut sorted: Vec<u64> = Vec::with_capacity(MAX_BATCH_SIZE as usize);
@@ -440,8 +443,8 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
                     sink.image_header(IMAGE_HEADER_VERSION, IMAGE_HEADER_OPTIONS),
                 )?;
                 let domain_type = match guest_type {
-                    GuestType::Pv => DomainType::X86Pv,
-                    GuestType::Hvm => DomainType::X86Hvm,
+                    GuestType::Pv => DomainType::X86_PV,
+                    GuestType::Hvm => DomainType::X86_HVM,
                 };
                 emit(
                     at,
@@ -640,6 +643,32 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
         emit(at, "libxl END", sink.libxl_end())?;
     }
     summary.input_bytes = at;
+    Ok(summary)
+}
+
+/// Input buffer of [`convert_to`]: small reads (chunk ids, counts) come from it, page data is
+/// read straight into the converter's batch buffer.
+const INPUT_BUFFER: usize = 64 << 10;
+
+/// Convert a legacy stream from `input` into a v2 stream written to `output` with the
+/// generated codecs ([`CodecSink`]), then flush `output`.
+///
+/// `input` is buffered here; `output` is not (records go out with one vectored write each), so
+/// hand it a file, a pipe or your own buffered writer. On error `output` may hold a prefix of
+/// the stream: callers that write to a path should write to a temporary file.
+pub fn convert_to<R: Read, W: Write>(
+    input: R,
+    output: W,
+    opts: &ConvertOptions,
+) -> Result<ConvertSummary, ConvertError> {
+    let mut sink = CodecSink::new(output);
+    let mut summary = convert(
+        BufReader::with_capacity(INPUT_BUFFER, input),
+        &mut sink,
+        opts,
+    )?;
+    emit(summary.input_bytes, "the end of the output", sink.flush())?;
+    summary.output_bytes = sink.output_bytes();
     Ok(summary)
 }
 

@@ -1,7 +1,5 @@
-//! Converter tests: the reference vectors byte for byte, and malformed legacy input.
-//!
-//! The sink here hand-encodes the v2 framing; it is test code only, standing in for the
-//! generated codecs.
+//! Converter tests: the reference vectors byte for byte through the generated codecs
+//! ([`CodecSink`], the path `convert_to` and the CLI use), and malformed legacy input.
 
 use super::legacy::{GuestType, LegacyError, QemuRecordKind, Width, XlHeader, PAGE_SIZE, XL_MAGIC};
 use super::*;
@@ -9,168 +7,18 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 // ---------------------------------------------------------------------------------------------
-// Test sink: hand-encoded v2 framing.
+// Sinks.
 
-#[derive(Default)]
-struct EncodingSink {
-    out: Vec<u8>,
-}
-
-impl EncodingSink {
-    fn record(&mut self, record_type: u32, parts: &[&[u8]]) -> io::Result<()> {
-        let length: usize = parts.iter().map(|p| p.len()).sum();
-        self.out.extend_from_slice(&record_type.to_le_bytes());
-        self.out.extend_from_slice(&(length as u32).to_le_bytes());
-        for part in parts {
-            self.out.extend_from_slice(part);
-        }
-        let padding = (8 - length % 8) % 8;
-        self.out.resize(self.out.len() + padding, 0);
-        Ok(())
-    }
-}
-
-fn le_u64s(values: &[u64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn pair(a: u32, b: u32) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&a.to_le_bytes());
-    out[4..].copy_from_slice(&b.to_le_bytes());
-    out
-}
-
-impl V2Sink for EncodingSink {
-    fn xl_header(&mut self, header: &XlHeader, optional_data: &[u8]) -> io::Result<()> {
-        self.out.extend_from_slice(XL_MAGIC);
-        for field in [
-            header.byteorder,
-            header.mandatory_flags,
-            header.optional_flags,
-            header.optional_data_len,
-        ] {
-            self.out.extend_from_slice(&field.to_le_bytes());
-        }
-        self.out.extend_from_slice(optional_data);
-        Ok(())
-    }
-    fn libxl_header(&mut self, options: u32) -> io::Result<()> {
-        self.out
-            .extend_from_slice(&0x4C69_6278_6C46_6D74u64.to_be_bytes());
-        self.out.extend_from_slice(&2u32.to_be_bytes());
-        self.out.extend_from_slice(&options.to_be_bytes());
-        Ok(())
-    }
-    fn libxl_libxc_context(&mut self) -> io::Result<()> {
-        self.record(1, &[])
-    }
-    fn libxl_emulator_xenstore_data(
-        &mut self,
-        emulator_id: u32,
-        index: u32,
-        key_values: &[u8],
-    ) -> io::Result<()> {
-        self.record(2, &[&pair(emulator_id, index), key_values])
-    }
-    fn libxl_emulator_context(
-        &mut self,
-        emulator_id: u32,
-        index: u32,
-        context: &[u8],
-    ) -> io::Result<()> {
-        self.record(3, &[&pair(emulator_id, index), context])
-    }
-    fn libxl_end(&mut self) -> io::Result<()> {
-        self.record(0, &[])
-    }
-    fn image_header(&mut self, version: u32, options: u16) -> io::Result<()> {
-        self.out.extend_from_slice(&u64::MAX.to_be_bytes());
-        self.out.extend_from_slice(&0x5845_4E46u32.to_be_bytes());
-        self.out.extend_from_slice(&version.to_be_bytes());
-        self.out.extend_from_slice(&options.to_be_bytes());
-        self.out.extend_from_slice(&[0; 6]);
-        Ok(())
-    }
-    fn domain_header(
-        &mut self,
-        domain_type: DomainType,
-        page_shift: u16,
-        xen_major: u32,
-        xen_minor: u32,
-    ) -> io::Result<()> {
-        self.out
-            .extend_from_slice(&(domain_type as u32).to_le_bytes());
-        self.out.extend_from_slice(&page_shift.to_le_bytes());
-        self.out.extend_from_slice(&[0; 2]);
-        self.out.extend_from_slice(&xen_major.to_le_bytes());
-        self.out.extend_from_slice(&xen_minor.to_le_bytes());
-        Ok(())
-    }
-    fn page_data(&mut self, pfn_and_type: &[u64], pages: &[u8]) -> io::Result<()> {
-        self.record(
-            1,
-            &[
-                &pair(pfn_and_type.len() as u32, 0),
-                &le_u64s(pfn_and_type),
-                pages,
-            ],
-        )
-    }
-    fn x86_pv_info(&mut self, guest_width: u8, pt_levels: u8) -> io::Result<()> {
-        self.record(2, &[&[guest_width, pt_levels, 0, 0, 0, 0, 0, 0]])
-    }
-    fn x86_pv_p2m_frames(
-        &mut self,
-        p2m_start_pfn: u32,
-        p2m_end_pfn: u32,
-        frame_pfns: &[u64],
-    ) -> io::Result<()> {
-        self.record(
-            3,
-            &[&pair(p2m_start_pfn, p2m_end_pfn), &le_u64s(frame_pfns)],
-        )
-    }
-    fn x86_pv_vcpu_basic(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()> {
-        self.record(4, &[&pair(vcpu_id, 0), context])
-    }
-    fn x86_pv_vcpu_extended(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()> {
-        self.record(5, &[&pair(vcpu_id, 0), context])
-    }
-    fn x86_pv_vcpu_xsave(&mut self, vcpu_id: u32, context: &[u8]) -> io::Result<()> {
-        self.record(6, &[&pair(vcpu_id, 0), context])
-    }
-    fn shared_info(&mut self, page: &[u8]) -> io::Result<()> {
-        self.record(7, &[page])
-    }
-    fn x86_tsc_info(&mut self, mode: u32, khz: u32, nsec: u64, incarnation: u32) -> io::Result<()> {
-        self.record(
-            8,
-            &[&pair(mode, khz), &nsec.to_le_bytes(), &pair(incarnation, 0)],
-        )
-    }
-    fn hvm_context(&mut self, context: &[u8]) -> io::Result<()> {
-        self.record(9, &[context])
-    }
-    fn hvm_params(&mut self, params: &[(u64, u64)]) -> io::Result<()> {
-        let flat: Vec<u64> = params.iter().flat_map(|&(i, v)| [i, v]).collect();
-        self.record(0xA, &[&pair(params.len() as u32, 0), &le_u64s(&flat)])
-    }
-    fn static_data_end(&mut self) -> io::Result<()> {
-        self.record(0x10, &[])
-    }
-    fn end(&mut self) -> io::Result<()> {
-        self.record(0, &[])
-    }
-    fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.extend_from_slice(bytes);
-        Ok(())
-    }
+/// The bytes `CodecSink` writes for the calls in `f`: expected fragments of converted streams.
+fn encoded(f: impl FnOnce(&mut CodecSink<Vec<u8>>) -> io::Result<()>) -> Vec<u8> {
+    let mut sink = CodecSink::new(Vec::new());
+    f(&mut sink).expect("encode");
+    sink.into_inner()
 }
 
 /// A sink that fails on the n-th call.
 struct FailingSink {
-    inner: EncodingSink,
+    inner: CodecSink<Vec<u8>>,
     calls_left: u32,
 }
 
@@ -234,9 +82,10 @@ impl Read for Trickle<'_> {
 }
 
 fn run(input: &[u8], opts: &ConvertOptions) -> Result<(Vec<u8>, ConvertSummary), ConvertError> {
-    let mut sink = EncodingSink::default();
-    let summary = convert(input, &mut sink, opts)?;
-    Ok((sink.out, summary))
+    let mut out = Vec::new();
+    let summary = convert_to(input, &mut out, opts)?;
+    assert_eq!(summary.output_bytes, out.len() as u64);
+    Ok((out, summary))
 }
 
 fn run_err(input: &[u8], opts: &ConvertOptions) -> ConvertError {
@@ -449,7 +298,8 @@ fn vectors_byte_exact_through_short_reads() {
             xl_header: None,
             ..case.opts
         };
-        let mut sink = EncodingSink::default();
+        // Unbuffered, so the converter itself sees the short reads.
+        let mut sink = CodecSink::new(Vec::new());
         let input = Trickle {
             data: &case.input,
             pos: 0,
@@ -457,7 +307,7 @@ fn vectors_byte_exact_through_short_reads() {
         };
         convert(input, &mut sink, &detect_all).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert!(
-            sink.out == case.expected,
+            sink.into_inner() == case.expected,
             "{}: short reads changed the output",
             case.name
         );
@@ -878,9 +728,8 @@ fn xsave_state_converts_without_mask_and_size() {
         .count();
     assert_eq!(xsave_records, 3);
     // vcpus 0, 2 and 70 in order.
-    let mut sink = EncodingSink::default();
-    sink.x86_pv_vcpu_xsave(70, &[0x66; 64]).unwrap();
-    assert!(out.windows(sink.out.len()).any(|w| w == sink.out));
+    let record = encoded(|s| s.x86_pv_vcpu_xsave(70, &[0x66; 64]));
+    assert!(out.windows(record.len()).any(|w| w == record));
 }
 
 #[test]
@@ -1035,14 +884,13 @@ fn hvm_params_merge_in_chunk_order() {
         ..opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxc)
     };
     let (out, _) = run(&b.bytes, &o).expect("params");
-    let mut expected = EncodingSink::default();
-    expected.x86_tsc_info(1, 3, 2, 4).unwrap();
-    expected
-        .hvm_params(&[(9, 1), (15, 2), (32, 3), (33, 4), (34, 5)])
-        .unwrap();
-    expected.hvm_params(&[(5, 0), (6, 0), (1, 0)]).unwrap();
+    let expected = encoded(|s| {
+        s.x86_tsc_info(1, 3, 2, 4)?;
+        s.hvm_params(&[(9, 1), (15, 2), (32, 3), (33, 4), (34, 5)])?;
+        s.hvm_params(&[(5, 0), (6, 0), (1, 0)])
+    });
     let start = 24 + 16 + 8; // ihdr, dhdr, STATIC_DATA_END
-    assert_eq!(&out[start..start + expected.out.len()], &expected.out[..]);
+    assert_eq!(&out[start..start + expected.len()], &expected[..]);
 }
 
 #[test]
@@ -1169,15 +1017,13 @@ fn physmap_toolstack_becomes_xenstore_keys() {
         assert_eq!(summary.physmap_entries, 2);
         let keys: &[u8] = b"physmap/f0000000/start_addr\0f0000000\0physmap/f0000000/size\0800000\0\
 physmap/f0000000/name\0vga\0physmap/1/start_addr\x002\0physmap/1/size\x003\0physmap/1/name\0\0";
-        let mut expected = EncodingSink::default();
-        expected.end().unwrap();
-        expected.libxl_emulator_xenstore_data(0, 0, keys).unwrap();
-        expected.libxl_emulator_context(0, 0, &[]).unwrap();
-        expected.libxl_end().unwrap();
-        assert!(
-            out.ends_with(&expected.out),
-            "{width}: xenstore data differs"
-        );
+        let expected = encoded(|s| {
+            s.end()?;
+            s.libxl_emulator_xenstore_data(0, 0, keys)?;
+            s.libxl_emulator_context(0, 0, &[])?;
+            s.libxl_end()
+        });
+        assert!(out.ends_with(&expected), "{width}: xenstore data differs");
         // libxc format discards the blob.
         let (out, _) =
             run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxc)).expect("libxc");
@@ -1248,10 +1094,11 @@ fn qemu_trailers() {
     assert!(out.ends_with(b"RemusDeviceModelState\x03\0\0\0abc"));
     let (out, _) =
         run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("remus libxl");
-    let mut tail = EncodingSink::default();
-    tail.libxl_emulator_context(0, 0, b"abc").unwrap();
-    tail.libxl_end().unwrap();
-    assert!(out.ends_with(&tail.out));
+    let tail = encoded(|s| {
+        s.libxl_emulator_context(0, 0, b"abc")?;
+        s.libxl_end()
+    });
+    assert!(out.ends_with(&tail));
 
     // xend: data to the end of the input, more than one read chunk.
     let data: Vec<u8> = b"QEVM"
@@ -1272,10 +1119,11 @@ fn qemu_trailers() {
     assert!(out.ends_with(&stream[body.len()..]));
     let (out, _) =
         run(&stream, &opts(width, GuestType::Hvm, OutputFormat::Libxl)).expect("xend libxl");
-    let mut tail = EncodingSink::default();
-    tail.libxl_emulator_context(0, 0, &data).unwrap();
-    tail.libxl_end().unwrap();
-    assert!(out.ends_with(&tail.out));
+    let tail = encoded(|s| {
+        s.libxl_emulator_context(0, 0, &data)?;
+        s.libxl_end()
+    });
+    assert!(out.ends_with(&tail));
 
     // Unknown signature: unsupported, like the reference's "script error".
     let mut stream = body.clone();
@@ -1355,7 +1203,7 @@ fn write_errors_carry_the_input_offset() {
     let stream = pv_stream(Width::Bits64);
     for calls in 0..8 {
         let mut sink = FailingSink {
-            inner: EncodingSink::default(),
+            inner: CodecSink::new(Vec::new()),
             calls_left: calls,
         };
         let err = convert(
