@@ -19,7 +19,7 @@
 //!   unset ones. STORE_EVTCHN and CONSOLE_EVTCHN are set by the restorer from its own
 //!   toolstack and are left out, as are params the saver does not send.
 
-use super::pv::{get_pte, table_level, StartInfoLayout};
+use super::pv::{get_pte, table_level};
 use super::{hvm_param, SimDomain, VcpuBlobs};
 use crate::domain::{GuestType, PAGE_SIZE};
 use crate::x86::{pte_frame, pte_with_frame, PvLayout, PTE_PRESENT};
@@ -146,9 +146,7 @@ impl SimDomain {
     }
 
     fn normalise_start_info(&self, l: &PvLayout, page: &mut [u8]) {
-        let Some(si) = StartInfoLayout::for_width(l.width as u8) else {
-            return;
-        };
+        let si = crate::x86::StartInfo::for_width(l.width as u8);
         for off in [si.store_mfn, si.console_mfn] {
             if let Some(v) = l.get(page, off) {
                 // A running guest's field that names no frame of its own hashes as a marker.

@@ -23,7 +23,7 @@ mod workload;
 mod tests;
 
 pub use digest::hex;
-pub use pv::{PvGuestLayout, StartInfoLayout};
+pub use pv::PvGuestLayout;
 pub use workload::Workload;
 
 use crate::domain::{

@@ -5,7 +5,7 @@
 use super::memory::{seeded_page, Rng};
 use super::{einval, SimConfig, SimDomain, VcpuBlobs, INVALID_MFN, MAX_PFNS};
 use crate::domain::{errno, BResult, BackendError, PageType, PAGE_SIZE};
-use crate::x86::{pte_frame, pte_with_frame, PvLayout, PTE_PRESENT, PTE_PSE};
+use crate::x86::{self, pte_frame, pte_with_frame, PvLayout, PTE_PRESENT, PTE_PSE};
 use std::collections::HashMap;
 
 /// Source machine frames: `SOURCE_MFN_BASE + (pfn ^ mask)`.
@@ -67,59 +67,31 @@ impl MfnAllocator {
     }
 }
 
-/// Field offsets of `start_info` (`xen/include/public/xen.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StartInfoLayout {
-    pub nr_pages: usize,
-    /// Machine address of the shared info page.
-    pub shared_info: usize,
-    /// u32.
-    pub flags: usize,
-    pub store_mfn: usize,
-    /// u32.
-    pub store_evtchn: usize,
-    pub console_mfn: usize,
-    /// u32.
-    pub console_evtchn: usize,
-    pub pt_base: usize,
-    pub nr_pt_frames: usize,
-    pub mfn_list: usize,
-    pub cmd_line: usize,
+/// Offsets of the `start_info` fields only a builder fills (`xen/include/public/xen.h`);
+/// those a restore rewrites are in [`x86::StartInfo`].
+struct StartInfoBuild {
+    pt_base: usize,
+    nr_pt_frames: usize,
+    mfn_list: usize,
+    cmd_line: usize,
 }
 
-impl StartInfoLayout {
-    pub const X86_64: StartInfoLayout = StartInfoLayout {
-        nr_pages: 32,
-        shared_info: 40,
-        flags: 48,
-        store_mfn: 56,
-        store_evtchn: 64,
-        console_mfn: 72,
-        console_evtchn: 80,
-        pt_base: 88,
-        nr_pt_frames: 96,
-        mfn_list: 104,
-        cmd_line: 128,
-    };
-    pub const X86_32: StartInfoLayout = StartInfoLayout {
-        nr_pages: 32,
-        shared_info: 36,
-        flags: 40,
-        store_mfn: 44,
-        store_evtchn: 48,
-        console_mfn: 52,
-        console_evtchn: 56,
-        pt_base: 60,
-        nr_pt_frames: 64,
-        mfn_list: 68,
-        cmd_line: 80,
-    };
-
-    pub fn for_width(width: u8) -> Option<StartInfoLayout> {
-        match width {
-            8 => Some(Self::X86_64),
-            4 => Some(Self::X86_32),
-            _ => None,
+impl StartInfoBuild {
+    fn for_width(width: u8) -> StartInfoBuild {
+        if width == 4 {
+            StartInfoBuild {
+                pt_base: 60,
+                nr_pt_frames: 64,
+                mfn_list: 68,
+                cmd_line: 80,
+            }
+        } else {
+            StartInfoBuild {
+                pt_base: 88,
+                nr_pt_frames: 96,
+                mfn_list: 104,
+                cmd_line: 128,
+            }
         }
     }
 }
@@ -348,7 +320,8 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
     dom.p2m_frames = p2m_frames.clone();
 
     // start_info, as a running guest has it (store and console by mfn).
-    let si = StartInfoLayout::for_width(cfg.width).ok_or_else(|| einval(OP, "guest width"))?;
+    let si = x86::StartInfo::for_width(cfg.width);
+    let sb = StartInfoBuild::for_width(cfg.width);
     page.fill(0);
     let magic: &[u8] = if wide {
         b"xen-3.0-x86_64"
@@ -363,11 +336,11 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
     set_u32(&mut page, si.store_evtchn, 1 + rng.below(31) as u32);
     l.set(&mut page, si.console_mfn, mfn(console));
     set_u32(&mut page, si.console_evtchn, 1 + rng.below(31) as u32);
-    l.set(&mut page, si.pt_base, root << 12);
-    l.set(&mut page, si.nr_pt_frames, n_l1 + n_l2 + n_l3 + n_l4);
-    l.set(&mut page, si.mfn_list, p2m_frames[0] << 12);
+    l.set(&mut page, sb.pt_base, root << 12);
+    l.set(&mut page, sb.nr_pt_frames, n_l1 + n_l2 + n_l3 + n_l4);
+    l.set(&mut page, sb.mfn_list, p2m_frames[0] << 12);
     let cmd = format!("root=/dev/xvda1 console=hvc0 xenmig-sim seed={}", cfg.seed);
-    page[si.cmd_line..si.cmd_line + cmd.len()].copy_from_slice(cmd.as_bytes());
+    page[sb.cmd_line..sb.cmd_line + cmd.len()].copy_from_slice(cmd.as_bytes());
     dom.mem.write(start_info, &page);
 
     // GDT pages: a null descriptor, then 15 seed-derived ones.
@@ -803,13 +776,10 @@ impl SimDomain {
     /// What a PV guest does to start_info when it suspends (`to_pfn`) or resumes: the store
     /// and console fields go mfn → pfn or back. The page is dirtied.
     pub(crate) fn pv_canonicalise_start_info(&mut self, to_pfn: bool) {
-        let (Some(l), Some(si), Some(pfn)) = (
-            self.pv_layout_facts(),
-            StartInfoLayout::for_width(self.width),
-            self.start_info_pfn(),
-        ) else {
+        let (Some(l), Some(pfn)) = (self.pv_layout_facts(), self.start_info_pfn()) else {
             return;
         };
+        let si = x86::StartInfo::for_width(self.width);
         let Some(mut page) = self.mem.page(pfn) else {
             return;
         };
@@ -850,10 +820,8 @@ impl SimDomain {
         let Some(l) = self.pv_layout_facts() else {
             return out;
         };
-        if let (Some(si), Some(sl)) = (
-            self.start_info_pfn(),
-            StartInfoLayout::for_width(self.width),
-        ) {
+        if let Some(si) = self.start_info_pfn() {
+            let sl = x86::StartInfo::for_width(self.width);
             out.push(si);
             if let Some(page) = self.mem.page(si) {
                 for off in [sl.store_mfn, sl.console_mfn] {

@@ -367,7 +367,7 @@ fn finish(src: &mut SimDomain, dst: &mut SimDomain) {
         }
     }
     // start_info: store and console pfn → mfn, the destination's event channels.
-    let si = StartInfoLayout::for_width(src.width).unwrap();
+    let si = crate::x86::StartInfo::for_width(src.width);
     let si_pfn = dst.start_info_pfn().unwrap();
     let si_mfn = dst_mfn(dst, si_pfn);
     let mut page = vec![0u8; PAGE_SIZE];
