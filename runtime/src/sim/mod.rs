@@ -180,7 +180,8 @@ pub struct SimDomain {
     vcpus: Vec<VcpuBlobs>,
     hvm_context: Vec<u8>,
     hvm_params: BTreeMap<u64, u64>,
-    /// HVM: the pfns the save walks, at least (a destination's hint).
+    /// HVM: the pfns the save walks, at least (a destination: its hint, grown to every pfn a
+    /// restore gave a type, holes included).
     hvm_pfns: u64,
     tsc: TscInfo,
     cpuid_policy: Vec<u8>,
@@ -546,6 +547,10 @@ impl Domain for SimDomain {
             return Err(einval("set page types", "as many types as pfns are needed"));
         }
         for (&pfn, &t) in pfns.iter().zip(types) {
+            if self.guest == GuestType::X86Hvm && pfn < MAX_PFNS {
+                // The guest's physical space reaches every pfn the stream names, holes too.
+                self.hvm_pfns = self.hvm_pfns.max(pfn + 1);
+            }
             let level = t.0 & 7;
             let stored = match t {
                 PageType::XTAB => continue,
