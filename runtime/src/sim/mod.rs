@@ -23,6 +23,7 @@ mod workload;
 mod tests;
 
 pub use digest::hex;
+pub use hvm::{MMIO_HOLE_PAGES, SPECIAL_PAGES, VGA_HOLE};
 pub use pv::PvGuestLayout;
 pub use workload::Workload;
 
