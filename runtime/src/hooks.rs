@@ -328,9 +328,14 @@ impl<D: Domain> SaveHooks<D> for X86PvSave {
     }
 }
 
-/// HVM parameters a save sends, in Xen's order (format-reference §6).
-pub const HVM_SAVED_PARAMS: [u64; 16] =
-    [1, 5, 6, 27, 28, 29, 37, 17, 19, 9, 12, 34, 32, 33, 36, 38];
+/// HVM parameters a save sends, in Xen's order: the spec's `hvm_param_index` values
+/// marked `saved`.
+pub fn hvm_saved_params() -> impl Iterator<Item = libxc::HvmParamIndex> {
+    libxc::HvmParamIndex::KNOWN
+        .iter()
+        .copied()
+        .filter(|p| p.saved())
+}
 
 /// x86 HVM guests.
 #[derive(Default)]
@@ -367,14 +372,11 @@ impl<D: Domain> SaveHooks<D> for X86HvmSave {
         w.record(&libxc::Record::HvmContext(libxc::HvmContext {
             context: &ctx,
         }))?;
-        let mut params = Vec::with_capacity(HVM_SAVED_PARAMS.len());
-        for index in HVM_SAVED_PARAMS {
-            let value = dom.hvm_param(index)?;
+        let mut params = Vec::new();
+        for index in hvm_saved_params() {
+            let value = dom.hvm_param(index.0)?;
             if value != 0 {
-                params.push(libxc::HvmParam {
-                    index: libxc::HvmParamIndex(index),
-                    value,
-                });
+                params.push(libxc::HvmParam { index, value });
             }
         }
         w.record(&libxc::Record::HvmParams(libxc::HvmParams {

@@ -65,7 +65,7 @@ impl SimDomain {
                 h.update(b"hvm-context");
                 blob(&mut h, &self.hvm_context);
                 h.update(b"hvm-params");
-                for i in hvm_param::SAVED {
+                for i in hvm_param::saved() {
                     h.update(i.to_le_bytes());
                     h.update(self.hvm_params.get(&i).copied().unwrap_or(0).to_le_bytes());
                 }

@@ -93,30 +93,16 @@ pub mod hvm_param {
     pub const SHARING_RING_PFN: u64 = I::SHARING_RING_PFN.0;
     pub const IOREQ_SERVER_PFN: u64 = I::IOREQ_SERVER_PFN.0;
     pub const NR_IOREQ_SERVER_PAGES: u64 = I::NR_IOREQ_SERVER_PAGES.0;
-    pub const VM_GENERATION_ID_ADDR: u64 = 34;
-    pub const X87_FIP_WIDTH: u64 = 36;
-    pub const VM86_TSS_SIZED: u64 = 37;
-    pub const MCA_CAP: u64 = 38;
+    pub const VM_GENERATION_ID_ADDR: u64 = I::VM_GENERATION_ID_ADDR.0;
+    pub const X87_FIP_WIDTH: u64 = I::X87_FIP_WIDTH.0;
+    pub const VM86_TSS_SIZED: u64 = I::VM86_TSS_SIZED.0;
+    pub const MCA_CAP: u64 = I::MCA_CAP.0;
 
-    /// The params Xen's saver sends (when non-zero), in its order (format reference §6).
-    pub const SAVED: [u64; 16] = [
-        STORE_PFN,
-        IOREQ_PFN,
-        BUFIOREQ_PFN,
-        PAGING_RING_PFN,
-        MONITOR_RING_PFN,
-        SHARING_RING_PFN,
-        VM86_TSS_SIZED,
-        CONSOLE_PFN,
-        ACPI_IOPORTS_LOCATION,
-        VIRIDIAN,
-        IDENT_PT,
-        VM_GENERATION_ID_ADDR,
-        IOREQ_SERVER_PFN,
-        NR_IOREQ_SERVER_PAGES,
-        X87_FIP_WIDTH,
-        MCA_CAP,
-    ];
+    /// The params Xen's saver sends (when non-zero), in its order: the spec's
+    /// `hvm_param_index` values marked `saved`.
+    pub fn saved() -> impl Iterator<Item = u64> {
+        I::KNOWN.iter().filter(|p| p.saved()).map(|p| p.0)
+    }
 }
 
 /// The state blobs of one vcpu.

@@ -315,7 +315,7 @@ fn finish(src: &mut SimDomain, dst: &mut SimDomain) {
     let (c, m) = src.cpu_policy().unwrap();
     dst.set_cpu_policy(&c, &m).unwrap();
     if src.guest == GuestType::X86Hvm {
-        for i in hvm_param::SAVED {
+        for i in hvm_param::saved() {
             let v = src.hvm_param(i).unwrap();
             if v != 0 {
                 dst.set_hvm_param(i, v).unwrap();
