@@ -22,6 +22,7 @@ pub mod policy;
 pub mod reader;
 pub mod restore;
 pub mod save;
+pub mod savehelper;
 pub mod sim;
 pub mod source;
 pub mod verify;

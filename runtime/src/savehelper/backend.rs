@@ -1,0 +1,394 @@
+//! What the helper drives: a [`Domain`] plus what libxl does to the domain between messages,
+//! and how the backend is chosen (`XENMIG_SAVE_HELPER_BACKEND`).
+//!
+//! Over real Xen, libxl itself suspends and resumes the guest when it answers `suspend` and
+//! `postcopy`, so a Xen backend leaves the [`HelperDomain`] methods at their defaults (it sees
+//! the suspension through getdomaininfo). A simulated domain has no libxl acting on it, so
+//! [`SimBackend`] plays that part.
+
+use crate::domain::{
+    errno, BResult, BackendError, Bitmap, Domain, DomainInfo, GuestType, PageType, TscInfo,
+    VcpuState,
+};
+use crate::sim::{SimConfig, SimDomain, Workload, MAX_VCPUS};
+use std::time::Duration;
+
+/// The environment variable that selects the backend.
+pub const BACKEND_ENV: &str = "XENMIG_SAVE_HELPER_BACKEND";
+
+/// A domain the helper can save or restore.
+pub trait HelperDomain: Domain {
+    /// libxl answered `suspend` with success: it has suspended the domain.
+    fn toolstack_suspended(&mut self) {}
+    /// libxl answered `postcopy` with success: it has resumed the guest.
+    fn toolstack_resumed(&mut self) {}
+    /// libxl answered a Remus `checkpoint` with "again": one checkpoint interval passed.
+    fn checkpoint_interval(&mut self) {}
+    /// libxc's name of the guest type, for logs: `"x86 PV"` or `"x86 HVM"`.
+    fn type_name(&mut self) -> &'static str {
+        match self.info().map(|i| i.guest) {
+            Ok(GuestType::X86Pv) => "x86 PV",
+            _ => "x86 HVM",
+        }
+    }
+}
+
+/// What a restore backend needs to know besides the domain id (a Xen backend seeds the grant
+/// table with the store and console domains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreTarget {
+    pub domid: u32,
+    pub store_domid: u16,
+    pub console_domid: u16,
+}
+
+/// Which backend to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// A simulated domain (`sim[:SPEC]`).
+    Sim(SimSpec),
+    /// The real hypervisor (`xen`): needs a build with the Xen backend.
+    Xen,
+}
+
+impl BackendSpec {
+    /// Parses the value of [`BACKEND_ENV`]; unset means `xen`.
+    pub fn parse(value: Option<&str>) -> Result<BackendSpec, String> {
+        match value {
+            None | Some("") | Some("xen") => Ok(BackendSpec::Xen),
+            Some("sim") => Ok(BackendSpec::Sim(SimSpec::default())),
+            Some(v) => match v.strip_prefix("sim:") {
+                Some(spec) => SimSpec::parse(spec).map(BackendSpec::Sim),
+                None => Err(format!(
+                    "{BACKEND_ENV}={v}: expected `xen` or `sim[:SPEC]` (e.g. sim:pv,64,128M,2,seed=1)"
+                )),
+            },
+        }
+    }
+}
+
+/// A simulated domain: `GUEST[,WIDTH][,MEMORY][,VCPUS][,key=value...][,nologdirty]`.
+///
+/// GUEST is `pv`, `hvm` or `pvh` (an HVM domain to libxc); WIDTH `32` or `64` (PV); MEMORY a
+/// size like `128M`; VCPUS a count. Keys: `seed`, `dirty` (pages the guest dirties per
+/// simulated second while it runs), `bandwidth` (octets per simulated second), `memory`,
+/// `vcpus`, `width`. `nologdirty` makes log-dirty unavailable, as on a Xen without shadow
+/// paging (enabling fails with EOPNOTSUPP, switching off with EINVAL): a live PV save fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimSpec {
+    pub guest: GuestType,
+    /// PV guest width in octets.
+    pub width: u8,
+    pub memory: u64,
+    pub vcpus: u32,
+    pub seed: u64,
+    pub dirty_rate: u64,
+    pub bandwidth: Option<u64>,
+    pub no_logdirty: bool,
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        SimSpec {
+            guest: GuestType::X86Pv,
+            width: 8,
+            memory: 128 << 20,
+            vcpus: 2,
+            seed: 1,
+            dirty_rate: 0,
+            bandwidth: None,
+            no_logdirty: false,
+        }
+    }
+}
+
+impl SimSpec {
+    pub fn parse(spec: &str) -> Result<SimSpec, String> {
+        let mut s = SimSpec::default();
+        let mut positional = 0;
+        for tok in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let bad = |what: &str| format!("sim spec `{spec}`: `{tok}` {what}");
+            if let Some((k, v)) = tok.split_once('=') {
+                let n = || v.parse::<u64>().map_err(|_| bad("needs a number"));
+                match k {
+                    "seed" => s.seed = n()?,
+                    "dirty" => s.dirty_rate = n()?,
+                    "bandwidth" => {
+                        s.bandwidth = Some(parse_size(v).ok_or_else(|| bad("needs a size"))?)
+                    }
+                    "memory" => s.memory = parse_size(v).ok_or_else(|| bad("needs a size"))?,
+                    "vcpus" => s.vcpus = u32::try_from(n()?).map_err(|_| bad("is too large"))?,
+                    "width" => s.width = width(v).ok_or_else(|| bad("must be 32 or 64"))?,
+                    _ => return Err(bad("is not a known key")),
+                }
+                continue;
+            }
+            match tok {
+                "pv" => s.guest = GuestType::X86Pv,
+                "hvm" | "pvh" => s.guest = GuestType::X86Hvm,
+                "nologdirty" => s.no_logdirty = true,
+                _ => {
+                    // Positional: width, memory, vcpus, in that order.
+                    loop {
+                        positional += 1;
+                        match positional {
+                            1 => {
+                                if let Some(w) = width(tok) {
+                                    s.width = w;
+                                    break;
+                                }
+                            }
+                            2 => {
+                                if let Some(m) = parse_size(tok).filter(|_| has_unit(tok)) {
+                                    s.memory = m;
+                                    break;
+                                }
+                            }
+                            3 => {
+                                s.vcpus = tok.parse().map_err(|_| bad("is not a vcpu count"))?;
+                                break;
+                            }
+                            _ => return Err(bad("is not understood")),
+                        }
+                    }
+                }
+            }
+        }
+        if s.memory < 4096 {
+            return Err(format!("sim spec `{spec}`: less than one page of memory"));
+        }
+        Ok(s)
+    }
+
+    fn config(&self) -> SimConfig {
+        SimConfig {
+            guest: self.guest,
+            width: self.width,
+            memory_pages: self.memory / 4096,
+            vcpus: self.vcpus,
+            seed: self.seed,
+        }
+    }
+}
+
+fn width(s: &str) -> Option<u8> {
+    match s {
+        "32" => Some(4),
+        "64" => Some(8),
+        _ => None,
+    }
+}
+
+fn has_unit(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// Sizes like `4096`, `128M`, `1G`, `2GiB`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (t.get(..i)?, 10),
+        Some((i, 'M' | 'm')) => (t.get(..i)?, 20),
+        Some((i, 'G' | 'g')) => (t.get(..i)?, 30),
+        _ => (t, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// A simulated domain driven by the helper, with libxl's part played locally.
+#[derive(Debug, Clone)]
+pub struct SimBackend {
+    pub dom: SimDomain,
+    no_logdirty: bool,
+}
+
+/// How long a simulated guest runs between Remus checkpoints.
+pub const SIM_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+impl SimBackend {
+    /// The running domain to save, built from the spec.
+    pub fn for_save(spec: &SimSpec) -> BResult<SimBackend> {
+        let mut dom = SimDomain::build(spec.config())?;
+        if let Some(b) = spec.bandwidth {
+            dom.set_bandwidth(b);
+        }
+        if spec.dirty_rate > 0 {
+            dom.set_workload(Some(Workload {
+                rate_pages_per_sec: spec.dirty_rate,
+                seed: spec.seed ^ 0x5eed,
+            }));
+        }
+        Ok(SimBackend {
+            dom,
+            no_logdirty: spec.no_logdirty,
+        })
+    }
+
+    /// The empty domain libxl would have created for a restore.
+    pub fn for_restore(spec: &SimSpec) -> SimBackend {
+        SimBackend {
+            dom: SimDomain::empty_for_restore(spec.guest, 0, MAX_VCPUS, spec.seed.wrapping_add(1)),
+            no_logdirty: spec.no_logdirty,
+        }
+    }
+}
+
+impl HelperDomain for SimBackend {
+    fn toolstack_suspended(&mut self) {
+        self.dom.suspend();
+    }
+
+    fn toolstack_resumed(&mut self) {
+        self.dom.resume();
+    }
+
+    fn checkpoint_interval(&mut self) {
+        self.dom.run_for(SIM_CHECKPOINT_INTERVAL);
+    }
+}
+
+impl Domain for SimBackend {
+    fn info(&mut self) -> BResult<DomainInfo> {
+        self.dom.info()
+    }
+    fn p2m_size(&mut self) -> BResult<u64> {
+        self.dom.p2m_size()
+    }
+    fn pfn_to_gfn(&mut self, pfns: &[u64], out: &mut [Option<u64>]) -> BResult<()> {
+        self.dom.pfn_to_gfn(pfns, out)
+    }
+    fn page_types(&mut self, gfns: &[u64], out: &mut [PageType]) -> BResult<()> {
+        self.dom.page_types(gfns, out)
+    }
+    fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
+        self.dom.read_pages(gfns, out)
+    }
+    fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()> {
+        self.dom.write_pages(gfns, data)
+    }
+    fn populate(&mut self, pfns: &[u64]) -> BResult<()> {
+        self.dom.populate(pfns)
+    }
+    fn set_page_types(&mut self, pfns: &[u64], types: &[PageType]) -> BResult<()> {
+        self.dom.set_page_types(pfns, types)
+    }
+    fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>> {
+        self.dom.vcpu_state(vcpu, which)
+    }
+    fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()> {
+        self.dom.set_vcpu_state(vcpu, which, data)
+    }
+    fn online_vcpus(&mut self) -> BResult<Vec<u32>> {
+        self.dom.online_vcpus()
+    }
+    fn hvm_context(&mut self) -> BResult<Vec<u8>> {
+        self.dom.hvm_context()
+    }
+    fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()> {
+        self.dom.set_hvm_context(data)
+    }
+    fn hvm_param(&mut self, index: u64) -> BResult<u64> {
+        self.dom.hvm_param(index)
+    }
+    fn set_hvm_param(&mut self, index: u64, value: u64) -> BResult<()> {
+        self.dom.set_hvm_param(index, value)
+    }
+    fn tsc_info(&mut self) -> BResult<TscInfo> {
+        self.dom.tsc_info()
+    }
+    fn set_tsc_info(&mut self, tsc: TscInfo) -> BResult<()> {
+        self.dom.set_tsc_info(tsc)
+    }
+    fn shared_info(&mut self) -> BResult<Vec<u8>> {
+        self.dom.shared_info()
+    }
+    fn set_shared_info(&mut self, page: &[u8]) -> BResult<()> {
+        self.dom.set_shared_info(page)
+    }
+    fn cpu_policy(&mut self) -> BResult<(Vec<u8>, Vec<u8>)> {
+        self.dom.cpu_policy()
+    }
+    fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()> {
+        self.dom.set_cpu_policy(cpuid, msrs)
+    }
+    fn enable_logdirty(&mut self) -> BResult<()> {
+        if self.no_logdirty {
+            // XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY without shadow paging.
+            return Err(
+                BackendError::new("enable logdirty", "no shadow paging").errno(errno::EOPNOTSUPP)
+            );
+        }
+        self.dom.enable_logdirty()
+    }
+    fn disable_logdirty(&mut self) -> BResult<()> {
+        if self.no_logdirty {
+            // XEN_DOMCTL_SHADOW_OP_OFF on a domain that never had shadow mode.
+            return Err(
+                BackendError::new("disable logdirty", "shadow mode is off").errno(errno::EINVAL)
+            );
+        }
+        self.dom.disable_logdirty()
+    }
+    fn clean_dirty(&mut self, bitmap: &mut Bitmap, final_pass: bool) -> BResult<u64> {
+        self.dom.clean_dirty(bitmap, final_pass)
+    }
+    fn peek_dirty(&mut self) -> BResult<u64> {
+        self.dom.peek_dirty()
+    }
+    fn pv_p2m(&mut self) -> BResult<(Vec<u64>, Vec<u64>)> {
+        self.dom.pv_p2m()
+    }
+    fn mfn_to_pfn(&mut self, mfn: u64) -> Option<u64> {
+        self.dom.mfn_to_pfn(mfn)
+    }
+    fn set_address_size(&mut self, width: u8) -> BResult<()> {
+        self.dom.set_address_size(width)
+    }
+    fn expand_p2m(&mut self, max_pfn: u64) -> BResult<()> {
+        self.dom.expand_p2m(max_pfn)
+    }
+    fn write_p2m(&mut self, frames: &[u64]) -> BResult<()> {
+        self.dom.write_p2m(frames)
+    }
+    fn pin_page_tables(&mut self, tables: &[(u64, PageType)]) -> BResult<()> {
+        self.dom.pin_page_tables(tables)
+    }
+    fn p2m_generation(&mut self) -> BResult<u64> {
+        self.dom.p2m_generation()
+    }
+    fn now(&self) -> Duration {
+        self.dom.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let s = SimSpec::parse("pv,64,128M,2,seed=1").unwrap();
+        assert_eq!(
+            (s.guest, s.width, s.memory, s.vcpus, s.seed),
+            (GuestType::X86Pv, 8, 128 << 20, 2, 1)
+        );
+        let h = SimSpec::parse("pvh,256M,4,dirty=500").unwrap();
+        assert_eq!(
+            (h.guest, h.memory, h.vcpus, h.dirty_rate),
+            (GuestType::X86Hvm, 256 << 20, 4, 500)
+        );
+        assert!(SimSpec::parse("pv,nologdirty").unwrap().no_logdirty);
+        assert!(SimSpec::parse("pv,frobnicate").is_err());
+        assert!(SimSpec::parse("pv,colour=red").is_err());
+        assert_eq!(BackendSpec::parse(None), Ok(BackendSpec::Xen));
+        assert_eq!(
+            BackendSpec::parse(Some("sim")),
+            Ok(BackendSpec::Sim(SimSpec::default()))
+        );
+        assert!(BackendSpec::parse(Some("kvm")).is_err());
+    }
+}
