@@ -206,15 +206,13 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         self.w
             .libxc(&libxc::Record::StaticDataEnd(libxc::StaticDataEnd {}))?;
         self.hooks.start_of_stream(self.dom, &mut self.w)?;
-        self.cb.progress("Start of stream", 0, 0);
 
         let checkpointed = self.opts.stream_type != StreamType::Plain;
         let mut live = self.opts.live;
-        if (live || checkpointed) && self.dom.enable_logdirty().is_err() {
-            // Something else (VRAM tracking) may own log-dirty: off, then on again.
-            let _ = self.dom.disable_logdirty();
-            self.dom.enable_logdirty()?;
+        if live || checkpointed {
+            self.enable_logdirty()?;
         }
+        self.cb.progress("Start of stream", 0, 0);
         loop {
             self.hooks.start_of_checkpoint(self.dom, &mut self.w)?;
             self.hooks.check_vm_state(self.dom)?;
@@ -285,6 +283,37 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         self.w.flush()?;
         self.cb.progress("End of stream", 0, 0);
         Ok(())
+    }
+
+    /// Starts log-dirty like Xen's `enable_logdirty`: when something else (VRAM tracking) may
+    /// own it, off and on again. The error names the three errnos, as Xen logs them
+    /// (`Failed to enable logdirty: 95,22,0` where there is no shadow paging).
+    fn enable_logdirty(&mut self) -> Result<(), SaveError> {
+        let Err(on1) = self.dom.enable_logdirty() else {
+            return Ok(());
+        };
+        let code = |e: &BackendError| e.errno.unwrap_or(0);
+        let (off, on2) = match self.dom.disable_logdirty() {
+            Err(off) => (code(&off), None),
+            Ok(()) => match self.dom.enable_logdirty() {
+                Err(on2) => (0, Some(code(&on2))),
+                Ok(()) => return Ok(()),
+            },
+        };
+        let last = on2.unwrap_or(off);
+        let mut e = BackendError::new(
+            "enable logdirty",
+            format!(
+                "Failed to enable logdirty: {},{off},{} ({})",
+                code(&on1),
+                on2.unwrap_or(0),
+                on1.detail
+            ),
+        );
+        if last != 0 {
+            e = e.errno(last);
+        }
+        Err(e.into())
     }
 
     fn policy(&mut self, s: PrecopyStats) -> PrecopyDecision {
