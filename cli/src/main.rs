@@ -1,7 +1,8 @@
 //! The `xenmig` command: inspect, verify and convert Xen save images and migration streams.
 //!
 //! Started under the name `convert-legacy-stream` (a symlink), it behaves as Xen's
-//! converter of that name, so `LIBXL_CONVERT_HELPER` can point at it.
+//! converter of that name, so `LIBXL_CONVERT_HELPER` can point at it. Started as
+//! `libxl-save-helper`, it is libxl's save/restore helper (`LIBXL_SAVE_HELPER`).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ mod inspect;
 mod io;
 mod progress;
 mod render;
+mod save_helper;
 mod sim;
 
 #[derive(Parser)]
@@ -36,6 +38,12 @@ enum Command {
     ConvertLegacy(convert_legacy::Args),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
+    /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
+    /// LIBXL_SAVE_HELPER runs it.
+    SaveHelper {
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +54,16 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     if name == "convert-legacy-stream" {
         return convert_legacy::main_as_reference();
+    }
+    // The helper's argv is libxl's, which clap must not see.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if name == "libxl-save-helper" {
+        save_helper::main(&argv);
+    }
+    if argv.get(1).map(String::as_str) == Some("save-helper") {
+        save_helper::main(argv.get(1..).unwrap_or_default());
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -61,5 +79,11 @@ fn main() -> ExitCode {
         Command::Dump(a) => inspect::dump(a),
         Command::ConvertLegacy(a) => convert_legacy::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::SaveHelper { args } => {
+            let argv: Vec<String> = std::iter::once("save-helper".to_string())
+                .chain(args)
+                .collect();
+            save_helper::main(&argv)
+        }
     }
 }
