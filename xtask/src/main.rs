@@ -3,11 +3,14 @@
 //! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
 //! - `check`: loads every spec, printing each problem at file:line:col, and fails if a
 //!   document in `docs/` is not what `docs` would write.
+//! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
+
+mod bench;
 
 /// Each spec and the document generated from it.
 const DOCS: &[(&str, &str)] = &[
@@ -22,6 +25,7 @@ usage: cargo xtask <command>
 commands:
   docs    regenerate docs/*.md from spec/*.yaml
   check   check every spec and that docs/ is up to date
+  bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
   help    show this message";
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match command.as_deref() {
         Some("docs") => no_args("docs", &rest).and_then(|()| docs()),
         Some("check") => no_args("check", &rest).and_then(|()| check()),
+        Some("bench") => bench::run(&root(), &rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
