@@ -140,6 +140,8 @@ struct Saver<'a, D: Domain, C: SaveCallbacks<D>, W: Write> {
     entries: Vec<libxc::PageEntry>,
     stats: SaveStats,
     suspended_at: Option<Duration>,
+    /// The precopy policy's iteration when precopy stopped (names the final pass, as Xen).
+    precopy_iteration: u32,
 }
 
 /// Saves a domain as a libxc image written to `out`. `back_channel` is the COLO secondary's
@@ -175,6 +177,7 @@ where
         entries: Vec::with_capacity(BATCH),
         stats: SaveStats::default(),
         suspended_at: None,
+        precopy_iteration: 0,
     };
     let r = s.run(back_channel);
     let cleanup = s.hooks.cleanup(s.dom, s.cb);
@@ -206,13 +209,13 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         self.w
             .libxc(&libxc::Record::StaticDataEnd(libxc::StaticDataEnd {}))?;
         self.hooks.start_of_stream(self.dom, &mut self.w)?;
+        self.cb.progress("Start of stream", 0, 0);
 
         let checkpointed = self.opts.stream_type != StreamType::Plain;
         let mut live = self.opts.live;
         if live || checkpointed {
             self.enable_logdirty()?;
         }
-        self.cb.progress("Start of stream", 0, 0);
         loop {
             self.hooks.start_of_checkpoint(self.dom, &mut self.w)?;
             self.hooks.check_vm_state(self.dom)?;
@@ -353,6 +356,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
                 PrecopyDecision::StopAndCopy => {
                     self.stats.stop_reason =
                         format!("policy stopped at iteration {}", stats.iteration);
+                    self.precopy_iteration = stats.iteration;
                     return Ok(());
                 }
                 PrecopyDecision::Continue => {}
@@ -366,6 +370,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
                     return Err(SaveError::Aborted);
                 }
                 self.stats.stop_reason = format!("policy stopped at iteration {}", stats.iteration);
+                self.precopy_iteration = stats.iteration;
                 return Ok(());
             }
             self.dirty.clear_all();
@@ -411,10 +416,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         let label = if self.stats.checkpoints > 0 {
             "Checkpointed save".to_string()
         } else {
-            format!(
-                "Frames iteration {}",
-                self.stats.passes.len().saturating_sub(1)
-            )
+            format!("Frames iteration {}", self.precopy_iteration)
         };
         self.send_dirty(true, &label)?;
         self.deferred.clear_all();
