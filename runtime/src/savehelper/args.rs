@@ -61,7 +61,7 @@ pub enum Args {
 pub enum ArgsError {
     #[error("the first argument must be --save-domain or --restore-domain")]
     Mode,
-    #[error("{mode} takes exactly {want} arguments after the program name, got {got}")]
+    #[error("{mode} takes exactly {want} arguments, got {got}")]
     Count {
         mode: &'static str,
         want: usize,
@@ -138,8 +138,8 @@ fn count(a: &[&str], mode: &'static str, argc: usize) -> Result<(), ArgsError> {
     if a.len() != argc {
         return Err(ArgsError::Count {
             mode,
-            want: argc - 1,
-            got: a.len().saturating_sub(1),
+            want: argc - 2,
+            got: a.len().saturating_sub(2),
         });
     }
     Ok(())
@@ -227,8 +227,8 @@ mod tests {
         assert!(matches!(
             Args::parse(&short),
             Err(ArgsError::Count {
-                want: 7,
-                got: 6,
+                want: 6,
+                got: 5,
                 ..
             })
         ));
