@@ -408,7 +408,9 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             }
         }
         self.dirty.or(&self.deferred.clone());
-        if self.opts.stream_type == StreamType::Colo && !self.opts.live {
+        // Xen merges the secondary's dirty pfns once the live round is over (`save.live` is
+        // cleared at the first CHECKPOINT).
+        if self.opts.stream_type == StreamType::Colo && self.stats.checkpoints > 0 {
             if let Some(bc) = back_channel.as_mut() {
                 self.read_dirty_pfn_list(&mut **bc)?;
             }
