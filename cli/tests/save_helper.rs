@@ -968,3 +968,116 @@ fn sigterm_stops_a_save() {
         }
     );
 }
+
+/// COLO (not captured; the sequence of the reference, from Xen's source): after each
+/// CHECKPOINT the primary sends checkpoint, postcopy and wait_checkpoint, and at the next
+/// suspend merges the secondary's dirty pfns, read from recv_fd as CHECKPOINT_DIRTY_PFN_LIST.
+#[test]
+fn colo_save_sequence() {
+    use xenmig::libxc;
+    use xenmig::wire::Array;
+    let exe = env!("CARGO_BIN_EXE_xenmig");
+    let (stream_rd, stream_wr) = std::io::pipe().expect("pipe");
+    let (back_rd, back_wr) = std::io::pipe().expect("pipe");
+    let (io, recv) = (stream_wr.as_raw_fd(), back_rd.as_raw_fd());
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "save-helper",
+        "--save-domain",
+        &io.to_string(),
+        &recv.to_string(),
+    ])
+    .args(["9", "1", "248", "2"])
+    .env(
+        "XENMIG_SAVE_HELPER_BACKEND",
+        "sim:hvm,64,16M,1,seed=5,dirty=2000",
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(io, libc::F_SETFD, 0);
+            libc::fcntl(recv, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    drop(stream_wr);
+    drop(back_rd);
+    // The stream goes to the secondary; here it is only drained.
+    let drain = std::thread::spawn(move || {
+        let mut rd = stream_rd;
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(k) = rd.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut back = back_wr;
+    // The secondary's dirty pfns for each checkpoint.
+    let secondary: Vec<u64> = (0x100..0x180).collect();
+    let mut rounds = 0;
+    let mut msgs = Vec::new();
+    while let Some(m) = read_message(&mut stdout).expect("message") {
+        let reply = match &m {
+            Message::SwitchQemuLogdirty { .. } | Message::Complete { .. } => Some(0),
+            Message::Suspend | Message::Checkpoint | Message::Postcopy => Some(1),
+            Message::WaitCheckpoint => {
+                rounds += 1;
+                if rounds < 3 {
+                    StreamWriter::new(&mut back)
+                        .libxc(&libxc::Record::CheckpointDirtyPfnList(
+                            libxc::CheckpointDirtyPfnList {
+                                pfns: Array::Values(&secondary),
+                            },
+                        ))
+                        .expect("back channel");
+                    Some(1)
+                } else {
+                    Some(0)
+                }
+            }
+            _ => None,
+        };
+        if let Some(r) = reply {
+            write_reply(&mut stdin, r).unwrap();
+        }
+        msgs.push(m);
+    }
+    let status = child.wait().unwrap();
+    let sent = drain.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(sent > 0);
+    let mut want = vec![
+        "switch_qemu_logdirty domid=9 enable=1".to_string(),
+        "suspend".into(),
+    ];
+    for round in 0..3 {
+        if round > 0 {
+            want.push("suspend".into());
+        }
+        want.extend([
+            "checkpoint".into(),
+            "postcopy".into(),
+            "wait_checkpoint".into(),
+        ]);
+    }
+    want.push("switch_qemu_logdirty domid=9 enable=0".into());
+    want.push("complete retval=0 errnoval=0".into());
+    assert_eq!(callbacks(&msgs), want);
+    // Each later checkpoint sends at least the secondary's dirty pages.
+    let checkpointed: Vec<u64> = progress(&msgs)
+        .into_iter()
+        .filter(|(l, d, t)| l == "Checkpointed save" && d == t)
+        .map(|(_, _, t)| t)
+        .collect();
+    assert_eq!(checkpointed.len(), 2, "{checkpointed:?}");
+    assert!(checkpointed.iter().all(|&t| t >= secondary.len() as u64));
+}

@@ -24,6 +24,10 @@ pub trait HelperDomain: Domain {
     fn toolstack_resumed(&mut self) {}
     /// libxl answered a Remus `checkpoint` with "again": one checkpoint interval passed.
     fn checkpoint_interval(&mut self) {}
+    /// The hypervisor's version for the image's domain header; `None` writes 4.17.
+    fn xen_version(&mut self) -> Option<(u32, u32)> {
+        None
+    }
     /// libxc's name of the guest type, for logs: `"x86 PV"` or `"x86 HVM"`.
     fn type_name(&mut self) -> &'static str {
         match self.info().map(|i| i.guest) {

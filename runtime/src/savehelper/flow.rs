@@ -138,12 +138,16 @@ where
         );
         return Outcome::Abort;
     }
-    let opts = SaveOptions {
+    let mut opts = SaveOptions {
         live: args.live(),
         debug: args.debug(),
         stream_type: args.stream_type,
         ..SaveOptions::default()
     };
+    if let Some((major, minor)) = dom.xen_version() {
+        opts.xen_major = major;
+        opts.xen_minor = minor;
+    }
     let back_channel = match args.stream_type {
         StreamType::Colo => back_channel,
         _ => None,
