@@ -418,14 +418,24 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                 format!("{} is not valid for {guest_name} guests", info.name),
             ));
         }
-        // The static-data boundary, implied in version 2.
+        // The static-data boundary: version 3 states it before the first PAGE_DATA or
+        // P2M_FRAMES, version 2 implies it there.
         if !self.static_data_done
-            && self.version < 3
             && matches!(
                 decoded,
                 libxc::Record::PageData(_) | libxc::Record::X86PvP2mFrames(_)
             )
         {
+            if self.version >= 3 {
+                return Err(invalid(
+                    &rec,
+                    "static_data_end.missing",
+                    format!(
+                        "{} before STATIC_DATA_END in a version {} stream",
+                        info.name, self.version
+                    ),
+                ));
+            }
             self.static_data_end()?;
         }
         match decoded {
