@@ -443,12 +443,12 @@ fn save_run(name: &str) -> Arc<SaveRun> {
 /// libxl's part of a restore: at each checkpoint it reads its own records, up to
 /// CHECKPOINT_END, from the shared stream fd.
 struct RestoreSide<'f> {
-    stream: &'f File,
+    stream: &'f mut dyn Read,
     checkpoint_ends: usize,
 }
 
 /// Reads one libxl record header and body from the fd; `None` at end of file.
-fn read_libxl_record(mut f: &File) -> Option<(u32, Vec<u8>)> {
+fn read_libxl_record(f: &mut dyn Read) -> Option<(u32, Vec<u8>)> {
     let mut h = [0u8; 8];
     f.read_exact(&mut h).ok()?;
     let t = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -508,34 +508,70 @@ struct RestoreRun {
     checkpoint_ends: usize,
 }
 
-fn replay_restore(cap: &Capture, sender: &str) -> RestoreRun {
+/// Replays a restore of the stream the `sender` replay wrote. `pipe`: the stream comes through
+/// a pipe (as from `xl migrate`), else from the file (as for `xl restore`).
+fn replay_restore(cap: &Capture, sender: &str, pipe: bool) -> RestoreRun {
     let saved = save_run(sender);
     let bytes = std::fs::read(saved.file.path()).expect("read the saved stream");
     let image_end = libxc_image_end(&bytes);
-    let f = File::open(saved.file.path()).expect("open the saved stream");
-    // libxl has read up to LIBXC_CONTEXT when it starts the helper.
-    (&f).seek(SeekFrom::Start(saved.libxc_start)).expect("seek");
-    let mut fds = vec![(cap.argv[2].parse().expect("io_fd"), f.as_raw_fd())];
     // send_back_fd: the pipe back to the sender (only COLO writes it), -1 for `xl restore`.
     let back = File::options()
         .write(true)
         .open("/dev/null")
         .expect("/dev/null");
     let send_back: i32 = cap.argv[3].parse().expect("send_back_fd");
+    let io: i32 = cap.argv[2].parse().expect("io_fd");
+    let mut fds = Vec::new();
     if send_back >= 0 {
         fds.push((send_back, back.as_raw_fd()));
     }
-    let mut side = RestoreSide {
-        stream: &f,
-        checkpoint_ends: 0,
+    // libxl has read up to LIBXC_CONTEXT when it starts the helper.
+    let libxc = bytes
+        .get(saved.libxc_start as usize..)
+        .expect("libxc image")
+        .to_vec();
+    let (run, checkpoint_ends, rest) = if pipe {
+        let (mut rd, mut wr) = std::io::pipe().expect("pipe");
+        let writer = std::thread::spawn(move || {
+            // The sender's side; it ends when the receiver side is gone.
+            let _ = std::io::Write::write_all(&mut wr, &libxc);
+        });
+        fds.push((io, rd.as_raw_fd()));
+        let mut side = RestoreSide {
+            stream: &mut rd,
+            checkpoint_ends: 0,
+        };
+        let run = run_helper(cap, &fds, false, &mut side);
+        let ends = side.checkpoint_ends;
+        let mut rest = Vec::new();
+        rd.read_to_end(&mut rest).expect("rest of the pipe");
+        writer.join().expect("writer");
+        (run, ends, rest)
+    } else {
+        let f = File::open(saved.file.path()).expect("open the saved stream");
+        (&f).seek(SeekFrom::Start(saved.libxc_start)).expect("seek");
+        fds.push((io, f.as_raw_fd()));
+        let mut fr = &f;
+        let mut side = RestoreSide {
+            stream: &mut fr,
+            checkpoint_ends: 0,
+        };
+        let run = run_helper(cap, &fds, false, &mut side);
+        let ends = side.checkpoint_ends;
+        let offset = (&f).stream_position().expect("position");
+        let mut rest = Vec::new();
+        (&f).read_to_end(&mut rest).expect("rest of the file");
+        assert_eq!(offset + rest.len() as u64, bytes.len() as u64);
+        (run, ends, rest)
     };
-    let run = run_helper(cap, &fds, false, &mut side);
-    let checkpoint_ends = side.checkpoint_ends;
-    let offset = (&f).stream_position().expect("position");
+    // What the helper left is where libxl continues.
+    let offset = (bytes.len() - rest.len()) as u64;
     let mut tail = Vec::new();
-    while let Some((t, _)) = read_libxl_record(&f) {
+    let mut r = &rest[..];
+    while let Some((t, _)) = read_libxl_record(&mut r) {
         tail.push(t);
     }
+    assert!(r.is_empty(), "{}: the rest is libxl records", cap.name);
     RestoreRun {
         run,
         offset,
@@ -671,7 +707,9 @@ fn check_saved_stream(name: &str, saved: &SaveRun) {
 
 fn check_restore(name: &str, sender: &str) {
     let cap = Capture::load(name);
-    let r = replay_restore(&cap, sender);
+    // The captures' migrations and Remus ran over pipes, `xl restore` from a file.
+    let pipe = !name.ends_with("-restore");
+    let r = replay_restore(&cap, sender, pipe);
     check_common(&cap, &r.run);
     assert!(
         progress(&r.run.messages).is_empty(),
@@ -1080,4 +1118,40 @@ fn colo_save_sequence() {
         .collect();
     assert_eq!(checkpointed.len(), 2, "{checkpointed:?}");
     assert!(checkpointed.iter().all(|&t| t >= secondary.len() as u64));
+}
+
+/// libxc asserts the callbacks it needs: an HVM save without switch_qemu_logdirty aborts,
+/// after saying why.
+#[test]
+fn missing_required_callback_aborts() {
+    let exe = env!("CARGO_BIN_EXE_xenmig");
+    let null = File::options()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    let fd = null.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(["save-helper", "--save-domain", &fd.to_string()])
+        .args(["0", "1", "0", "8", "0"])
+        .env("XENMIG_SAVE_HELPER_BACKEND", "sim:hvm,64,4M,1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT));
+    let mut r = &out.stdout[..];
+    let mut last = None;
+    while let Some(m) = read_message(&mut r).expect("message") {
+        last = Some(m);
+    }
+    assert!(
+        matches!(&last, Some(Message::Log { level: 9, text, .. })
+            if text.windows(20).any(|w| w == b"switch_qemu_logdirty")),
+        "{last:?}"
+    );
 }
