@@ -46,11 +46,7 @@ impl Input {
     pub fn open(&self) -> io::Result<Opened> {
         match self {
             Input::Stdin => Ok(Opened::Stream(Box::new(io::stdin().lock()))),
-            Input::Fd(fd) => {
-                // The caller handed us this descriptor to read; we own it from here on.
-                let f = unsafe { File::from_raw_fd(*fd) };
-                Ok(classify(f))
-            }
+            Input::Fd(fd) => Ok(classify(adopt_fd(*fd)?)),
             Input::Path(p) => Ok(classify(File::open(p)?)),
         }
     }
@@ -69,6 +65,21 @@ fn classify(f: File) -> Opened {
         Ok(m) if m.is_file() => Opened::File(f),
         _ => Opened::Stream(Box::new(f)),
     }
+}
+
+/// Takes ownership of a descriptor the caller handed us by number, after checking that it
+/// is open (a closed or invalid number is an error, not undefined behaviour).
+pub fn adopt_fd(fd: i32) -> io::Result<File> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("file descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the descriptor is open and the caller gave it to this process to use; from
+    // here on the File owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Parses a decimal file descriptor number.
@@ -112,8 +123,7 @@ impl OutputSpec {
                 temp: None,
             }),
             OutputSpec::Fd(fd) => Ok(Output {
-                // The caller handed us this descriptor to write; we own it from here on.
-                w: Box::new(unsafe { File::from_raw_fd(*fd) }),
+                w: Box::new(adopt_fd(*fd)?),
                 temp: None,
             }),
             OutputSpec::Path(p) => {
