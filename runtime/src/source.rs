@@ -16,6 +16,10 @@ pub trait Source {
     fn offset(&self) -> u64;
     /// The input's total length when known (files).
     fn len_hint(&self) -> Option<u64>;
+    /// A hint that the octet `ahead` octets past the current position will be wanted soon.
+    fn prefetch(&self, ahead: usize) {
+        let _ = ahead;
+    }
 }
 
 /// Why `take` could not return all the bytes asked for.
@@ -71,6 +75,16 @@ impl Source for SliceSource<'_> {
 
     fn len_hint(&self) -> Option<u64> {
         Some(self.bytes.len() as u64)
+    }
+
+    fn prefetch(&self, ahead: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(b) = self.bytes.get(self.pos.saturating_add(ahead)) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // Safety: a prefetch reads nothing (it only warms the cache and the TLB), the
+            // address is inside the slice, and sse is part of x86_64's baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
+        }
     }
 }
 

@@ -140,6 +140,7 @@ pub fn verify_reader<S: Source>(
 ) -> Report {
     let mut v = Verifier::new(opts);
     let result = v.run(reader, progress);
+    v.name_page_types();
     v.report.bytes = reader.offset();
     v.report.framing = reader.framing();
     if let Err(e) = result {
@@ -168,6 +169,8 @@ struct Verifier {
     libxc_end: bool,
     libxc_context: bool,
     vcpus: BTreeSet<u32>,
+    /// PAGE_DATA entries by page type (the 4-bit field), named in the report at the end.
+    page_types: [u64; 16],
 }
 
 impl Verifier {
@@ -193,6 +196,7 @@ impl Verifier {
             libxc_end: false,
             libxc_context: false,
             vcpus: BTreeSet::new(),
+            page_types: [0; 16],
         }
     }
 
@@ -308,6 +312,16 @@ impl Verifier {
         }
     }
 
+    /// Fills the report's page counts by type name from the counters.
+    fn name_page_types(&mut self) {
+        for (t, n) in self.page_types.iter().enumerate() {
+            if *n > 0 {
+                let name = libxc::PageType(t as u32).to_string();
+                *self.report.pages.by_type.entry(name).or_insert(0) += n;
+            }
+        }
+    }
+
     fn xl_header(&mut self, header: &xl::XlHeader, optional_data: &[u8]) {
         let flags = flag_names(
             header.mandatory_flags.0 as u64,
@@ -368,8 +382,9 @@ impl Verifier {
         self.seen.get(&(layer, t)).copied().unwrap_or(0)
     }
 
-    /// The layouts that apply to this stream's guest.
-    fn layouts(&self) -> impl Iterator<Item = (usize, &'static Layout)> + '_ {
+    /// The layouts that apply to this stream's guest (an iterator that does not borrow the
+    /// verifier, so the rules can update it as they go).
+    fn layouts(&self) -> impl Iterator<Item = (usize, &'static Layout)> {
         let guest = self.domain_type.and_then(|d| d.name());
         libxc::LAYOUTS
             .iter()
@@ -505,8 +520,10 @@ impl Verifier {
                     let pfn = e.pfn();
                     s.pfn_min = Some(s.pfn_min.map_or(pfn, |m| m.min(pfn)));
                     s.pfn_max = Some(s.pfn_max.map_or(pfn, |m| m.max(pfn)));
-                    let t = e.page_type();
-                    *s.by_type.entry(t.to_string()).or_insert(0) += 1;
+                    let t = e.page_type().0 as usize;
+                    if let Some(c) = self.page_types.get_mut(t) {
+                        *c += 1;
+                    }
                 }
             }
             libxc::Record::X86PvInfo(i) => {
@@ -606,8 +623,7 @@ impl Verifier {
 
     fn order_rules(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
         let first = self.seen(rec.layer, rec.record_type) == 1;
-        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
-        for (li, layout) in layouts {
+        for (li, layout) in self.layouts() {
             for (oi, rule) in layout.order.iter().enumerate() {
                 if rule.record != rec.record_type {
                     continue;
@@ -657,8 +673,7 @@ impl Verifier {
     }
 
     fn requirements(&mut self, rec: &RawRecord<'_>) {
-        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
-        for (li, layout) in layouts {
+        for (li, layout) in self.layouts() {
             for (ri, req) in layout.required.iter().enumerate() {
                 if req.record != rec.record_type || self.met.contains(&(li, ri)) {
                     continue;
@@ -681,8 +696,7 @@ impl Verifier {
         rec: Option<&RawRecord<'_>>,
     ) -> Result<(), StreamError> {
         self.requirements_checked = true;
-        let layouts: Vec<(usize, &'static Layout)> = self.layouts().collect();
-        for (li, layout) in layouts {
+        for (li, layout) in self.layouts() {
             for (ri, req) in layout.required.iter().enumerate() {
                 if self.met.contains(&(li, ri)) {
                     continue;
