@@ -82,6 +82,10 @@ struct RestoreArgs {
     /// Results as JSON.
     #[arg(long)]
     json: bool,
+    /// Check only what Xen's restore checks (the default also rejects what the reference
+    /// verifier rejects, such as non-zero reserved fields).
+    #[arg(long)]
+    lenient: bool,
 }
 
 pub fn run(a: SimArgs) -> ExitCode {
@@ -350,7 +354,11 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot open {}", input.describe()))?;
     let opts = ReaderOptions {
         framing: None,
-        strictness: Strictness::Lenient,
+        strictness: if a.lenient {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        },
     };
     // Checkpointed streams are recognised by their CHECKPOINT records.
     let ropts = RestoreOptions {

@@ -102,6 +102,8 @@ struct Restorer<'a, D: Domain, C: RestoreCallbacks<D>> {
     result: RestoreResult,
     scratch: Vec<u8>,
     pv_info_seen: bool,
+    /// Where the END (or the failover point) is, for errors found when completing.
+    end_offset: u64,
 }
 
 /// Restores the libxc image that `reader` yields into `dom`. libxl records around it are
@@ -215,6 +217,7 @@ impl<'a, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, D, C> {
             result: RestoreResult::default(),
             scratch: Vec::new(),
             pv_info_seen: false,
+            end_offset: 0,
         })
     }
 }
@@ -440,6 +443,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
         }
         match decoded {
             libxc::Record::End(_) => {
+                self.end_offset = rec.offset;
                 self.stream_complete()?;
                 return Ok(true);
             }
@@ -913,7 +917,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                     .map_err(|e| be("set CONSOLE_EVTCHN", e))?;
                 let ctx = self.hvm_context.clone().ok_or_else(|| {
                     RestoreError::Stream(StreamError::invalid(
-                        0,
+                        self.end_offset,
                         "hvm_context.missing",
                         "the stream carried no HVM_CONTEXT",
                     ))
@@ -932,14 +936,14 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
     fn pv_complete(&mut self) -> R<()> {
         let l = self.layout.ok_or_else(|| {
             RestoreError::Stream(StreamError::invalid(
-                0,
+                self.end_offset,
                 "x86_pv_info.missing",
                 "the stream carried no X86_PV_INFO",
             ))
         })?;
         if self.vcpus.get(&0).and_then(|v| v.basic.as_ref()).is_none() {
             return Err(StreamError::invalid(
-                0,
+                self.end_offset,
                 "vcpu0.missing",
                 "the stream carried no X86_PV_VCPU_BASIC for vcpu 0",
             )
