@@ -28,6 +28,8 @@ pub mod source;
 pub mod verify;
 pub mod writer;
 pub mod x86;
+#[cfg(feature = "xen")]
+pub mod xen;
 
 pub use error::{ErrorKind, Layer, StreamError};
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
