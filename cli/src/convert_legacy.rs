@@ -13,13 +13,13 @@ use crate::io::{Input, Opened, OutputSpec};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 use std::time::Instant;
 use xenmig::convert::legacy::{GuestType, Width};
-use xenmig::convert::{convert_to, ConvertOptions, ConvertSummary, OutputFormat};
+use xenmig::convert::{convert_file_to, convert_to, ConvertOptions, ConvertSummary, OutputFormat};
 
 /// Exit status: converted.
 const EXIT_OK: u8 = 0;
@@ -224,6 +224,12 @@ impl Destination {
     }
 }
 
+/// Standard input when it is a regular file (`-i - < FILE`), to be mapped like one.
+fn stdin_file() -> Option<File> {
+    let f = File::from(io::stdin().as_fd().try_clone_to_owned().ok()?);
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
 /// Whether `out` names the file `input` is, so that writing it would replace the input.
 fn same_file(input: &File, out: &OutputSpec) -> bool {
     let OutputSpec::Path(path) = out else {
@@ -246,18 +252,19 @@ fn convert(a: &Args, ident: &'static str) -> u8 {
     };
     let input = Input::from_ref_arg(&a.input);
     let output = OutputSpec::from_ref_arg(&a.output);
-    let reader: Box<dyn Read> = match input.open() {
-        Ok(Opened::File(f)) => {
-            if same_file(&f, &output) {
-                log.error(&format!(
-                    "{} is both the input and the output; the input is never overwritten",
-                    a.output
-                ));
-                return EXIT_UNSUPPORTED;
-            }
-            Box::new(f)
+    let opened = match (&input, stdin_file()) {
+        (Input::Stdin, Some(f)) => Ok(Opened::File(f)),
+        _ => input.open(),
+    };
+    let opened = match opened {
+        Ok(Opened::File(f)) if same_file(&f, &output) => {
+            log.error(&format!(
+                "{} is both the input and the output; the input is never overwritten",
+                a.output
+            ));
+            return EXIT_UNSUPPORTED;
         }
-        Ok(Opened::Stream(r)) => r,
+        Ok(o) => o,
         Err(e) => {
             log.error(&format!("cannot open {}: {e}", input.describe()));
             return EXIT_STREAM_ERROR;
@@ -271,7 +278,12 @@ fn convert(a: &Args, ident: &'static str) -> u8 {
         }
     };
     let started = Instant::now();
-    let summary = match convert_to(reader, destination.writer(), &opts) {
+    let converted = match opened {
+        // Regular files are mapped a window at a time: pages are copied once, not twice.
+        Opened::File(f) => convert_file_to(f, destination.writer(), &opts),
+        Opened::Stream(r) => convert_to(r, destination.writer(), &opts),
+    };
+    let summary = match converted {
         Ok(s) => s,
         Err(e) => {
             // Dropping the destination removes a temporary file: no partial output is left.

@@ -526,6 +526,56 @@ pub struct ReaderOptions {
     pub qemu_trailer: bool,
 }
 
+/// Where a [`LegacyReader`] gets its bytes.
+///
+/// Everything can be read with [`LegacySource::read`]; a source that holds the input in memory
+/// (a mapped file, see [`super::MappedFile`]) can also lend the page data of a batch in place,
+/// so that it goes from the input to the output without being copied into a buffer first.
+pub trait LegacySource {
+    /// Reads into `buf`; returns 0 only at the end of the input.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Consumes the next `len` bytes and lends them in place. `Ok(None)` when the source cannot
+    /// (nothing is consumed then, and the reader reads the bytes instead); a source must not
+    /// lend fewer than `len` bytes.
+    fn lend(&mut self, len: usize) -> io::Result<Option<Lent>> {
+        let _ = len;
+        Ok(None)
+    }
+
+    /// The bytes of a [`Lent`] from the last call to [`LegacySource::lend`]; valid until the
+    /// source is next used.
+    fn lent(&self, lent: Lent) -> &[u8] {
+        let _ = lent;
+        &[]
+    }
+}
+
+/// Bytes a [`LegacySource`] lent: a range of the memory it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lent {
+    /// Where the bytes start, in the source's own terms.
+    pub start: usize,
+    /// How many bytes.
+    pub len: usize,
+}
+
+/// A [`LegacySource`] over any [`Read`]: every byte is copied out of it.
+pub struct Copying<R>(pub R);
+
+impl<R: Read> LegacySource for Copying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// Where the bytes of an item are: in one of the reader's buffers, or lent by the source.
+#[derive(Clone, Copy, Debug)]
+enum Bytes {
+    Copied,
+    Lent(Lent),
+}
+
 /// Byte source with offset tracking and a small look-ahead for detection.
 struct Input<R> {
     inner: R,
@@ -535,7 +585,7 @@ struct Input<R> {
     lookahead_end: usize,
 }
 
-impl<R: Read> Input<R> {
+impl<R: LegacySource> Input<R> {
     fn new(inner: R) -> Self {
         Input {
             inner,
@@ -687,23 +737,49 @@ impl<R: Read> Input<R> {
         Ok(())
     }
 
-    /// Read `len` bytes into `out` (cleared first), growing it as the data arrives so that a
-    /// truncated input never causes a large allocation.
+    /// Read `len` bytes into `out` (whose length becomes `len`), growing it as the data
+    /// arrives so that a truncated input never causes a large allocation. Bytes `out` already
+    /// holds are overwritten, not zeroed first.
     fn read_vec(
         &mut self,
         out: &mut Vec<u8>,
         len: usize,
         what: &'static str,
     ) -> Result<(), LegacyError> {
-        out.clear();
         let start = self.offset;
-        while out.len() < len {
-            let old = out.len();
-            let step = (len - old).min(READ_STEP);
-            out.resize(old + step, 0);
-            self.fill(&mut out[old..], what, start, len as u64)?;
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(READ_STEP);
+            if out.len() < done + step {
+                out.resize(done + step, 0);
+            }
+            self.fill(&mut out[done..done + step], what, start, len as u64)?;
+            done += step;
         }
+        out.truncate(len);
         Ok(())
+    }
+
+    /// Consume `len` bytes: lent in place by the source when it can, else read into `out` as
+    /// [`Input::read_vec`] does.
+    fn take(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<Bytes, LegacyError> {
+        if self.lookahead_start == self.lookahead_end {
+            let lent = self.inner.lend(len).map_err(|source| LegacyError::Io {
+                offset: self.offset,
+                source,
+            })?;
+            if let Some(lent) = lent {
+                self.offset += len as u64;
+                return Ok(Bytes::Lent(lent));
+            }
+        }
+        self.read_vec(out, len, what)?;
+        Ok(Bytes::Copied)
     }
 
     /// Read and discard `len` bytes.
@@ -839,8 +915,8 @@ fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
 
 /// Pull reader for a legacy stream. Call [`LegacyReader::next_record`] until it returns
 /// `Ok(None)` (the stream is complete) or an error.
-pub struct LegacyReader<R> {
-    input: Input<R>,
+pub struct LegacyReader<S> {
+    input: Input<S>,
     options: ReaderOptions,
     state: State,
     width: Width,
@@ -851,15 +927,24 @@ pub struct LegacyReader<R> {
     qemu_total: u64,
     words: Vec<u64>,
     data: Vec<u8>,
+    /// Where the page data of the last batch is.
+    pages: Bytes,
     extended: [u8; EXTENDED_VCPU_CONTEXT_SIZE],
     xsave: Vec<u8>,
 }
 
-impl<R: Read> LegacyReader<R> {
-    /// A reader over `input`.
+impl<R: Read> LegacyReader<Copying<R>> {
+    /// A reader over `input`, copying everything out of it.
     pub fn new(input: R, options: ReaderOptions) -> Self {
+        LegacyReader::with_source(Copying(input), options)
+    }
+}
+
+impl<S: LegacySource> LegacyReader<S> {
+    /// A reader over `source`, which may lend page data in place.
+    pub fn with_source(source: S, options: ReaderOptions) -> Self {
         LegacyReader {
-            input: Input::new(input),
+            input: Input::new(source),
             options,
             state: State::XlHeader,
             width: options.width.unwrap_or(Width::Bits64),
@@ -870,6 +955,7 @@ impl<R: Read> LegacyReader<R> {
             qemu_total: 0,
             words: Vec::new(),
             data: Vec::new(),
+            pages: Bytes::Copied,
             extended: [0; EXTENDED_VCPU_CONTEXT_SIZE],
             xsave: Vec::new(),
         }
@@ -920,7 +1006,10 @@ impl<R: Read> LegacyReader<R> {
             },
             Step::PageBatch => Record::PageBatch {
                 entries: &self.words,
-                pages: &self.data,
+                pages: match self.pages {
+                    Bytes::Copied => &self.data,
+                    Bytes::Lent(lent) => self.input.inner.lent(lent),
+                },
             },
             Step::EnableVerifyMode => Record::EnableVerifyMode,
             Step::VcpuInfo { max_vcpu_id } => match &self.vcpus {
@@ -1329,8 +1418,9 @@ impl<R: Read> LegacyReader<R> {
                 .iter()
                 .filter(|&&e| legacy_entry_has_data(e))
                 .count();
-            self.input
-                .read_vec(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+            self.pages = self
+                .input
+                .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
             return Ok(Step::PageBatch);
         }
         if id == 0 {

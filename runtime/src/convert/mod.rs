@@ -8,18 +8,21 @@
 
 pub mod codec_sink;
 pub mod legacy;
+pub mod mapped;
 
 #[cfg(test)]
 mod tests;
 
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 
 pub use codec_sink::CodecSink;
 use legacy::{
-    ChunkId, GuestType, LegacyError, LegacyReader, QemuRecordKind, ReaderOptions, Record, Width,
-    XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK, MAX_BATCH_SIZE,
-    XL_MANDATORY_FLAG_STREAMV2,
+    ChunkId, Copying, GuestType, LegacyError, LegacyReader, LegacySource, QemuRecordKind,
+    ReaderOptions, Record, Width, XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK,
+    MAX_BATCH_SIZE, XL_MANDATORY_FLAG_STREAMV2,
 };
+pub use mapped::MappedFile;
 
 use crate::{libxc, libxl};
 
@@ -379,8 +382,18 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
     sink: &mut S,
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary, ConvertError> {
+    convert_from(Copying(input), sink, opts)
+}
+
+/// [`convert`] from any [`LegacySource`]: one that lends page data in place (a
+/// [`MappedFile`]) saves a copy of every page.
+pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
+    input: L,
+    sink: &mut S,
+    opts: &ConvertOptions,
+) -> Result<ConvertSummary, ConvertError> {
     let libxl = opts.format == OutputFormat::Libxl;
-    let mut reader = LegacyReader::new(
+    let mut reader = LegacyReader::with_source(
         input,
         ReaderOptions {
             width: opts.width,
@@ -661,12 +674,33 @@ pub fn convert_to<R: Read, W: Write>(
     output: W,
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary, ConvertError> {
-    let mut sink = CodecSink::new(output);
-    let mut summary = convert(
-        BufReader::with_capacity(INPUT_BUFFER, input),
-        &mut sink,
+    convert_source_to(
+        Copying(BufReader::with_capacity(INPUT_BUFFER, input)),
+        output,
         opts,
-    )?;
+    )
+}
+
+/// [`convert_to`] from a regular file, read from its current position through a sliding
+/// memory map ([`MappedFile`]): page data goes from the page cache to `output` without an
+/// intermediate copy. Falls back to reading where the file cannot be mapped.
+pub fn convert_file_to<W: Write>(
+    input: File,
+    output: W,
+    opts: &ConvertOptions,
+) -> Result<ConvertSummary, ConvertError> {
+    let source = MappedFile::new(input).map_err(|source| LegacyError::Io { offset: 0, source })?;
+    convert_source_to(source, output, opts)
+}
+
+/// [`convert_to`] from any [`LegacySource`].
+pub fn convert_source_to<L: LegacySource, W: Write>(
+    input: L,
+    output: W,
+    opts: &ConvertOptions,
+) -> Result<ConvertSummary, ConvertError> {
+    let mut sink = CodecSink::new(output);
+    let mut summary = convert_from(input, &mut sink, opts)?;
     emit(summary.input_bytes, "the end of the output", sink.flush())?;
     summary.output_bytes = sink.output_bytes();
     Ok(summary)

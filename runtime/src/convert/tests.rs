@@ -1288,3 +1288,111 @@ fn hvm_streams_starting_with_verify_mode_are_not_mistaken_for_pv() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mapped files.
+
+/// A file in the temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("xenmig-convert-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("write temporary file");
+        TempFile(path)
+    }
+
+    fn open_at(&self, offset: u64) -> std::fs::File {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.0).expect("open temporary file");
+        f.seek(SeekFrom::Start(offset)).expect("seek");
+        f
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn mapped_files_convert_vectors_byte_exact_from_their_position() {
+    use std::io::Seek;
+    for case in convert_cases() {
+        // Something before the stream, as when a caller has read an xl header already.
+        let mut bytes = vec![0xA5; 100];
+        bytes.extend_from_slice(&case.input);
+        let file = TempFile::new(&case.name, &bytes);
+        let f = file.open_at(100);
+        let mut shared = f.try_clone().expect("clone");
+        let mut out = Vec::new();
+        let summary = convert_file_to(f, &mut out, &case.opts)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert!(out == case.expected, "{}: mapped output differs", case.name);
+        assert_eq!(summary.output_bytes, out.len() as u64);
+        // The descriptor is left after what was consumed.
+        assert_eq!(
+            shared.stream_position().expect("position"),
+            100 + summary.input_bytes,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn mapped_files_report_truncation_like_streams() {
+    for case in convert_cases() {
+        let len = case.input.len();
+        for cut in [0, 9, len / 3, len / 2, len - 4097, len - 1] {
+            let file = TempFile::new(&format!("{}-{cut}", case.name), &case.input[..cut]);
+            let mapped = convert_file_to(file.open_at(0), Vec::new(), &case.opts)
+                .expect_err("truncated input");
+            let streamed = run_err(&case.input[..cut], &case.opts);
+            assert_eq!(
+                mapped.to_string(),
+                streamed.to_string(),
+                "{} cut at {cut:#x}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn mapped_windows_slide_over_large_inputs() {
+    // Nine full batches (36 MiB of pages) cross three windows; a batch straddles each window
+    // boundary.
+    let width = Width::Bits64;
+    let mut b = Builder::new(width);
+    b.ulong(9 * 1024);
+    for batch in 0..9u64 {
+        b.i32(1024);
+        for i in 0..1024 {
+            b.ulong(batch * 1024 + i);
+        }
+        for i in 0..1024u64 {
+            b.u64(batch * 1024 + i).fill((i % 251) as u8, PAGE_SIZE - 8);
+        }
+    }
+    b.i32(0)
+        .u64(5)
+        .u64(6)
+        .u64(7)
+        .u32(8)
+        .fill(0x44, 8)
+        .raw(b"DeviceModelRecord0002")
+        .u32(4)
+        .raw(b"QEVM");
+    let o = opts(width, GuestType::Hvm, OutputFormat::Libxl);
+    let (streamed, summary) = run(&b.bytes, &o).expect("streamed");
+    assert_eq!(summary.page_data_records, 9);
+    let file = TempFile::new("windows", &b.bytes);
+    let mut mapped = Vec::new();
+    let summary = convert_file_to(file.open_at(0), &mut mapped, &o).expect("mapped");
+    assert_eq!(summary.pages, 9 * 1024);
+    assert!(mapped == streamed, "mapped and streamed outputs differ");
+    assert!(b.bytes.len() > 2 * mapped::WINDOW);
+}
