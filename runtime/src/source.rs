@@ -42,10 +42,9 @@ impl<'a> SliceSource<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
         SliceSource { bytes, pos: 0 }
     }
-}
 
-impl Source for SliceSource<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], Short> {
+    /// [`Source::take`], borrowing from the input itself.
+    fn take_slice(&mut self, n: usize) -> Result<&'a [u8], Short> {
         let avail = self.bytes.len().saturating_sub(self.pos);
         if n > avail {
             self.pos = self.bytes.len();
@@ -56,17 +55,33 @@ impl Source for SliceSource<'_> {
         Ok(s)
     }
 
-    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]> {
+    /// [`Source::take_upto`], borrowing from the input itself.
+    fn take_upto_slice(&mut self, n: usize) -> &'a [u8] {
         let avail = self.bytes.len().saturating_sub(self.pos);
         let n = n.min(avail);
         let s = self.bytes.get(self.pos..self.pos + n).unwrap_or_default();
         self.pos += n;
-        Ok(s)
+        s
+    }
+
+    /// [`Source::peek`], borrowing from the input itself.
+    fn peek_slice(&self, n: usize) -> &'a [u8] {
+        let end = self.pos.saturating_add(n).min(self.bytes.len());
+        self.bytes.get(self.pos..end).unwrap_or_default()
+    }
+}
+
+impl Source for SliceSource<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Short> {
+        self.take_slice(n)
+    }
+
+    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]> {
+        Ok(self.take_upto_slice(n))
     }
 
     fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
-        let end = self.pos.saturating_add(n).min(self.bytes.len());
-        Ok(self.bytes.get(self.pos..end).unwrap_or_default())
+        Ok(self.peek_slice(n))
     }
 
     fn offset(&self) -> u64 {
@@ -85,6 +100,126 @@ impl Source for SliceSource<'_> {
             // address is inside the slice, and sse is part of x86_64's baseline.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
         }
+    }
+}
+
+/// Octets a [`MappedSource`] reads past before it releases them.
+pub const RELEASE_STEP: usize = 8 << 20;
+
+/// Releases start and end at multiples of this (a multiple of every page size in use).
+const RELEASE_ALIGN: usize = 64 << 10;
+
+/// A memory-mapped file, read in place like [`SliceSource`], that gives the pages it has
+/// read past back to the kernel.
+///
+/// Mapped page-cache pages count in a process's resident size, and the kernel maps a whole
+/// folio (and its fault-around neighbours) on each fault: a verifier that touches one header
+/// per 32 KiB record would end up with the whole file resident. Every [`RELEASE_STEP`] octets
+/// the part already consumed is dropped from the mapping with `MADV_DONTNEED`; the pages stay
+/// in the page cache, and the resident size stays bounded whatever the file's size.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct MappedSource {
+    map: memmap2::Mmap,
+    /// Offset in the map where the stream starts (a descriptor may be handed over part-read).
+    start: usize,
+    /// Position, from `start`.
+    pos: usize,
+    /// Offset in the map below which the pages were released.
+    released: usize,
+}
+
+#[cfg(unix)]
+impl MappedSource {
+    /// Reads `map` from offset `start`.
+    pub fn new(map: memmap2::Mmap, start: usize) -> Self {
+        MappedSource {
+            map,
+            start,
+            pos: 0,
+            released: 0,
+        }
+    }
+
+    /// The map back.
+    pub fn into_map(self) -> memmap2::Mmap {
+        self.map
+    }
+
+    /// The stream's bytes and the position in them, as a slice source.
+    fn slice(&self) -> SliceSource<'_> {
+        SliceSource {
+            bytes: self.map.get(self.start..).unwrap_or_default(),
+            pos: self.pos,
+        }
+    }
+
+    /// Drops the pages read past from the mapping, once there are enough of them.
+    fn release(&mut self) {
+        let at = self.start.saturating_add(self.pos) / RELEASE_ALIGN * RELEASE_ALIGN;
+        let at = at.min(self.map.len() / RELEASE_ALIGN * RELEASE_ALIGN);
+        if at >= self.released.saturating_add(RELEASE_STEP) {
+            // Safety: the range is inside the map and behind the position, and no slice of
+            // it is alive (what `take` returns borrows `self` mutably, so it has ended by the
+            // time `take` runs again). The map is a read-only shared mapping of a file, so a
+            // later access would refault the same octets from the page cache.
+            let done = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.released,
+                    at - self.released,
+                )
+            };
+            // A failure leaves the pages mapped: only the resident size suffers.
+            if done.is_ok() {
+                self.released = at;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Source for MappedSource {
+    fn take(&mut self, n: usize) -> Result<&[u8], Short> {
+        self.release();
+        let mut s = SliceSource {
+            bytes: self.map.get(self.start..).unwrap_or_default(),
+            pos: self.pos,
+        };
+        let r = s.take_slice(n);
+        self.pos = s.pos;
+        r
+    }
+
+    fn take_upto(&mut self, n: usize) -> io::Result<&[u8]> {
+        self.release();
+        let mut s = SliceSource {
+            bytes: self.map.get(self.start..).unwrap_or_default(),
+            pos: self.pos,
+        };
+        let r = s.take_upto_slice(n);
+        self.pos = s.pos;
+        Ok(r)
+    }
+
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        let s = SliceSource {
+            bytes: self.map.get(self.start..).unwrap_or_default(),
+            pos: self.pos,
+        };
+        Ok(s.peek_slice(n))
+    }
+
+    fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        Some(self.map.len().saturating_sub(self.start) as u64)
+    }
+
+    fn prefetch(&self, ahead: usize) {
+        self.slice().prefetch(ahead);
     }
 }
 
@@ -244,6 +379,35 @@ mod tests {
             let left = data.len() - a.offset() as usize;
             assert!(matches!(b.take(left + 1), Err(Short::Eof(k)) if k == left));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn mapped_source_reads_like_a_slice_and_releases_behind() {
+        let data: Vec<u8> = (0..(3 * RELEASE_STEP + 12345) as u32)
+            .map(|i| (i ^ (i >> 13)) as u8)
+            .collect();
+        let path = std::env::temp_dir().join(format!("xenmig-mapped-{}", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // Safety: a private temporary file nobody else writes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let start = 100;
+        let mut a = SliceSource::new(&data[start..]);
+        let mut b = MappedSource::new(map, start);
+        assert_eq!(b.len_hint(), Some((data.len() - start) as u64));
+        for n in [8usize, 1 << 20, 7, 5 << 20, 4096, 3 << 20, 9 << 20] {
+            assert_eq!(a.peek(16).unwrap(), b.peek(16).unwrap());
+            assert_eq!(a.take(n).unwrap(), b.take(n).unwrap());
+            assert_eq!(a.offset(), b.offset());
+            b.prefetch(1 << 20);
+        }
+        assert_eq!(a.take_upto(1 << 30).unwrap(), b.take_upto(1 << 30).unwrap());
+        assert!(b.released >= 2 * RELEASE_STEP, "released {}", b.released);
+        assert!(matches!(b.take(1), Err(Short::Eof(0))));
+        // Released pages read back from the page cache.
+        assert_eq!(&b.into_map()[..], &data[..]);
     }
 
     #[test]
