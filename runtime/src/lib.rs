@@ -15,9 +15,11 @@ xenmig_macros::include_spec!("../spec/libxl.yaml");
 xenmig_macros::include_spec!("../spec/xl.yaml");
 
 pub mod convert;
+pub mod dm;
 pub mod domain;
 pub mod error;
 pub mod hooks;
+pub mod libxl_stream;
 pub mod policy;
 pub mod reader;
 pub mod restore;
@@ -30,6 +32,7 @@ pub mod writer;
 pub mod x86;
 #[cfg(feature = "xen")]
 pub mod xen;
+pub mod xlfile;
 
 pub use error::{ErrorKind, Layer, StreamError};
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};

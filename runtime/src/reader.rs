@@ -280,6 +280,26 @@ impl<S: Source> Reader<S> {
         self
     }
 
+    /// The framing: the one given in the options, or detected from the first 8 octets without
+    /// consuming them (a `Read` source reads just those).
+    pub fn detect_framing(&mut self) -> Result<Framing, StreamError> {
+        if let Some(f) = self.framing {
+            return Ok(f);
+        }
+        let head = self.src.peek(8).map_err(|e| StreamError::io(0, &e))?;
+        let f = Framing::detect(head).ok_or_else(|| {
+            StreamError::invalid(
+                0,
+                "framing",
+                format!(
+                    "the first octets {head:02x?} are neither an xl header, a libxl header nor a libxc image header"
+                ),
+            )
+        })?;
+        self.framing = Some(f);
+        Ok(f)
+    }
+
     fn take(&mut self, n: usize, what: &str, layer: Layer) -> Result<&[u8], StreamError> {
         let at = self.src.offset();
         match self.src.take(n) {
@@ -300,23 +320,7 @@ impl<S: Source> Reader<S> {
         loop {
             match self.state {
                 State::Start => {
-                    let framing = match self.framing {
-                        Some(f) => f,
-                        None => {
-                            let head = self.src.peek(8).map_err(|e| StreamError::io(0, &e))?;
-                            let f = Framing::detect(head).ok_or_else(|| {
-                                StreamError::invalid(
-                                    0,
-                                    "framing",
-                                    format!(
-                                        "the first octets {head:02x?} are neither an xl header, a libxl header nor a libxc image header"
-                                    ),
-                                )
-                            })?;
-                            self.framing = Some(f);
-                            f
-                        }
-                    };
+                    let framing = self.detect_framing()?;
                     match framing {
                         Framing::Xl => return self.xl_header(),
                         Framing::Libxl => self.state = State::LibxlHeader,

@@ -1,0 +1,311 @@
+//! The xl save-file container (format-reference §2): a 48-octet header in host byte order,
+//! optional data (u32 config length, then the JSON domain config with its NUL), then the
+//! stream — a libxl stream when STREAMv2 is set, otherwise a legacy (pre-4.6) libxc stream
+//! that xl has converted before restoring.
+//!
+//! Also the JSON domain config of simulated guests ([`SimDomainConfig`]), shaped like libxl's
+//! own (`c_info`, `b_info`), so that a restore can build the same kind of destination.
+
+use crate::domain::GuestType;
+use crate::error::{Layer, StreamError};
+use crate::wire::{DecodeCtx, Endian, Strictness};
+use crate::writer::{StreamWriter, WriteError};
+use crate::xl;
+use std::io::{self, Read, Write};
+
+/// What an xl header and its optional data say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct XlFileInfo {
+    pub mandatory_flags: u32,
+    pub optional_flags: u32,
+    pub optional_data_len: u32,
+    /// The config text without its terminating NUL; `None` when there is no optional data
+    /// or the config is empty.
+    #[serde(skip)]
+    pub config: Option<Vec<u8>>,
+    /// Whether the config is libxl JSON (the JSON flag).
+    pub json: bool,
+    /// 2 when STREAMv2 is set (a libxl stream follows), 1 otherwise (legacy: xl runs the
+    /// conversion helper before restoring).
+    pub stream_version: u32,
+}
+
+impl XlFileInfo {
+    /// The config as text (lossy), for messages.
+    pub fn config_text(&self) -> Option<String> {
+        self.config
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+    }
+}
+
+/// Why an xl header was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum XlError {
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error(
+        "the xl header's STREAMv2 flag is clear (stream_version 1): the body is a legacy \
+         (Xen 4.5 or older) stream, and legacy conversion is needed before it can be restored \
+         (`xenmig convert-legacy`, or Xen's convert-legacy-stream)"
+    )]
+    LegacyConversionNeeded(XlFileInfo),
+    #[error("reading the xl header: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Checks a decoded xl header and its optional data as xl does: known mandatory flags only,
+/// optional data long enough for the config it announces (any extra is ignored).
+pub fn parse(header: &xl::XlHeader, optional_data: &[u8]) -> Result<XlFileInfo, StreamError> {
+    let reserved = header.mandatory_flags.reserved_bits();
+    if reserved != 0 {
+        return Err(StreamError::invalid(
+            36,
+            "mandatory_flags.reserved_bits",
+            format!(
+                "mandatory flags {:#x} carry bits {reserved:#x} xl does not know (JSON = 0x1, STREAMv2 = 0x2): the file cannot be restored",
+                header.mandatory_flags.0
+            ),
+        )
+        .with_item("xl xl_header"));
+    }
+    let json = header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON);
+    let stream_version = if header
+        .mandatory_flags
+        .contains(xl::XlMandatoryFlags::STREAMV2)
+    {
+        2
+    } else {
+        1
+    };
+    let config = if optional_data.is_empty() {
+        None
+    } else {
+        let ctx = DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+        let d = xl::XlOptionalData::decode(optional_data, &ctx)
+            .map_err(|e| StreamError::from_decode(&e, Layer::Xl, xl::XlHeader::SIZE as u64))?;
+        let c = d.config;
+        let c = if json {
+            c.strip_suffix(&[0]).unwrap_or(c)
+        } else {
+            c
+        };
+        (!c.is_empty()).then(|| c.to_vec())
+    };
+    Ok(XlFileInfo {
+        mandatory_flags: header.mandatory_flags.0,
+        optional_flags: header.optional_flags,
+        optional_data_len: header.optional_data_len,
+        config,
+        json,
+        stream_version,
+    })
+}
+
+/// The header and optional data current xl writes: JSON (when there is a config) and
+/// STREAMv2; the config gets its terminating NUL.
+pub fn header_for(config_json: Option<&[u8]>) -> Result<(xl::XlHeader, Vec<u8>), WriteError> {
+    let mut config = config_json.map(<[u8]>::to_vec).unwrap_or_default();
+    let mut flags = xl::XlMandatoryFlags::STREAMV2;
+    if !config.is_empty() {
+        flags = flags.with(xl::XlMandatoryFlags::JSON);
+        if config.last() != Some(&0) {
+            config.push(0);
+        }
+    }
+    let optional = xl::XlOptionalData { config: &config }.encode(Endian::HOST)?;
+    let header = xl::XlHeader {
+        magic: xl::XL_MAGIC,
+        byteorder: xl::XL_BYTEORDER,
+        mandatory_flags: flags,
+        optional_flags: 0,
+        optional_data_len: optional.len() as u32,
+    };
+    Ok((header, optional))
+}
+
+/// Writes the xl header and optional data; returns the octets written.
+pub fn write_header<W: Write>(out: &mut W, config_json: Option<&[u8]>) -> Result<u64, XlError> {
+    let (header, optional) = header_for(config_json)?;
+    let mut w = StreamWriter::new(out);
+    w.xl_header(&header, &optional)?;
+    Ok(w.offset())
+}
+
+/// Reads exactly the xl header and its optional data from `r` (nothing beyond, so the
+/// stream can be read from the same `r`), and checks them. A legacy body (STREAMv2 clear)
+/// is reported as [`XlError::LegacyConversionNeeded`].
+pub fn read_header<R: Read + ?Sized>(r: &mut R) -> Result<XlFileInfo, XlError> {
+    let mut h = [0u8; xl::XlHeader::SIZE];
+    r.read_exact(&mut h)?;
+    let ctx = DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+    let header =
+        xl::XlHeader::decode(&h, &ctx).map_err(|e| StreamError::from_decode(&e, Layer::Xl, 0))?;
+    if header.optional_data_len > crate::reader::MAX_XL_OPTIONAL_DATA {
+        return Err(StreamError::invalid(
+            44,
+            "optional_data_len.max",
+            format!(
+                "optional data of {} octets is over xenmig's limit of {}",
+                header.optional_data_len,
+                crate::reader::MAX_XL_OPTIONAL_DATA
+            ),
+        )
+        .into());
+    }
+    let mut optional = vec![0u8; header.optional_data_len as usize];
+    r.read_exact(&mut optional)?;
+    let info = parse(&header, &optional)?;
+    if info.stream_version == 1 {
+        return Err(XlError::LegacyConversionNeeded(info));
+    }
+    Ok(info)
+}
+
+/// The JSON domain config of a simulated guest: libxl's shape (`c_info.type`, `c_info.name`,
+/// `b_info.max_vcpus`, `b_info.max_memkb`) plus `xenmig_sim` (seed, PV width). Real xl
+/// configs parse too (without the simulator's fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimDomainConfig {
+    pub name: String,
+    pub guest: GuestType,
+    /// Guest memory in octets.
+    pub memory: u64,
+    pub vcpus: u32,
+    /// The source's seed, when the config came from the simulator.
+    pub seed: Option<u64>,
+    /// PV guest width in bits (32 or 64), when the config came from the simulator.
+    pub width: Option<u32>,
+}
+
+impl SimDomainConfig {
+    /// The config as libxl-style JSON (without NUL).
+    pub fn to_json(&self) -> String {
+        let ty = match self.guest {
+            GuestType::X86Pv => "pv",
+            GuestType::X86Hvm => "hvm",
+        };
+        let kb = self.memory / 1024;
+        let mut sim = serde_json::Map::new();
+        if let Some(s) = self.seed {
+            sim.insert("seed".into(), s.into());
+        }
+        if let Some(w) = self.width {
+            sim.insert("width".into(), w.into());
+        }
+        let v = serde_json::json!({
+            "c_info": { "type": ty, "name": self.name },
+            "b_info": {
+                "max_vcpus": self.vcpus,
+                "avail_vcpus": (0..self.vcpus).collect::<Vec<u32>>(),
+                "max_memkb": kb,
+                "target_memkb": kb,
+            },
+            "xenmig_sim": sim,
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    /// Parses a config (a trailing NUL is allowed).
+    pub fn from_json(text: &[u8]) -> Result<SimDomainConfig, String> {
+        let text = text.strip_suffix(&[0]).unwrap_or(text);
+        let v: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| format!("the config is not JSON: {e}"))?;
+        let ty = v
+            .pointer("/c_info/type")
+            .and_then(|t| t.as_str())
+            .ok_or("the config has no c_info.type")?;
+        let guest = match ty {
+            "pv" => GuestType::X86Pv,
+            // PVH guests are x86 HVM domains without a device model.
+            "hvm" | "pvh" => GuestType::X86Hvm,
+            other => return Err(format!("c_info.type `{other}` is not pv, hvm or pvh")),
+        };
+        let name = v
+            .pointer("/c_info/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
+        let vcpus = v
+            .pointer("/b_info/max_vcpus")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(1);
+        let vcpus = u32::try_from(vcpus).map_err(|_| format!("max_vcpus {vcpus} is too large"))?;
+        let memkb = v
+            .pointer("/b_info/max_memkb")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0);
+        let seed = v.pointer("/xenmig_sim/seed").and_then(|n| n.as_u64());
+        let width = v
+            .pointer("/xenmig_sim/width")
+            .and_then(|n| n.as_u64())
+            .and_then(|w| u32::try_from(w).ok());
+        Ok(SimDomainConfig {
+            name,
+            guest,
+            memory: memkb.saturating_mul(1024),
+            vcpus,
+            seed,
+            width,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_rules() {
+        let cfg = SimDomainConfig {
+            name: "g".into(),
+            guest: GuestType::X86Hvm,
+            memory: 64 << 20,
+            vcpus: 2,
+            seed: Some(9),
+            width: None,
+        };
+        let json = cfg.to_json();
+        let mut out = Vec::new();
+        let n = write_header(&mut out, Some(json.as_bytes())).unwrap();
+        assert_eq!(n as usize, out.len());
+        assert_eq!(out.len(), 48 + 4 + json.len() + 1);
+        assert_eq!(*out.last().unwrap(), 0);
+        out.extend_from_slice(b"BODY");
+        let mut r = &out[..];
+        let info = read_header(&mut r).unwrap();
+        assert_eq!(r, b"BODY");
+        assert!(info.json);
+        assert_eq!(info.stream_version, 2);
+        let back = SimDomainConfig::from_json(info.config.as_ref().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+
+        // Unknown mandatory bits, and a legacy body.
+        let mut bad = out.clone();
+        bad[36..40].copy_from_slice(&(0x7u32).to_ne_bytes());
+        assert!(matches!(
+            read_header(&mut &bad[..]),
+            Err(XlError::Stream(_))
+        ));
+        let mut legacy = out.clone();
+        legacy[36..40].copy_from_slice(&(0x1u32).to_ne_bytes());
+        let e = read_header(&mut &legacy[..]).unwrap_err();
+        assert!(matches!(e, XlError::LegacyConversionNeeded(_)));
+        assert!(e.to_string().contains("legacy conversion is needed"));
+        // Optional data too short for the config it announces.
+        let mut short = out.clone();
+        short[48..52].copy_from_slice(&(100_000u32).to_ne_bytes());
+        assert!(read_header(&mut &short[..]).is_err());
+    }
+
+    #[test]
+    fn no_config() {
+        let mut out = Vec::new();
+        write_header(&mut out, None).unwrap();
+        let info = read_header(&mut &out[..]).unwrap();
+        assert_eq!(info.config, None);
+        assert!(!info.json);
+    }
+}
