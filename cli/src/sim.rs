@@ -1,20 +1,29 @@
 //! `xenmig sim save` and `xenmig sim restore`: the save and restore drivers over simulated
-//! domains, so anyone can make real streams and watch a live migration converge.
+//! domains, so anyone can make real streams and watch a live migration converge. Streams are
+//! written as a bare libxc image, a libxl stream (with the simulated device model of HVM
+//! guests) or an xl save file; a restore detects which.
 
 use crate::io::Input;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+use xenmig::dm::{SimDeviceModel, SimGuest};
 use xenmig::domain::{
     CheckpointAnswer, GuestType, PrecopyDecision, PrecopyStats, RestoreCallbacks, SaveCallbacks,
 };
+use xenmig::libxl_stream::{
+    restore_stream, save_libxl, save_xl, Destination, LibxlRestoreError, LibxlRestoreResult,
+    LibxlSaveStats,
+};
 use xenmig::policy::{DowntimeTarget, DowntimeVerdict};
-use xenmig::reader::{Reader, ReaderOptions};
-use xenmig::restore::{restore_new, RestoreOptions, RestoreResult};
+use xenmig::reader::{Framing, Reader, ReaderOptions};
+use xenmig::restore::{RestoreError, RestoreOptions};
 use xenmig::save::{save, SaveOptions, SaveStats, StreamType};
 use xenmig::sim::{SimConfig, SimDomain, Workload, MAX_VCPUS};
 use xenmig::wire::Strictness;
+use xenmig::xlfile::SimDomainConfig;
+use xenmig::StreamError;
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -24,9 +33,11 @@ pub struct SimArgs {
 
 #[derive(clap::Subcommand)]
 enum SimCommand {
-    /// Save a simulated domain; prints `state-digest: HEX` of its state at the final suspend.
+    /// Save a simulated domain; prints `state-digest: HEX` of its state at the final suspend
+    /// (for HVM guests in libxl or xl framing, the device model included).
     Save(SaveArgs),
-    /// Restore a stream into a fresh simulated domain; prints `state-digest: HEX`.
+    /// Restore a stream (libxc, libxl or xl framing, detected) into a fresh simulated domain;
+    /// prints `state-digest: HEX`.
     Restore(RestoreArgs),
 }
 
@@ -66,6 +77,14 @@ struct SaveArgs {
     /// Per-pass statistics as JSON on stderr.
     #[arg(long)]
     json: bool,
+    /// Framing: a bare libxc image, a libxl stream (HVM guests get a simulated device model,
+    /// whose xenstore keys and context the stream carries), or an xl save file (xl header with
+    /// the JSON domain config, then the libxl stream).
+    #[arg(long, default_value = "libxc", value_parser = ["libxc", "libxl", "xl"])]
+    frame: String,
+    /// Domain name written in the xl config.
+    #[arg(long, default_value = "xenmig-sim")]
+    name: String,
     /// Where the stream goes (`-` for stdout).
     #[arg(short = 'o', long = "out")]
     out: String,
@@ -147,27 +166,27 @@ struct SaveCb {
     report: Box<dyn Write>,
 }
 
-impl SaveCallbacks<SimDomain> for SaveCb {
-    fn suspend(&mut self, dom: &mut SimDomain) -> bool {
-        dom.suspend();
-        self.digest_at_suspend = Some(dom.state_digest_hex());
+impl SaveCallbacks<SimGuest> for SaveCb {
+    fn suspend(&mut self, g: &mut SimGuest) -> bool {
+        g.dom.suspend();
+        self.digest_at_suspend = Some(g.state_digest_hex());
         true
     }
 
-    fn postcopy(&mut self, dom: &mut SimDomain) -> i32 {
+    fn postcopy(&mut self, g: &mut SimGuest) -> i32 {
         self.epoch += 1;
         let d = self.digest_at_suspend.clone().unwrap_or_default();
         let _ = writeln!(self.report, "epoch {} state-digest: {d}", self.epoch);
         self.digests.push(d);
-        dom.resume();
+        g.dom.resume();
         1
     }
 
-    fn checkpoint(&mut self, dom: &mut SimDomain) -> i32 {
+    fn checkpoint(&mut self, g: &mut SimGuest) -> i32 {
         match self.remus {
             Some(n) if self.epoch < n => {
                 // The guest runs for one checkpoint interval.
-                dom.run_for(self.interval);
+                g.dom.run_for(self.interval);
                 1
             }
             _ => 0,
@@ -215,6 +234,7 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
     if a.verify_mode && (!a.live || a.remus.is_some()) {
         bail!("--verify-mode needs --live and a plain (not --remus) save, as in Xen");
     }
+    let frame: Framing = a.frame.parse().map_err(|e: String| anyhow!(e))?;
     let mut dom = SimDomain::build(SimConfig {
         guest,
         width: (a.width / 8) as u8,
@@ -230,6 +250,19 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
             seed: a.seed ^ 0x5eed,
         }));
     }
+    // libxl saves an HVM guest's device model with it; a bare libxc image has no room for it.
+    let dm = (guest == GuestType::X86Hvm && frame != Framing::Libxc)
+        .then(|| SimDeviceModel::build(a.seed));
+    let mut dom = SimGuest::new(dom, dm);
+    let config = SimDomainConfig {
+        name: a.name.clone(),
+        guest,
+        memory: pages * 4096,
+        vcpus: a.vcpus,
+        seed: Some(a.seed),
+        width: (guest == GuestType::X86Pv).then_some(a.width),
+    }
+    .to_json();
     let to_stdout = a.out == "-";
     let report: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stderr())
@@ -255,34 +288,35 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
         },
         ..SaveOptions::default()
     };
-    let stats = if to_stdout {
+    let (stats, libxl_stats) = if to_stdout {
         let mut out = raw_stdout();
-        let (stats, _) = save(
+        let (stats, libxl_stats, mut w) = save_framed(
+            frame,
             &mut dom,
             &mut cb,
             std::io::BufWriter::with_capacity(1 << 20, &mut *out),
             opts,
-            None,
-        )
-        .map_err(|e| anyhow!("save failed: {e}"))?;
-        stats
+            &config,
+        )?;
+        w.flush().context("cannot write the stream to stdout")?;
+        (stats, libxl_stats)
     } else {
         let spec = crate::io::OutputSpec::from_path_arg(&a.out);
         let mut output = spec
             .create()
             .with_context(|| format!("cannot create {}", a.out))?;
-        let (stats, _) = save(&mut dom, &mut cb, &mut output, opts, None)
-            .map_err(|e| anyhow!("save failed: {e}"))?;
+        let (stats, libxl_stats, _) =
+            save_framed(frame, &mut dom, &mut cb, &mut output, opts, &config)?;
         output
             .commit()
             .with_context(|| format!("cannot write {}", a.out))?;
-        stats
+        (stats, libxl_stats)
     };
     let verdict = match &cb.policy {
         Policy::Downtime(p) => p.verdict.clone(),
         Policy::Xen => None,
     };
-    print_stats(&stats, verdict.as_ref(), a.json);
+    print_stats(&stats, libxl_stats.as_ref(), verdict.as_ref(), a.json);
     if a.remus.is_none() {
         let d = cb
             .digest_at_suspend
@@ -293,10 +327,55 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_stats(stats: &SaveStats, verdict: Option<&DowntimeVerdict>, json: bool) {
+/// Saves in the chosen framing; the libxl figures come with libxl and xl framing.
+fn save_framed<W: Write>(
+    frame: Framing,
+    dom: &mut SimGuest,
+    cb: &mut SaveCb,
+    out: W,
+    opts: SaveOptions,
+    config: &str,
+) -> Result<(SaveStats, Option<LibxlSaveStats>, W)> {
+    match frame {
+        Framing::Libxc => {
+            let (stats, w) =
+                save(dom, cb, out, opts, None).map_err(|e| anyhow!("save failed: {e}"))?;
+            Ok((stats, None, w))
+        }
+        Framing::Libxl => {
+            let (s, w) =
+                save_libxl(dom, cb, out, opts, None).map_err(|e| anyhow!("save failed: {e}"))?;
+            Ok((s.libxc.clone(), Some(s), w))
+        }
+        Framing::Xl => {
+            let (s, w) = save_xl(dom, cb, out, opts, Some(config.as_bytes()), None)
+                .map_err(|e| anyhow!("save failed: {e}"))?;
+            Ok((s.libxc.clone(), Some(s), w))
+        }
+    }
+}
+
+fn print_stats(
+    stats: &SaveStats,
+    libxl: Option<&LibxlSaveStats>,
+    verdict: Option<&DowntimeVerdict>,
+    json: bool,
+) {
     let mut err = std::io::stderr().lock();
     if json {
-        let v = serde_json::json!({ "save": stats, "downtime_policy": verdict });
+        let v = match libxl {
+            Some(l) => serde_json::json!({
+                "save": stats,
+                "downtime_policy": verdict,
+                "libxl": {
+                    "bytes": l.bytes,
+                    "libxl_records": l.libxl_records,
+                    "checkpoints": l.checkpoints,
+                    "emulator_records": l.emulator_records,
+                },
+            }),
+            None => serde_json::json!({ "save": stats, "downtime_policy": verdict }),
+        };
         let _ = writeln!(err, "{v}");
         return;
     }
@@ -337,14 +416,61 @@ fn print_stats(stats: &SaveStats, verdict: Option<&DowntimeVerdict>, json: bool)
     if let Some(v) = verdict {
         let _ = writeln!(err, "downtime policy: {}", v.reason);
     }
+    if let Some(l) = libxl {
+        let _ = writeln!(
+            err,
+            "libxl: {} records ({} emulator, {} checkpoint ends), stream {:.1} MiB",
+            l.libxl_records,
+            l.emulator_records,
+            l.checkpoints,
+            l.bytes as f64 / (1 << 20) as f64
+        );
+    }
 }
 
 struct RestoreCb;
 
-impl RestoreCallbacks<SimDomain> for RestoreCb {
-    fn checkpoint(&mut self, _dom: &mut SimDomain) -> CheckpointAnswer {
+impl RestoreCallbacks<SimGuest> for RestoreCb {
+    fn checkpoint(&mut self, _g: &mut SimGuest) -> CheckpointAnswer {
         CheckpointAnswer::Success
     }
+}
+
+/// The destination a stream asks for: the guest type of its domain header (an xl config
+/// must name the same one, and gives the vcpu count); HVM guests in libxl framing get an
+/// empty device model for the emulator records to load into.
+fn destination(d: &Destination<'_>, seed: u64) -> Result<SimGuest, RestoreError> {
+    let mut vcpus = MAX_VCPUS;
+    if let Some(c) = d.config {
+        let bad = |detail: String| {
+            RestoreError::Stream(
+                StreamError::invalid(48, "xl.config", detail).with_item("xl config"),
+            )
+        };
+        let cfg = SimDomainConfig::from_json(c).map_err(bad)?;
+        if cfg.guest != d.guest {
+            return Err(bad(format!(
+                "the config describes a {:?} guest, the stream a {:?} one",
+                cfg.guest, d.guest
+            )));
+        }
+        eprintln!(
+            "xl config: {} ({}, {} vcpus, {} MiB)",
+            cfg.name,
+            if cfg.guest == GuestType::X86Hvm {
+                "hvm"
+            } else {
+                "pv"
+            },
+            cfg.vcpus,
+            cfg.memory >> 20
+        );
+        vcpus = cfg.vcpus.clamp(1, MAX_VCPUS);
+    }
+    let dom = SimDomain::empty_for_restore(d.guest, 0, vcpus, seed);
+    let dm =
+        (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc).then(SimDeviceModel::empty);
+    Ok(SimGuest::new(dom, dm))
 }
 
 fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
@@ -367,27 +493,40 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
         console_evtchn: 2,
     };
     let seed = a.seed;
-    let make = move |guest: GuestType, _h: &xenmig::libxc::DomainHeader| {
-        Ok(SimDomain::empty_for_restore(guest, 0, MAX_VCPUS, seed))
-    };
-    let result: Result<(SimDomain, RestoreResult), xenmig::restore::RestoreError> = match opened {
+    let make = move |d: &Destination<'_>| destination(d, seed);
+    let result: Result<(SimGuest, LibxlRestoreResult), LibxlRestoreError> = match opened {
         crate::io::Opened::File(f) => {
             // The file is only read while mapped.
             let map = unsafe { memmap2::Mmap::map(&f) }
                 .with_context(|| format!("cannot map {}", input.describe()))?;
             let mut r = Reader::from_slice(&map, opts);
-            restore_new(make, &mut RestoreCb, &mut r, ropts)
+            restore_stream(make, &mut RestoreCb, &mut r, ropts)
         }
         crate::io::Opened::Stream(s) => {
             let mut r = Reader::from_read(s, opts);
-            restore_new(make, &mut RestoreCb, &mut r, ropts)
+            restore_stream(make, &mut RestoreCb, &mut r, ropts)
         }
     };
     match result {
-        Ok((dom, res)) => {
+        Ok((dom, lres)) => {
+            let res = &lres.libxc;
             if a.json {
-                let v =
-                    serde_json::json!({ "restore": res, "state_digest": dom.state_digest_hex() });
+                let v = if lres.framing == Some(Framing::Libxc) {
+                    serde_json::json!({ "restore": res, "state_digest": dom.state_digest_hex() })
+                } else {
+                    serde_json::json!({
+                        "restore": res,
+                        "libxl": {
+                            "framing": lres.framing,
+                            "xl": lres.xl,
+                            "libxl_records": lres.libxl_records,
+                            "checkpoints": lres.checkpoints,
+                            "emulator_records": lres.emulator_records,
+                            "end": lres.end,
+                        },
+                        "state_digest": dom.state_digest_hex(),
+                    })
+                };
                 eprintln!("{v}");
             } else if res.failed_over {
                 eprintln!(
