@@ -67,7 +67,7 @@ fn every_framing_round_trips_through_the_cli() {
 
 #[test]
 fn remus_in_xl_framing_through_a_pipe() {
-    let save = xenmig()
+    let mut save = xenmig()
         .args([
             "sim",
             "save",
@@ -90,11 +90,12 @@ fn remus_in_xl_framing_through_a_pipe() {
         .unwrap();
     let restore = xenmig()
         .args(["sim", "restore", "-"])
-        .stdin(save.stdout.unwrap())
+        .stdin(save.stdout.take().unwrap())
         .output()
         .unwrap();
     let mut err = Vec::new();
-    std::io::Read::read_to_end(&mut save.stderr.unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_end(&mut save.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(save.wait().unwrap().success());
     let epochs = digests(&err);
     assert_eq!(epochs.len(), 3, "{}", String::from_utf8_lossy(&err));
     assert!(restore.status.success(), "{restore:?}");
