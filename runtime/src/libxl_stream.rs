@@ -307,7 +307,11 @@ where
 /// is the COLO secondary's stream (CHECKPOINT_STATE messages and dirty pfn lists).
 ///
 /// A checkpointed save ends without END when the callbacks stop checkpointing: the
-/// secondary then fails over.
+/// secondary then fails over. Remus: the toolstack's `postcopy` resumes the guest (the layer
+/// then resumes the device model) and its `checkpoint` says whether to go on, after the layer
+/// wrote the checkpoint's libxl records. COLO: the layer answers `checkpoint` itself (libxl
+/// records, then the secondary's READY); `postcopy` is followed by RESUMED, and the
+/// toolstack's `wait_checkpoint` decides on the next checkpoint, announced with NEW.
 pub fn save_libxl<D, C, W>(
     dom: &mut D,
     cb: &mut C,
