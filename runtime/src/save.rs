@@ -430,7 +430,11 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
 
     /// COLO: the secondary's dirty pfns, as one CHECKPOINT_DIRTY_PFN_LIST record.
     fn read_dirty_pfn_list(&mut self, bc: &mut dyn Read) -> Result<(), SaveError> {
-        let mut r = Reader::from_read(bc, ReaderOptions::default()).libxc_records_only();
+        let mut r = Reader::new(
+            crate::source::ReadSource::new(bc).exact(),
+            ReaderOptions::default(),
+        )
+        .libxc_records_only();
         let rec = match r
             .next_item()
             .map_err(|e| SaveError::BackChannel(e.to_string()))?
