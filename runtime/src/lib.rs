@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod hooks;
 pub mod libxl_stream;
+pub mod migrate;
 pub mod policy;
 pub mod reader;
 pub mod restore;
