@@ -3,6 +3,9 @@
 //! written as a bare libxc image, a libxl stream (with the simulated device model of HVM
 //! guests) or an xl save file; a restore detects which.
 
+#[path = "sim_migrate.rs"]
+mod sim_migrate;
+
 use crate::io::Input;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -39,10 +42,18 @@ enum SimCommand {
     /// Restore a stream (libxc, libxl or xl framing, detected) into a fresh simulated domain;
     /// prints `state-digest: HEX`.
     Restore(RestoreArgs),
+    /// Migrate a simulated domain to `xenmig sim migrate-receive` over loopback TCP with xl's
+    /// protocol; prints `state-digest: HEX` at the final suspend, `guest: STATE` lines, the
+    /// time, bytes and downtime.
+    Migrate(sim_migrate::MigrateArgs),
+    /// Receive one migration (xl's `migrate-receive`); prints `state-digest: HEX` after the
+    /// restore and `guest: STATE` lines.
+    MigrateReceive(sim_migrate::ReceiveArgs),
 }
 
+/// The simulated domain a save or a migration starts from.
 #[derive(clap::Args)]
-struct SaveArgs {
+pub(crate) struct DomainArgs {
     /// Guest type.
     #[arg(long, default_value = "pv", value_parser = ["pv", "hvm"])]
     guest: String,
@@ -56,9 +67,6 @@ struct SaveArgs {
     vcpus: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Precopy passes while the guest runs.
-    #[arg(long)]
-    live: bool,
     /// Pages the guest dirties per second (simulated time) while it runs.
     #[arg(long, default_value_t = 0)]
     dirty_rate: u64,
@@ -68,6 +76,18 @@ struct SaveArgs {
     /// Simulated link bandwidth in bytes per second (drives the simulated clock).
     #[arg(long, default_value = "1G")]
     bandwidth: String,
+    /// Domain name written in the xl config.
+    #[arg(long, default_value = "xenmig-sim")]
+    name: String,
+}
+
+#[derive(clap::Args)]
+struct SaveArgs {
+    #[command(flatten)]
+    domain: DomainArgs,
+    /// Precopy passes while the guest runs.
+    #[arg(long)]
+    live: bool,
     /// Checkpoint N epochs (Remus), then close the stream without END.
     #[arg(long, value_name = "EPOCHS")]
     remus: Option<u32>,
@@ -82,9 +102,6 @@ struct SaveArgs {
     /// the JSON domain config, then the libxl stream).
     #[arg(long, default_value = "libxc", value_parser = ["libxc", "libxl", "xl"])]
     frame: String,
-    /// Domain name written in the xl config.
-    #[arg(long, default_value = "xenmig-sim")]
-    name: String,
     /// Where the stream goes (`-` for stdout).
     #[arg(short = 'o', long = "out")]
     out: String,
@@ -111,6 +128,8 @@ pub fn run(a: SimArgs) -> ExitCode {
     let r = match a.command {
         SimCommand::Save(s) => sim_save(s),
         SimCommand::Restore(r) => sim_restore(r),
+        SimCommand::Migrate(m) => sim_migrate::sim_migrate(m),
+        SimCommand::MigrateReceive(m) => sim_migrate::sim_migrate_receive(m),
     };
     match r {
         Ok(code) => code,
@@ -151,25 +170,52 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("`{s}` is too large"))
 }
 
-enum Policy {
+pub(crate) enum Policy {
     Xen,
     Downtime(DowntimeTarget),
 }
 
-struct SaveCb {
-    policy: Policy,
-    remus: Option<u32>,
-    epoch: u32,
-    digest_at_suspend: Option<String>,
-    digests: Vec<String>,
-    interval: Duration,
-    report: Box<dyn Write>,
+pub(crate) struct SaveCb {
+    pub(crate) policy: Policy,
+    pub(crate) remus: Option<u32>,
+    pub(crate) epoch: u32,
+    pub(crate) digest_at_suspend: Option<String>,
+    pub(crate) digests: Vec<String>,
+    pub(crate) interval: Duration,
+    pub(crate) report: Box<dyn Write>,
+    /// When the guest was last suspended.
+    pub(crate) suspended_at: Option<std::time::Instant>,
+    /// Print `guest: suspended` at each suspend (migration).
+    pub(crate) announce: bool,
+    /// Called after each Remus checkpoint is out, with its epoch (fault injection).
+    pub(crate) after_checkpoint: Option<Box<dyn FnMut(u32)>>,
+}
+
+impl SaveCb {
+    pub(crate) fn new(policy: Policy, remus: Option<u32>, report: Box<dyn Write>) -> Self {
+        SaveCb {
+            policy,
+            remus,
+            epoch: 0,
+            digest_at_suspend: None,
+            digests: Vec::new(),
+            interval: Duration::from_millis(100),
+            report,
+            suspended_at: None,
+            announce: false,
+            after_checkpoint: None,
+        }
+    }
 }
 
 impl SaveCallbacks<SimGuest> for SaveCb {
     fn suspend(&mut self, g: &mut SimGuest) -> bool {
         g.dom.suspend();
+        self.suspended_at = Some(std::time::Instant::now());
         self.digest_at_suspend = Some(g.state_digest_hex());
+        if self.announce {
+            let _ = writeln!(self.report, "guest: suspended");
+        }
         true
     }
 
@@ -183,6 +229,9 @@ impl SaveCallbacks<SimGuest> for SaveCb {
     }
 
     fn checkpoint(&mut self, g: &mut SimGuest) -> i32 {
+        if let Some(f) = &mut self.after_checkpoint {
+            f(self.epoch);
+        }
         match self.remus {
             Some(n) if self.epoch < n => {
                 // The guest runs for one checkpoint interval.
@@ -208,7 +257,17 @@ fn raw_stdout() -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) })
 }
 
-fn sim_save(a: SaveArgs) -> Result<ExitCode> {
+/// A simulated domain built from the domain options.
+pub(crate) struct Built {
+    pub(crate) guest: SimGuest,
+    pub(crate) policy: Policy,
+    /// The xl domain config (JSON).
+    pub(crate) config: String,
+}
+
+/// Builds the domain the options describe; `with_dm`: HVM guests get a simulated device
+/// model (libxl and xl framing carry it).
+pub(crate) fn build_guest(a: &DomainArgs, with_dm: bool) -> Result<Built> {
     let guest = if a.guest == "hvm" {
         GuestType::X86Hvm
     } else {
@@ -231,10 +290,6 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
             None => bail!("--policy must be `xen` or `downtime:MS`, got `{p}`"),
         },
     };
-    if a.verify_mode && (!a.live || a.remus.is_some()) {
-        bail!("--verify-mode needs --live and a plain (not --remus) save, as in Xen");
-    }
-    let frame: Framing = a.frame.parse().map_err(|e: String| anyhow!(e))?;
     let mut dom = SimDomain::build(SimConfig {
         guest,
         width: (a.width / 8) as u8,
@@ -251,9 +306,7 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
         }));
     }
     // libxl saves an HVM guest's device model with it; a bare libxc image has no room for it.
-    let dm = (guest == GuestType::X86Hvm && frame != Framing::Libxc)
-        .then(|| SimDeviceModel::build(a.seed));
-    let mut dom = SimGuest::new(dom, dm);
+    let dm = (guest == GuestType::X86Hvm && with_dm).then(|| SimDeviceModel::build(a.seed));
     let config = SimDomainConfig {
         name: a.name.clone(),
         guest,
@@ -263,21 +316,30 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
         width: (guest == GuestType::X86Pv).then_some(a.width),
     }
     .to_json();
+    Ok(Built {
+        guest: SimGuest::new(dom, dm),
+        policy,
+        config,
+    })
+}
+
+fn sim_save(a: SaveArgs) -> Result<ExitCode> {
+    if a.verify_mode && (!a.live || a.remus.is_some()) {
+        bail!("--verify-mode needs --live and a plain (not --remus) save, as in Xen");
+    }
+    let frame: Framing = a.frame.parse().map_err(|e: String| anyhow!(e))?;
+    let Built {
+        guest: mut dom,
+        policy,
+        config,
+    } = build_guest(&a.domain, frame != Framing::Libxc)?;
     let to_stdout = a.out == "-";
     let report: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
     };
-    let mut cb = SaveCb {
-        policy,
-        remus: a.remus,
-        epoch: 0,
-        digest_at_suspend: None,
-        digests: Vec::new(),
-        interval: Duration::from_millis(100),
-        report,
-    };
+    let mut cb = SaveCb::new(policy, a.remus, report);
     let opts = SaveOptions {
         live: a.live,
         debug: a.verify_mode,
@@ -355,7 +417,7 @@ fn save_framed<W: Write>(
     }
 }
 
-fn print_stats(
+pub(crate) fn print_stats(
     stats: &SaveStats,
     libxl: Option<&LibxlSaveStats>,
     verdict: Option<&DowntimeVerdict>,
@@ -428,7 +490,7 @@ fn print_stats(
     }
 }
 
-struct RestoreCb;
+pub(crate) struct RestoreCb;
 
 impl RestoreCallbacks<SimGuest> for RestoreCb {
     fn checkpoint(&mut self, _g: &mut SimGuest) -> CheckpointAnswer {
@@ -439,7 +501,7 @@ impl RestoreCallbacks<SimGuest> for RestoreCb {
 /// The destination a stream asks for: the guest type of its domain header (an xl config
 /// must name the same one, and gives the vcpu count); HVM guests in libxl framing get an
 /// empty device model for the emulator records to load into.
-fn destination(d: &Destination<'_>, seed: u64) -> Result<SimGuest, RestoreError> {
+pub(crate) fn destination(d: &Destination<'_>, seed: u64) -> Result<SimGuest, RestoreError> {
     let mut vcpus = MAX_VCPUS;
     if let Some(c) = d.config {
         let bad = |detail: String| {

@@ -1,0 +1,362 @@
+//! `xenmig sim migrate` and `xenmig sim migrate-receive`: live migration of a simulated
+//! domain between two processes over loopback TCP, speaking xl's protocol
+//! ([`xenmig::migrate`]). Each side prints `state-digest: HEX` and `guest: STATE` lines
+//! (`running`, `suspended`, `paused`, `resumed`, `destroyed`), so which copy runs is
+//! observable; the sender prints the time, the bytes and the downtime.
+
+use crate::sim::{build_guest, destination, Built, DomainArgs, Policy, RestoreCb, SaveCb};
+use anyhow::{anyhow, bail, Context, Result};
+use std::cell::Cell;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Instant;
+use xenmig::dm::SimGuest;
+use xenmig::libxl_stream::Destination;
+use xenmig::migrate::{
+    self, Channel, GuestControl, MigrateOptions, Phase, ReceiveOutcome, SendOutcome,
+};
+
+#[derive(clap::Args)]
+pub(crate) struct MigrateArgs {
+    #[command(flatten)]
+    domain: DomainArgs,
+    /// Precopy passes while the guest runs.
+    #[arg(long)]
+    live: bool,
+    /// Remus: checkpoint N epochs, then close the connection (the receiver fails over).
+    #[arg(long, value_name = "EPOCHS")]
+    remus: Option<u32>,
+    /// zstd-compress the whole connection (the receiver must be started with --compress).
+    #[arg(long)]
+    compress: bool,
+    /// Testing: die at a protocol point (`before-image`, `mid-image:BYTES`,
+    /// `after-received`, `after-go`, `checkpoint:K`).
+    #[arg(long, hide = true)]
+    fault: Option<String>,
+    /// The receiver, ADDR:PORT (loopback only).
+    target: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReceiveArgs {
+    /// Where to wait for the sender, ADDR:PORT (loopback only); port 0 picks one, printed as
+    /// `listening: ADDR:PORT`.
+    #[arg(long)]
+    listen: String,
+    /// The connection is zstd-compressed (the sender must use --compress).
+    #[arg(long)]
+    compress: bool,
+    /// Remus: apply checkpoints until the stream breaks, then fail over to the last one.
+    #[arg(long)]
+    remus: bool,
+    /// Seed of the destination's machine frame numbers.
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
+    /// Testing: die at a protocol point (`before-image`, `mid-image:BYTES`,
+    /// `after-received`, `after-go`).
+    #[arg(long, hide = true)]
+    fault: Option<String>,
+}
+
+/// A test fault: the process dies (as if killed) at a protocol point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    BeforeImage,
+    MidImage(u64),
+    AfterReceived,
+    AfterGo,
+    Checkpoint(u32),
+}
+
+fn parse_fault(s: Option<&str>) -> Result<Option<Fault>> {
+    let Some(s) = s else { return Ok(None) };
+    let f = match s.split_once(':') {
+        None if s == "before-image" => Fault::BeforeImage,
+        None if s == "after-received" => Fault::AfterReceived,
+        None if s == "after-go" => Fault::AfterGo,
+        Some(("mid-image", n)) => Fault::MidImage(n.parse().context("--fault mid-image:BYTES")?),
+        Some(("checkpoint", k)) => Fault::Checkpoint(k.parse().context("--fault checkpoint:K")?),
+        _ => bail!("unknown --fault `{s}`"),
+    };
+    Ok(Some(f))
+}
+
+/// Dies the way a killed toolstack does: no cleanup, the peer sees the connection drop.
+fn die(at: &str) -> ! {
+    eprintln!("fault: killed {at}");
+    let _ = io::stdout().flush();
+    std::process::exit(137)
+}
+
+fn loopback(s: &str) -> Result<SocketAddr> {
+    let addr: SocketAddr = s.parse().map_err(|_| anyhow!("`{s}` is not ADDR:PORT"))?;
+    if !addr.ip().is_loopback() {
+        bail!("{addr}: simulated migration is for loopback addresses only");
+    }
+    Ok(addr)
+}
+
+/// Counts the octets that cross the wire, and dies after `limit` of them (mid-image fault).
+struct Wire<S> {
+    inner: S,
+    count: Rc<Cell<u64>>,
+    limit: Option<u64>,
+}
+
+impl<S> Wire<S> {
+    fn account(&self, n: usize) {
+        let c = self.count.get() + n as u64;
+        self.count.set(c);
+        if self.limit.is_some_and(|l| c >= l) {
+            die(&format!("mid-image after {c} octets"));
+        }
+    }
+}
+
+impl<S: Write> Write for Wire<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.account(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<S: Read> Read for Wire<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.account(n);
+        Ok(n)
+    }
+}
+
+/// The simulated toolstack's control of its copy: prints every change as `guest: STATE`.
+struct Control {
+    fault: Option<Fault>,
+}
+
+impl Control {
+    fn say(&self, state: &str) {
+        println!("guest: {state}");
+    }
+}
+
+impl GuestControl<SimGuest> for Control {
+    fn resume(&mut self, g: &mut SimGuest) -> Result<(), String> {
+        g.dom.resume();
+        if let Some(dm) = g.dm.as_mut() {
+            xenmig::dm::DeviceModel::resume(dm).map_err(|e| e.to_string())?;
+        }
+        self.say("resumed");
+        Ok(())
+    }
+
+    fn unpause(&mut self, g: &mut SimGuest) -> Result<(), String> {
+        g.dom.resume();
+        self.say("running");
+        Ok(())
+    }
+
+    fn destroy(&mut self, _g: &mut SimGuest) {
+        self.say("destroyed");
+    }
+
+    fn phase(&mut self, phase: Phase) {
+        match (phase, self.fault) {
+            (Phase::Banner, Some(Fault::BeforeImage)) => die("before the image"),
+            (Phase::Received, Some(Fault::AfterReceived)) => die("after \"domain received\""),
+            (Phase::Go, Some(Fault::AfterGo)) => die("after \"cleared to unpause\""),
+            _ => {}
+        }
+    }
+}
+
+fn channel<'a>(
+    stream: &'a TcpStream,
+    compress: bool,
+    wire: Wire<&'a TcpStream>,
+) -> Result<Channel<'a>> {
+    let rx = io::BufReader::with_capacity(1 << 20, stream);
+    let tx = io::BufWriter::with_capacity(1 << 20, wire);
+    Ok(if compress {
+        Channel::compressed(rx, tx)?
+    } else {
+        Channel::plain(rx, tx)
+    })
+}
+
+pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
+    let addr = loopback(&a.target)?;
+    let fault = parse_fault(a.fault.as_deref())?;
+    let Built {
+        guest: mut dom,
+        policy,
+        config,
+    } = build_guest(&a.domain, true)?;
+    let mut cb = SaveCb::new(policy, a.remus, Box::new(io::stdout()));
+    cb.announce = true;
+    if let Some(Fault::Checkpoint(k)) = fault {
+        cb.after_checkpoint = Some(Box::new(move |epoch| {
+            if epoch >= k {
+                die(&format!("after checkpoint {epoch}"));
+            }
+        }));
+    }
+    println!("guest: running");
+    let start = Instant::now();
+    let stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let count = Rc::new(Cell::new(0));
+    let limit = match fault {
+        Some(Fault::MidImage(n)) => Some(n),
+        _ => None,
+    };
+    let wire = Wire {
+        inner: &stream,
+        count: count.clone(),
+        limit,
+    };
+    let mut ctl = Control { fault };
+    let opts = MigrateOptions {
+        live: a.live,
+        remus: a.remus.is_some(),
+    };
+    let report = {
+        let mut chan = channel(&stream, a.compress, wire)?;
+        migrate::send(
+            &mut dom,
+            &mut cb,
+            &mut ctl,
+            &mut chan,
+            config.as_bytes(),
+            opts,
+        )
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let elapsed = start.elapsed();
+    if let Some(s) = &report.stats {
+        let verdict = match &cb.policy {
+            Policy::Downtime(p) => p.verdict.clone(),
+            Policy::Xen => None,
+        };
+        crate::sim::print_stats(&s.libxc, Some(s), verdict.as_ref(), false);
+    }
+    if a.remus.is_none() {
+        if let Some(d) = &cb.digest_at_suspend {
+            println!("state-digest: {d}");
+        }
+    }
+    let downtime = cb.suspended_at.map(|t| t.elapsed());
+    let stream_bytes = report.stats.as_ref().map_or(0, |s| s.bytes);
+    match report.outcome {
+        SendOutcome::Migrated | SendOutcome::Checkpointed => {
+            println!(
+                "migrated: {:.3} s, {} octets on the wire ({} in the stream, {:.1} MiB/s), downtime {}",
+                elapsed.as_secs_f64(),
+                count.get(),
+                stream_bytes,
+                stream_bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9),
+                match (a.remus, downtime) {
+                    (None, Some(d)) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+                    _ => "-".into(),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SendOutcome::RolledBack { error, resumed } => {
+            eprintln!(
+                "xenmig sim migrate: migration failed: {error}; {}",
+                if resumed {
+                    "the guest was resumed here"
+                } else {
+                    "resuming the guest failed too"
+                }
+            );
+            Ok(ExitCode::from(1))
+        }
+        SendOutcome::Undefined { error } => {
+            println!("migration: undefined");
+            eprintln!(
+                "xenmig sim migrate: failed after the point of no return: {error}; \
+                 the guest is left suspended here and its state on the receiver is unknown"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
+    let addr = loopback(&a.listen)?;
+    let fault = parse_fault(a.fault.as_deref())?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    println!("listening: {}", listener.local_addr()?);
+    let (stream, peer) = listener.accept().context("accept")?;
+    drop(listener);
+    stream.set_nodelay(true)?;
+    eprintln!("connection from {peer}");
+    let count = Rc::new(Cell::new(0));
+    let limit = match fault {
+        Some(Fault::MidImage(n)) => Some(n),
+        _ => None,
+    };
+    let mut ctl = Control { fault };
+    let opts = MigrateOptions {
+        live: true,
+        remus: a.remus,
+    };
+    let seed = a.seed;
+    let report = {
+        let rx = Wire {
+            inner: &stream,
+            count,
+            limit,
+        };
+        let rx = io::BufReader::with_capacity(1 << 20, rx);
+        let tx = io::BufWriter::new(&stream);
+        let mut chan = if a.compress {
+            Channel::compressed(rx, tx)?
+        } else {
+            Channel::plain(rx, tx)
+        };
+        migrate::receive(
+            move |d: &Destination<'_>| destination(d, seed),
+            &mut RestoreCb,
+            &mut ctl,
+            &mut chan,
+            opts,
+            |g: &SimGuest, r| {
+                if r.failed_over || r.libxc.failed_over {
+                    eprintln!(
+                        "the stream broke after checkpoint {}: failed over to it",
+                        r.libxc.checkpoints
+                    );
+                }
+                println!("state-digest: {}", g.state_digest_hex());
+                println!("guest: paused");
+            },
+        )
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    match report.outcome {
+        ReceiveOutcome::Running(_) => Ok(ExitCode::SUCCESS),
+        ReceiveOutcome::RestoreFailed(e) => {
+            eprintln!("xenmig sim migrate-receive: restore failed, nothing unpaused: {e}");
+            Ok(ExitCode::from(1))
+        }
+        ReceiveOutcome::Abandoned(e) => {
+            eprintln!(
+                "xenmig sim migrate-receive: the sender did not clear us to unpause ({e}); \
+                 the incoming copy was destroyed"
+            );
+            Ok(ExitCode::from(1))
+        }
+        ReceiveOutcome::UnpauseFailed(e) => {
+            eprintln!("xenmig sim migrate-receive: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
