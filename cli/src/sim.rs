@@ -185,7 +185,8 @@ pub(crate) struct SaveCb {
     pub(crate) report: Box<dyn Write>,
     /// When the guest was last suspended.
     pub(crate) suspended_at: Option<std::time::Instant>,
-    /// Print `guest: suspended` at each suspend (migration).
+    /// Print `guest: suspended` at each suspend, and `state-digest:` at the final one of a
+    /// plain (not Remus) save (migration).
     pub(crate) announce: bool,
     /// Called after each Remus checkpoint is out, with its epoch (fault injection).
     pub(crate) after_checkpoint: Option<Box<dyn FnMut(u32)>>,
@@ -215,6 +216,11 @@ impl SaveCallbacks<SimGuest> for SaveCb {
         self.digest_at_suspend = Some(g.state_digest_hex());
         if self.announce {
             let _ = writeln!(self.report, "guest: suspended");
+            if self.remus.is_none() {
+                // The final suspend of a migration: printed now, whatever happens next.
+                let d = self.digest_at_suspend.as_deref().unwrap_or_default();
+                let _ = writeln!(self.report, "state-digest: {d}");
+            }
         }
         true
     }

@@ -55,7 +55,7 @@ pub(crate) struct ReceiveArgs {
     #[arg(long, default_value_t = 2)]
     seed: u64,
     /// Testing: die at a protocol point (`before-image`, `mid-image:BYTES`,
-    /// `after-received`, `after-go`).
+    /// `after-received`, `after-go`), or fail to unpause (`unpause-fails`).
     #[arg(long, hide = true)]
     fault: Option<String>,
 }
@@ -68,6 +68,8 @@ enum Fault {
     AfterReceived,
     AfterGo,
     Checkpoint(u32),
+    /// Receiver: unpausing the guest fails (the sender rolls back on the status).
+    UnpauseFails,
 }
 
 fn parse_fault(s: Option<&str>) -> Result<Option<Fault>> {
@@ -76,6 +78,7 @@ fn parse_fault(s: Option<&str>) -> Result<Option<Fault>> {
         None if s == "before-image" => Fault::BeforeImage,
         None if s == "after-received" => Fault::AfterReceived,
         None if s == "after-go" => Fault::AfterGo,
+        None if s == "unpause-fails" => Fault::UnpauseFails,
         Some(("mid-image", n)) => Fault::MidImage(n.parse().context("--fault mid-image:BYTES")?),
         Some(("checkpoint", k)) => Fault::Checkpoint(k.parse().context("--fault checkpoint:K")?),
         _ => bail!("unknown --fault `{s}`"),
@@ -156,6 +159,9 @@ impl GuestControl<SimGuest> for Control {
     }
 
     fn unpause(&mut self, g: &mut SimGuest) -> Result<(), String> {
+        if self.fault == Some(Fault::UnpauseFails) {
+            return Err("unpausing failed (injected fault)".into());
+        }
         g.dom.resume();
         self.say("running");
         Ok(())
@@ -244,11 +250,6 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
             Policy::Xen => None,
         };
         crate::sim::print_stats(&s.libxc, Some(s), verdict.as_ref(), false);
-    }
-    if a.remus.is_none() {
-        if let Some(d) = &cb.digest_at_suspend {
-            println!("state-digest: {d}");
-        }
     }
     let downtime = cb.suspended_at.map(|t| t.elapsed());
     let stream_bytes = report.stats.as_ref().map_or(0, |s| s.bytes);

@@ -1,0 +1,373 @@
+//! `xenmig sim migrate` against `xenmig sim migrate-receive`, two processes over loopback
+//! TCP: live migrations with matching digests, a side killed at every protocol point (xl's
+//! promise: one copy of the guest survives, running when its toolstack survives, or the
+//! documented undefined state after the point of no return), Remus failover to the last
+//! complete checkpoint, and the captured wire (xl's exact messages; the stream verifies
+//! strictly in xl and libxl framing).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+fn xenmig() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xenmig"))
+}
+
+/// A receiver listening on a free loopback port.
+struct Receiver {
+    child: Child,
+    addr: String,
+    first: String,
+}
+
+fn receiver(args: &[&str]) -> Receiver {
+    let mut child = xenmig()
+        .args(["sim", "migrate-receive", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening: ")
+        .unwrap()
+        .to_string();
+    child.stdout = Some(unsafe_into_stdout(out));
+    Receiver { child, addr, first }
+}
+
+/// Gives the pipe back to the child handle (nothing was buffered past the first line, which
+/// the receiver flushes before accepting).
+fn unsafe_into_stdout(r: BufReader<std::process::ChildStdout>) -> std::process::ChildStdout {
+    assert!(r.buffer().is_empty());
+    r.into_inner()
+}
+
+impl Receiver {
+    fn wait(self) -> Output {
+        let mut o = self.child.wait_with_output().unwrap();
+        o.stdout = [self.first.as_bytes(), &o.stdout].concat();
+        o
+    }
+}
+
+fn send(addr: &str, args: &[&str]) -> Output {
+    xenmig()
+        .args(["sim", "migrate"])
+        .args(args)
+        .arg(addr)
+        .output()
+        .unwrap()
+}
+
+fn lines(o: &Output, prefix: &str) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+        .collect()
+}
+
+fn last_guest(o: &Output) -> Option<String> {
+    lines(o, "guest: ").pop()
+}
+
+fn show(s: &Output, r: &Output) -> String {
+    format!(
+        "sender {:?}\n{}{}\nreceiver {:?}\n{}{}",
+        s.status,
+        String::from_utf8_lossy(&s.stdout),
+        String::from_utf8_lossy(&s.stderr),
+        r.status,
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    )
+}
+
+fn migrate(sender: &[&str], recv: &[&str]) -> (Output, Output) {
+    let r = receiver(recv);
+    let s = send(&r.addr, sender);
+    let r = r.wait();
+    (s, r)
+}
+
+#[test]
+fn hvm_and_pv64_migrate_live_with_matching_digests() {
+    for (guest, compress) in [("hvm", false), ("pv", false), ("hvm", true), ("pv", true)] {
+        let mut sargs = vec![
+            "--live",
+            "--guest",
+            guest,
+            "--memory",
+            "16M",
+            "--dirty-rate",
+            "3000",
+        ];
+        let mut rargs = vec![];
+        if guest == "pv" {
+            sargs.extend(["--width", "64"]);
+        }
+        if compress {
+            sargs.push("--compress");
+            rargs.push("--compress");
+        }
+        let (s, r) = migrate(&sargs, &rargs);
+        let ctx = show(&s, &r);
+        assert!(s.status.success() && r.status.success(), "{ctx}");
+        let sd = lines(&s, "state-digest: ");
+        assert_eq!(sd.len(), 1, "{ctx}");
+        assert_eq!(lines(&r, "state-digest: "), sd, "{ctx}");
+        assert_eq!(last_guest(&s).as_deref(), Some("destroyed"), "{ctx}");
+        assert_eq!(lines(&r, "guest: "), ["paused", "running"], "{ctx}");
+        let m = lines(&s, "migrated: ");
+        assert!(
+            m.len() == 1 && m[0].contains("octets") && m[0].contains("downtime"),
+            "{ctx}"
+        );
+    }
+}
+
+/// The copies that still exist after a run: a killed toolstack leaves its domain in the last
+/// state it printed; a receiver that never printed `paused` has no complete copy.
+fn copies(s: &Output, r: &Output) -> (usize, usize) {
+    let states = [last_guest(s), last_guest(r)];
+    let alive = states
+        .iter()
+        .flatten()
+        .filter(|g| g.as_str() != "destroyed")
+        .count();
+    let running = states
+        .iter()
+        .flatten()
+        .filter(|g| matches!(g.as_str(), "running" | "resumed"))
+        .count();
+    (alive, running)
+}
+
+const GUEST: [&str; 7] = [
+    "--live",
+    "--guest",
+    "hvm",
+    "--memory",
+    "32M",
+    "--dirty-rate",
+    "2000",
+];
+
+#[test]
+fn sender_killed_before_the_point_of_no_return_never_loses_the_guest() {
+    for fault in ["before-image", "mid-image:1000000", "after-received"] {
+        let mut sargs = GUEST.to_vec();
+        sargs.extend(["--fault", fault]);
+        let (s, r) = migrate(&sargs, &[]);
+        let ctx = format!("{fault}\n{}", show(&s, &r));
+        assert_eq!(s.status.code(), Some(137), "{ctx}");
+        assert_eq!(r.status.code(), Some(1), "{ctx}");
+        // The receiver never ran its copy; the sender's domain survives its toolstack.
+        assert!(
+            !lines(&r, "guest: ").iter().any(|g| g == "running"),
+            "{ctx}"
+        );
+        assert_eq!(copies(&s, &r).0, 1, "{ctx}");
+        if fault == "after-received" {
+            // Restored paused, then destroyed when the sender went away.
+            assert_eq!(lines(&r, "guest: "), ["paused", "destroyed"], "{ctx}");
+            assert_eq!(last_guest(&s).as_deref(), Some("suspended"), "{ctx}");
+        } else {
+            assert!(lines(&r, "guest: ").is_empty(), "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn sender_killed_after_the_point_of_no_return_leaves_the_receiver_running() {
+    let mut sargs = GUEST.to_vec();
+    sargs.extend(["--fault", "after-go"]);
+    let (s, r) = migrate(&sargs, &[]);
+    let ctx = show(&s, &r);
+    assert_eq!(s.status.code(), Some(137), "{ctx}");
+    assert!(r.status.success(), "{ctx}");
+    assert_eq!(lines(&r, "guest: "), ["paused", "running"], "{ctx}");
+    assert_eq!(lines(&r, "state-digest: "), lines(&s, "state-digest: "));
+    // The sender's suspended copy is what xl leaves after the point of no return.
+    assert_eq!(last_guest(&s).as_deref(), Some("suspended"), "{ctx}");
+}
+
+#[test]
+fn receiver_failing_before_domain_received_makes_the_sender_resume() {
+    for fault in ["before-image", "mid-image:1000000"] {
+        let (s, r) = migrate(&GUEST, &["--fault", fault]);
+        let ctx = format!("{fault}\n{}", show(&s, &r));
+        assert_eq!(r.status.code(), Some(137), "{ctx}");
+        assert_eq!(s.status.code(), Some(1), "{ctx}");
+        assert_eq!(last_guest(&s).as_deref(), Some("resumed"), "{ctx}");
+        assert!(lines(&r, "guest: ").is_empty(), "{ctx}");
+        assert_eq!(copies(&s, &r), (1, 1), "{ctx}");
+    }
+}
+
+#[test]
+fn receiver_reporting_a_failed_unpause_makes_the_sender_resume() {
+    let (s, r) = migrate(&GUEST, &["--fault", "unpause-fails"]);
+    let ctx = show(&s, &r);
+    assert_eq!(s.status.code(), Some(1), "{ctx}");
+    assert_eq!(r.status.code(), Some(1), "{ctx}");
+    assert_eq!(lines(&r, "guest: "), ["paused", "destroyed"], "{ctx}");
+    assert_eq!(last_guest(&s).as_deref(), Some("resumed"), "{ctx}");
+    assert_eq!(copies(&s, &r), (1, 1), "{ctx}");
+}
+
+#[test]
+fn receiver_killed_after_domain_received_is_the_undefined_point() {
+    for fault in ["after-received", "after-go"] {
+        let (s, r) = migrate(&GUEST, &["--fault", fault]);
+        let ctx = format!("{fault}\n{}", show(&s, &r));
+        assert_eq!(r.status.code(), Some(137), "{ctx}");
+        // The sender passed (or tried to pass) the point of no return: it neither resumes
+        // nor destroys its copy, and says so.
+        assert_eq!(s.status.code(), Some(2), "{ctx}");
+        assert_eq!(lines(&s, "migration: "), ["undefined"], "{ctx}");
+        assert_eq!(last_guest(&s).as_deref(), Some("suspended"), "{ctx}");
+        assert_eq!(last_guest(&r).as_deref(), Some("paused"), "{ctx}");
+    }
+}
+
+#[test]
+fn remus_sender_killed_after_k_checkpoints_fails_over_to_checkpoint_k() {
+    for compress in [false, true] {
+        let k = 3;
+        let fault = format!("checkpoint:{k}");
+        let mut sargs = vec![
+            "--guest",
+            "hvm",
+            "--memory",
+            "16M",
+            "--dirty-rate",
+            "5000",
+            "--remus",
+            "8",
+            "--fault",
+            &fault,
+        ];
+        let mut rargs = vec!["--remus"];
+        if compress {
+            sargs.push("--compress");
+            rargs.push("--compress");
+        }
+        let (s, r) = migrate(&sargs, &rargs);
+        let ctx = show(&s, &r);
+        assert_eq!(s.status.code(), Some(137), "{ctx}");
+        assert!(r.status.success(), "{ctx}");
+        let epochs: Vec<String> = String::from_utf8_lossy(&s.stdout)
+            .lines()
+            .filter_map(|l| l.split(" state-digest: ").nth(1).map(str::to_string))
+            .collect();
+        assert_eq!(epochs.len(), k, "{ctx}");
+        assert_ne!(
+            epochs[0],
+            epochs[k - 1],
+            "the guest ran between checkpoints"
+        );
+        assert_eq!(
+            lines(&r, "state-digest: "),
+            [epochs[k - 1].clone()],
+            "{ctx}"
+        );
+        assert_eq!(lines(&r, "guest: "), ["paused", "running"], "{ctx}");
+    }
+}
+
+/// A forwarding proxy that records both directions.
+fn proxy(to: String) -> (String, thread::JoinHandle<(Vec<u8>, Vec<u8>)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = thread::spawn(move || {
+        let (a, _) = l.accept().unwrap();
+        let b = TcpStream::connect(&to).unwrap();
+        let pump = |mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>| {
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            log.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            })
+        };
+        let fwd = Arc::new(Mutex::new(Vec::new()));
+        let back = Arc::new(Mutex::new(Vec::new()));
+        let t1 = pump(a.try_clone().unwrap(), b.try_clone().unwrap(), fwd.clone());
+        let t2 = pump(b, a, back.clone());
+        t1.join().unwrap();
+        t2.join().unwrap();
+        let f = std::mem::take(&mut *fwd.lock().unwrap());
+        let b = std::mem::take(&mut *back.lock().unwrap());
+        (f, b)
+    });
+    (addr, h)
+}
+
+fn verify(frame: &str, bytes: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(format!("wire.{frame}"));
+    std::fs::write(&p, bytes).unwrap();
+    let v = xenmig()
+        .args(["verify", "--strict", "-f", frame])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{frame}: {v:?}");
+}
+
+#[test]
+fn the_wire_is_xls_messages_around_a_strictly_valid_stream() {
+    for guest in ["hvm", "pv"] {
+        let r = receiver(&[]);
+        let (addr, h) = proxy(r.addr.clone());
+        let s = send(
+            &addr,
+            &[
+                "--live",
+                "--guest",
+                guest,
+                "--memory",
+                "8M",
+                "--dirty-rate",
+                "1000",
+            ],
+        );
+        let r = r.wait();
+        let (fwd, back) = h.join().unwrap();
+        let ctx = show(&s, &r);
+        assert!(s.status.success() && r.status.success(), "{ctx}");
+        // Receiver → sender: banner, "domain received", the report and status 0.
+        let expected_back = [
+            &b"xl migration receiver ready, send binary domain data.\n"[..],
+            b"domain received, ready to unpause\0",
+            b"my copy unpause results are as follows\0",
+            &[0],
+        ]
+        .concat();
+        assert_eq!(back, expected_back, "{ctx}");
+        // Sender → receiver: the xl save file, then "cleared to unpause".
+        let go = b"domain is yours, you are cleared to unpause\0";
+        assert!(fwd.ends_with(go), "{ctx}");
+        let xl = &fwd[..fwd.len() - go.len()];
+        assert!(xl.starts_with(b"Xen saved domain, xl format\n \0 \r"));
+        verify("xl", xl);
+        let optdata = u32::from_ne_bytes(xl[44..48].try_into().unwrap()) as usize;
+        verify("libxl", &xl[48 + optdata..]);
+    }
+}
