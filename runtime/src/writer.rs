@@ -33,14 +33,49 @@ impl WriteError {
 }
 
 /// Pieces of one encoded body: copied bytes live in `scratch`, borrowed ones are referenced.
+/// The list lives on the stack (records have a handful of parts), so framing a record
+/// allocates nothing once the scratch buffers have grown.
 struct Pieces<'a> {
     scratch: Vec<u8>,
-    pieces: Vec<Piece<'a>>,
+    inline: [Piece<'a>; INLINE_PIECES],
+    n: usize,
+    overflow: Vec<Piece<'a>>,
 }
 
+/// Parts a record body is written in without a heap list.
+const INLINE_PIECES: usize = 16;
+
+#[derive(Clone, Copy)]
 enum Piece<'a> {
     Copied(usize, usize),
     Borrowed(&'a [u8]),
+}
+
+impl<'a> Pieces<'a> {
+    fn push(&mut self, p: Piece<'a>) {
+        match self.inline.get_mut(self.n) {
+            Some(slot) if self.overflow.is_empty() => {
+                *slot = p;
+                self.n += 1;
+            }
+            _ => self.overflow.push(p),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Piece<'a>> {
+        if let Some(p) = self.overflow.last_mut() {
+            return Some(p);
+        }
+        self.n.checked_sub(1).and_then(|i| self.inline.get_mut(i))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Piece<'a>> {
+        self.inline.iter().take(self.n).chain(self.overflow.iter())
+    }
+
+    fn len(&self) -> usize {
+        self.n + self.overflow.len()
+    }
 }
 
 impl<'a> Sink<'a> for Pieces<'a> {
@@ -50,14 +85,15 @@ impl<'a> Sink<'a> for Pieces<'a> {
         }
         let start = self.scratch.len();
         self.scratch.extend_from_slice(bytes);
-        match self.pieces.last_mut() {
-            Some(Piece::Copied(_, end)) if *end == start => *end = self.scratch.len(),
-            _ => self.pieces.push(Piece::Copied(start, self.scratch.len())),
+        let end = self.scratch.len();
+        match self.last_mut() {
+            Some(Piece::Copied(_, e)) if *e == start => *e = end,
+            _ => self.push(Piece::Copied(start, end)),
         }
     }
     fn borrow(&mut self, bytes: &'a [u8]) {
         if !bytes.is_empty() {
-            self.pieces.push(Piece::Borrowed(bytes));
+            self.push(Piece::Borrowed(bytes));
         }
     }
 }
@@ -93,6 +129,8 @@ pub struct StreamWriter<W> {
     endian: Endian,
     offset: u64,
     scratch: Vec<u8>,
+    /// Scratch for encoders (arrays given as values).
+    tmp: Vec<u8>,
     records: u64,
 }
 
@@ -104,6 +142,7 @@ impl<W: Write> StreamWriter<W> {
             endian: Endian::Little,
             offset: 0,
             scratch: Vec::with_capacity(64 * 1024),
+            tmp: Vec::with_capacity(64 * 1024),
             records: 0,
         }
     }
@@ -246,7 +285,9 @@ impl<W: Write> StreamWriter<W> {
         }
         let mut pieces = Pieces {
             scratch: std::mem::take(&mut self.scratch),
-            pieces: Vec::with_capacity(8),
+            inline: [Piece::Copied(0, 0); INLINE_PIECES],
+            n: 0,
+            overflow: Vec::new(),
         };
         pieces.scratch.clear();
         let mut header = [0u8; 8];
@@ -256,13 +297,13 @@ impl<W: Write> StreamWriter<W> {
         };
         header[..4].copy_from_slice(&t);
         header[4..].copy_from_slice(&l);
-        let mut tmp = Vec::new();
+        let mut tmp = std::mem::take(&mut self.tmp);
         let r = encode(&mut pieces, &mut tmp);
+        self.tmp = tmp;
         let result = match r {
             Err(e) => Err(WriteError::Encode(e)),
             Ok(()) => {
                 let produced: usize = pieces
-                    .pieces
                     .iter()
                     .map(|p| match p {
                         Piece::Copied(a, b) => b - a,
@@ -276,21 +317,29 @@ impl<W: Write> StreamWriter<W> {
                         detail: format!("encoded {produced} octets, expected {len}"),
                     }))
                 } else {
-                    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.pieces.len() + 2);
-                    slices.push(IoSlice::new(&header));
-                    for p in &pieces.pieces {
-                        slices.push(IoSlice::new(match p {
-                            Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
-                            Piece::Borrowed(s) => s,
-                        }));
-                    }
                     let pad = padded - len;
-                    if pad > 0 {
-                        slices.push(IoSlice::new(ZEROS.get(..pad).unwrap_or_default()));
-                    }
+                    let parts = pieces.iter().map(|p| match p {
+                        Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+                        Piece::Borrowed(s) => s,
+                    });
+                    let all = std::iter::once(&header[..])
+                        .chain(parts)
+                        .chain(std::iter::once(ZEROS.get(..pad).unwrap_or_default()))
+                        .filter(|s| !s.is_empty());
                     let offset = self.offset;
-                    write_all_vectored(&mut self.out, &mut slices)
-                        .map_err(|source| WriteError::Io { offset, source })
+                    let written = if pieces.len() + 2 <= INLINE_PIECES + 2 {
+                        let mut slices = [IoSlice::new(&[]); INLINE_PIECES + 2];
+                        let mut k = 0;
+                        for (slot, part) in slices.iter_mut().zip(all) {
+                            *slot = IoSlice::new(part);
+                            k += 1;
+                        }
+                        write_all_vectored(&mut self.out, slices.get_mut(..k).unwrap_or_default())
+                    } else {
+                        let mut slices: Vec<IoSlice<'_>> = all.map(IoSlice::new).collect();
+                        write_all_vectored(&mut self.out, &mut slices)
+                    };
+                    written.map_err(|source| WriteError::Io { offset, source })
                 }
             }
         };
