@@ -282,8 +282,11 @@ fn remus_sender_killed_after_k_checkpoints_fails_over_to_checkpoint_k() {
     }
 }
 
+/// What crossed the proxy: sender → receiver, receiver → sender.
+type Captured = thread::JoinHandle<(Vec<u8>, Vec<u8>)>;
+
 /// A forwarding proxy that records both directions.
-fn proxy(to: String) -> (String, thread::JoinHandle<(Vec<u8>, Vec<u8>)>) {
+fn proxy(to: String) -> (String, Captured) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let h = thread::spawn(move || {

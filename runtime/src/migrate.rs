@@ -129,13 +129,25 @@ pub enum MigrateError {
         got: String,
     },
     #[error("save failed: {0}")]
-    Save(#[from] LibxlSaveError),
+    Save(Box<LibxlSaveError>),
     #[error("restore failed: {0}")]
-    Restore(#[from] LibxlRestoreError),
+    Restore(Box<LibxlRestoreError>),
     #[error("the receiver could not unpause the guest (status {0})")]
     Status(u8),
     #[error("{0}")]
     Guest(String),
+}
+
+impl From<LibxlSaveError> for MigrateError {
+    fn from(e: LibxlSaveError) -> Self {
+        MigrateError::Save(Box::new(e))
+    }
+}
+
+impl From<LibxlRestoreError> for MigrateError {
+    fn from(e: LibxlRestoreError) -> Self {
+        MigrateError::Restore(Box::new(e))
+    }
 }
 
 /// How a migration ended for the sender.
