@@ -127,6 +127,17 @@ impl OutputSpec {
                 temp: None,
             }),
             OutputSpec::Path(p) => {
+                // Devices, pipes and sockets are written in place: only a regular file (or a
+                // new one) goes through a temporary file and a rename.
+                if let Ok(m) = std::fs::metadata(p) {
+                    if !m.is_file() {
+                        let f = File::options().write(true).open(p)?;
+                        return Ok(Output {
+                            w: Box::new(f),
+                            temp: None,
+                        });
+                    }
+                }
                 let temp = temp_path(p);
                 let f = File::options().write(true).create_new(true).open(&temp)?;
                 Ok(Output {
