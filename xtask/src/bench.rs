@@ -791,8 +791,10 @@ fn print_criterion(dir: &Path, since: SystemTime) -> Result<()> {
         for (function, (ns, octets)) in functions {
             let time = if *ns >= 1e6 {
                 format!("{:.2} ms", ns / 1e6)
-            } else {
+            } else if *ns >= 1e3 {
                 format!("{:.2} us", ns / 1e3)
+            } else {
+                format!("{ns:.1} ns")
             };
             let ratio = base.map_or("-".into(), |b| format!("{:.2}", b / ns));
             println!(
