@@ -543,10 +543,15 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             }
             self.types.push(t);
         }
-        self.pages.clear();
-        self.pages.resize(self.data_gfns.len() * PAGE_SIZE, 0);
+        // The batch buffer keeps its size between batches: growing it zeroes once, not per
+        // batch (read_pages overwrites what it hands out).
+        let mut len = self.data_gfns.len() * PAGE_SIZE;
+        if self.pages.len() < len {
+            self.pages.resize(len, 0);
+        }
         if !self.data_gfns.is_empty() {
-            self.dom.read_pages(&self.data_gfns, &mut self.pages)?;
+            let buf = self.pages.get_mut(..len).unwrap_or_default();
+            self.dom.read_pages(&self.data_gfns, buf)?;
         }
         // Normalise page tables; a frame that cannot be normalised while the guest runs is
         // sent as a hole now and again at stop-and-copy.
@@ -577,12 +582,13 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         // Remove the pages of entries turned into holes.
         for &k in dropped.iter().rev() {
             let start = k * PAGE_SIZE;
-            self.pages.drain(start..start + PAGE_SIZE);
+            self.pages.copy_within(start + PAGE_SIZE..len, start);
+            len -= PAGE_SIZE;
         }
         self.w.libxc(&libxc::Record::PageData(libxc::PageData {
             reserved: 0,
             entries: Array::Values(&self.entries),
-            pages: &self.pages,
+            pages: self.pages.get(..len).unwrap_or_default(),
         }))?;
         Ok(())
     }

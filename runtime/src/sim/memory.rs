@@ -65,14 +65,25 @@ pub(crate) fn seeded_page(seed: u64, pfn: u64, out: &mut [u8]) {
 
 /// Length of `page` without its trailing zeros.
 pub(crate) fn trimmed_len(page: &[u8]) -> usize {
-    let mut n = page.len();
-    while n >= 8 && page[n - 8..n] == [0u8; 8] {
-        n -= 8;
+    // 16 octets at a time from the end, then octet by octet inside the last non-zero word.
+    let mut words = page.chunks_exact(16);
+    let tail = words.remainder();
+    if let Some(i) = tail.iter().rposition(|&b| b != 0) {
+        return page.len() - tail.len() + i + 1;
     }
-    while n > 0 && page[n - 1] == 0 {
-        n -= 1;
+    let last = words.rposition(|w| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(w);
+        u128::from_ne_bytes(b) != 0
+    });
+    match last {
+        None => 0,
+        Some(w) => {
+            let start = w * 16;
+            let word = page.get(start..start + 16).unwrap_or_default();
+            start + word.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+        }
     }
-    n
 }
 
 /// Pages and page types by pfn.
