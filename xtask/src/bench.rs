@@ -271,10 +271,15 @@ fn cmd<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Cmd {
     Cmd(args.into_iter().map(Into::into).collect())
 }
 
-/// Where the last command's output goes.
+/// Where the last command's output goes. Files written are removed before each run, so
+/// that every run writes a new file (replacing a file costs more on some filesystems: ext4
+/// flushes a file renamed or truncated over another).
 enum Out<'a> {
     Null,
+    /// Standard output to this file.
     File(&'a Path),
+    /// Standard output to /dev/null; the command writes this file itself.
+    Writes(&'a Path),
 }
 
 /// What a run of a pipeline measured.
@@ -296,7 +301,7 @@ fn pipeline(stages: &[Cmd], out: Out<'_>, dir: &Path, sample: bool) -> Result<Ru
         .map(|i| dir.join(format!("stderr-{i}.log")))
         .collect();
     let sink = match out {
-        Out::Null => None,
+        Out::Null | Out::Writes(_) => None,
         Out::File(p) => Some(File::create(p).with_context(|| format!("cannot create {p:?}"))?),
     };
     let mut stderrs = Vec::new();
@@ -414,6 +419,10 @@ fn best_of(runs: usize, cases: &mut [(&[Cmd], Out<'_>, &mut Run)], dir: &Path) -
                 Out::File(p) => {
                     let _ = std::fs::remove_file(&p);
                     Out::File(p)
+                }
+                Out::Writes(p) => {
+                    let _ = std::fs::remove_file(&p);
+                    Out::Writes(p)
                 }
             };
             let run = pipeline(stages, out, dir, false)?;
@@ -614,7 +623,7 @@ impl Report {
             opts.runs,
             &mut [
                 (&base, Out::File(&out_cat), &mut a),
-                (&convert, Out::Null, &mut b),
+                (&convert, Out::Writes(&out_conv), &mut b),
             ],
             dir,
         )?;
