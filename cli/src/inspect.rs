@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use xenmig::error::ErrorKind;
 use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
-use xenmig::source::{ReadSource, SliceSource, Source};
+use xenmig::source::{MappedSource, ReadSource, SliceSource, Source};
 use xenmig::verify::Report;
 use xenmig::wire::Strictness;
 use xenmig::{libxc, verify_reader, Layer, StreamError, VerifyOptions};
@@ -204,6 +204,17 @@ fn run_on<J: Job>(
     };
     match opened {
         Opened::File(f) => match map_file(f) {
+            Ok(Mapped {
+                map: Some(map),
+                start,
+            }) => {
+                // Read in place; pages read past are dropped from the mapping, so the resident
+                // size stays bounded.
+                let len = map.len().saturating_sub(start) as u64;
+                let bar = progress::bar(Some(len), show_progress);
+                let src = Tracked::new(MappedSource::new(map, start), bar);
+                Ok(job.run(Reader::new(src, opts)))
+            }
             Ok(mapped) => {
                 let bytes = mapped.bytes();
                 let bar = progress::bar(Some(bytes.len() as u64), show_progress);

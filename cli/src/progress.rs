@@ -97,4 +97,8 @@ impl<S: Source> Source for Tracked<S> {
     fn len_hint(&self) -> Option<u64> {
         self.inner.len_hint()
     }
+
+    fn prefetch(&self, ahead: usize) {
+        self.inner.prefetch(ahead);
+    }
 }
