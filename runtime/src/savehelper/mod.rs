@@ -63,6 +63,10 @@ pub fn run<R: Read, W: Write>(
             let mut dom = SimBackend::for_restore(&sim);
             run_restore(&mut dom, a, pipe, stream)
         }
+        // The real-Xen backend (runtime/src/xen), in builds with the `xen` feature.
+        #[cfg(feature = "xen")]
+        (BackendSpec::Xen, _) => crate::xen::helper::run(args, pipe, stream, back_channel),
+        #[cfg(not(feature = "xen"))]
         (BackendSpec::Xen, _) => flow::fail(
             pipe,
             errno::EOPNOTSUPP,

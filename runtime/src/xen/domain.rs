@@ -478,6 +478,15 @@ impl Domain for XenDomain {
                 let l = self.layout()?;
                 let mut ctx = self.xc.vcpu_context(domid, vcpu)?;
                 ctx.truncate(l.vcpu_context_size);
+                if l.width == 8 {
+                    // Xen reports a 64-bit guest's user page table in ctrlreg[1] as a bare cr3
+                    // value; the stream marks it valid with bit 0 (libxc's saver writes
+                    // `1 | pfn << 12`), which is what the drivers convert.
+                    let cr1 = l.get(&ctx, l.cr(1)).unwrap_or(0);
+                    if cr1 != 0 {
+                        l.set(&mut ctx, l.cr(1), cr1 | 1);
+                    }
+                }
                 Ok(ctx)
             }
             VcpuState::Extended => {
@@ -548,6 +557,12 @@ impl Domain for XenDomain {
                 let mut ctx = data.to_vec();
                 if vcpu == 0 {
                     self.fix_start_info(l, &ctx)?;
+                }
+                if l.width == 8 {
+                    // The stream's valid bit is not part of the cr3 value (libxc's restorer
+                    // hands Xen `mfn << 12`).
+                    let cr1 = l.get(&ctx, l.cr(1)).unwrap_or(0);
+                    l.set(&mut ctx, l.cr(1), cr1 & !1);
                 }
                 let flags = l.get(&ctx, ffi::VCPU_CONTEXT_FLAGS).unwrap_or(0);
                 l.set(&mut ctx, ffi::VCPU_CONTEXT_FLAGS, flags | ffi::VGCF_ONLINE);

@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod ffi;
+pub mod helper;
 pub mod p2m;
 pub mod sys;
 

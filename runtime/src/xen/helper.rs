@@ -1,0 +1,50 @@
+//! The save helper over real Xen: the backend arm of [`crate::savehelper::run`].
+//!
+//! libxl suspends and resumes the guest itself when it answers `suspend` and `postcopy`, and
+//! [`XenDomain`] sees that through getdomaininfo, so the [`HelperDomain`] hooks keep their
+//! defaults.
+
+use super::domain::{RingBackends, XenDomain};
+use crate::domain::errno;
+use crate::savehelper::{flow, run_restore, run_save, Args, HelperDomain, Outcome, Pipe};
+use std::fs::File;
+use std::io::{Read, Write};
+
+impl HelperDomain for XenDomain {}
+
+/// Opens the domain libxl named and runs the save or restore on it.
+pub fn run<R: Read, W: Write>(
+    args: &Args,
+    pipe: &mut Pipe<R, W>,
+    stream: &File,
+    back_channel: Option<&File>,
+) -> Outcome {
+    match args {
+        Args::Save(a) => match XenDomain::open(a.domid) {
+            Ok(mut dom) => {
+                let mut back = back_channel;
+                let back = back.as_mut().map(|f| f as &mut dyn Read);
+                run_save(&mut dom, a, pipe, stream, back)
+            }
+            Err(e) => flow::fail(
+                pipe,
+                e.errno.unwrap_or(errno::EINVAL),
+                &format!("domain {}: {e}", a.domid),
+            ),
+        },
+        Args::Restore(a) => {
+            let backends = RingBackends {
+                store_domid: a.store_domid.into(),
+                console_domid: a.console_domid.into(),
+            };
+            match XenDomain::open_for_restore(a.domid, backends) {
+                Ok(mut dom) => run_restore(&mut dom, a, pipe, stream),
+                Err(e) => flow::fail(
+                    pipe,
+                    e.errno.unwrap_or(errno::EINVAL),
+                    &format!("domain {}: {e}", a.domid),
+                ),
+            }
+        }
+    }
+}
