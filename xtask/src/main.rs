@@ -3,6 +3,8 @@
 //! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
 //! - `check`: loads every spec, printing each problem at file:line:col, and fails if a
 //!   document in `docs/` is not what `docs` would write.
+//! - `realxen`: boots Xen 4.17 under QEMU and runs `xl` save/restore/migrate/Remus scenarios
+//!   with xenmig as libxl's save helper (`realxen.rs`).
 //! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
 
 use anyhow::{bail, Context, Result};
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
+mod realxen;
 
 /// Each spec and the document generated from it.
 const DOCS: &[(&str, &str)] = &[
@@ -25,6 +28,8 @@ usage: cargo xtask <command>
 commands:
   docs    regenerate docs/*.md from spec/*.yaml
   check   check every spec and that docs/ is up to date
+  realxen boot Xen under QEMU and run xl scenarios with xenmig as save helper
+          (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
   help    show this message";
 
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
     let result = match command.as_deref() {
         Some("docs") => no_args("docs", &rest).and_then(|()| docs()),
         Some("check") => no_args("check", &rest).and_then(|()| check()),
+        Some("realxen") => realxen::main(&root(), &rest),
         Some("bench") => bench::run(&root(), &rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");

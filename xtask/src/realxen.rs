@@ -1,0 +1,900 @@
+//! `cargo xtask realxen [OPTIONS] [SCENARIO...]`: proves xenmig's save helper on a real Xen.
+//!
+//! Boots Debian's Xen 4.17 hypervisor with a Linux dom0 under `qemu-system-x86_64 -accel tcg`
+//! (no KVM needed) and runs `xl` scenarios with xenmig as libxl's save helper: the scripts
+//! and guest configurations are in `realxen/`, the dom0 initramfs is built here around a
+//! release build of xenmig with the `xen` feature. Each scenario reports one
+//! `REALXEN-RESULT` line on the serial console; the report lists them with their key lines.
+//!
+//! Setup installs what is missing with apt-get (QEMU, Xen's userspace, busybox, libxen-dev)
+//! and only downloads and unpacks the hypervisor and kernel packages into the work
+//! directory: the host's boot loader is never touched.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every scenario, in the order a full run takes them.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "pv-save",
+        "64-bit PV: xl save through xenmig, xenmig verify, xl restore with Xen's helper",
+    ),
+    (
+        "pv-restore",
+        "64-bit PV: xl save with Xen's helper, xl restore through xenmig",
+    ),
+    (
+        "hvm-save",
+        "HVM: xl save through xenmig, xenmig verify, xl restore with Xen's helper",
+    ),
+    (
+        "hvm-restore",
+        "HVM: xl save with Xen's helper, xl restore through xenmig",
+    ),
+    (
+        "hvm-migrate",
+        "HVM: live xl migrate to localhost, xenmig on both ends (one retry)",
+    ),
+    (
+        "pvh-remus",
+        "PVH: xl remus through xenmig, primary killed, secondary fails over",
+    ),
+    (
+        "pvh-save",
+        "PVH: xl save through xenmig, xl restore with Xen's helper",
+    ),
+    (
+        "pvh-restore",
+        "PVH: xl save with Xen's helper, xl restore through xenmig",
+    ),
+];
+
+/// What `cargo xtask realxen` runs without arguments.
+const DEFAULT: &[&str] = &[
+    "pv-save",
+    "pv-restore",
+    "hvm-save",
+    "hvm-restore",
+    "hvm-migrate",
+    "pvh-remus",
+];
+
+const USAGE: &str = "\
+usage: cargo xtask realxen [OPTIONS] [SCENARIO...]
+
+Boots Xen 4.17 under QEMU (TCG) and runs xl scenarios with xenmig as libxl's save helper.
+
+options:
+  --retries N       boot again for the scenarios that failed, up to N times (default 0)
+  --timeout SECS    give up on one boot after SECS seconds (default 3000)
+  --workdir DIR     downloads, initramfs, logs (default $REALXEN_DIR, else <target>/realxen)
+  --keep-images     keep the images and streams in the output archive
+  --no-setup        do not check for or install packages
+  --list            list the scenarios
+
+Run as root: setup uses apt-get, and the dom0 initramfs carries files only root may read.";
+
+struct Options {
+    scenarios: Vec<String>,
+    retries: u32,
+    timeout: Duration,
+    workdir: PathBuf,
+    keep_images: bool,
+    setup: bool,
+}
+
+/// The scenario outcome a boot reported.
+#[derive(Debug, Clone)]
+struct Outcome {
+    pass: bool,
+    reason: String,
+    seconds: Option<f64>,
+    boot: usize,
+}
+
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    let Some(opts) = parse(root, args)? else {
+        return Ok(());
+    };
+    let t0 = Instant::now();
+    fs::create_dir_all(&opts.workdir)?;
+    let work = opts
+        .workdir
+        .canonicalize()
+        .with_context(|| format!("work directory {}", opts.workdir.display()))?;
+    if opts.setup {
+        setup(&work)?;
+    }
+    let xenmig = build_xenmig(root)?;
+    step(&format!("dom0 initramfs with {}", xenmig.display()));
+    build_initramfs(root, &work, &xenmig)?;
+    let setup_time = t0.elapsed();
+
+    let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut todo = opts.scenarios.clone();
+    for boot in 1..=opts.retries as usize + 1 {
+        if todo.is_empty() {
+            break;
+        }
+        let got = boot_once(&work, &todo, &opts, boot)?;
+        for s in &todo {
+            let o = got.get(s).cloned().unwrap_or(Outcome {
+                pass: false,
+                reason: "no result: the boot ended before the scenario reported".into(),
+                seconds: None,
+                boot,
+            });
+            results.insert(s.clone(), o);
+        }
+        todo.retain(|s| !results.get(s).is_some_and(|o| o.pass));
+    }
+    report(&work, &opts.scenarios, &results, setup_time, t0.elapsed());
+    let failed: Vec<&String> = opts
+        .scenarios
+        .iter()
+        .filter(|s| !results.get(*s).is_some_and(|o| o.pass))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} scenarios failed: {}",
+            failed.len(),
+            opts.scenarios.len(),
+            failed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
+    let mut o = Options {
+        scenarios: Vec::new(),
+        retries: 0,
+        timeout: Duration::from_secs(3000),
+        workdir: std::env::var_os("REALXEN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target_dir(root).join("realxen")),
+        keep_images: false,
+        setup: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "--list" => {
+                for (name, what) in SCENARIOS {
+                    let default = if DEFAULT.contains(name) {
+                        " (default)"
+                    } else {
+                        ""
+                    };
+                    println!("{name:12} {what}{default}");
+                }
+                return Ok(None);
+            }
+            "--retries" => o.retries = value("--retries")?.parse().context("--retries")?,
+            "--timeout" => {
+                o.timeout = Duration::from_secs(value("--timeout")?.parse().context("--timeout")?)
+            }
+            "--workdir" => o.workdir = PathBuf::from(value("--workdir")?),
+            "--keep-images" => o.keep_images = true,
+            "--no-setup" => o.setup = false,
+            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
+            s => {
+                if !SCENARIOS.iter().any(|(n, _)| *n == s) {
+                    bail!("unknown scenario `{s}` (see --list)");
+                }
+                if !o.scenarios.iter().any(|x| x == s) {
+                    o.scenarios.push(s.to_string());
+                }
+            }
+        }
+    }
+    if o.scenarios.is_empty() {
+        o.scenarios = DEFAULT.iter().map(|s| s.to_string()).collect();
+    }
+    Ok(Some(o))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn step(what: &str) {
+    println!("realxen: {what}");
+}
+
+/// Runs a command, failing with its output when it fails.
+fn sh(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// --- setup -------------------------------------------------------------------------------
+
+const XEN_BIN: &str = "/usr/lib/xen-4.17/bin";
+const DEVICE_MODEL: &str = "/usr/libexec/xen-qemu-system-i386";
+
+/// Files whose absence means a package is missing, and the package.
+const NEEDED: &[(&str, &str)] = &[
+    ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+    ("/usr/lib/xen-4.17/bin/xl", "xen-utils-4.17"),
+    (DEVICE_MODEL, "qemu-system-xen"),
+    ("/usr/share/seabios/bios-256k.bin", "seabios"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/bin/cpio", "cpio"),
+    ("/sbin/depmod", "kmod"),
+    ("/usr/include/xenctrl.h", "libxen-dev"),
+];
+
+fn setup(work: &Path) -> Result<()> {
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(f, _)| !Path::new(f).exists())
+        .map(|(_, p)| *p)
+        .collect();
+    // busybox must be the static one: it runs in both initramfs without libraries.
+    let busybox_static = Path::new("/bin/busybox").exists()
+        && !output(Command::new("ldd").arg("/bin/busybox"))
+            .unwrap_or_default()
+            .contains("=>");
+    let mut pkgs: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+    if !busybox_static && !pkgs.iter().any(|p| p == "busybox-static") {
+        pkgs.push("busybox-static".into());
+    }
+    if !pkgs.is_empty() {
+        step(&format!("apt-get install {}", pkgs.join(" ")));
+        apt_install(&pkgs)?;
+    }
+    let stage = work.join("stage");
+    if stage.join("KVER").exists() && stage.join("boot").exists() {
+        return Ok(());
+    }
+    step("downloading and unpacking the Xen hypervisor and Linux kernel packages");
+    let debs = work.join("debs");
+    let _ = fs::remove_dir_all(&debs);
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&debs)?;
+    fs::create_dir_all(&stage)?;
+    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
+    let kpkg = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-"))
+        .context("apt-cache depends linux-image-amd64 names no kernel package")?
+        .to_string();
+    sh(Command::new("apt-get")
+        .args(["download", "xen-hypervisor-4.17-amd64", &kpkg])
+        .current_dir(&debs))?;
+    for e in fs::read_dir(&debs)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            sh(Command::new("dpkg-deb").arg("-x").arg(&p).arg(&stage))?;
+        }
+    }
+    let kver = kpkg
+        .strip_prefix("linux-image-")
+        .context("kernel package name")?;
+    sh(Command::new("depmod").arg("-b").arg(&stage).arg(kver))?;
+    fs::write(stage.join("KVER"), kver)?;
+    Ok(())
+}
+
+/// apt-get install, pinning an installed qemu-utils to the archive's QEMU when a newer one
+/// (from backports) would block qemu-system-x86.
+fn apt_install(pkgs: &[String]) -> Result<()> {
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    sh(Command::new("apt-get").arg("update").envs(env))?;
+    // Keep package scripts from starting Xen's services on this host.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let created = !policy.exists();
+    if created {
+        fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        sh(Command::new("chmod").arg("+x").arg(policy))?;
+    }
+    let mut args: Vec<String> = ["install", "-y", "--no-install-recommends"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(pkgs.iter().cloned());
+    let installed = output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
+        .unwrap_or_default();
+    let candidate = output(Command::new("apt-cache").args(["policy", "qemu-system-x86"]))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_string))
+        .unwrap_or_default();
+    if pkgs.iter().any(|p| p.starts_with("qemu"))
+        && !installed.is_empty()
+        && !candidate.is_empty()
+        && installed != candidate
+    {
+        step(&format!(
+            "qemu-utils {installed} would block qemu-system-x86 {candidate}: installing qemu-utils {candidate}"
+        ));
+        args.push("--allow-downgrades".into());
+        args.push(format!("qemu-utils={candidate}"));
+    }
+    let r = sh(Command::new("apt-get").args(&args).envs(env));
+    if created {
+        let _ = fs::remove_file(policy);
+    }
+    r
+}
+
+// --- builds ------------------------------------------------------------------------------
+
+fn build_xenmig(root: &Path) -> Result<PathBuf> {
+    step("cargo build --release -p xenmig-cli --features xen");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "xenmig-cli",
+            "--features",
+            "xen",
+        ])
+        .current_dir(root)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building xenmig with the xen feature failed ({status})");
+    }
+    let bin = target_dir(root).join("release/xenmig");
+    if !bin.exists() {
+        bail!("{} is missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Copies `src` to the same path under `root`, following links.
+fn install(root: &Path, src: &Path) -> Result<()> {
+    let rel = src.strip_prefix("/").unwrap_or(src);
+    let dst = root.join(rel);
+    if let Some(d) = dst.parent() {
+        fs::create_dir_all(d)?;
+    }
+    fs::copy(src, &dst).with_context(|| format!("copy {}", src.display()))?;
+    Ok(())
+}
+
+/// The shared libraries (and loader) an executable needs, from ldd.
+fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = output(Command::new("ldd").arg(bin))?;
+    let mut libs = Vec::new();
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| *w == "=>") {
+            if let Some(p) = words.get(i + 1).filter(|p| p.starts_with('/')) {
+                libs.push(PathBuf::from(p));
+            }
+        } else if let Some(p) = words.first().filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+/// busybox and a link for each of its applets.
+fn add_busybox(root: &Path) -> Result<()> {
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    let list = output(Command::new("/bin/busybox").arg("--list-full"))?;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let p = root.join(applet);
+        if p.symlink_metadata().is_err() {
+            if let Some(d) = p.parent() {
+                fs::create_dir_all(d)?;
+            }
+            symlink("/bin/busybox", &p)?;
+        }
+    }
+    Ok(())
+}
+
+fn cpio_gz(dir: &Path, out: &Path, level: u32) -> Result<()> {
+    let script = format!(
+        "find . | cpio -o -H newc --quiet | gzip -{level} > '{}'",
+        out.display()
+    );
+    sh(Command::new("sh").arg("-c").arg(script).current_dir(dir))
+}
+
+fn build_initramfs(root: &Path, work: &Path, xenmig: &Path) -> Result<()> {
+    let scripts = root.join("realxen");
+    let stage = work.join("stage");
+    let kver = fs::read_to_string(stage.join("KVER"))
+        .context("no unpacked kernel: run without --no-setup once")?
+        .trim()
+        .to_string();
+    let build = work.join("build");
+    let _ = fs::remove_dir_all(&build);
+    fs::create_dir_all(&build)?;
+
+    // The guests' initramfs: busybox and the heartbeat.
+    let g = build.join("domU-root");
+    for d in ["proc", "sys", "dev"] {
+        fs::create_dir_all(g.join(d))?;
+    }
+    add_busybox(&g)?;
+    fs::copy(scripts.join("domU-init.sh"), g.join("init"))?;
+    chmod_x(&g.join("init"))?;
+    cpio_gz(&g, &build.join("domU-initrd.gz"), 9)?;
+
+    // dom0: the toolstack, QEMU's device model and firmware, xenmig, modules, guests.
+    let d = build.join("dom0-root");
+    for dir in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "out",
+        "guest",
+        "etc/xen",
+        "var/lib/xen",
+        "var/log/xen/console",
+        "root",
+        "usr/lib/xenmig",
+    ] {
+        fs::create_dir_all(d.join(dir))?;
+    }
+    symlink("/run", d.join("var/run"))?;
+    symlink("/run/lock", d.join("var/lock"))?;
+    add_busybox(&d)?;
+    let mut bins: Vec<PathBuf> = [
+        "xl",
+        "libxl-save-helper",
+        "xenstored",
+        "xenconsoled",
+        "xenconsole",
+        "xen-init-dom0",
+    ]
+    .iter()
+    .map(|b| Path::new(XEN_BIN).join(b))
+    .collect();
+    bins.push(PathBuf::from(DEVICE_MODEL));
+    for b in &bins {
+        install(&d, b)?;
+    }
+    for f in [
+        "/usr/lib/xen-4.17/boot/hvmloader",
+        "/usr/share/seabios/bios-256k.bin",
+        "/usr/share/qemu/linuxboot_dma.bin",
+        "/usr/share/qemu/linuxboot.bin",
+        "/usr/share/qemu/kvmvapic.bin",
+    ] {
+        if Path::new(f).exists() {
+            install(&d, Path::new(f))?;
+        }
+    }
+    sh(Command::new("cp")
+        .args(["-rL", "/usr/share/qemu/keymaps"])
+        .arg(d.join("usr/share/qemu/")))?;
+    // xenmig, stripped, as itself and as libxl-save-helper (argv[0] dispatch).
+    let helper_dir = d.join("usr/lib/xenmig");
+    fs::copy(xenmig, helper_dir.join("xenmig"))?;
+    sh(Command::new("strip")
+        .arg("--strip-debug")
+        .arg(helper_dir.join("xenmig")))?;
+    symlink("xenmig", helper_dir.join("libxl-save-helper"))?;
+    bins.push(xenmig.to_path_buf());
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for b in &bins {
+        libs.extend(libraries(b)?);
+    }
+    libs.push(PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"));
+    libs.sort();
+    libs.dedup();
+    for l in &libs {
+        install(&d, l)?;
+    }
+    // Xen's drivers and virtio-blk for the output disk, in dependency order.
+    let mut order: Vec<String> = Vec::new();
+    for m in [
+        "xenfs",
+        "xen-evtchn",
+        "xen-gntdev",
+        "xen-gntalloc",
+        "xen-privcmd",
+        "virtio_pci",
+        "virtio_blk",
+    ] {
+        let deps = output(Command::new("modprobe").arg("-d").arg(&stage).args([
+            "-S",
+            &kver,
+            "--show-depends",
+            m,
+        ]))?;
+        for line in deps.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() == Some("insmod") {
+                if let Some(ko) = w.next() {
+                    let rel = Path::new(ko)
+                        .strip_prefix(&stage)
+                        .unwrap_or(Path::new(ko))
+                        .to_string_lossy()
+                        .into_owned();
+                    let rel = format!("/{}", rel.trim_start_matches('/'));
+                    if !order.contains(&rel) {
+                        order.push(rel);
+                    }
+                }
+            }
+        }
+    }
+    for rel in &order {
+        let dst = d.join(rel.trim_start_matches('/'));
+        if let Some(p) = dst.parent() {
+            fs::create_dir_all(p)?;
+        }
+        fs::copy(stage.join(rel.trim_start_matches('/')), &dst)?;
+    }
+    fs::write(d.join("etc/modules.order"), order.join("\n") + "\n")?;
+    let vmlinuz = stage.join(format!("boot/vmlinuz-{kver}"));
+    fs::copy(&vmlinuz, d.join("guest/vmlinuz"))?;
+    fs::copy(build.join("domU-initrd.gz"), d.join("guest/domU-initrd.gz"))?;
+    for cfg in ["pv64.cfg", "pvh64.cfg", "hvm64.cfg"] {
+        fs::copy(scripts.join(cfg), d.join("etc/xen").join(cfg))?;
+    }
+    fs::write(d.join("etc/xen/xl.conf"), "autoballoon=\"off\"\n")?;
+    fs::copy(scripts.join("dom0-init.sh"), d.join("init"))?;
+    chmod_x(&d.join("init"))?;
+    cpio_gz(&d, &build.join("dom0-initrd.gz"), 1)?;
+
+    // QEMU's multiboot loader wants the hypervisor uncompressed.
+    let xen_gz = fs::read_dir(stage.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("xen-4.17") && n.ends_with(".gz"))
+        })
+        .context("no xen-4.17*.gz in the unpacked hypervisor package")?;
+    let out = fs::File::create(build.join("xen"))?;
+    let status = Command::new("zcat")
+        .arg(&xen_gz)
+        .stdout(out)
+        .status()
+        .context("zcat")?;
+    if !status.success() {
+        bail!("zcat {} failed", xen_gz.display());
+    }
+    fs::copy(&vmlinuz, build.join("vmlinuz"))?;
+    Ok(())
+}
+
+fn chmod_x(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+// --- boot --------------------------------------------------------------------------------
+
+/// Boots once with `scenarios`; returns what the serial console reported.
+fn boot_once(
+    work: &Path,
+    scenarios: &[String],
+    opts: &Options,
+    boot: usize,
+) -> Result<BTreeMap<String, Outcome>> {
+    let build = work.join("build");
+    let disk = build.join("out.img");
+    let _ = fs::remove_file(&disk);
+    fs::File::create(&disk)?.set_len(3 << 30)?;
+    let serial = work.join(format!("serial-{boot}.log"));
+    let _ = fs::remove_file(&serial);
+    // smap=0: with SMAP, the 64-bit PV dom0 faults on its first iret under QEMU's TCG.
+    let xen_cmdline = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 \
+                       loglvl=all guest_loglvl=all console_timestamps=boot smap=0";
+    let dom0_cmdline = format!(
+        "console=hvc0 earlyprintk=xen loglevel=6 realxen.scenarios={} realxen.keep={}",
+        // QEMU separates multiboot modules with commas: none may appear in a command line.
+        scenarios.join("+"),
+        opts.keep_images as u8
+    );
+    step(&format!(
+        "boot {boot}: Xen under qemu-system-x86_64 -accel tcg, scenarios {}",
+        scenarios.join(" ")
+    ));
+    let t0 = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-machine",
+            "pc",
+        ])
+        .args([
+            "-m", "3072", "-smp", "2", "-display", "none", "-monitor", "none",
+        ])
+        .args(["-no-reboot", "-net", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(build.join("xen"))
+        .arg("-append")
+        .arg(xen_cmdline)
+        .arg("-initrd")
+        .arg(format!(
+            "{} {dom0_cmdline},{}",
+            build.join("vmlinuz").display(),
+            build.join("dom0-initrd.gz").display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    // Follow the console: progress and results as they come.
+    let mut seen = 0u64;
+    let mut pending = String::new();
+    let mut timed_out = false;
+    loop {
+        let done = child.try_wait()?.is_some();
+        if let Ok(mut f) = fs::File::open(&serial) {
+            if f.seek(SeekFrom::Start(seen)).is_ok() {
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).is_ok() {
+                    seen += buf.len() as u64;
+                    pending.push_str(&String::from_utf8_lossy(&buf));
+                    while let Some(i) = pending.find('\n') {
+                        let line: String = pending.drain(..=i).collect();
+                        let line = line.trim_end();
+                        if let Some(p) = line.find("REALXEN") {
+                            println!("  {:>5}s {}", t0.elapsed().as_secs(), &line[p..]);
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                }
+            }
+        }
+        if done {
+            break;
+        }
+        if t0.elapsed() > opts.timeout {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    step(&format!(
+        "boot {boot} ended after {}s{}",
+        t0.elapsed().as_secs(),
+        if timed_out {
+            " (timed out: killed)"
+        } else {
+            ""
+        }
+    ));
+    let text = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+    let out = work.join(format!("out-{boot}"));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out)?;
+    if text.contains("archive written") {
+        if let Err(e) = sh(Command::new("tar")
+            .arg("-xf")
+            .arg(&disk)
+            .arg("-C")
+            .arg(&out))
+        {
+            println!("realxen: cannot extract the output archive: {e:#}");
+        }
+    }
+    let _ = fs::remove_file(&disk);
+    Ok(parse_results(&text, boot))
+}
+
+/// `REALXEN-RESULT <scenario> PASS|FAIL <reason>` and `=== scenario X done in Ns` lines.
+fn parse_results(serial: &str, boot: usize) -> BTreeMap<String, Outcome> {
+    let mut out: BTreeMap<String, Outcome> = BTreeMap::new();
+    for line in serial.lines() {
+        if let Some(p) = line.find("REALXEN-RESULT ") {
+            let mut w = line[p + 15..].trim().splitn(3, ' ');
+            let (Some(s), Some(v)) = (w.next(), w.next()) else {
+                continue;
+            };
+            out.insert(
+                s.to_string(),
+                Outcome {
+                    pass: v == "PASS",
+                    reason: w.next().unwrap_or("").trim().to_string(),
+                    seconds: None,
+                    boot,
+                },
+            );
+        } else if let Some(p) = line.find("=== scenario ") {
+            let rest = &line[p + 13..];
+            if let Some((s, t)) = rest.split_once(" done in ") {
+                if let (Some(o), Ok(secs)) = (
+                    out.get_mut(s.trim()),
+                    t.trim().trim_end_matches('s').parse::<f64>(),
+                ) {
+                    o.seconds = Some(secs);
+                }
+            }
+        }
+    }
+    out
+}
+
+// --- report ------------------------------------------------------------------------------
+
+/// The records table of `xenmig info` (`layer type name count bytes`), without PAGE_DATA's
+/// octets (they follow the guest's memory contents only through the page count).
+fn record_table(info: &str) -> Vec<String> {
+    info.lines()
+        .skip_while(|l| !l.starts_with("records:"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() < 5 {
+                return None;
+            }
+            let bytes = if w[2] == "PAGE_DATA" { "-" } else { w[4] };
+            Some(format!("{} {} {} {}", w[0], w[2], w[3], bytes))
+        })
+        .collect()
+}
+
+/// Compares the record layout of the image xenmig wrote with the one Xen's helper wrote.
+fn compare_layouts(work: &Path, results: &BTreeMap<String, Outcome>) {
+    for guest in ["pv", "hvm", "pvh"] {
+        let find = |sc: &str| -> Option<String> {
+            let o = results.get(sc)?;
+            fs::read_to_string(work.join(format!("out-{}/{sc}.info.txt", o.boot))).ok()
+        };
+        let (Some(ours), Some(xens)) = (
+            find(&format!("{guest}-save")),
+            find(&format!("{guest}-restore")),
+        ) else {
+            continue;
+        };
+        let (a, b) = (record_table(&ours), record_table(&xens));
+        if a.is_empty() || b.is_empty() {
+            continue;
+        }
+        if a == b {
+            println!(
+                "  layout {guest}: xenmig's image has the records of Xen's ({} kinds, same counts and sizes)",
+                a.len()
+            );
+        } else {
+            println!("  layout {guest}: xenmig's image differs from Xen's:");
+            for l in a.iter().filter(|l| !b.contains(l)) {
+                println!("      xenmig only: {l}");
+            }
+            for l in b.iter().filter(|l| !a.contains(l)) {
+                println!("      Xen only:    {l}");
+            }
+        }
+    }
+}
+
+fn report(
+    work: &Path,
+    scenarios: &[String],
+    results: &BTreeMap<String, Outcome>,
+    setup: Duration,
+    total: Duration,
+) {
+    println!();
+    println!(
+        "realxen results (setup and builds {}s, total {}s):",
+        setup.as_secs(),
+        total.as_secs()
+    );
+    for s in scenarios {
+        match results.get(s) {
+            Some(o) => println!(
+                "  {:4} {s:12} {:>6}  boot {}: {}",
+                if o.pass { "PASS" } else { "FAIL" },
+                o.seconds.map(|t| format!("{t:.0}s")).unwrap_or_default(),
+                o.boot,
+                o.reason
+            ),
+            None => println!("  ---- {s:12}  not run"),
+        }
+    }
+    compare_layouts(work, results);
+    println!(
+        "  logs: {}/serial-N.log, {}/out-N/ (steps.log, *.verify.txt, *.info.txt, xen-dmesg.txt)",
+        work.display(),
+        work.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_read_from_the_console() {
+        let serial = "\
+(XEN) boot
+REALXEN[1.0s] === scenario pv-save
+REALXEN-RESULT pv-save PASS saved by xenmig, ticks 3 -> 9
+REALXEN[80.2s] === scenario pv-save done in 79.2s
+junk REALXEN-RESULT pv-restore FAIL xl restore through xenmig failed
+";
+        let r = parse_results(serial, 1);
+        assert!(r["pv-save"].pass);
+        assert_eq!(r["pv-save"].reason, "saved by xenmig, ticks 3 -> 9");
+        assert_eq!(r["pv-save"].seconds, Some(79.2));
+        assert!(!r["pv-restore"].pass);
+        assert_eq!(r["pv-restore"].seconds, None);
+    }
+
+    #[test]
+    fn record_tables_ignore_page_contents() {
+        let info = "\
+records:        46 libxc, 2 libxl
+  layer  type        name                           count          bytes
+  libxl  0x00000001  LIBXC_CONTEXT                      1              0
+  libxc  0x00000001  PAGE_DATA                         32      134480128
+  libxc  0x00000004  X86_PV_VCPU_BASIC                  2          10352
+pages:          32 PAGE_DATA records
+";
+        assert_eq!(
+            record_table(info),
+            [
+                "libxl LIBXC_CONTEXT 1 0",
+                "libxc PAGE_DATA 32 -",
+                "libxc X86_PV_VCPU_BASIC 2 10352"
+            ]
+        );
+    }
+}
