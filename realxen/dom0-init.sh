@@ -46,13 +46,15 @@ result() { # result SCENARIO PASS|FAIL REASON...
   echo "$name $verdict $*" >> /out/results.txt
 }
 with_xenmig() { LIBXL_SAVE_HELPER=$HELPER "$@"; }
+# xenmig's Xen backend reports the time its operations took on xl's stderr.
+export XENMIG_XEN_TIMING=1
 
 # The highest heartbeat a guest has printed, over every console log of that name (a
 # restored or incoming copy may log to guest-NAME--incoming.log, and qemu truncates the
 # serial file of an HVM guest when it starts again).
 last_tick() {
-  cat "$CON"/guest-"$1"*.log 2>/dev/null | tr -d '\r' |
-    awk '$1 == "DOMU:" && $2 == "tick" && $3 + 0 > n { n = $3 + 0 } END { print n + 0 }'
+  n=$(cat "$CON"/guest-"$1"*.log 2>/dev/null | grep -ao 'DOMU: tick [0-9]*' | sed 's/.* //' | sort -n | tail -n 1)
+  echo "${n:-0}"
 }
 wait_tick() { # wait_tick NAME MIN SECONDS: until the heartbeat passes MIN
   i=0
@@ -162,10 +164,10 @@ remus_with_xenmig() { # GUEST: Remus for a while, then the primary's xl is kille
     cat /tmp/remus.out >> /out/steps.log
     say "remus rc=$rrc in $(since "$start")s (130: stopped by our SIGINT while checkpointing)"
     grep -E 'Remus|failover|Failover|error|ERROR' /tmp/remus.out | tail -n 8 | sed 's/^/REALXEN    | /'
-    checkpoints=$($XENMIG info "/out/$sc.stream" 2> /dev/null | awk '$1 == "checkpoints:" { print $2 }')
     $XENMIG info "/out/$sc.stream" > "/out/$sc.info.txt" 2>&1
-    drop_image "/out/$sc.stream"
+    checkpoints=$(sed -n 's/^checkpoints: *//p' "/out/$sc.info.txt")
     if [ $rrc -eq 130 ]; then
+      drop_image "/out/$sc.stream"
       sleep 5
       run xl list
       incoming=$(last_tick "$g--incoming")
@@ -178,6 +180,9 @@ remus_with_xenmig() { # GUEST: Remus for a while, then the primary's xl is kille
       destroy_all
       return
     fi
+    # Kept for a look: the stream as the primary wrote it.
+    mv "/out/$sc.stream" "/out/$sc.attempt$attempt.stream" 2> /dev/null
+    mv "/out/$sc.info.txt" "/out/$sc.attempt$attempt.info.txt" 2> /dev/null
     sleep 3
   done
   result "$sc" FAIL "xl remus through xenmig did not run until stopped (rc $rrc, twice)"

@@ -8,6 +8,10 @@ use crate::domain::{
     VcpuState, PAGE_SIZE,
 };
 use crate::x86::{PvLayout, StartInfo};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Entries per getpageframeinfo3 call (Xen refuses more with E2BIG).
 const PFINFO_BATCH: usize = 1024;
@@ -63,6 +67,38 @@ pub struct XenDomain {
     p2m_mapped: bool,
     /// PV restore: the xenstore and console ring mfns found in start_info.
     rings: Option<(u64, u64)>,
+    timings: Timings,
+}
+
+/// Calls and time spent per backend operation (`XENMIG_XEN_TIMING`).
+#[derive(Default)]
+struct Timings {
+    ops: Rc<RefCell<BTreeMap<&'static str, (u64, Duration)>>>,
+}
+
+impl Timings {
+    fn start(&self, op: &'static str) -> TimedCall {
+        TimedCall {
+            ops: self.ops.clone(),
+            op,
+            t0: Instant::now(),
+        }
+    }
+}
+
+struct TimedCall {
+    ops: Rc<RefCell<BTreeMap<&'static str, (u64, Duration)>>>,
+    op: &'static str,
+    t0: Instant,
+}
+
+impl Drop for TimedCall {
+    fn drop(&mut self) {
+        let mut ops = self.ops.borrow_mut();
+        let e = ops.entry(self.op).or_default();
+        e.0 += 1;
+        e.1 += self.t0.elapsed();
+    }
 }
 
 impl XenDomain {
@@ -82,6 +118,7 @@ impl XenDomain {
             p2m_frame_pfns: Vec::new(),
             p2m_mapped: false,
             rings: None,
+            timings: Timings::default(),
         })
     }
 
@@ -95,6 +132,19 @@ impl XenDomain {
 
     pub fn domid(&self) -> u32 {
         self.domid
+    }
+
+    /// Time spent in the backend so far, by operation, longest first: `op calls seconds`.
+    pub fn timings(&self) -> Vec<(&'static str, u64, Duration)> {
+        let mut v: Vec<_> = self
+            .timings
+            .ops
+            .borrow()
+            .iter()
+            .map(|(op, (n, t))| (*op, *n, *t))
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.2));
+        v
     }
 
     /// The hypervisor's version (major, minor), for the domain header.
@@ -329,6 +379,7 @@ impl XenDomain {
 
 impl Domain for XenDomain {
     fn info(&mut self) -> BResult<DomainInfo> {
+        let _t = self.timings.start("info");
         let raw = self.raw_info()?;
         let hvm = raw.flags & dominf::HVM_GUEST != 0;
         let (guest, guest_width, pt_levels) = if hvm {
@@ -354,6 +405,7 @@ impl Domain for XenDomain {
     }
 
     fn p2m_size(&mut self) -> BResult<u64> {
+        let _t = self.timings.start("p2m_size");
         if self.is_hvm()? {
             return self.xc.nr_gpfns(self.domid);
         }
@@ -362,6 +414,7 @@ impl Domain for XenDomain {
     }
 
     fn pfn_to_gfn(&mut self, pfns: &[u64], out: &mut [Option<u64>]) -> BResult<()> {
+        let _t = self.timings.start("pfn_to_gfn");
         if self.is_hvm()? {
             for (o, &p) in out.iter_mut().zip(pfns) {
                 *o = Some(p);
@@ -375,6 +428,7 @@ impl Domain for XenDomain {
     }
 
     fn page_types(&mut self, gfns: &[u64], out: &mut [PageType]) -> BResult<()> {
+        let _t = self.timings.start("page_types");
         if self.pfinfo.is_none() {
             self.pfinfo = Some(self.xc.buffer(PFINFO_BATCH * 8)?);
         }
@@ -413,6 +467,7 @@ impl Domain for XenDomain {
     }
 
     fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
+        let _t = self.timings.start("read_pages");
         if out.len() != gfns.len() * PAGE_SIZE {
             return Err(BackendError::new("read pages", "buffer size mismatch"));
         }
@@ -426,6 +481,7 @@ impl Domain for XenDomain {
     }
 
     fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()> {
+        let _t = self.timings.start("write_pages");
         if data.len() != gfns.len() * PAGE_SIZE {
             return Err(BackendError::new("write pages", "buffer size mismatch"));
         }
@@ -442,6 +498,7 @@ impl Domain for XenDomain {
     }
 
     fn populate(&mut self, pfns: &[u64]) -> BResult<()> {
+        let _t = self.timings.start("populate");
         if pfns.is_empty() {
             return Ok(());
         }
@@ -469,6 +526,7 @@ impl Domain for XenDomain {
     }
 
     fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>> {
+        let _t = self.timings.start("vcpu_state");
         let domid = self.domid;
         match which {
             VcpuState::Basic => {
@@ -550,6 +608,7 @@ impl Domain for XenDomain {
     }
 
     fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()> {
+        let _t = self.timings.start("set_vcpu_state");
         let domid = self.domid;
         match which {
             VcpuState::Basic => {
@@ -616,6 +675,7 @@ impl Domain for XenDomain {
     }
 
     fn online_vcpus(&mut self) -> BResult<Vec<u32>> {
+        let _t = self.timings.start("online_vcpus");
         let max = self.raw_info()?.max_vcpu_id;
         if max == u32::MAX {
             return Ok(Vec::new());
@@ -630,10 +690,12 @@ impl Domain for XenDomain {
     }
 
     fn hvm_context(&mut self) -> BResult<Vec<u8>> {
+        let _t = self.timings.start("hvm_context");
         self.xc.hvm_context(self.domid)
     }
 
     fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()> {
+        let _t = self.timings.start("set_hvm_context");
         self.xc.set_hvm_context(self.domid, data)?;
         if self.backends.is_some() {
             // The end of an HVM restore (libxc seeds right after setting the context).
@@ -653,6 +715,7 @@ impl Domain for XenDomain {
     }
 
     fn tsc_info(&mut self) -> BResult<TscInfo> {
+        let _t = self.timings.start("tsc_info");
         let (mode, nsec, khz, incarnation) = self.xc.tsc_info(self.domid)?;
         Ok(TscInfo {
             mode,
@@ -663,16 +726,19 @@ impl Domain for XenDomain {
     }
 
     fn set_tsc_info(&mut self, t: TscInfo) -> BResult<()> {
+        let _t = self.timings.start("set_tsc_info");
         self.xc
             .set_tsc_info(self.domid, t.mode, t.nsec, t.khz, t.incarnation)
     }
 
     fn shared_info(&mut self) -> BResult<Vec<u8>> {
+        let _t = self.timings.start("shared_info");
         self.pv_only("shared info")?;
         self.shinfo_copy()
     }
 
     fn set_shared_info(&mut self, page: &[u8]) -> BResult<()> {
+        let _t = self.timings.start("set_shared_info");
         self.pv_only("shared info")?;
         let frame = self.raw_info()?.shared_info_frame;
         let mut m = self.xc.map(
@@ -685,6 +751,7 @@ impl Domain for XenDomain {
     }
 
     fn cpu_policy(&mut self) -> BResult<(Vec<u8>, Vec<u8>)> {
+        let _t = self.timings.start("cpu_policy");
         let mut d = XenDomctl::new(cmd::GET_CPU_POLICY, self.domid);
         d.u.cpu_policy = ffi::CpuPolicy::default();
         self.domctl("get_cpu_policy", &mut d)?;
@@ -708,6 +775,7 @@ impl Domain for XenDomain {
     }
 
     fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()> {
+        let _t = self.timings.start("set_cpu_policy");
         let mut lb = self.xc.buffer(cpuid.len())?;
         lb.write(0, cpuid)?;
         let mut mb = self.xc.buffer(msrs.len())?;
@@ -734,15 +802,18 @@ impl Domain for XenDomain {
     }
 
     fn enable_logdirty(&mut self) -> BResult<()> {
+        let _t = self.timings.start("enable_logdirty");
         self.xc
             .shadow_control(self.domid, shadow_op::ENABLE_LOGDIRTY)
     }
 
     fn disable_logdirty(&mut self) -> BResult<()> {
+        let _t = self.timings.start("disable_logdirty");
         self.xc.shadow_control(self.domid, shadow_op::OFF)
     }
 
     fn clean_dirty(&mut self, bitmap: &mut Bitmap, final_pass: bool) -> BResult<u64> {
+        let _t = self.timings.start("clean_dirty");
         let mode = if final_pass {
             shadow_op::LOGDIRTY_FINAL
         } else {
@@ -764,11 +835,13 @@ impl Domain for XenDomain {
     }
 
     fn peek_dirty(&mut self) -> BResult<u64> {
+        let _t = self.timings.start("peek_dirty");
         let pages = self.p2m_size()?;
         Ok(self.logdirty(shadow_op::PEEK, pages, 0)?.0)
     }
 
     fn pv_p2m(&mut self) -> BResult<(Vec<u64>, Vec<u64>)> {
+        let _t = self.timings.start("pv_p2m");
         self.map_p2m()?;
         Ok((self.p2m.clone(), self.p2m_frame_pfns.clone()))
     }
@@ -779,6 +852,7 @@ impl Domain for XenDomain {
     }
 
     fn set_address_size(&mut self, width: u8) -> BResult<()> {
+        let _t = self.timings.start("set_address_size");
         let mut d = XenDomctl::new(cmd::SET_ADDRESS_SIZE, self.domid);
         d.u.address_size = ffi::AddressSize {
             size: width as u32 * 8,
@@ -795,6 +869,7 @@ impl Domain for XenDomain {
     }
 
     fn write_p2m(&mut self, frames: &[u64]) -> BResult<()> {
+        let _t = self.timings.start("write_p2m");
         let l = self.pv_only("write the p2m")?;
         let mfns = frames
             .iter()
@@ -830,6 +905,7 @@ impl Domain for XenDomain {
     }
 
     fn pin_page_tables(&mut self, tables: &[(u64, PageType)]) -> BResult<()> {
+        let _t = self.timings.start("pin_page_tables");
         let mut ops = Vec::with_capacity(tables.len());
         for &(pfn, t) in tables {
             let level = t.0 & 7;

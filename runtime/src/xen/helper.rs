@@ -9,8 +9,29 @@ use crate::domain::errno;
 use crate::savehelper::{flow, run_restore, run_save, Args, HelperDomain, Outcome, Pipe};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::time::Instant;
 
 impl HelperDomain for XenDomain {}
+
+/// Set to print, on stderr (xl's), the time each backend operation took.
+pub const TIMING_ENV: &str = "XENMIG_XEN_TIMING";
+
+fn report(dom: &XenDomain, what: &str, t0: Instant) {
+    if std::env::var_os(TIMING_ENV).is_none() {
+        return;
+    }
+    let ops: Vec<String> = dom
+        .timings()
+        .iter()
+        .map(|(op, n, t)| format!("{op} {n}x {:.2}s", t.as_secs_f64()))
+        .collect();
+    eprintln!(
+        "xenmig: {what} of d{}: {:.2}s, in the Xen backend: {}",
+        dom.domid(),
+        t0.elapsed().as_secs_f64(),
+        ops.join(", ")
+    );
+}
 
 /// Opens the domain libxl named and runs the save or restore on it.
 pub fn run<R: Read, W: Write>(
@@ -24,7 +45,10 @@ pub fn run<R: Read, W: Write>(
             Ok(mut dom) => {
                 let mut back = back_channel;
                 let back = back.as_mut().map(|f| f as &mut dyn Read);
-                run_save(&mut dom, a, pipe, stream, back)
+                let t0 = Instant::now();
+                let o = run_save(&mut dom, a, pipe, stream, back);
+                report(&dom, "save", t0);
+                o
             }
             Err(e) => flow::fail(
                 pipe,
@@ -38,7 +62,12 @@ pub fn run<R: Read, W: Write>(
                 console_domid: a.console_domid.into(),
             };
             match XenDomain::open_for_restore(a.domid, backends) {
-                Ok(mut dom) => run_restore(&mut dom, a, pipe, stream),
+                Ok(mut dom) => {
+                    let t0 = Instant::now();
+                    let o = run_restore(&mut dom, a, pipe, stream);
+                    report(&dom, "restore", t0);
+                    o
+                }
                 Err(e) => flow::fail(
                     pipe,
                     e.errno.unwrap_or(errno::EINVAL),
