@@ -63,7 +63,15 @@ fn with_fd(mut cmd: Command, fd: i32) -> Output {
     // Safety: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, CHILD_FD) < 0 {
+            // When the parent's descriptor already is CHILD_FD (another test thread may
+            // have just closed a lower one), dup2 would be a no-op that keeps O_CLOEXEC and
+            // the child would start without its input: clear the flag instead.
+            let ok = if fd == CHILD_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, CHILD_FD) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
