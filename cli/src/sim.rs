@@ -213,14 +213,18 @@ impl SaveCallbacks<SimGuest> for SaveCb {
     fn suspend(&mut self, g: &mut SimGuest) -> bool {
         g.dom.suspend();
         self.suspended_at = Some(std::time::Instant::now());
+        if self.announce && self.remus.is_none() {
+            // The final suspend of a migration: the digest of this state is printed whatever
+            // happens next, computed on a snapshot beside the stop-and-copy rather than
+            // inside the guest's downtime.
+            let _ = writeln!(self.report, "guest: suspended");
+            let _ = self.report.flush();
+            print_digest_in_background(g, "");
+            return true;
+        }
         self.digest_at_suspend = Some(g.state_digest_hex());
         if self.announce {
             let _ = writeln!(self.report, "guest: suspended");
-            if self.remus.is_none() {
-                // The final suspend of a migration: printed now, whatever happens next.
-                let d = self.digest_at_suspend.as_deref().unwrap_or_default();
-                let _ = writeln!(self.report, "state-digest: {d}");
-            }
         }
         true
     }
@@ -254,6 +258,35 @@ impl SaveCallbacks<SimGuest> for SaveCb {
             Policy::Downtime(p) => Some(p.decide(stats)),
         }
     }
+}
+
+/// `state-digest:` lines being computed on other threads (see
+/// [`print_digest_in_background`]); [`wait_for_background_digests`] joins them.
+static PENDING_DIGESTS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Prints `{prefix}state-digest: HEX` of the guest as it is now, on standard output, once
+/// a thread has computed it from a snapshot; the caller goes on at once. The process must
+/// call [`wait_for_background_digests`] before it exits.
+pub(crate) fn print_digest_in_background(g: &SimGuest, prefix: &'static str) {
+    let job = g.state_digest_in_background();
+    let printer = std::thread::spawn(move || match job.join() {
+        Ok(d) => println!("{prefix}state-digest: {}", xenmig::sim::hex(&d)),
+        Err(_) => eprintln!("xenmig: computing the state digest failed"),
+    });
+    PENDING_DIGESTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(printer);
+}
+
+/// Waits until every digest started by [`print_digest_in_background`] is printed.
+pub(crate) fn wait_for_background_digests() {
+    let pending = std::mem::take(&mut *PENDING_DIGESTS.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in pending {
+        let _ = p.join();
+    }
+    let _ = std::io::stdout().flush();
 }
 
 /// Standard output without Rust's line buffering, for streams.

@@ -89,6 +89,8 @@ fn parse_fault(s: Option<&str>) -> Result<Option<Fault>> {
 /// Dies the way a killed toolstack does: no cleanup, the peer sees the connection drop.
 fn die(at: &str) -> ! {
     eprintln!("fault: killed {at}");
+    // What this side printed before it was "killed" includes a digest still being computed.
+    crate::sim::wait_for_background_digests();
     let _ = io::stdout().flush();
     std::process::exit(137)
 }
@@ -244,6 +246,9 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     };
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let elapsed = start.elapsed();
+    // The guest was suspended until the receiver reported it running (or until now).
+    let downtime = cb.suspended_at.map(|t| t.elapsed());
+    crate::sim::wait_for_background_digests();
     if let Some(s) = &report.stats {
         let verdict = match &cb.policy {
             Policy::Downtime(p) => p.verdict.clone(),
@@ -251,7 +256,6 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
         };
         crate::sim::print_stats(&s.libxc, Some(s), verdict.as_ref(), false);
     }
-    let downtime = cb.suspended_at.map(|t| t.elapsed());
     let stream_bytes = report.stats.as_ref().map_or(0, |s| s.bytes);
     match report.outcome {
         SendOutcome::Migrated | SendOutcome::Checkpointed => {
@@ -336,12 +340,15 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
                         r.libxc.checkpoints
                     );
                 }
-                println!("state-digest: {}", g.state_digest_hex());
+                // Digested from a snapshot on another thread: "domain received" goes out
+                // without waiting for it.
+                crate::sim::print_digest_in_background(g, "");
                 println!("guest: paused");
             },
         )
     };
     let _ = stream.shutdown(std::net::Shutdown::Both);
+    crate::sim::wait_for_background_digests();
     match report.outcome {
         ReceiveOutcome::Running(_) => Ok(ExitCode::SUCCESS),
         ReceiveOutcome::RestoreFailed(e) => {

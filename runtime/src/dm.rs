@@ -206,6 +206,15 @@ impl Guest<SimDomain, SimDeviceModel> {
         }
     }
 
+    /// Starts computing [`SimGuest::state_digest`] of the guest as it is now on another
+    /// thread, and returns at once: the guest may be changed or dropped meanwhile. The copy
+    /// it works on shares the page buffers (a reference count per page), so starting it
+    /// costs little; pages written afterwards get new buffers.
+    pub fn state_digest_in_background(&self) -> std::thread::JoinHandle<[u8; 32]> {
+        let snapshot = self.clone();
+        std::thread::spawn(move || snapshot.state_digest())
+    }
+
     /// [`SimGuest::state_digest`] in hex.
     pub fn state_digest_hex(&self) -> String {
         crate::sim::hex(&self.state_digest())

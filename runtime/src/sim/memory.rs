@@ -3,6 +3,7 @@
 //! type of each populated pfn. Also the deterministic generator everything seed-derived uses.
 
 use crate::domain::{PageType, PAGE_SIZE};
+use std::sync::Arc;
 
 /// splitmix64: small, fast and deterministic; the simulator's only source of "randomness".
 #[derive(Debug, Clone)]
@@ -65,32 +66,40 @@ pub(crate) fn seeded_page(seed: u64, pfn: u64, out: &mut [u8]) {
 
 /// Length of `page` without its trailing zeros.
 pub(crate) fn trimmed_len(page: &[u8]) -> usize {
-    // 16 octets at a time from the end, then octet by octet inside the last non-zero word.
-    let mut words = page.chunks_exact(16);
-    let tail = words.remainder();
-    if let Some(i) = tail.iter().rposition(|&b| b != 0) {
-        return page.len() - tail.len() + i + 1;
-    }
-    let last = words.rposition(|w| {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(w);
-        u128::from_ne_bytes(b) != 0
-    });
-    match last {
-        None => 0,
-        Some(w) => {
-            let start = w * 16;
-            let word = page.get(start..start + 16).unwrap_or_default();
-            start + word.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    // Whole 64-octet blocks of zeros from the end first: the OR of eight words has no
+    // data-dependent branch inside a block, so the compiler turns it into vector code.
+    let mut end = page.len();
+    while let Some(block) = end.checked_sub(64).and_then(|s| page.get(s..end)) {
+        let mut acc = 0u64;
+        for w in block.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            acc |= u64::from_ne_bytes(b);
         }
+        if acc != 0 {
+            break;
+        }
+        end -= 64;
     }
+    page[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1)
+}
+
+/// The contents every populated page starts with (shared, so populating allocates nothing).
+fn empty_page() -> Arc<[u8]> {
+    static EMPTY: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(&[][..])).clone()
 }
 
 /// Pages and page types by pfn.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Memory {
-    /// `None`: not populated. `Some`: the contents up to the last non-zero octet.
-    pages: Vec<Option<Box<[u8]>>>,
+    /// `None`: not populated. `Some`: the contents up to the last non-zero octet. Shared
+    /// (`Arc`), so that a copy of the whole memory (a snapshot to digest while the original
+    /// goes on) costs a reference count per page; a write replaces the page's buffer.
+    pages: Vec<Option<Arc<[u8]>>>,
     types: Vec<PageType>,
     populated: u64,
 }
@@ -126,7 +135,7 @@ impl Memory {
         self.grow(pfn + 1);
         let i = pfn as usize;
         if self.pages[i].is_none() {
-            self.pages[i] = Some(Box::new([]));
+            self.pages[i] = Some(empty_page());
             self.types[i] = PageType::NOTAB;
             self.populated += 1;
         }
@@ -159,7 +168,12 @@ impl Memory {
     pub(crate) fn write(&mut self, pfn: u64, data: &[u8]) -> bool {
         match self.pages.get_mut(pfn as usize) {
             Some(Some(p)) => {
-                *p = data[..trimmed_len(data)].into();
+                let new = &data[..trimmed_len(data)];
+                match Arc::get_mut(p) {
+                    // Same length and not shared with a snapshot: overwrite in place.
+                    Some(old) if old.len() == new.len() => old.copy_from_slice(new),
+                    _ => *p = Arc::from(new),
+                }
                 true
             }
             _ => false,
@@ -229,6 +243,19 @@ mod tests {
         p[PAGE_SIZE - 1] = 9;
         assert_eq!(trimmed_len(&p), PAGE_SIZE);
         assert_eq!(trimmed_len(&[0, 0, 5]), 3);
+        // Every length and position around the 64-octet blocks.
+        for len in [0, 1, 63, 64, 65, 127, 128, 129, 200] {
+            for at in 0..len {
+                let mut v = vec![0u8; len];
+                v[at] = 0x80;
+                assert_eq!(trimmed_len(&v), at + 1, "len {len} at {at}");
+                if at > 0 {
+                    v[at - 1] = 1;
+                    assert_eq!(trimmed_len(&v), at + 1, "len {len} at {at}");
+                }
+            }
+            assert_eq!(trimmed_len(&vec![0u8; len]), 0);
+        }
     }
 
     #[test]
@@ -247,5 +274,14 @@ mod tests {
         assert_eq!(m.page_type(2), PageType::XTAB);
         assert_eq!(m.page_type(3), PageType::NOTAB);
         assert_eq!(m.populated_pfns().collect::<Vec<_>>(), vec![3]);
+        // A copy shares the pages; writing to one leaves the other as it was.
+        let snap = m.clone();
+        let mut other = page;
+        other[5] ^= 0xff;
+        assert!(m.write(3, &other));
+        assert!(snap.read(3, &mut out));
+        assert_eq!(out, page);
+        assert!(m.read(3, &mut out));
+        assert_eq!(out, other);
     }
 }
