@@ -7,6 +7,11 @@
 //! CHECKPOINT hands over to libxl records (emulator state, CHECKPOINT_END) before the libxc
 //! records resume without new headers; such a stream may stop at any record boundary.
 //!
+//! A COLO forward stream ([`Reader::colo`]) has one more libxl record per checkpoint: after
+//! CHECKPOINT_END the primary sends CHECKPOINT_STATE (NEW) before the libxc records of the
+//! next checkpoint. Record types overlap between the layers (libxl 5 is libxc
+//! X86_PV_VCPU_EXTENDED), so the caller has to say which kind of stream it reads.
+//!
 //! The reader checks framing (lengths, caps, padding, headers); what records mean is the
 //! verifier's business. Records are handed out borrowed: from the input itself for a slice
 //! source (zero-copy, page bytes never touched), from one reused buffer for a `Read` source.
@@ -170,8 +175,12 @@ enum State {
     ImageHeader,
     DomainHeader,
     LibxcRecords,
+    /// COLO: after CHECKPOINT_END, the primary's CHECKPOINT_STATE (NEW) is next.
+    ColoAwaitingNew,
     AfterEnd,
-    Done { complete: bool },
+    Done {
+        complete: bool,
+    },
 }
 
 /// How many records ahead of the current one [`Source::prefetch`] is asked to warm.
@@ -192,6 +201,8 @@ pub struct Reader<S> {
     checkpointed: bool,
     /// Inside libxl framing: the libxc image paused at a CHECKPOINT.
     libxc_paused: bool,
+    /// A COLO forward stream: CHECKPOINT_STATE follows each CHECKPOINT_END.
+    colo: bool,
     libxc_ctx: DecodeCtx,
     libxl_ctx: DecodeCtx,
     index: u64,
@@ -222,6 +233,7 @@ impl<S: Source> Reader<S> {
             nested: false,
             checkpointed: false,
             libxc_paused: false,
+            colo: false,
             libxc_ctx: ctx,
             libxl_ctx: ctx,
             index: 0,
@@ -251,6 +263,23 @@ impl<S: Source> Reader<S> {
     /// Whether a libxc CHECKPOINT has been seen.
     pub fn checkpointed(&self) -> bool {
         self.checkpointed
+    }
+
+    /// Reads a COLO forward stream: after each CHECKPOINT_END comes the primary's libxl
+    /// CHECKPOINT_STATE, then the libxc records of the next checkpoint.
+    pub fn colo(mut self) -> Self {
+        self.colo = true;
+        self
+    }
+
+    /// [`Reader::colo`] on a reader already in use (before its first CHECKPOINT_END).
+    pub fn set_colo(&mut self, colo: bool) {
+        self.colo = colo;
+    }
+
+    /// Whether the stream is read as a COLO forward stream.
+    pub fn is_colo(&self) -> bool {
+        self.colo
     }
 
     /// The decode context of libxc records (version, byte order, guest width).
@@ -363,7 +392,7 @@ impl<S: Source> Reader<S> {
                     return Ok(Item::DomainHeader { offset: at, header });
                 }
                 State::LibxcRecords => return self.record(Layer::Libxc),
-                State::LibxlRecords => return self.record(Layer::Libxl),
+                State::LibxlRecords | State::ColoAwaitingNew => return self.record(Layer::Libxl),
                 State::AfterEnd => {
                     let at = self.src.offset();
                     let data = self
@@ -477,6 +506,19 @@ impl<S: Source> Reader<S> {
             )
             .with_record(index, format!("{layer} {}", name())));
         }
+        let awaited_state = self.state == State::ColoAwaitingNew;
+        if awaited_state && record_type != libxl::CheckpointState::TYPE {
+            return Err(StreamError::invalid(
+                at,
+                "colo.checkpoint_state",
+                format!(
+                    "in a COLO stream the primary's CHECKPOINT_STATE follows each CHECKPOINT_END; found type {record_type:#x} (libxl {}, libxc {})",
+                    libxl::RecordType::from_u32(record_type),
+                    libxc::RecordType::from_u32(record_type)
+                ),
+            )
+            .with_record(index, format!("{layer} record header")));
+        }
         let len = len as usize;
         let padded = len.div_ceil(8) * 8;
         let strict = self.opts.strictness.enforces(Level::Strict);
@@ -544,6 +586,13 @@ impl<S: Source> Reader<S> {
             }
             (Layer::Libxl, Some(Role::CheckpointEnd)) if self.libxc_paused => {
                 self.libxc_paused = false;
+                self.state = if self.colo {
+                    State::ColoAwaitingNew
+                } else {
+                    State::LibxcRecords
+                };
+            }
+            (Layer::Libxl, Some(Role::CheckpointState)) if awaited_state => {
                 self.state = State::LibxcRecords;
             }
             (Layer::Libxl, Some(Role::End)) => {

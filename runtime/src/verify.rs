@@ -164,6 +164,10 @@ struct Verifier {
     warned: BTreeSet<(usize, usize)>,
     /// A libxc CHECKPOINT was read and its libxl CHECKPOINT_END is awaited.
     awaiting_checkpoint_end: bool,
+    /// The stream is read as a COLO forward stream ([`Reader::colo`]).
+    colo: bool,
+    /// The previous record was a libxl CHECKPOINT_END.
+    after_checkpoint_end: bool,
     libxc_checkpoints: u64,
     requirements_checked: bool,
     libxc_end: bool,
@@ -191,6 +195,8 @@ impl Verifier {
             met: BTreeSet::new(),
             warned: BTreeSet::new(),
             awaiting_checkpoint_end: false,
+            colo: false,
+            after_checkpoint_end: false,
             libxc_checkpoints: 0,
             requirements_checked: false,
             libxc_end: false,
@@ -236,6 +242,7 @@ impl Verifier {
         reader: &mut Reader<S>,
         progress: Progress<'_>,
     ) -> Result<(), StreamError> {
+        self.colo = reader.is_colo();
         let mut n = 0u64;
         loop {
             n += 1;
@@ -277,8 +284,9 @@ impl Verifier {
                 }
                 Item::Record(rec) => {
                     self.count(&rec);
+                    let after_checkpoint_end = std::mem::take(&mut self.after_checkpoint_end);
                     match rec.layer {
-                        Layer::Libxl => self.libxl_record(&rec)?,
+                        Layer::Libxl => self.libxl_record(&rec, after_checkpoint_end)?,
                         _ => self.libxc_record(&rec)?,
                     }
                 }
@@ -747,7 +755,11 @@ impl Verifier {
         Ok(())
     }
 
-    fn libxl_record(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
+    fn libxl_record(
+        &mut self,
+        rec: &RawRecord<'_>,
+        after_checkpoint_end: bool,
+    ) -> Result<(), StreamError> {
         let decoded = rec.libxl()?;
         let Some(info) = rec.info() else {
             // libxl has no optional records: anything unknown is fatal.
@@ -783,10 +795,14 @@ impl Verifier {
                 }
             }
             libxl::Record::LibxcContext(_) => self.libxc_context = true,
+            libxl::Record::CheckpointState(s) => {
+                self.checkpoint_state(rec, s.control_id, after_checkpoint_end)?
+            }
             _ => {}
         }
         match info.role {
             Some(Role::CheckpointEnd) => {
+                self.after_checkpoint_end = true;
                 if !self.awaiting_checkpoint_end {
                     return Err(rec.error(StreamError::invalid(
                         rec.offset,
@@ -810,6 +826,38 @@ impl Verifier {
                 self.report.end = true;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// CHECKPOINT_STATE on the forward stream: only in COLO, only the primary's NEW, only
+    /// right after a CHECKPOINT_END (the secondary's messages travel on the back channel).
+    fn checkpoint_state(
+        &mut self,
+        rec: &RawRecord<'_>,
+        id: libxl::CheckpointStateId,
+        after_checkpoint_end: bool,
+    ) -> Result<(), StreamError> {
+        if !self.colo {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "checkpoint_state.colo",
+                format!("CHECKPOINT_STATE {id} in a stream not read as COLO: only a COLO primary sends it on the forward stream"),
+            )));
+        }
+        if !after_checkpoint_end {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "checkpoint_state.place",
+                format!("CHECKPOINT_STATE {id} not directly after a CHECKPOINT_END: the primary announces each new checkpoint once the previous one is complete"),
+            )));
+        }
+        if id != libxl::CheckpointStateId::NEW {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "checkpoint_state.id",
+                format!("CHECKPOINT_STATE {id} on the forward stream, which carries only NEW (0); the secondary's SUSPENDED, READY and RESUMED go on the back channel"),
+            )));
         }
         Ok(())
     }
