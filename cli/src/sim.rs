@@ -252,6 +252,11 @@ impl SaveCallbacks<SimGuest> for SaveCb {
         }
     }
 
+    /// COLO asks here what Remus asks in `checkpoint` (the layer answers that one itself).
+    fn wait_checkpoint(&mut self, g: &mut SimGuest) -> i32 {
+        self.checkpoint(g)
+    }
+
     fn precopy_policy(&mut self, stats: PrecopyStats) -> Option<PrecopyDecision> {
         match &mut self.policy {
             Policy::Xen => None,
@@ -601,11 +606,11 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
             let map = unsafe { memmap2::Mmap::map(&f) }
                 .with_context(|| format!("cannot map {}", input.describe()))?;
             let mut r = Reader::from_slice(&map, opts);
-            restore_stream(make, &mut RestoreCb, &mut r, ropts)
+            restore_stream(make, &mut RestoreCb, &mut r, ropts, None)
         }
         crate::io::Opened::Stream(s) => {
             let mut r = Reader::from_read(s, opts);
-            restore_stream(make, &mut RestoreCb, &mut r, ropts)
+            restore_stream(make, &mut RestoreCb, &mut r, ropts, None)
         }
     };
     match result {

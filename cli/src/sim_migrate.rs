@@ -3,20 +3,26 @@
 //! ([`xenmig::migrate`]). Each side prints `state-digest: HEX` and `guest: STATE` lines
 //! (`running`, `suspended`, `paused`, `resumed`, `destroyed`), so which copy runs is
 //! observable; the sender prints the time, the bytes and the downtime.
+//!
+//! Remus and COLO print `epoch K state-digest: HEX` for every checkpoint K (the sender at
+//! its suspend; a COLO receiver right after applying it, before its copy runs) and, on the
+//! receiver, `state-digest: HEX` of the last complete checkpoint once the link broke.
 
-use crate::sim::{build_guest, destination, Built, DomainArgs, Policy, RestoreCb, SaveCb};
+use crate::sim::{build_guest, destination, Built, DomainArgs, Policy, SaveCb};
 use anyhow::{anyhow, bail, Context, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use xenmig::dm::SimGuest;
+use xenmig::domain::RestoreCallbacks;
 use xenmig::libxl_stream::Destination;
 use xenmig::migrate::{
     self, Channel, GuestControl, MigrateOptions, Phase, ReceiveOutcome, SendOutcome,
 };
+use xenmig::sim::Workload;
 
 #[derive(clap::Args)]
 pub(crate) struct MigrateArgs {
@@ -26,8 +32,12 @@ pub(crate) struct MigrateArgs {
     #[arg(long)]
     live: bool,
     /// Remus: checkpoint N epochs, then close the connection (the receiver fails over).
-    #[arg(long, value_name = "EPOCHS")]
+    #[arg(long, value_name = "EPOCHS", conflicts_with = "colo")]
     remus: Option<u32>,
+    /// COLO (HVM guests): checkpoint N epochs with the receiver running its copy in between,
+    /// then close the connection (the receiver's copy goes on).
+    #[arg(long, value_name = "EPOCHS")]
+    colo: Option<u32>,
     /// zstd-compress the whole connection (the receiver must be started with --compress).
     #[arg(long)]
     compress: bool,
@@ -49,8 +59,15 @@ pub(crate) struct ReceiveArgs {
     #[arg(long)]
     compress: bool,
     /// Remus: apply checkpoints until the stream breaks, then fail over to the last one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "colo")]
     remus: bool,
+    /// COLO: apply checkpoints, running the guest between them and telling the sender which
+    /// pages it dirtied; when the stream breaks the guest keeps running.
+    #[arg(long)]
+    colo: bool,
+    /// COLO: pages the receiver's copy dirties per second (simulated time) while it runs.
+    #[arg(long, default_value_t = 0, requires = "colo")]
+    dirty_rate: u64,
     /// Seed of the destination's machine frame numbers.
     #[arg(long, default_value_t = 2)]
     seed: u64,
@@ -139,6 +156,56 @@ impl<S: Read> Read for Wire<S> {
     }
 }
 
+/// The receiver's restore callbacks. COLO: right after each checkpoint is applied its digest
+/// is printed as `epoch K state-digest:`; the guest then runs for one checkpoint interval
+/// (its workload dirtying pages) until the sender's next checkpoint.
+struct ReceiveCb {
+    colo: bool,
+    epoch: u32,
+    interval: Duration,
+    /// The digest of the last checkpoint applied.
+    last_digest: Rc<RefCell<Option<String>>>,
+}
+
+impl ReceiveCb {
+    fn new(colo: bool) -> Self {
+        ReceiveCb {
+            colo,
+            epoch: 0,
+            interval: Duration::from_millis(100),
+            last_digest: Rc::new(RefCell::new(None)),
+        }
+    }
+}
+
+impl RestoreCallbacks<SimGuest> for ReceiveCb {
+    fn restore_results(&mut self, g: &mut SimGuest, _store_gfn: u64, _console_gfn: u64) {
+        if !self.colo {
+            return;
+        }
+        g.dom.checkpoint_applied();
+        self.epoch += 1;
+        let d = g.state_digest_hex();
+        println!("epoch {} state-digest: {d}", self.epoch);
+        *self.last_digest.borrow_mut() = Some(d);
+    }
+
+    fn postcopy(&mut self, g: &mut SimGuest) -> i32 {
+        g.dom.resume();
+        1
+    }
+
+    fn wait_checkpoint(&mut self, g: &mut SimGuest) -> i32 {
+        g.dom.run_for(self.interval);
+        1
+    }
+
+    fn suspend(&mut self, g: &mut SimGuest) -> i32 {
+        g.dom.suspend();
+        1
+    }
+}
+
 /// The simulated toolstack's control of its copy: prints every change as `guest: STATE`.
 struct Control {
     fault: Option<Fault>,
@@ -163,6 +230,13 @@ impl GuestControl<SimGuest> for Control {
     fn unpause(&mut self, g: &mut SimGuest) -> Result<(), String> {
         if self.fault == Some(Fault::UnpauseFails) {
             return Err("unpausing failed (injected fault)".into());
+        }
+        if g.dom.is_suspended() {
+            // A COLO secondary whose link broke while it was suspended: its device model
+            // stopped with it.
+            if let Some(dm) = g.dm.as_mut() {
+                xenmig::dm::DeviceModel::resume(dm).map_err(|e| e.to_string())?;
+            }
         }
         g.dom.resume();
         self.say("running");
@@ -200,12 +274,16 @@ fn channel<'a>(
 pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     let addr = loopback(&a.target)?;
     let fault = parse_fault(a.fault.as_deref())?;
+    if a.colo.is_some() && a.domain.guest != "hvm" {
+        bail!("--colo needs --guest hvm: COLO only supports HVM guests, as in libxl");
+    }
     let Built {
         guest: mut dom,
         policy,
         config,
     } = build_guest(&a.domain, true)?;
-    let mut cb = SaveCb::new(policy, a.remus, Box::new(io::stdout()));
+    let checkpoints = a.remus.or(a.colo);
+    let mut cb = SaveCb::new(policy, checkpoints, Box::new(io::stdout()));
     cb.announce = true;
     if let Some(Fault::Checkpoint(k)) = fault {
         cb.after_checkpoint = Some(Box::new(move |epoch| {
@@ -232,6 +310,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     let opts = MigrateOptions {
         live: a.live,
         remus: a.remus.is_some(),
+        colo: a.colo.is_some(),
     };
     let report = {
         let mut chan = channel(&stream, a.compress, wire)?;
@@ -265,7 +344,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
                 count.get(),
                 stream_bytes,
                 stream_bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9),
-                match (a.remus, downtime) {
+                match (checkpoints, downtime) {
                     (None, Some(d)) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
                     _ => "-".into(),
                 }
@@ -312,8 +391,12 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
     let opts = MigrateOptions {
         live: true,
         remus: a.remus,
+        colo: a.colo,
     };
     let seed = a.seed;
+    let dirty_rate = a.dirty_rate;
+    let mut cb = ReceiveCb::new(a.colo);
+    let last_checkpoint = cb.last_digest.clone();
     let report = {
         let rx = Wire {
             inner: &stream,
@@ -328,8 +411,17 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
             Channel::plain(rx, tx)
         };
         migrate::receive(
-            move |d: &Destination<'_>| destination(d, seed),
-            &mut RestoreCb,
+            move |d: &Destination<'_>| {
+                let mut g = destination(d, seed)?;
+                if dirty_rate > 0 {
+                    g.dom.set_workload(Some(Workload {
+                        rate_pages_per_sec: dirty_rate,
+                        seed: seed ^ 0x5eed,
+                    }));
+                }
+                Ok(g)
+            },
+            &mut cb,
             &mut ctl,
             &mut chan,
             opts,
@@ -339,6 +431,12 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
                         "the stream broke after checkpoint {}: failed over to it",
                         r.libxc.checkpoints
                     );
+                }
+                if let Some(d) = last_checkpoint.borrow().as_deref() {
+                    // COLO: the guest has run since; what the primary sent last is the
+                    // checkpoint's digest.
+                    println!("state-digest: {d}");
+                    return;
                 }
                 // Digested from a snapshot on another thread: "domain received" goes out
                 // without waiting for it.

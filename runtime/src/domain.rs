@@ -398,8 +398,28 @@ pub trait RestoreCallbacks<D: ?Sized> {
     }
     /// A CHECKPOINT arrived (Remus/COLO). In a libxl stream, the libxl records of the
     /// checkpoint (up to CHECKPOINT_END) have been passed to `libxl_record` just before.
+    /// The records of the checkpoint are applied after a success.
     fn checkpoint(&mut self, _dom: &mut D) -> CheckpointAnswer {
         CheckpointAnswer::Success
+    }
+    /// COLO: a checkpoint is applied and the domain completed from it; the ring frames, as
+    /// a completed restore reports them. The guest has not run since.
+    fn restore_results(&mut self, _dom: &mut D, _store_gfn: u64, _console_gfn: u64) {}
+    /// COLO: resume the secondary's guest from the checkpoint just applied. 1 ok, 2 the link
+    /// to the primary broke (failover), anything else fails the restore.
+    fn postcopy(&mut self, _dom: &mut D) -> i32 {
+        1
+    }
+    /// COLO: the guest runs until the primary starts the next checkpoint. In a libxl stream
+    /// the driver then reads the primary's CHECKPOINT_STATE and hands it to `libxl_record`.
+    /// 1 ok, 2 failover, anything else fails.
+    fn wait_checkpoint(&mut self, _dom: &mut D) -> i32 {
+        1
+    }
+    /// COLO: suspend the guest before the next checkpoint is received. 1 ok, 2 failover,
+    /// anything else fails.
+    fn suspend(&mut self, _dom: &mut D) -> i32 {
+        1
     }
     /// A libxl record read while the libxc image was being restored (the records of a
     /// checkpoint). An error fails the restore.

@@ -26,7 +26,7 @@ use crate::domain::{BackendError, CheckpointAnswer, GuestType, RestoreCallbacks,
 use crate::domain::{PrecopyDecision, PrecopyStats};
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
-use crate::restore::{restore_new, RestoreError, RestoreOptions, RestoreResult};
+use crate::restore::{restore_new_with_back_channel, RestoreError, RestoreOptions, RestoreResult};
 use crate::save::{save, SaveError, SaveOptions, SaveStats, StreamType};
 use crate::source::{ReadSource, Source};
 use crate::wire::{CStrings, DecodeCtx, Strictness};
@@ -326,6 +326,9 @@ where
 {
     let info = dom.info()?;
     let hvm = info.guest == GuestType::X86Hvm;
+    if opts.stream_type == StreamType::Colo && !hvm {
+        return Err(LibxlSaveError::Invalid(COLO_HVM_ONLY.into()));
+    }
     let emulator_id = match dom.device_model() {
         Some(dm) if hvm => Some(dm.emulator_id()),
         _ => None,
@@ -459,6 +462,16 @@ pub enum LibxlRestoreError {
         context: String,
         source: BackendError,
     },
+    /// A COLO secondary's exchange with the primary went wrong (not a broken link, which
+    /// fails over).
+    #[error("COLO: {0}")]
+    Colo(Box<ColoError>),
+}
+
+impl From<ColoError> for LibxlRestoreError {
+    fn from(e: ColoError) -> Self {
+        LibxlRestoreError::Colo(Box::new(e))
+    }
 }
 
 impl From<RestoreError> for LibxlRestoreError {
@@ -596,8 +609,12 @@ enum Phase {
     Unbuffering,
 }
 
+/// The COLO back channel on the restore side, shared by the libxl layer (CHECKPOINT_STATE)
+/// and the libxc driver (CHECKPOINT_DIRTY_PFN_LIST).
+type BackChannel<'c, 'b> = &'c RefCell<&'b mut dyn Write>;
+
 /// The restore callbacks libxl puts between the toolstack's and the driver's.
-struct RestoreLayer<'a, C> {
+struct RestoreLayer<'a, 'c, 'b, C> {
     inner: &'a mut C,
     phase: Phase,
     queue: Vec<EmulatorRecord>,
@@ -606,10 +623,14 @@ struct RestoreLayer<'a, C> {
     libxl_records: u64,
     checkpoints: u32,
     emulator_records: u64,
+    stream_type: StreamType,
+    /// COLO: the secondary's side of the exchange, and where its messages go.
+    colo: ColoSecondary,
+    back: Option<BackChannel<'c, 'b>>,
 }
 
-impl<'a, C> RestoreLayer<'a, C> {
-    fn new(inner: &'a mut C) -> Self {
+impl<'a, 'c, 'b, C> RestoreLayer<'a, 'c, 'b, C> {
+    fn new(inner: &'a mut C, stream_type: StreamType, back: Option<BackChannel<'c, 'b>>) -> Self {
         RestoreLayer {
             inner,
             phase: Phase::Normal,
@@ -619,6 +640,9 @@ impl<'a, C> RestoreLayer<'a, C> {
             libxl_records: 0,
             checkpoints: 0,
             emulator_records: 0,
+            stream_type,
+            colo: ColoSecondary::new(),
+            back,
         }
     }
 
@@ -630,13 +654,91 @@ impl<'a, C> RestoreLayer<'a, C> {
         }
         msg
     }
+
+    /// Sends one of the secondary's messages: 1 sent, 2 the link broke (failover), 0 a
+    /// failure kept in `error`.
+    fn colo_send(
+        &mut self,
+        f: impl FnOnce(&mut ColoSecondary, &mut dyn Write) -> Result<(), ColoError>,
+    ) -> i32 {
+        let Some(cell) = self.back else {
+            self.fail(
+                ColoError::Sequence(
+                    "a COLO secondary needs the back channel to the primary".into(),
+                )
+                .into(),
+            );
+            return 0;
+        };
+        let mut out = SharedOut(cell);
+        match f(&mut self.colo, &mut out) {
+            Ok(()) => 1,
+            Err(e) if e.broken_link() => 2,
+            Err(e) => {
+                self.fail(e.into());
+                0
+            }
+        }
+    }
 }
 
-impl<D, C> RestoreCallbacks<D> for RestoreLayer<'_, C>
+impl<D, C> RestoreCallbacks<D> for RestoreLayer<'_, '_, '_, C>
 where
     D: HasDeviceModel,
     C: RestoreCallbacks<D>,
 {
+    fn restore_results(&mut self, dom: &mut D, store_gfn: u64, console_gfn: u64) {
+        self.inner.restore_results(dom, store_gfn, console_gfn)
+    }
+
+    /// COLO: READY, the guest and its device model resume, RESUMED.
+    fn postcopy(&mut self, dom: &mut D) -> i32 {
+        if self.stream_type != StreamType::Colo {
+            return self.inner.postcopy(dom);
+        }
+        let r = self.colo_send(|c, b| c.checkpoint_applied(b));
+        if r != 1 {
+            return r;
+        }
+        let r = self.inner.postcopy(dom);
+        if r != 1 {
+            return r;
+        }
+        if let Some(dm) = dom.device_model() {
+            if let Err(source) = dm.resume() {
+                self.fail(LibxlRestoreError::DeviceModel {
+                    context: "resume the secondary's device model".into(),
+                    source,
+                });
+                return 0;
+            }
+        }
+        self.colo_send(|c, b| c.resumed(b))
+    }
+
+    fn wait_checkpoint(&mut self, dom: &mut D) -> i32 {
+        self.inner.wait_checkpoint(dom)
+    }
+
+    /// COLO: the guest and its device model stop, SUSPENDED.
+    fn suspend(&mut self, dom: &mut D) -> i32 {
+        let r = self.inner.suspend(dom);
+        if r != 1 || self.stream_type != StreamType::Colo {
+            return r;
+        }
+        if let Some(dm) = dom.device_model() {
+            // Its state is not wanted: the next checkpoint brings the primary's.
+            if let Err(source) = dm.save() {
+                self.fail(LibxlRestoreError::DeviceModel {
+                    context: "suspend the secondary's device model".into(),
+                    source,
+                });
+                return 0;
+            }
+        }
+        self.colo_send(|c, b| c.suspended(b))
+    }
+
     fn static_data_done(&mut self, dom: &mut D, missing: u32) -> i32 {
         self.inner.static_data_done(dom, missing)
     }
@@ -672,12 +774,26 @@ where
 
     fn libxl_record(&mut self, dom: &mut D, rec: &RawRecord<'_>) -> Result<(), String> {
         self.libxl_records += 1;
-        // The driver hands over libxl records only inside a checkpoint.
+        let guest = dom.info().ok().map(|i| i.guest);
+        let checked = check_record(rec, guest).map_err(|e| self.fail(e.into()))?;
+        if let Checked::CheckpointState(id) = checked {
+            if self.stream_type == StreamType::Colo && self.phase == Phase::Normal {
+                // The primary's NEW, between two checkpoints.
+                if let Err(e) = self.colo.new_received(id) {
+                    let (rule, detail) = match e {
+                        ColoError::Unexpected { .. } => ("checkpoint_state.id", e.to_string()),
+                        other => ("checkpoint_state.unexpected", other.to_string()),
+                    };
+                    let e = rec.error(StreamError::invalid(rec.offset, rule, detail));
+                    return Err(self.fail(e.into()));
+                }
+                return self.inner.libxl_record(dom, rec);
+            }
+        }
+        // Otherwise the driver hands over libxl records only inside a checkpoint.
         if self.phase == Phase::Normal {
             self.phase = Phase::Buffering;
         }
-        let guest = dom.info().ok().map(|i| i.guest);
-        let checked = check_record(rec, guest).map_err(|e| self.fail(e.into()))?;
         let misplaced = |what: &str| {
             rec.error(StreamError::invalid(
                 rec.offset,
@@ -710,11 +826,18 @@ where
 ///
 /// The reader is left just after the libxl END (or the libxc END of a bare image), so a
 /// migration protocol can continue on the same input. Lenient reader options match Xen.
+///
+/// A COLO secondary (`opts.stream_type` COLO) needs `back_channel`, the stream to the
+/// primary: its CHECKPOINT_STATE messages and dirty pfn lists go there, and the reader is
+/// switched to COLO forward streams ([`Reader::colo`]). It runs the guest between
+/// checkpoints through the toolstack's callbacks; when the link breaks it fails over and the
+/// restore succeeds with the guest as it is.
 pub fn restore_stream<D, C, S, F>(
     make: F,
     cb: &mut C,
     reader: &mut Reader<S>,
     opts: RestoreOptions,
+    back_channel: Option<&mut dyn Write>,
 ) -> Result<(D, LibxlRestoreResult), LibxlRestoreError>
 where
     D: HasDeviceModel,
@@ -727,10 +850,16 @@ where
         framing: Some(framing),
         ..Default::default()
     };
-    let mut layer = RestoreLayer::new(cb);
+    if opts.stream_type == StreamType::Colo {
+        reader.set_colo(true);
+    }
+    let back = back_channel.map(RefCell::new);
+    let mut driver_back = back.as_ref().map(SharedOut);
+    let mut layer = RestoreLayer::new(cb, opts.stream_type, back.as_ref());
     if framing == Framing::Libxc {
-        let made = restore_new(
+        let made = restore_new_with_back_channel(
             |guest, header: &libxc::DomainHeader| {
+                colo_guest(opts.stream_type, guest, header)?;
                 make(&Destination {
                     guest,
                     header,
@@ -741,6 +870,7 @@ where
             &mut layer,
             reader,
             opts,
+            driver_back.as_mut().map(|b| b as &mut dyn Write),
         );
         let (dom, r) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
         res.failed_over = r.failed_over;
@@ -808,8 +938,9 @@ where
     // The libxc image, with the checkpoints' libxl records through the layer.
     let config = res.xl.as_ref().and_then(|x| x.config.clone());
     let mut early_applied = 0u64;
-    let made = restore_new(
+    let made = restore_new_with_back_channel(
         |guest, header: &libxc::DomainHeader| {
+            colo_guest(opts.stream_type, guest, header)?;
             let mut dom = make(&Destination {
                 guest,
                 header,
@@ -843,6 +974,7 @@ where
         &mut layer,
         reader,
         opts,
+        driver_back.as_mut().map(|b| b as &mut dyn Write),
     );
     let (mut dom, libxc_result) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
     res.libxl_records += layer.libxl_records;
@@ -915,6 +1047,30 @@ where
     }
 }
 
+/// Why a PV guest cannot take part in COLO.
+const COLO_HVM_ONLY: &str = "COLO only supports HVM guests (libxl refuses PV guests on both sides)";
+
+/// A COLO secondary refuses a PV guest, as libxl does.
+fn colo_guest(
+    stream_type: StreamType,
+    guest: GuestType,
+    header: &libxc::DomainHeader,
+) -> Result<(), RestoreError> {
+    if stream_type == StreamType::Colo && guest != GuestType::X86Hvm {
+        return Err(StreamError::invalid(
+            0,
+            "colo.guests",
+            format!(
+                "{COLO_HVM_ONLY}; this stream's domain type is {}",
+                header.r#type
+            ),
+        )
+        .with_item("libxc domain_header")
+        .into());
+    }
+    Ok(())
+}
+
 fn outside_checkpoint(rec: &RawRecord<'_>) -> StreamError {
     rec.error(StreamError::invalid(
         rec.offset,
@@ -933,7 +1089,8 @@ fn state_not_awaited(rec: &RawRecord<'_>, id: libxl::CheckpointStateId) -> Strea
 
 /// [`restore_stream`] over any `Read` (a socket): reads with one buffer and gives the input
 /// back with the octets it read past the stream's end (to be consumed before reading on;
-/// with `exact` set nothing is read past it, at the cost of small reads).
+/// with `exact` set nothing is read past it, at the cost of small reads). `back_channel`
+/// as for [`restore_stream`].
 #[allow(clippy::type_complexity)]
 pub fn restore_from_read<D, C, R, F>(
     make: F,
@@ -941,6 +1098,7 @@ pub fn restore_from_read<D, C, R, F>(
     input: R,
     opts: RestoreOptions,
     exact: bool,
+    back_channel: Option<&mut dyn Write>,
 ) -> (
     Result<(D, LibxlRestoreResult), LibxlRestoreError>,
     R,
@@ -963,7 +1121,7 @@ where
             strictness: Strictness::Lenient,
         },
     );
-    let r = restore_stream(make, cb, &mut reader, opts);
+    let r = restore_stream(make, cb, &mut reader, opts, back_channel);
     let (input, rest) = reader.into_source().into_parts();
     (r, input, rest)
 }
@@ -989,6 +1147,18 @@ pub enum ColoError {
     Sequence(String),
     #[error("COLO {step}: {detail}")]
     Op { step: &'static str, detail: String },
+}
+
+impl ColoError {
+    /// The link to the other side broke (as opposed to a message that breaks the protocol).
+    pub fn broken_link(&self) -> bool {
+        match self {
+            ColoError::Io(_) => true,
+            ColoError::Write(e) => e.io_kind().is_some(),
+            ColoError::Stream(e) => matches!(e.kind, ErrorKind::Io | ErrorKind::Truncated),
+            _ => false,
+        }
+    }
 }
 
 /// Largest CHECKPOINT_STATE body accepted (libxl writes 8 octets).
@@ -1199,6 +1369,23 @@ impl ColoSecondary {
             "new checkpoint",
         )?;
         expect_state(fwd, libxl::CheckpointStateId::NEW)
+    }
+
+    /// The primary's CHECKPOINT_STATE arrived on the forward stream, read by someone else
+    /// (the restore driver): it must be NEW, and awaited.
+    pub fn new_received(&mut self, id: libxl::CheckpointStateId) -> Result<(), ColoError> {
+        self.step(
+            SecondaryStep::New,
+            SecondaryStep::Suspended,
+            "new checkpoint",
+        )?;
+        if id != libxl::CheckpointStateId::NEW {
+            return Err(ColoError::Unexpected {
+                expected: libxl::CheckpointStateId::NEW,
+                got: id,
+            });
+        }
+        Ok(())
     }
 
     /// The secondary's copy is suspended: SUSPENDED.

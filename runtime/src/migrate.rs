@@ -17,6 +17,11 @@
 //! **Remus**: the same preamble, no ready/go exchange; the receiver applies checkpoints until
 //! the stream breaks, then fails over to the last complete one and unpauses it.
 //!
+//! **COLO**: as Remus, and the receiver (the secondary) runs its copy between checkpoints,
+//! answering on the reverse direction of the same connection (CHECKPOINT_STATE messages and
+//! dirty pfn lists, as `xl remus --colo` does over ssh). When the link breaks the secondary's
+//! guest keeps running.
+//!
 //! **Compression** ([`Channel::compressed`]): the whole connection, both directions, through
 //! streaming zstd, flushed at every protocol point. Off by default, so the default wire is
 //! exactly what xl sends; both ends must agree.
@@ -161,7 +166,8 @@ pub enum SendOutcome {
     /// A failure after the point of no return: which copy is authoritative is undefined.
     /// The sender's copy stays suspended.
     Undefined { error: MigrateError },
-    /// Remus: the checkpoints are out and the connection is closed; the sender's guest runs.
+    /// Remus or COLO: the checkpoints are out and the connection is closed; the sender's
+    /// guest runs.
     Checkpointed,
 }
 
@@ -180,10 +186,26 @@ pub struct MigrateOptions {
     pub live: bool,
     /// Remus: checkpointed stream, no ready/go exchange.
     pub remus: bool,
+    /// COLO: checkpointed as Remus, the receiver runs the guest between checkpoints and
+    /// answers on the reverse direction.
+    pub colo: bool,
 }
 
-/// The sender's side of `xl migrate` (or `xl remus` with `opts.remus`; the callbacks decide
-/// how many checkpoints). `config_json` is the domain config the receiver builds from.
+impl MigrateOptions {
+    fn stream_type(&self) -> StreamType {
+        if self.colo {
+            StreamType::Colo
+        } else if self.remus {
+            StreamType::Remus
+        } else {
+            StreamType::Plain
+        }
+    }
+}
+
+/// The sender's side of `xl migrate` (or `xl remus` with `opts.remus`, `xl remus --colo`
+/// with `opts.colo`; the callbacks decide how many checkpoints). `config_json` is the domain
+/// config the receiver builds from.
 pub fn send<D, C, G>(
     dom: &mut D,
     cb: &mut C,
@@ -212,16 +234,15 @@ where
         return before(dom, ctl, e, stats);
     }
     ctl.phase(Phase::Banner);
+    let stream_type = opts.stream_type();
     let save_opts = SaveOptions {
-        live: opts.live || opts.remus,
-        stream_type: if opts.remus {
-            StreamType::Remus
-        } else {
-            StreamType::Plain
-        },
+        live: opts.live || stream_type != StreamType::Plain,
+        stream_type,
         ..SaveOptions::default()
     };
-    match save_xl(dom, cb, &mut chan.tx, save_opts, Some(config_json), None) {
+    // COLO: the secondary answers on the reverse direction.
+    let back = (stream_type == StreamType::Colo).then_some(&mut chan.rx as &mut dyn Read);
+    match save_xl(dom, cb, &mut chan.tx, save_opts, Some(config_json), back) {
         Ok((s, _)) => stats = Some(s),
         Err(e) => return before(dom, ctl, e.into(), stats),
     }
@@ -232,7 +253,7 @@ where
         };
         return before(dom, ctl, error, stats);
     }
-    if opts.remus {
+    if stream_type != StreamType::Plain {
         // The link is closed by the caller dropping the channel; the guest keeps running.
         return SendReport {
             outcome: SendOutcome::Checkpointed,
@@ -307,9 +328,10 @@ pub struct ReceiveReport<D> {
     pub restore: Option<LibxlRestoreResult>,
 }
 
-/// The receiver's side of `xl migrate-receive` (`-r` with `opts.remus`). `make` builds the
-/// destination from the stream's domain header and xl config. `restored` is called with
-/// the paused guest before it is acknowledged (the CLI prints its digest there).
+/// The receiver's side of `xl migrate-receive` (`-r` with `opts.remus` or `opts.colo`).
+/// `make` builds the destination from the stream's domain header and xl config. `restored`
+/// is called with the paused guest before it is acknowledged (the CLI prints its digest
+/// there); for COLO, with the secondary's guest as the link broke.
 pub fn receive<D, C, G, F>(
     make: F,
     cb: &mut C,
@@ -335,23 +357,21 @@ where
         });
     }
     ctl.phase(Phase::Banner);
+    let stream_type = opts.stream_type();
     let ropts = RestoreOptions {
-        stream_type: if opts.remus {
-            StreamType::Remus
-        } else {
-            StreamType::Plain
-        },
+        stream_type,
         store_evtchn: 1,
         console_evtchn: 2,
     };
-    let (r, _, rest) = restore_from_read(make, cb, &mut chan.rx, ropts, false);
+    let back = (stream_type == StreamType::Colo).then_some(&mut chan.tx as &mut dyn Write);
+    let (r, _, rest) = restore_from_read(make, cb, &mut chan.rx, ropts, false, back);
     let (mut dom, lres) = match r {
         Ok(x) => x,
         Err(e) => return fail(e.into()),
     };
     restored(&dom, &lres);
     ctl.phase(Phase::Image);
-    let remus = opts.remus || lres.libxc.checkpoints > 0;
+    let remus = stream_type != StreamType::Plain || lres.libxc.checkpoints > 0;
     if !remus {
         if !rest.is_empty() {
             // Nothing may follow the stream before "domain received" is out.
@@ -385,7 +405,8 @@ where
         }
         ctl.phase(Phase::Go);
     }
-    // Remus: the stream broke (or ended); the last complete checkpoint takes over.
+    // Remus: the stream broke (or ended); the last complete checkpoint takes over. COLO:
+    // the secondary's guest goes on from where it is.
     match ctl.unpause(&mut dom) {
         Ok(()) => {
             if !remus {

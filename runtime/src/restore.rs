@@ -5,6 +5,13 @@
 //! A checkpointed stream applies the records of an epoch only when its CHECKPOINT arrives;
 //! when the stream breaks, the last complete epoch is committed (failover). Any other error
 //! is returned as an error: a rejected stream is never reported as a restored domain.
+//!
+//! A COLO secondary ([`restore_new_with_back_channel`]) also runs its copy of the guest
+//! between checkpoints (format-reference §4 "Checkpoints"): after each one it completes the
+//! domain, resumes it, waits for the primary's next checkpoint (in a libxl stream: reads its
+//! CHECKPOINT_STATE NEW), suspends it, and sends the pages the guest dirtied meanwhile as a
+//! CHECKPOINT_DIRTY_PFN_LIST on the back channel, so the primary sends them again. When the
+//! link breaks the guest keeps what it has: no checkpoint is re-applied.
 
 use crate::domain::{
     errno, BackendError, Bitmap, CheckpointAnswer, Domain, GuestType, RestoreCallbacks, TscInfo,
@@ -15,10 +22,13 @@ use crate::hooks::{rewrite_page_table, rewrite_vcpu_context};
 use crate::reader::{Item, RawRecord, Reader};
 use crate::save::StreamType;
 use crate::source::Source;
+use crate::wire::Array;
 use crate::wire::{DecodeCtx, Role};
+use crate::writer::StreamWriter;
 use crate::x86::PvLayout;
 use crate::{libxc, x86};
 use std::collections::BTreeMap;
+use std::io::Write;
 
 /// How to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,9 +86,13 @@ struct Vcpu {
     msrs: Option<Vec<u8>>,
 }
 
-struct Restorer<'a, D: Domain, C: RestoreCallbacks<D>> {
+struct Restorer<'a, 'b, D: Domain, C: RestoreCallbacks<D>> {
     dom: &'a mut D,
     cb: &'a mut C,
+    /// COLO: the stream to the primary (dirty pfn lists).
+    back: Option<&'a mut (dyn Write + 'b)>,
+    /// COLO: log-dirty runs on this side (from the first resume on).
+    colo_logdirty: bool,
     opts: RestoreOptions,
     guest: GuestType,
     version: u32,
@@ -119,7 +133,7 @@ where
     C: RestoreCallbacks<D>,
     S: Source,
 {
-    let mut r = Restorer::new(dom, cb, opts)?;
+    let mut r = Restorer::new(dom, cb, opts, None)?;
     r.run(reader)?;
     Ok(r.result)
 }
@@ -138,6 +152,34 @@ where
     S: Source,
     F: FnOnce(GuestType, &libxc::DomainHeader) -> R<D>,
 {
+    restore_new_with_back_channel(make, cb, reader, opts, None)
+}
+
+/// [`restore_new`] with the stream back to the primary, which a COLO secondary
+/// (`opts.stream_type` COLO) sends its dirty pfn lists on; other restores ignore it.
+pub fn restore_new_with_back_channel<D, C, S, F>(
+    make: F,
+    cb: &mut C,
+    reader: &mut Reader<S>,
+    opts: RestoreOptions,
+    back_channel: Option<&mut dyn Write>,
+) -> R<(D, RestoreResult)>
+where
+    D: Domain,
+    C: RestoreCallbacks<D>,
+    S: Source,
+    F: FnOnce(GuestType, &libxc::DomainHeader) -> R<D>,
+{
+    if opts.stream_type == StreamType::Colo && back_channel.is_none() {
+        return Err(be(
+            "COLO restore",
+            BackendError::new(
+                "back channel",
+                "a COLO secondary needs the back channel to the primary",
+            )
+            .errno(errno::EINVAL),
+        ));
+    }
     let mut version = 0;
     let header = loop {
         match reader.next_item()? {
@@ -167,7 +209,7 @@ where
     })?;
     let mut dom = make(guest, &header)?;
     let result = {
-        let mut r = Restorer::new(&mut dom, cb, opts)?;
+        let mut r = Restorer::new(&mut dom, cb, opts, back_channel)?;
         r.version = version;
         r.ctx = reader.libxc_ctx();
         r.run(reader)?;
@@ -188,8 +230,13 @@ fn check_image_header(offset: u64, header: &libxc::ImageHeader) -> R<()> {
     Ok(())
 }
 
-impl<'a, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, D, C> {
-    fn new(dom: &'a mut D, cb: &'a mut C, opts: RestoreOptions) -> R<Self> {
+impl<'a, 'b, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, 'b, D, C> {
+    fn new(
+        dom: &'a mut D,
+        cb: &'a mut C,
+        opts: RestoreOptions,
+        back: Option<&'a mut (dyn Write + 'b)>,
+    ) -> R<Self> {
         let info = dom.info().map_err(|e| be("domain info", e))?;
         Ok(Restorer {
             guest: info.guest,
@@ -197,6 +244,8 @@ impl<'a, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, D, C> {
             max_vcpu_id: info.max_vcpu_id,
             dom,
             cb,
+            back,
+            colo_logdirty: false,
             opts,
             version: 0,
             ctx: DecodeCtx::new(3),
@@ -233,7 +282,7 @@ fn invalid(rec: &RawRecord<'_>, rule: &str, detail: String) -> RestoreError {
     RestoreError::Stream(rec.error(StreamError::invalid(rec.offset, rule, detail)))
 }
 
-impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
+impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
     fn run<S: Source>(&mut self, reader: &mut Reader<S>) -> R<()> {
         loop {
             let nested = reader.nested();
@@ -302,7 +351,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                             body: &[],
                             ctx,
                         };
-                        if self.process(&cp)? {
+                        if self.process(&cp)? || self.colo_round(reader)? {
                             return Ok(());
                         }
                         continue;
@@ -317,6 +366,9 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
                         continue;
                     }
                     if self.process(&rec)? {
+                        return Ok(());
+                    }
+                    if role == Some(Role::Checkpoint) && self.colo_round(reader)? {
                         return Ok(());
                     }
                 }
@@ -384,7 +436,133 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
     fn failover(&mut self) -> R<()> {
         self.buffer.clear();
         self.result.failed_over = true;
+        if self.opts.stream_type == StreamType::Colo {
+            // The domain was completed at the last checkpoint and has run since.
+            return Ok(());
+        }
         self.stream_complete()
+    }
+
+    /// COLO, after a checkpoint was applied (format-reference §4 "Checkpoints"): complete
+    /// the domain, report it, resume it, wait for the next checkpoint, suspend, and send the
+    /// pfns the guest dirtied on the back channel. True when the link broke (failover).
+    fn colo_round<S: Source>(&mut self, reader: &mut Reader<S>) -> R<bool> {
+        if self.opts.stream_type != StreamType::Colo {
+            return Ok(false);
+        }
+        self.end_offset = reader.offset();
+        self.stream_complete()?;
+        self.cb
+            .restore_results(self.dom, self.result.store_gfn, self.result.console_gfn);
+        if !self.colo_logdirty {
+            // From the first resume on, what the guest writes is tracked.
+            self.dom
+                .enable_logdirty()
+                .map_err(|e| be("enable logdirty", e))?;
+            self.colo_logdirty = true;
+        }
+        let r = self.cb.postcopy(self.dom);
+        if self.colo_answer("postcopy", r)? {
+            return self.colo_failover();
+        }
+        let r = self.cb.wait_checkpoint(self.dom);
+        if self.colo_answer("wait_checkpoint", r)? {
+            return self.colo_failover();
+        }
+        if reader.nested() {
+            // The primary's CHECKPOINT_STATE NEW, read here for the libxl layer.
+            let at = reader.offset();
+            match reader.next_item() {
+                Ok(Item::Record(rec)) if rec.layer == Layer::Libxl => {
+                    if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
+                        return Err(rec
+                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .into());
+                    }
+                }
+                Ok(Item::Eof { .. }) => return self.colo_failover(),
+                Err(e) if matches!(e.kind, ErrorKind::Truncated | ErrorKind::Io) => {
+                    return self.colo_failover()
+                }
+                Err(e) => return Err(e.into()),
+                Ok(other) => {
+                    return Err(StreamError::invalid(
+                        at,
+                        "colo.checkpoint_state",
+                        format!("expected the primary's CHECKPOINT_STATE NEW, got {other:?}"),
+                    )
+                    .into())
+                }
+            }
+        }
+        let r = self.cb.suspend(self.dom);
+        if self.colo_answer("suspend", r)? {
+            return self.colo_failover();
+        }
+        if self.send_dirty_pfn_list()? {
+            return self.colo_failover();
+        }
+        Ok(false)
+    }
+
+    /// A COLO callback's answer: 1 go on, 2 the link broke (true), anything else fails.
+    fn colo_answer(&mut self, what: &str, r: i32) -> R<bool> {
+        match r {
+            1 => Ok(false),
+            2 => Ok(true),
+            other => Err(be(
+                "COLO checkpoint",
+                BackendError::new(
+                    "callback",
+                    format!("the toolstack's {what} returned {other}"),
+                ),
+            )),
+        }
+    }
+
+    fn colo_failover(&mut self) -> R<bool> {
+        self.failover()?;
+        Ok(true)
+    }
+
+    /// COLO: the pfns the guest dirtied since the last clean, as one
+    /// CHECKPOINT_DIRTY_PFN_LIST on the back channel. True when the link broke.
+    fn send_dirty_pfn_list(&mut self) -> R<bool> {
+        let size = self
+            .dom
+            .p2m_size()
+            .map_err(|e| be("p2m size", e))?
+            .max(self.populated.len());
+        let mut dirty = Bitmap::new(size);
+        self.dom
+            .clean_dirty(&mut dirty, true)
+            .map_err(|e| be("clean the dirty log", e))?;
+        let pfns: Vec<u64> = dirty.iter().collect();
+        let Some(back) = self.back.as_mut() else {
+            return Err(be(
+                "COLO checkpoint",
+                BackendError::new(
+                    "back channel",
+                    "a COLO secondary needs the back channel to the primary",
+                ),
+            ));
+        };
+        let mut w = StreamWriter::new(&mut **back);
+        let sent = w
+            .libxc(&libxc::Record::CheckpointDirtyPfnList(
+                libxc::CheckpointDirtyPfnList {
+                    pfns: Array::Values(&pfns),
+                },
+            ))
+            .and_then(|()| w.flush());
+        match sent {
+            Ok(()) => Ok(false),
+            Err(e) if e.io_kind().is_some() => Ok(true),
+            Err(e) => Err(be(
+                "COLO checkpoint",
+                BackendError::new("send the dirty pfn list", e.to_string()),
+            )),
+        }
     }
 
     /// Processes one record; true at END.
@@ -444,7 +622,10 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, D, C> {
         match decoded {
             libxc::Record::End(_) => {
                 self.end_offset = rec.offset;
-                self.stream_complete()?;
+                if self.opts.stream_type != StreamType::Colo {
+                    // COLO completed the domain at its checkpoints already.
+                    self.stream_complete()?;
+                }
                 return Ok(true);
             }
             libxc::Record::PageData(p) => self.page_data(&rec, &p)?,

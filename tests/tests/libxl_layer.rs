@@ -185,6 +185,7 @@ fn restore_bytes(
             store_evtchn: 1,
             console_evtchn: 2,
         },
+        None,
     )
 }
 
@@ -330,6 +331,7 @@ fn pv_and_hvm_round_trip_in_libxl_and_xl_framing() {
                     &with_tail[..],
                     RestoreOptions::default(),
                     exact,
+                    None,
                 );
                 let (back, _) = r.unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(back.state_digest_hex(), src_digest, "{what}");

@@ -298,6 +298,14 @@ impl SimDomain {
         }
     }
 
+    /// A COLO secondary after a checkpoint was applied over its suspended guest: the domain
+    /// is what a restore builds, no longer suspended, and start_info is left as the restore
+    /// wrote it (unlike [`SimDomain::resume`], where the guest turns its own pfns back into
+    /// mfns). The workload runs again once time passes.
+    pub fn checkpoint_applied(&mut self) {
+        self.suspended = false;
+    }
+
     pub fn is_suspended(&self) -> bool {
         self.suspended
     }
