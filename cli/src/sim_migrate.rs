@@ -403,7 +403,7 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
             count,
             limit,
         };
-        let rx = io::BufReader::with_capacity(1 << 20, rx);
+        let rx = io::BufReader::with_capacity(64 << 10, rx);
         let tx = io::BufWriter::new(&stream);
         let mut chan = if a.compress {
             Channel::compressed(rx, tx)?

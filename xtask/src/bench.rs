@@ -22,10 +22,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench [--runs N] [--size SIZE] [--no-criterion]
+usage: cargo xtask bench [--runs N] [--size SIZE] [--only SECTION]... [--no-criterion]
 
   --runs N          timed runs of each command, the best counts (default 3)
   --size SIZE       stream size, e.g. 1G (default), 256M
+  --only SECTION    run only these sections: verify, legacy, sim, policies, migrate,
+                    criterion (repeatable; default all)
   --no-criterion    skip `cargo bench -p xenmig`
 
 Streams go to a temporary directory under /tmp, or to $XENMIG_BENCH_DIR (kept).";
@@ -37,6 +39,24 @@ struct Options {
     runs: usize,
     size: String,
     criterion: bool,
+    /// Sections asked for with --only (empty: all).
+    only: Vec<String>,
+}
+
+/// The sections --only knows.
+const SECTIONS: &[&str] = &[
+    "verify",
+    "legacy",
+    "sim",
+    "policies",
+    "migrate",
+    "criterion",
+];
+
+impl Options {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -44,6 +64,7 @@ fn parse(args: &[String]) -> Result<Options> {
         runs: 3,
         size: "1G".into(),
         criterion: true,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,6 +77,16 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "--size" => o.size = it.next().context("--size needs a value")?.clone(),
             "--no-criterion" => o.criterion = false,
+            "--only" => {
+                let v = it.next().context("--only needs a section")?;
+                if !SECTIONS.contains(&v.as_str()) {
+                    bail!(
+                        "--only {v}: sections are {}\n\n{USAGE}",
+                        SECTIONS.join(", ")
+                    );
+                }
+                o.only.push(v.clone());
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -75,9 +106,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let dir = BenchDir::new()?;
     let mut report = Report::default();
 
-    let streams = [1024usize, 8];
+    let streams: &[usize] = if opts.wants("verify") {
+        &[1024, 8]
+    } else {
+        &[]
+    };
     let mut files = Vec::new();
-    for batch in streams {
+    for &batch in streams {
         let path = dir.path.join(format!("stream-{batch}.libxl"));
         eprintln!(
             "generating {} ({} of {batch}-pfn batches)",
@@ -99,16 +134,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     for (batch, path) in &files {
         report.stream(&tools, &dir.path, *batch, path, opts.runs)?;
     }
-    match &tools.gen_legacy {
-        Ok(gen_legacy) => report.legacy(&tools, gen_legacy, &dir.path, &opts)?,
-        Err(why) => report.legacy_missing = Some(why.clone()),
+    if opts.wants("legacy") {
+        match &tools.gen_legacy {
+            Ok(gen_legacy) => report.legacy(&tools, gen_legacy, &dir.path, &opts)?,
+            Err(why) => report.legacy_missing = Some(why.clone()),
+        }
     }
-    report.sim(&tools, &dir.path, &opts)?;
+    if opts.wants("sim") {
+        report.sim(&tools, &dir.path, &opts)?;
+    }
+    if opts.wants("migrate") {
+        report.migrate(&tools, &dir.path, &opts)?;
+    }
     report.print(&opts);
-    print_policies(&tools, &dir.path)?;
+    if opts.wants("policies") {
+        print_policies(&tools, &dir.path)?;
+    }
     drop(dir);
 
-    if opts.criterion {
+    if opts.criterion && opts.wants("criterion") {
         println!("\n== criterion: cargo bench -p xenmig --bench codec\n");
         let status = Command::new(&cargo)
             .current_dir(root)
@@ -748,6 +792,74 @@ impl Report {
         Ok(())
     }
 
+    /// `xenmig sim migrate --live` of a simulated HVM domain over loopback TCP to `xenmig
+    /// sim migrate-receive`, against a plain TCP copy of as many octets between two
+    /// processes (`xtask tcp-source` → `xtask tcp-sink`), interleaved, best of the runs.
+    fn migrate(&mut self, tools: &Tools, dir: &Path, opts: &Options) -> Result<()> {
+        let memory = opts.size.clone();
+        let xtask = std::env::current_exe().context("the xtask executable")?;
+        eprintln!("timing sim migrate of a {memory} HVM domain over loopback against a TCP copy");
+        let mut copy: Option<TcpRun> = None;
+        let mut mig: Option<MigrationRun> = None;
+        for _ in 0..opts.runs {
+            let m = migration_run(&tools.xenmig, &memory, dir)?;
+            let c = tcp_copy_run(&xtask, m.wire_bytes, dir)?;
+            if mig.as_ref().is_none_or(|b| m.secs < b.secs) {
+                mig = Some(MigrationRun {
+                    receiver_rss: mig
+                        .as_ref()
+                        .map_or(0, |b| b.receiver_rss)
+                        .max(m.receiver_rss),
+                    ..m
+                });
+            }
+            if copy.as_ref().is_none_or(|b| c.secs < b.secs) {
+                copy = Some(c);
+            }
+        }
+        let (Some(m), Some(c)) = (mig, copy) else {
+            bail!("--runs must be at least 1");
+        };
+        // Throughputs (the two move the same number of octets).
+        let ratio = (m.wire_bytes as f64 / m.secs) / (c.bytes as f64 / c.secs);
+        self.sections.push(Section {
+            title: format!("{memory} simulated HVM domain migrated live over loopback TCP"),
+            bytes: m.wire_bytes,
+            rows: vec![
+                Row {
+                    what: "TCP copy (tcp-source -> tcp-sink)".into(),
+                    run: Run {
+                        secs: c.secs,
+                        ..Run::default()
+                    },
+                    rss: false,
+                },
+                Row {
+                    what: "xenmig sim migrate --live -> sim migrate-receive".into(),
+                    run: Run {
+                        secs: m.secs,
+                        max_rss: m.receiver_rss,
+                        ..Run::default()
+                    },
+                    rss: true,
+                },
+            ],
+            checks: vec![ratio_check("migrate vs TCP copy", ratio, 0.5)],
+            notes: vec![format!(
+                "both timed from connect to the end of the exchange: the migration until \
+                     the receiver reported its guest running (xl's protocol: banner, xl \
+                     header, stream, \"domain received\", \"cleared to unpause\", status), \
+                     the copy until the sink closed after the last octet; building the \
+                     simulated domain before connecting is not timed. Downtime {:.1} ms; \
+                     digests of both sides equal ({}), each computed on a snapshot on \
+                     another thread; peak RSS is the receiver, which holds the domain",
+                m.downtime_ms,
+                &m.digest[..16.min(m.digest.len())]
+            )],
+        });
+        Ok(())
+    }
+
     fn print(&self, opts: &Options) {
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
@@ -809,6 +921,213 @@ impl Report {
             }
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration over loopback TCP, and the plain TCP copy it is compared with
+
+/// One timed migration.
+struct MigrationRun {
+    /// From connect to the receiver's report, as the sender measured it.
+    secs: f64,
+    wire_bytes: u64,
+    downtime_ms: f64,
+    digest: String,
+    receiver_rss: u64,
+}
+
+/// One timed TCP copy.
+struct TcpRun {
+    secs: f64,
+    bytes: u64,
+}
+
+/// The standard output of a listener, past its `listening:` line.
+type ListenerOut = std::io::BufReader<std::process::ChildStdout>;
+
+/// Spawns `cmd` with its standard output piped; returns it with the address it printed on
+/// its first line as `listening: ADDR`, and the rest of its output to read.
+fn spawn_listener(
+    cmd: &mut Command,
+    dir: &Path,
+    log: &str,
+) -> Result<(Child, String, ListenerOut)> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(dir.join(log))?)
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let Some(addr) = line.trim().strip_prefix("listening: ") else {
+        let _ = child.kill();
+        bail!("{cmd:?} printed {line:?} instead of `listening: ADDR`");
+    };
+    Ok((child, addr.to_string(), out))
+}
+
+fn read_rest(mut out: ListenerOut) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    let _ = out.read_to_string(&mut s);
+    s
+}
+
+/// Reaps `child`, failing unless it exited 0; its peak RSS.
+fn reap(child: &Child, what: &str, dir: &Path, log: &str) -> Result<u64> {
+    let (status, rss) = wait(child.id() as libc::pid_t, false)?.context("wait")?;
+    if status != 0 {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        bail!("{what} exited with status {status}:\n{text}");
+    }
+    Ok(rss)
+}
+
+fn digests(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("state-digest: "))
+        .collect()
+}
+
+fn migration_run(xenmig: &Path, memory: &str, dir: &Path) -> Result<MigrationRun> {
+    let (receiver, addr, r_out) = spawn_listener(
+        Command::new(xenmig).args(["sim", "migrate-receive", "--listen", "127.0.0.1:0"]),
+        dir,
+        "receiver.log",
+    )?;
+    let sender = Command::new(xenmig)
+        .args([
+            "sim", "migrate", "--live", "--guest", "hvm", "--memory", memory,
+        ])
+        .arg(&addr)
+        .stdin(Stdio::null())
+        .stderr(File::create(dir.join("sender.log"))?)
+        .output()
+        .context("cannot run xenmig sim migrate")?;
+    let r_out = read_rest(r_out);
+    let receiver_rss = reap(&receiver, "sim migrate-receive", dir, "receiver.log")?;
+    let s_out = String::from_utf8_lossy(&sender.stdout).into_owned();
+    if !sender.status.success() {
+        let log = std::fs::read_to_string(dir.join("sender.log")).unwrap_or_default();
+        bail!("sim migrate failed ({}):\n{s_out}{log}", sender.status);
+    }
+    let (sd, rd) = (digests(&s_out), digests(&r_out));
+    if sd.len() != 1 || sd != rd {
+        bail!("the digests differ: sender {sd:?}, receiver {rd:?}");
+    }
+    // migrated: 0.346 s, 1075880921 octets on the wire (...), downtime 14.4 ms
+    let line = s_out
+        .lines()
+        .find_map(|l| l.strip_prefix("migrated: "))
+        .with_context(|| format!("no `migrated:` line in {s_out:?}"))?;
+    let word = |i: usize| line.split_whitespace().nth(i).unwrap_or_default();
+    let secs: f64 = word(0).parse().context("migrated: seconds")?;
+    let wire_bytes: u64 = word(2).parse().context("migrated: octets")?;
+    let downtime_ms: f64 = line
+        .rsplit("downtime ")
+        .next()
+        .and_then(|d| d.trim_end_matches(" ms").parse().ok())
+        .unwrap_or(f64::NAN);
+    Ok(MigrationRun {
+        secs,
+        wire_bytes,
+        downtime_ms,
+        digest: sd[0].to_string(),
+        receiver_rss,
+    })
+}
+
+fn tcp_copy_run(xtask: &Path, bytes: u64, dir: &Path) -> Result<TcpRun> {
+    let (sink, addr, got) = spawn_listener(
+        Command::new(xtask).args(["tcp-sink", "127.0.0.1:0"]),
+        dir,
+        "sink.log",
+    )?;
+    let source = Command::new(xtask)
+        .args(["tcp-source", &addr, &bytes.to_string()])
+        .stdin(Stdio::null())
+        .stderr(File::create(dir.join("source.log"))?)
+        .output()
+        .context("cannot run xtask tcp-source")?;
+    let got = read_rest(got);
+    reap(&sink, "tcp-sink", dir, "sink.log")?;
+    if !source.status.success() {
+        bail!(
+            "tcp-source failed: {}",
+            String::from_utf8_lossy(&source.stderr)
+        );
+    }
+    let received: u64 = got
+        .trim()
+        .strip_prefix("received: ")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("tcp-sink printed {got:?}"))?;
+    if received != bytes {
+        bail!("tcp-sink received {received} octets of {bytes}");
+    }
+    let out = String::from_utf8_lossy(&source.stdout);
+    let secs: f64 = out
+        .trim()
+        .strip_prefix("copied: ")
+        .and_then(|s| s.trim_end_matches(" s").parse().ok())
+        .with_context(|| format!("tcp-source printed {out:?}"))?;
+    Ok(TcpRun { secs, bytes })
+}
+
+/// `xtask tcp-sink ADDR`: accepts one connection, reads it to the end in 1 MiB reads,
+/// closes it and prints `received: N`. Prints `listening: ADDR` first.
+pub fn tcp_sink(args: &[String]) -> Result<()> {
+    use std::io::{Read, Write};
+    let [addr] = args else {
+        bail!("usage: xtask tcp-sink ADDR:PORT");
+    };
+    let listener = std::net::TcpListener::bind(addr.as_str())?;
+    println!("listening: {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let (mut s, _) = listener.accept()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(s);
+    println!("received: {n}");
+    Ok(())
+}
+
+/// `xtask tcp-source ADDR BYTES`: connects, writes BYTES octets in 1 MiB writes, shuts its
+/// side down and waits for the sink to close; prints `copied: SECS s` from before the
+/// connect to the close.
+pub fn tcp_source(args: &[String]) -> Result<()> {
+    use std::io::{Read, Write};
+    let [addr, bytes] = args else {
+        bail!("usage: xtask tcp-source ADDR:PORT BYTES");
+    };
+    let total: u64 = bytes.parse().context("BYTES")?;
+    // Not all one value, in case anything on the way is clever about zeros.
+    let buf: Vec<u8> = (0..1usize << 20).map(|i| (i * 131 % 251) as u8).collect();
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr.as_str())?;
+    s.set_nodelay(true)?;
+    let mut left = total;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut end = [0u8; 1];
+    while s.read(&mut end)? != 0 {}
+    println!("copied: {:.6} s", start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
         Some("check") => no_args("check", &rest).and_then(|()| check()),
         Some("realxen") => realxen::main(&root(), &rest),
         Some("bench") => bench::run(&root(), &rest),
+        // The two ends of the plain TCP copy `bench` compares migration with.
+        Some("tcp-sink") => bench::tcp_sink(&rest),
+        Some("tcp-source") => bench::tcp_source(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
