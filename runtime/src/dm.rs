@@ -9,14 +9,11 @@
 //! deterministic simulated emulator, and [`SimGuest`] a simulated domain with one, whose state
 //! digest covers both.
 
-use crate::domain::{
-    BResult, BackendError, Bitmap, Domain, DomainInfo, PageType, TscInfo, VcpuState,
-};
+use crate::domain::{BResult, BackendError, Domain};
 use crate::libxl::EmulatorId;
 use crate::sim::SimDomain;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// Xenstore key/value pairs, keys relative to the device model's directory, in the order they
 /// are written (NUL-free octets, as libxl transfers them).
@@ -85,105 +82,15 @@ impl<D: Domain, M: DeviceModel> HasDeviceModel for Guest<D, M> {
 }
 
 impl<D: Domain, M> Domain for Guest<D, M> {
-    fn info(&mut self) -> BResult<DomainInfo> {
-        self.dom.info()
-    }
-    fn p2m_size(&mut self) -> BResult<u64> {
-        self.dom.p2m_size()
-    }
-    fn pfn_to_gfn(&mut self, pfns: &[u64], out: &mut [Option<u64>]) -> BResult<()> {
-        self.dom.pfn_to_gfn(pfns, out)
-    }
-    fn page_types(&mut self, gfns: &[u64], out: &mut [PageType]) -> BResult<()> {
-        self.dom.page_types(gfns, out)
-    }
-    fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
-        self.dom.read_pages(gfns, out)
-    }
-    fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()> {
-        self.dom.write_pages(gfns, data)
-    }
-    fn populate(&mut self, pfns: &[u64]) -> BResult<()> {
-        self.dom.populate(pfns)
-    }
-    fn set_page_types(&mut self, pfns: &[u64], types: &[PageType]) -> BResult<()> {
-        self.dom.set_page_types(pfns, types)
-    }
-    fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>> {
-        self.dom.vcpu_state(vcpu, which)
-    }
-    fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()> {
-        self.dom.set_vcpu_state(vcpu, which, data)
-    }
-    fn online_vcpus(&mut self) -> BResult<Vec<u32>> {
-        self.dom.online_vcpus()
-    }
-    fn hvm_context(&mut self) -> BResult<Vec<u8>> {
-        self.dom.hvm_context()
-    }
-    fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()> {
-        self.dom.set_hvm_context(data)
-    }
-    fn hvm_param(&mut self, index: u64) -> BResult<u64> {
-        self.dom.hvm_param(index)
-    }
-    fn set_hvm_param(&mut self, index: u64, value: u64) -> BResult<()> {
-        self.dom.set_hvm_param(index, value)
-    }
-    fn tsc_info(&mut self) -> BResult<TscInfo> {
-        self.dom.tsc_info()
-    }
-    fn set_tsc_info(&mut self, tsc: TscInfo) -> BResult<()> {
-        self.dom.set_tsc_info(tsc)
-    }
-    fn shared_info(&mut self) -> BResult<Vec<u8>> {
-        self.dom.shared_info()
-    }
-    fn set_shared_info(&mut self, page: &[u8]) -> BResult<()> {
-        self.dom.set_shared_info(page)
-    }
-    fn cpu_policy(&mut self) -> BResult<(Vec<u8>, Vec<u8>)> {
-        self.dom.cpu_policy()
-    }
-    fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()> {
-        self.dom.set_cpu_policy(cpuid, msrs)
-    }
-    fn enable_logdirty(&mut self) -> BResult<()> {
-        self.dom.enable_logdirty()
-    }
-    fn disable_logdirty(&mut self) -> BResult<()> {
-        self.dom.disable_logdirty()
-    }
-    fn clean_dirty(&mut self, bitmap: &mut Bitmap, final_pass: bool) -> BResult<u64> {
-        self.dom.clean_dirty(bitmap, final_pass)
-    }
-    fn peek_dirty(&mut self) -> BResult<u64> {
-        self.dom.peek_dirty()
-    }
-    fn pv_p2m(&mut self) -> BResult<(Vec<u64>, Vec<u64>)> {
-        self.dom.pv_p2m()
-    }
-    fn mfn_to_pfn(&mut self, mfn: u64) -> Option<u64> {
-        self.dom.mfn_to_pfn(mfn)
-    }
-    fn set_address_size(&mut self, width: u8) -> BResult<()> {
-        self.dom.set_address_size(width)
-    }
-    fn expand_p2m(&mut self, max_pfn: u64) -> BResult<()> {
-        self.dom.expand_p2m(max_pfn)
-    }
-    fn write_p2m(&mut self, frames: &[u64]) -> BResult<()> {
-        self.dom.write_p2m(frames)
-    }
-    fn pin_page_tables(&mut self, tables: &[(u64, PageType)]) -> BResult<()> {
-        self.dom.pin_page_tables(tables)
-    }
-    fn p2m_generation(&mut self) -> BResult<u64> {
-        self.dom.p2m_generation()
-    }
-    fn now(&self) -> Duration {
-        self.dom.now()
-    }
+    crate::forward_domain!(
+        dom:
+        info, p2m_size, pfn_to_gfn, page_types, read_pages, write_pages, populate,
+        set_page_types, vcpu_state, set_vcpu_state, online_vcpus, hvm_context,
+        set_hvm_context, hvm_param, set_hvm_param, tsc_info, set_tsc_info, shared_info,
+        set_shared_info, cpu_policy, set_cpu_policy, enable_logdirty, disable_logdirty,
+        clean_dirty, peek_dirty, pv_p2m, mfn_to_pfn, set_address_size, expand_p2m,
+        write_p2m, pin_page_tables, p2m_generation, now
+    );
 }
 
 /// A simulated domain with (HVM) or without (PV, or a bare libxc stream) a device model.

@@ -226,6 +226,214 @@ pub trait Domain {
     }
 }
 
+/// Implements the named methods of [`Domain`] by handing each call to the field `$field`,
+/// itself a [`Domain`]: for wrappers that add to a domain without changing most of what it
+/// does. List every method the wrapper does not write itself (the compiler reports any it
+/// forgets). Inside an `impl Domain for ... { }` block:
+///
+/// ```ignore
+/// xenmig::forward_domain!(dom: info, p2m_size, read_pages);
+/// ```
+#[macro_export]
+macro_rules! forward_domain {
+    ($field:ident: $($method:ident),+ $(,)?) => {
+        $( $crate::forward_domain!(@one $field $method); )+
+    };
+    (@one $f:ident info) => {
+        fn info(&mut self) -> $crate::domain::BResult<$crate::domain::DomainInfo> {
+            self.$f.info()
+        }
+    };
+    (@one $f:ident p2m_size) => {
+        fn p2m_size(&mut self) -> $crate::domain::BResult<u64> {
+            self.$f.p2m_size()
+        }
+    };
+    (@one $f:ident pfn_to_gfn) => {
+        fn pfn_to_gfn(
+            &mut self,
+            pfns: &[u64],
+            out: &mut [Option<u64>],
+        ) -> $crate::domain::BResult<()> {
+            self.$f.pfn_to_gfn(pfns, out)
+        }
+    };
+    (@one $f:ident page_types) => {
+        fn page_types(
+            &mut self,
+            gfns: &[u64],
+            out: &mut [$crate::domain::PageType],
+        ) -> $crate::domain::BResult<()> {
+            self.$f.page_types(gfns, out)
+        }
+    };
+    (@one $f:ident read_pages) => {
+        fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> $crate::domain::BResult<()> {
+            self.$f.read_pages(gfns, out)
+        }
+    };
+    (@one $f:ident write_pages) => {
+        fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> $crate::domain::BResult<()> {
+            self.$f.write_pages(gfns, data)
+        }
+    };
+    (@one $f:ident populate) => {
+        fn populate(&mut self, pfns: &[u64]) -> $crate::domain::BResult<()> {
+            self.$f.populate(pfns)
+        }
+    };
+    (@one $f:ident set_page_types) => {
+        fn set_page_types(
+            &mut self,
+            pfns: &[u64],
+            types: &[$crate::domain::PageType],
+        ) -> $crate::domain::BResult<()> {
+            self.$f.set_page_types(pfns, types)
+        }
+    };
+    (@one $f:ident vcpu_state) => {
+        fn vcpu_state(
+            &mut self,
+            vcpu: u32,
+            which: $crate::domain::VcpuState,
+        ) -> $crate::domain::BResult<Vec<u8>> {
+            self.$f.vcpu_state(vcpu, which)
+        }
+    };
+    (@one $f:ident set_vcpu_state) => {
+        fn set_vcpu_state(
+            &mut self,
+            vcpu: u32,
+            which: $crate::domain::VcpuState,
+            data: &[u8],
+        ) -> $crate::domain::BResult<()> {
+            self.$f.set_vcpu_state(vcpu, which, data)
+        }
+    };
+    (@one $f:ident online_vcpus) => {
+        fn online_vcpus(&mut self) -> $crate::domain::BResult<Vec<u32>> {
+            self.$f.online_vcpus()
+        }
+    };
+    (@one $f:ident hvm_context) => {
+        fn hvm_context(&mut self) -> $crate::domain::BResult<Vec<u8>> {
+            self.$f.hvm_context()
+        }
+    };
+    (@one $f:ident set_hvm_context) => {
+        fn set_hvm_context(&mut self, data: &[u8]) -> $crate::domain::BResult<()> {
+            self.$f.set_hvm_context(data)
+        }
+    };
+    (@one $f:ident hvm_param) => {
+        fn hvm_param(&mut self, index: u64) -> $crate::domain::BResult<u64> {
+            self.$f.hvm_param(index)
+        }
+    };
+    (@one $f:ident set_hvm_param) => {
+        fn set_hvm_param(&mut self, index: u64, value: u64) -> $crate::domain::BResult<()> {
+            self.$f.set_hvm_param(index, value)
+        }
+    };
+    (@one $f:ident tsc_info) => {
+        fn tsc_info(&mut self) -> $crate::domain::BResult<$crate::domain::TscInfo> {
+            self.$f.tsc_info()
+        }
+    };
+    (@one $f:ident set_tsc_info) => {
+        fn set_tsc_info(&mut self, tsc: $crate::domain::TscInfo) -> $crate::domain::BResult<()> {
+            self.$f.set_tsc_info(tsc)
+        }
+    };
+    (@one $f:ident shared_info) => {
+        fn shared_info(&mut self) -> $crate::domain::BResult<Vec<u8>> {
+            self.$f.shared_info()
+        }
+    };
+    (@one $f:ident set_shared_info) => {
+        fn set_shared_info(&mut self, page: &[u8]) -> $crate::domain::BResult<()> {
+            self.$f.set_shared_info(page)
+        }
+    };
+    (@one $f:ident cpu_policy) => {
+        fn cpu_policy(&mut self) -> $crate::domain::BResult<(Vec<u8>, Vec<u8>)> {
+            self.$f.cpu_policy()
+        }
+    };
+    (@one $f:ident set_cpu_policy) => {
+        fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> $crate::domain::BResult<()> {
+            self.$f.set_cpu_policy(cpuid, msrs)
+        }
+    };
+    (@one $f:ident enable_logdirty) => {
+        fn enable_logdirty(&mut self) -> $crate::domain::BResult<()> {
+            self.$f.enable_logdirty()
+        }
+    };
+    (@one $f:ident disable_logdirty) => {
+        fn disable_logdirty(&mut self) -> $crate::domain::BResult<()> {
+            self.$f.disable_logdirty()
+        }
+    };
+    (@one $f:ident clean_dirty) => {
+        fn clean_dirty(
+            &mut self,
+            bitmap: &mut $crate::domain::Bitmap,
+            final_pass: bool,
+        ) -> $crate::domain::BResult<u64> {
+            self.$f.clean_dirty(bitmap, final_pass)
+        }
+    };
+    (@one $f:ident peek_dirty) => {
+        fn peek_dirty(&mut self) -> $crate::domain::BResult<u64> {
+            self.$f.peek_dirty()
+        }
+    };
+    (@one $f:ident pv_p2m) => {
+        fn pv_p2m(&mut self) -> $crate::domain::BResult<(Vec<u64>, Vec<u64>)> {
+            self.$f.pv_p2m()
+        }
+    };
+    (@one $f:ident mfn_to_pfn) => {
+        fn mfn_to_pfn(&mut self, mfn: u64) -> Option<u64> {
+            self.$f.mfn_to_pfn(mfn)
+        }
+    };
+    (@one $f:ident set_address_size) => {
+        fn set_address_size(&mut self, width: u8) -> $crate::domain::BResult<()> {
+            self.$f.set_address_size(width)
+        }
+    };
+    (@one $f:ident expand_p2m) => {
+        fn expand_p2m(&mut self, max_pfn: u64) -> $crate::domain::BResult<()> {
+            self.$f.expand_p2m(max_pfn)
+        }
+    };
+    (@one $f:ident write_p2m) => {
+        fn write_p2m(&mut self, frames: &[u64]) -> $crate::domain::BResult<()> {
+            self.$f.write_p2m(frames)
+        }
+    };
+    (@one $f:ident pin_page_tables) => {
+        fn pin_page_tables(
+            &mut self,
+            tables: &[(u64, $crate::domain::PageType)],
+        ) -> $crate::domain::BResult<()> {
+            self.$f.pin_page_tables(tables)
+        }
+    };
+    (@one $f:ident p2m_generation) => {
+        fn p2m_generation(&mut self) -> $crate::domain::BResult<u64> {
+            self.$f.p2m_generation()
+        }
+    };
+    (@one $f:ident now) => {
+        fn now(&self) -> ::std::time::Duration {
+            self.$f.now()
+        }
+    };
+}
+
 fn monotonic() -> Duration {
     use std::sync::OnceLock;
     use std::time::Instant;
