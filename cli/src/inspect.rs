@@ -57,6 +57,26 @@ pub struct ReadArgs {
     /// Reject only what Xen's restore code rejects.
     #[arg(long)]
     lenient: bool,
+    /// The stream is a COLO forward stream: the primary's CHECKPOINT_STATE (NEW) follows
+    /// each CHECKPOINT_END (its type number overlaps a libxc record's, so it cannot be told
+    /// from the bytes).
+    #[arg(long)]
+    colo: bool,
+}
+
+/// How to read an input: the reader's options, and whether it is a COLO forward stream.
+#[derive(Debug, Clone, Copy)]
+struct ReadMode {
+    opts: ReaderOptions,
+    colo: bool,
+}
+
+impl ReadMode {
+    fn reader<S: Source>(self, src: S) -> Reader<S> {
+        let mut r = Reader::new(src, self.opts);
+        r.set_colo(self.colo);
+        r
+    }
 }
 
 impl ReadArgs {
@@ -68,10 +88,13 @@ impl ReadArgs {
         }
     }
 
-    fn reader_options(&self) -> ReaderOptions {
-        ReaderOptions {
-            framing: self.format.0,
-            strictness: self.strictness(),
+    fn reader_options(&self) -> ReadMode {
+        ReadMode {
+            opts: ReaderOptions {
+                framing: self.format.0,
+                strictness: self.strictness(),
+            },
+            colo: self.colo,
         }
     }
 
@@ -194,7 +217,7 @@ fn map_file(mut f: File) -> Result<Mapped, File> {
 /// bounded buffer for anything else. `show_progress` allows a bar on stderr.
 fn run_on<J: Job>(
     input: &Input,
-    opts: ReaderOptions,
+    opts: ReadMode,
     show_progress: bool,
     job: J,
 ) -> io::Result<J::Out> {
@@ -213,13 +236,13 @@ fn run_on<J: Job>(
                 let len = map.len().saturating_sub(start) as u64;
                 let bar = progress::bar(Some(len), show_progress);
                 let src = Tracked::new(MappedSource::new(map, start), bar);
-                Ok(job.run(Reader::new(src, opts)))
+                Ok(job.run(opts.reader(src)))
             }
             Ok(mapped) => {
                 let bytes = mapped.bytes();
                 let bar = progress::bar(Some(bytes.len() as u64), show_progress);
                 let src = Tracked::new(SliceSource::new(bytes), bar);
-                Ok(job.run(Reader::new(src, opts)))
+                Ok(job.run(opts.reader(src)))
             }
             Err(f) => Ok(run_stream(Box::new(f), opts, show_progress, job)),
         },
@@ -234,15 +257,10 @@ fn stdin_file() -> Option<File> {
     f.metadata().ok()?.is_file().then_some(f)
 }
 
-fn run_stream<J: Job>(
-    r: Box<dyn Read>,
-    opts: ReaderOptions,
-    show_progress: bool,
-    job: J,
-) -> J::Out {
+fn run_stream<J: Job>(r: Box<dyn Read>, opts: ReadMode, show_progress: bool, job: J) -> J::Out {
     let bar = progress::bar(None, show_progress);
     let src = Tracked::new(ReadSource::new(r), bar);
-    job.run(Reader::new(src, opts))
+    job.run(opts.reader(src))
 }
 
 fn cannot_open(input: &Input, e: &io::Error) -> ExitCode {

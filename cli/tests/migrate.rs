@@ -2,8 +2,9 @@
 //! TCP: live migrations with matching digests, a side killed at every protocol point (xl's
 //! promise: one copy of the guest survives, running when its toolstack survives, or the
 //! documented undefined state after the point of no return), Remus failover to the last
-//! complete checkpoint, and the captured wire (xl's exact messages; the stream verifies
-//! strictly in xl and libxl framing).
+//! complete checkpoint, COLO (the secondary's copy runs between checkpoints and goes on from
+//! the last one), and the captured wire (xl's exact messages; the stream verifies strictly
+//! in xl and libxl framing, a COLO one only when read as COLO).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -373,4 +374,123 @@ fn the_wire_is_xls_messages_around_a_strictly_valid_stream() {
         let optdata = u32::from_ne_bytes(xl[44..48].try_into().unwrap()) as usize;
         verify("libxl", &xl[48 + optdata..]);
     }
+}
+
+/// `epoch K state-digest: HEX` lines, in order.
+fn epoch_digests(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split(" state-digest: ").nth(1).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn colo_sender_killed_after_k_checkpoints_leaves_the_secondary_running_from_checkpoint_k() {
+    for compress in [false, true] {
+        let k = 3;
+        let fault = format!("checkpoint:{k}");
+        let mut sargs = vec![
+            "--guest",
+            "hvm",
+            "--memory",
+            "16M",
+            "--dirty-rate",
+            "5000",
+            "--colo",
+            "8",
+            "--fault",
+            &fault,
+        ];
+        // The secondary's copy runs between checkpoints and dirties pages of its own.
+        let mut rargs = vec!["--colo", "--dirty-rate", "3000"];
+        if compress {
+            sargs.push("--compress");
+            rargs.push("--compress");
+        }
+        let (s, r) = migrate(&sargs, &rargs);
+        let ctx = show(&s, &r);
+        assert_eq!(s.status.code(), Some(137), "{ctx}");
+        assert!(r.status.success(), "{ctx}");
+        let epochs = epoch_digests(&s);
+        assert_eq!(epochs.len(), k, "{ctx}");
+        assert_ne!(
+            epochs[0],
+            epochs[k - 1],
+            "the guest ran between checkpoints"
+        );
+        // Each checkpoint as applied on the secondary is the primary's state at its suspend.
+        assert_eq!(epoch_digests(&r), epochs, "{ctx}");
+        assert_eq!(
+            lines(&r, "state-digest: "),
+            [epochs[k - 1].clone()],
+            "{ctx}"
+        );
+        assert_eq!(lines(&r, "guest: "), ["running"], "{ctx}");
+    }
+}
+
+#[test]
+fn a_colo_wire_is_a_forward_stream_that_verifies_only_as_colo() {
+    let r = receiver(&["--colo", "--dirty-rate", "2000"]);
+    let (addr, h) = proxy(r.addr.clone());
+    let n = 4;
+    let s = send(
+        &addr,
+        &[
+            "--guest",
+            "hvm",
+            "--memory",
+            "8M",
+            "--dirty-rate",
+            "3000",
+            "--colo",
+            "4",
+        ],
+    );
+    let r = r.wait();
+    let (fwd, back) = h.join().unwrap();
+    let ctx = show(&s, &r);
+    assert!(s.status.success() && r.status.success(), "{ctx}");
+    let epochs = epoch_digests(&s);
+    assert_eq!(epochs.len(), n, "{ctx}");
+    assert_eq!(epoch_digests(&r), epochs, "{ctx}");
+    assert_eq!(
+        lines(&r, "state-digest: "),
+        [epochs[n - 1].clone()],
+        "{ctx}"
+    );
+    // Receiver → sender: the banner, then the secondary's records (READY first).
+    let banner = b"xl migration receiver ready, send binary domain data.\n";
+    assert!(back.starts_with(banner), "{ctx}");
+    assert_eq!(
+        back[banner.len()..banner.len() + 16],
+        [5, 0, 0, 0, 8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
+    );
+    // Sender → receiver: the xl save file and nothing else; strictly valid read as COLO.
+    assert!(fwd.starts_with(b"Xen saved domain, xl format\n \0 \r"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("wire.xl");
+    std::fs::write(&p, &fwd).unwrap();
+    let check = |colo: bool| {
+        let mut c = xenmig();
+        c.args(["verify", "--strict", "-f", "xl"]);
+        if colo {
+            c.arg("--colo");
+        }
+        c.arg(&p).output().unwrap()
+    };
+    let v = check(true);
+    assert!(v.status.success(), "{v:?}");
+    let v = check(false);
+    assert_eq!(v.status.code(), Some(1), "{v:?}");
+}
+
+#[test]
+fn colo_needs_an_hvm_guest() {
+    let o = send(
+        "127.0.0.1:9",
+        &["--guest", "pv", "--memory", "8M", "--colo", "2"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HVM"), "{o:?}");
 }
