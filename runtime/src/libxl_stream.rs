@@ -15,9 +15,15 @@
 //! after the libxc END the remaining libxl records up to END. A checkpointed stream that
 //! breaks fails over to its last complete checkpoint and the restore succeeds.
 //!
-//! **COLO** control messages: [`write_checkpoint_state`], [`read_checkpoint_state`] and the
-//! primary's and secondary's sequences ([`ColoPrimary`], [`ColoSecondary`],
-//! [`colo_primary_round`], [`colo_secondary_round`]).
+//! **COLO** (HVM guests only, as in libxl): the primary's save answers the secondary's
+//! messages on the back channel and announces each next checkpoint with CHECKPOINT_STATE NEW
+//! on the forward stream. The secondary's restore ([`restore_stream`] with a back channel)
+//! reads the forward stream as COLO, and after each checkpoint sends READY, resumes the guest
+//! and its device model, sends RESUMED, takes the primary's NEW, suspends both, sends
+//! SUSPENDED, and the driver sends the dirty pfn list. The building blocks:
+//! [`write_checkpoint_state`], [`read_checkpoint_state`] and the primary's and secondary's
+//! sequences ([`ColoPrimary`], [`ColoSecondary`], [`colo_primary_round`],
+//! [`colo_secondary_round`]).
 //!
 //! Everything works over any `Read`/`Write` (files, pipes, sockets).
 

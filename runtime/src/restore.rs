@@ -47,7 +47,8 @@ pub struct RestoreResult {
     pub console_gfn: u64,
     /// Checkpoints applied (CHECKPOINT records answered with success).
     pub checkpoints: u32,
-    /// The stream broke inside a checkpoint and the last complete one was committed.
+    /// The stream broke inside a checkpoint and the last complete one was committed (COLO:
+    /// the link broke and the secondary's guest goes on as it is).
     pub failed_over: bool,
     /// Pages that differed in verify mode.
     pub verify_mismatches: u64,
