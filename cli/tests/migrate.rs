@@ -494,3 +494,65 @@ fn colo_needs_an_hvm_guest() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("HVM"), "{o:?}");
 }
+
+#[test]
+fn colo_sender_killed_inside_a_checkpoint_leaves_the_secondary_at_the_last_complete_one() {
+    let sargs = [
+        "--guest",
+        "hvm",
+        "--memory",
+        "8M",
+        "--dirty-rate",
+        "4000",
+        "--colo",
+        "5",
+    ];
+    let rargs = ["--colo", "--dirty-rate", "2000"];
+    // A whole run, for the number of octets that cross the wire.
+    let (s, r) = migrate(&sargs, &rargs);
+    assert!(s.status.success() && r.status.success(), "{}", show(&s, &r));
+    let total: u64 = lines(&s, "migrated: ")[0]
+        .split(" octets on the wire")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let mut targets = std::collections::BTreeSet::new();
+    for percent in [35, 55, 75, 95] {
+        let limit = format!("mid-image:{}", total * percent / 100);
+        let mut killed = sargs.to_vec();
+        killed.extend(["--fault", &limit]);
+        let (s, r) = migrate(&killed, &rargs);
+        let ctx = format!("{limit}\n{}", show(&s, &r));
+        assert_eq!(s.status.code(), Some(137), "{ctx}");
+        let sent = epoch_digests(&s);
+        let applied = epoch_digests(&r);
+        if applied.is_empty() {
+            // Killed inside the first checkpoint: nothing to fail over to, nothing runs.
+            assert!(sent.is_empty(), "{ctx}");
+            assert_eq!(r.status.code(), Some(1), "{ctx}");
+            assert!(lines(&r, "guest: ").is_empty(), "{ctx}");
+            targets.insert(0);
+            continue;
+        }
+        assert!(r.status.success(), "{ctx}");
+        // The secondary applied every checkpoint the primary completed, and perhaps the one
+        // whose answer the primary did not live to read; it runs on from the last.
+        assert_eq!(applied[..sent.len()], sent[..], "{ctx}");
+        assert!(applied.len() <= sent.len() + 1, "{ctx}");
+        assert_eq!(
+            lines(&r, "state-digest: "),
+            [applied[applied.len() - 1].clone()],
+            "{ctx}"
+        );
+        assert_eq!(lines(&r, "guest: "), ["running"], "{ctx}");
+        targets.insert(applied.len());
+    }
+    // 35% of the wire is inside the first checkpoint (the whole memory); the others land in
+    // different later ones.
+    assert!(targets.contains(&0), "{targets:?}");
+    assert!(
+        targets.len() >= 3,
+        "kills at different checkpoints: {targets:?}"
+    );
+}
