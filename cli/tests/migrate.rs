@@ -556,3 +556,34 @@ fn colo_sender_killed_inside_a_checkpoint_leaves_the_secondary_at_the_last_compl
         "kills at different checkpoints: {targets:?}"
     );
 }
+
+#[test]
+fn colo_secondary_killed_leaves_the_primary_running() {
+    // The first checkpoint is about 8.5 MB of this guest; the secondary dies inside the
+    // second one.
+    let (s, r) = migrate(
+        &[
+            "--guest",
+            "hvm",
+            "--memory",
+            "8M",
+            "--dirty-rate",
+            "3000",
+            "--colo",
+            "6",
+        ],
+        &[
+            "--colo",
+            "--dirty-rate",
+            "2000",
+            "--fault",
+            "mid-image:10000000",
+        ],
+    );
+    let ctx = show(&s, &r);
+    assert_eq!(r.status.code(), Some(137), "{ctx}");
+    assert_eq!(s.status.code(), Some(1), "{ctx}");
+    assert_eq!(epoch_digests(&r), epoch_digests(&s)[..1], "{ctx}");
+    // The primary's copy runs on: COLO's failover on that side.
+    assert_eq!(last_guest(&s).as_deref(), Some("resumed"), "{ctx}");
+}
