@@ -151,22 +151,46 @@ migrate_with_xenmig() { # GUEST: live migration to localhost, xenmig on both end
   result "$sc" FAIL "xl migrate through xenmig failed twice"
 }
 
+# Checkpoints the Remus primary completes before it is stopped, and the longest wait for them.
+REMUS_CHECKPOINTS=4
+REMUS_LIMIT=300
+# Checkpoints the primary has taken so far: the helper reports no progress for the first one,
+# then one "Checkpointed save" line per later one.
+remus_checkpoints() {
+  n=$(grep -c 'Checkpointed save: .*100%' /tmp/remus.out 2> /dev/null)
+  if [ "${n:-0}" -gt 0 ]; then echo $((n + 1)); else echo 0; fi
+}
 remus_with_xenmig() { # GUEST: Remus for a while, then the primary's xl is killed: failover
   g=$1; sc=$2
   for attempt in 1 2; do
     destroy_all
     create "$g" || { result "$sc" FAIL "the guest did not boot"; return; }
     export STREAM=$sc
-    say "+ xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh $g localhost (SIGINT after 40s, attempt $attempt)"
+    say "+ xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh $g localhost (SIGTERM after $REMUS_CHECKPOINTS checkpoints, attempt $attempt)"
     start=$(now)
-    LIBXL_SAVE_HELPER=$HELPER timeout -s INT 40 xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1
+    # Stopped once the primary has taken enough checkpoints (a fixed time would leave none
+    # at all when emulation runs slow). A background job ignores SIGINT, hence SIGTERM.
+    LIBXL_SAVE_HELPER=$HELPER xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1 &
+    xlpid=$!
+    i=0
+    while kill -0 $xlpid 2> /dev/null && [ "$(remus_checkpoints)" -lt $REMUS_CHECKPOINTS ] && [ $i -lt $REMUS_LIMIT ]; do
+      sleep 1; i=$((i + 1))
+    done
+    taken=$(remus_checkpoints)
+    kill -TERM $xlpid 2> /dev/null
+    wait $xlpid
     rrc=$?
     cat /tmp/remus.out >> /out/steps.log
-    say "remus rc=$rrc in $(since "$start")s (130: stopped by our SIGINT while checkpointing)"
+    say "remus rc=$rrc in $(since "$start")s after $taken checkpoints (143: stopped by our SIGTERM while checkpointing)"
     grep -E 'Remus|failover|Failover|error|ERROR' /tmp/remus.out | tail -n 8 | sed 's/^/REALXEN    | /'
     $XENMIG info "/out/$sc.stream" > "/out/$sc.info.txt" 2>&1
     checkpoints=$(sed -n 's/^checkpoints: *//p' "/out/$sc.info.txt")
-    if [ $rrc -eq 130 ]; then
+    if [ $rrc -eq 143 ] && [ "$taken" -lt $REMUS_CHECKPOINTS ]; then
+      result "$sc" FAIL "the primary took $taken checkpoints in ${REMUS_LIMIT}s, fewer than $REMUS_CHECKPOINTS"
+      destroy_all
+      return
+    fi
+    if [ $rrc -eq 143 ]; then
       drop_image "/out/$sc.stream"
       sleep 5
       run xl list
