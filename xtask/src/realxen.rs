@@ -285,13 +285,20 @@ fn setup(work: &Path) -> Result<()> {
     if !busybox_static && !pkgs.iter().any(|p| p == "busybox-static") {
         pkgs.push("busybox-static".into());
     }
+    let mut lists_fresh = false;
     if !pkgs.is_empty() {
         step(&format!("apt-get install {}", pkgs.join(" ")));
         apt_install(&pkgs)?;
+        lists_fresh = true;
     }
     let stage = work.join("stage");
     if stage.join("KVER").exists() && stage.join("boot").exists() {
         return Ok(());
+    }
+    // apt-cache and apt-get download need the package lists, which a fresh machine may lack.
+    if !lists_fresh {
+        step("apt-get update");
+        apt_update()?;
     }
     step("downloading and unpacking the Xen hypervisor and Linux kernel packages");
     let debs = work.join("debs");
@@ -323,11 +330,17 @@ fn setup(work: &Path) -> Result<()> {
     Ok(())
 }
 
+fn apt_update() -> Result<()> {
+    sh(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// apt-get install, pinning an installed qemu-utils to the archive's QEMU when a newer one
 /// (from backports) would block qemu-system-x86.
 fn apt_install(pkgs: &[String]) -> Result<()> {
     let env = [("DEBIAN_FRONTEND", "noninteractive")];
-    sh(Command::new("apt-get").arg("update").envs(env))?;
+    apt_update()?;
     // Keep package scripts from starting Xen's services on this host.
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let created = !policy.exists();
@@ -367,8 +380,15 @@ fn apt_install(pkgs: &[String]) -> Result<()> {
 
 // --- builds ------------------------------------------------------------------------------
 
+/// Builds xenmig with the `xen` feature in a target directory of its own (`<target>/xen`):
+/// the workspace's `release/xenmig`, which tests run, stays the build without it, and a test
+/// run or build sharing the workspace's target directory is neither rebuilt nor blocked.
 fn build_xenmig(root: &Path) -> Result<PathBuf> {
-    step("cargo build --release -p xenmig-cli --features xen");
+    let dir = target_dir(root).join("xen");
+    step(&format!(
+        "cargo build --release -p xenmig-cli --features xen --target-dir {}",
+        dir.display()
+    ));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args([
@@ -378,14 +398,16 @@ fn build_xenmig(root: &Path) -> Result<PathBuf> {
             "xenmig-cli",
             "--features",
             "xen",
+            "--target-dir",
         ])
+        .arg(&dir)
         .current_dir(root)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("building xenmig with the xen feature failed ({status})");
     }
-    let bin = target_dir(root).join("release/xenmig");
+    let bin = dir.join("release/xenmig");
     if !bin.exists() {
         bail!("{} is missing after the build", bin.display());
     }
