@@ -68,10 +68,12 @@ fn setup_save_signals(io_fd: i32) -> std::io::Result<()> {
 /// In Xen's PV dom0 under QEMU's TCG (`cargo xtask realxen`), the Remus receiver's buffered
 /// PAGE_DATA records were seen to change after they had been read and checked (their first
 /// octets and a few others, in copies of multi-MiB records allocated and freed every
-/// checkpoint), which failed about half of the pvh-remus runs; with the heap kept, four runs
-/// in four passed. Xen's own helper meets the same fault now and then under TCG ("Unknown
-/// type ... for pfn" on a live pass). The helper lives for one save or restore, and memory it
-/// frees is reused by its next allocations, so this costs no more than its peak use.
+/// checkpoint), which failed about half of the pvh-remus runs; with the heap kept, they
+/// passed. The fault is the emulated platform's: xl itself, with Xen's own helper, aborts now
+/// and then in that dom0 on glibc's heap checks ("malloc(): corrupted top size"), and Xen's
+/// own helper fails live passes there with "Unknown type ... for pfn". The helper lives for one
+/// save or restore, and memory it frees is reused by its next allocations, so keeping the heap
+/// costs no more than its peak use.
 fn keep_heap() {
     // SAFETY: mallopt only sets the allocator's parameters; the helper has a single thread.
     unsafe {
