@@ -243,6 +243,13 @@ impl SaveCallbacks<SimGuest> for SaveCb {
             f(self.epoch);
         }
         match self.remus {
+            // 0: until the link breaks, one checkpoint per interval of real time, as `xl
+            // remus -i` paces them.
+            Some(0) => {
+                std::thread::sleep(self.interval);
+                g.dom.run_for(self.interval);
+                1
+            }
             Some(n) if self.epoch < n => {
                 // The guest runs for one checkpoint interval.
                 g.dom.run_for(self.interval);
@@ -368,6 +375,9 @@ pub(crate) fn build_guest(a: &DomainArgs, with_dm: bool) -> Result<Built> {
 }
 
 fn sim_save(a: SaveArgs) -> Result<ExitCode> {
+    if a.remus == Some(0) {
+        bail!("--remus 0 (until the link breaks) is for `sim migrate`; a save needs N >= 1");
+    }
     if a.verify_mode && (!a.live || a.remus.is_some()) {
         bail!("--verify-mode needs --live and a plain (not --remus) save, as in Xen");
     }

@@ -31,11 +31,12 @@ pub(crate) struct MigrateArgs {
     /// Precopy passes while the guest runs.
     #[arg(long)]
     live: bool,
-    /// Remus: checkpoint N epochs, then close the connection (the receiver fails over).
+    /// Remus: checkpoint N epochs, then close the connection (the receiver fails over); 0
+    /// checkpoints every 100 ms until the link breaks (the sender killed, the receiver gone).
     #[arg(long, value_name = "EPOCHS", conflicts_with = "colo")]
     remus: Option<u32>,
     /// COLO (HVM guests): checkpoint N epochs with the receiver running its copy in between,
-    /// then close the connection (the receiver's copy goes on).
+    /// then close the connection (the receiver's copy goes on); 0 until the link breaks.
     #[arg(long, value_name = "EPOCHS")]
     colo: Option<u32>,
     /// zstd-compress the whole connection (the receiver must be started with --compress).

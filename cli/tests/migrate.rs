@@ -283,6 +283,69 @@ fn remus_sender_killed_after_k_checkpoints_fails_over_to_checkpoint_k() {
     }
 }
 
+#[test]
+fn remus_until_the_link_breaks_fails_over_to_the_last_complete_checkpoint() {
+    // `--remus 0`: the sender checkpoints every 100 ms until its link breaks; here it is
+    // killed (SIGKILL) once it has reported three checkpoints.
+    let r = receiver(&["--remus"]);
+    let mut child = xenmig()
+        .args(["sim", "migrate", "--guest", "hvm", "--memory", "16M"])
+        .args(["--dirty-rate", "5000", "--remus", "0"])
+        .arg(&r.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut epochs = Vec::new();
+    let mut line = String::new();
+    while epochs.len() < 3 {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the sender stopped early"
+        );
+        if let Some(d) = line.trim().split(" state-digest: ").nth(1) {
+            epochs.push(d.to_string());
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // What it printed before it died counts too.
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    epochs.extend(
+        rest.lines()
+            .filter_map(|l| l.split(" state-digest: ").nth(1).map(str::to_string)),
+    );
+    let r = r.wait();
+    let ctx = format!(
+        "sender epochs {epochs:?}\nreceiver {:?}\n{}{}",
+        r.status,
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(r.status.success(), "{ctx}");
+    assert_eq!(lines(&r, "guest: "), ["paused", "running"], "{ctx}");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    let n: usize = stderr
+        .split("the stream broke after checkpoint ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no failover report\n{ctx}"));
+    assert!(n >= 3, "{ctx}");
+    let got = lines(&r, "state-digest: ");
+    if n <= epochs.len() {
+        assert_eq!(got, [epochs[n - 1].clone()], "{ctx}");
+    } else {
+        // Killed after checkpoint n was out but before the sender printed it.
+        assert_eq!(n, epochs.len() + 1, "{ctx}");
+        assert!(!epochs.contains(&got[0]), "{ctx}");
+    }
+}
+
 /// What crossed the proxy: sender → receiver, receiver → sender.
 type Captured = thread::JoinHandle<(Vec<u8>, Vec<u8>)>;
 
