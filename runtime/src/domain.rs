@@ -229,10 +229,31 @@ pub trait Domain {
 /// Implements the named methods of [`Domain`] by handing each call to the field `$field`,
 /// itself a [`Domain`]: for wrappers that add to a domain without changing most of what it
 /// does. List every method the wrapper does not write itself (the compiler reports any it
-/// forgets). Inside an `impl Domain for ... { }` block:
+/// forgets). A wrapper that counts the pages a save reads:
 ///
-/// ```ignore
-/// xenmig::forward_domain!(dom: info, p2m_size, read_pages);
+/// ```
+/// use xenmig::domain::{BResult, Domain};
+///
+/// struct Counted<D> {
+///     dom: D,
+///     pages_read: u64,
+/// }
+///
+/// impl<D: Domain> Domain for Counted<D> {
+///     xenmig::forward_domain!(
+///         dom:
+///         info, p2m_size, pfn_to_gfn, page_types, write_pages, populate, set_page_types,
+///         vcpu_state, set_vcpu_state, online_vcpus, hvm_context, set_hvm_context, hvm_param,
+///         set_hvm_param, tsc_info, set_tsc_info, shared_info, set_shared_info, cpu_policy,
+///         set_cpu_policy, enable_logdirty, disable_logdirty, clean_dirty, peek_dirty, pv_p2m,
+///         mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
+///         p2m_generation, now
+///     );
+///     fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
+///         self.pages_read += gfns.len() as u64;
+///         self.dom.read_pages(gfns, out)
+///     }
+/// }
 /// ```
 #[macro_export]
 macro_rules! forward_domain {
