@@ -224,6 +224,14 @@ pub trait Domain {
     fn now(&self) -> Duration {
         monotonic()
     }
+
+    /// Whether a save reads each batch's pages with one [`Domain::read_pages`] call. A
+    /// backend whose every call has a fixed cost, such as mapping the guest's frames and
+    /// unmapping them again, says yes; otherwise the driver reads a large batch in
+    /// cache-sized pieces, each written out before the next is read.
+    fn reads_whole_batches(&self) -> bool {
+        false
+    }
 }
 
 /// Implements the named methods of [`Domain`] by handing each call to the field `$field`,
@@ -247,7 +255,7 @@ pub trait Domain {
 ///         set_hvm_param, tsc_info, set_tsc_info, shared_info, set_shared_info, cpu_policy,
 ///         set_cpu_policy, enable_logdirty, disable_logdirty, clean_dirty, peek_dirty, pv_p2m,
 ///         mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
-///         p2m_generation, now
+///         p2m_generation, now, reads_whole_batches
 ///     );
 ///     fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
 ///         self.pages_read += gfns.len() as u64;
@@ -451,6 +459,11 @@ macro_rules! forward_domain {
     (@one $f:ident now) => {
         fn now(&self) -> ::std::time::Duration {
             self.$f.now()
+        }
+    };
+    (@one $f:ident reads_whole_batches) => {
+        fn reads_whole_batches(&self) -> bool {
+            self.$f.reads_whole_batches()
         }
     };
 }

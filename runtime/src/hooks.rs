@@ -45,6 +45,11 @@ pub trait SaveHooks<D: Domain> {
         page_type: libxc::PageType,
         page: &mut [u8],
     ) -> BResult<()>;
+    /// Whether [`SaveHooks::normalise_page`] may change (or refuse) pages of this type; a
+    /// batch with none of them goes out as read, in pieces.
+    fn normalises(&self, _page_type: libxc::PageType) -> bool {
+        true
+    }
     fn cleanup(&mut self, dom: &mut D, cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError>;
 }
 
@@ -322,6 +327,10 @@ impl<D: Domain> SaveHooks<D> for X86PvSave {
         })
     }
 
+    fn normalises(&self, page_type: libxc::PageType) -> bool {
+        (1..=4).contains(&(page_type.0 & 7))
+    }
+
     fn cleanup(&mut self, dom: &mut D, _cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError> {
         let _ = dom.disable_logdirty();
         Ok(())
@@ -396,6 +405,10 @@ impl<D: Domain> SaveHooks<D> for X86HvmSave {
         _page: &mut [u8],
     ) -> BResult<()> {
         Ok(())
+    }
+
+    fn normalises(&self, _page_type: libxc::PageType) -> bool {
+        false
     }
 
     fn cleanup(&mut self, dom: &mut D, cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError> {

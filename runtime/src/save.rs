@@ -137,6 +137,8 @@ struct Saver<'a, D: Domain, C: SaveCallbacks<D>, W: Write> {
     types: Vec<libxc::PageType>,
     data_gfns: Vec<u64>,
     pages: Vec<u8>,
+    /// The piece of a streamed batch being read and written.
+    chunk: Vec<u8>,
     entries: Vec<libxc::PageEntry>,
     stats: SaveStats,
     suspended_at: Option<Duration>,
@@ -174,6 +176,7 @@ where
         types: Vec::with_capacity(BATCH),
         data_gfns: Vec::with_capacity(BATCH),
         pages: Vec::with_capacity(BATCH * PAGE_SIZE),
+        chunk: Vec::new(),
         entries: Vec::with_capacity(BATCH),
         stats: SaveStats::default(),
         suspended_at: None,
@@ -503,6 +506,50 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         Ok(sent)
     }
 
+    /// The PAGE_DATA record of a batch whose pages need no normalising (`self.types`,
+    /// `self.data_gfns` and `self.pfns` set up by [`Saver::send_batch`]): written with its
+    /// page data read [`STREAM_CHUNK_PAGES`] at a time into a small buffer, each piece
+    /// written before the next is read. `len` is the page data's length.
+    fn send_batch_streamed(&mut self, len: usize) -> Result<(), SaveError> {
+        self.entries.clear();
+        for (i, &t) in self.types.iter().enumerate() {
+            let pfn = self.pfns.get(i).copied().unwrap_or(0);
+            self.entries
+                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
+        }
+        let Saver {
+            dom,
+            w,
+            pages,
+            chunk,
+            entries,
+            data_gfns,
+            ..
+        } = self;
+        // The record's page data as the codec sees it: its length, its place in the record;
+        // the octets themselves come from read_pages below.
+        let placeholder = pages.get(..len).unwrap_or_default();
+        let record = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(entries),
+            pages: placeholder,
+        });
+        w.libxc_streamed(
+            &record,
+            placeholder,
+            chunk,
+            STREAM_CHUNK_PAGES * PAGE_SIZE,
+            |range, buf| -> Result<(), SaveError> {
+                let first = range.start / PAGE_SIZE;
+                let gfns = data_gfns
+                    .get(first..first + buf.len() / PAGE_SIZE)
+                    .unwrap_or_default();
+                dom.read_pages(gfns, buf)?;
+                Ok(())
+            },
+        )
+    }
+
     /// One PAGE_DATA record (format-reference §3 "Batching").
     fn send_batch(&mut self, batch: &[u64], suspended: bool) -> Result<(), SaveError> {
         self.pfns.clear();
@@ -549,6 +596,12 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         if self.pages.len() < len {
             self.pages.resize(len, 0);
         }
+        let streamable = self.data_gfns.len() > STREAM_CHUNK_PAGES
+            && !self.dom.reads_whole_batches()
+            && !self.types.iter().any(|&t| self.hooks.normalises(t));
+        if streamable {
+            return self.send_batch_streamed(len);
+        }
         if !self.data_gfns.is_empty() {
             let buf = self.pages.get_mut(..len).unwrap_or_default();
             self.dom.read_pages(&self.data_gfns, buf)?;
@@ -593,6 +646,11 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         Ok(())
     }
 }
+
+/// Pages read and written at a time when a batch streams (see
+/// [`StreamWriter::libxc_streamed`]): 1 MiB, which stays in cache between the read and the
+/// write's copy, where a whole 4 MiB batch does not.
+const STREAM_CHUNK_PAGES: usize = 256;
 
 /// The stop-and-copy time for `dirty` pages at the rate the last pass achieved.
 fn predict(dirty: u64, pages: u64, time: Duration) -> Option<Duration> {

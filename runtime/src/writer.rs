@@ -1,6 +1,8 @@
 //! Writes streams: headers and framed records (`u32 type, u32 length, body, zero padding to 8`).
 //! Bodies are encoded by the generated codecs into a list of pieces; large pieces (page data,
-//! blobs) are borrowed and go out with one vectored write, never copied.
+//! blobs) are borrowed and go out with one vectored write, never copied. A record's page data
+//! may also be produced while the record is written ([`StreamWriter::libxc_streamed`]): the
+//! save driver reads a large batch 1 MiB at a time into a buffer that stays in cache.
 
 use crate::wire::{EncodeError, Endian, Sink};
 use crate::{libxc, libxl, xl};
@@ -94,6 +96,50 @@ impl<'a> Sink<'a> for Pieces<'a> {
     fn borrow(&mut self, bytes: &'a [u8]) {
         if !bytes.is_empty() {
             self.push(Piece::Borrowed(bytes));
+        }
+    }
+}
+
+/// Slices for one vectored write, on the stack unless there are more than a record has.
+struct Slices<'a> {
+    inline: [IoSlice<'a>; INLINE_PIECES + 2],
+    n: usize,
+    spill: Vec<IoSlice<'a>>,
+}
+
+impl<'a> Slices<'a> {
+    fn new() -> Self {
+        Slices {
+            inline: [IoSlice::new(&[]); INLINE_PIECES + 2],
+            n: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    /// Adds `b` (empty slices are left out).
+    fn push(&mut self, b: &'a [u8]) {
+        if b.is_empty() {
+            return;
+        }
+        match self.inline.get_mut(self.n) {
+            Some(slot) if self.spill.is_empty() => {
+                *slot = IoSlice::new(b);
+                self.n += 1;
+            }
+            _ => {
+                if self.spill.is_empty() {
+                    self.spill.extend_from_slice(&self.inline);
+                }
+                self.spill.push(IoSlice::new(b));
+            }
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [IoSlice<'a>] {
+        if self.spill.is_empty() {
+            self.inline.get_mut(..self.n).unwrap_or_default()
+        } else {
+            &mut self.spill
         }
     }
 }
@@ -253,6 +299,164 @@ impl<W: Write> StreamWriter<W> {
         })
     }
 
+    /// A libxc record one of whose borrowed parts, `streamed` (a slice of the record's own
+    /// data, by address and length), is not read from memory as it stands: its octets are
+    /// produced `chunk_octets` at a time by `fill(range_in_streamed, chunk)` into `chunk` and
+    /// written right away. The record's layout, lengths and caps are still the codec's and
+    /// [`StreamWriter::libxc`]'s; what `streamed` holds is never read. Large page batches go
+    /// out this way so that the pages are read into a buffer small enough to stay in cache
+    /// until the write copies them. An error from `fill` or the output leaves the stream cut
+    /// inside this record.
+    pub fn libxc_streamed<E: From<WriteError>>(
+        &mut self,
+        record: &libxc::Record<'_>,
+        streamed: &[u8],
+        chunk: &mut Vec<u8>,
+        chunk_octets: usize,
+        mut fill: impl FnMut(std::ops::Range<usize>, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let libxc::Record::PageData(p) = record {
+            let n = p.entries.len() as u64;
+            if n > libxc::MAX_BATCH_SIZE as u64 {
+                return Err(WriteError::Cap {
+                    record: "PAGE_DATA",
+                    what: "the batch's pfn count",
+                    value: n,
+                    limit: libxc::MAX_BATCH_SIZE as u64,
+                }
+                .into());
+            }
+        }
+        let name = record.record_type().name();
+        let len = record.encoded_len();
+        let padded = len.div_ceil(8) * 8;
+        if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
+            return Err(WriteError::Cap {
+                record: name,
+                what: "the padded body length",
+                value: padded as u64,
+                limit: libxc::MAX_RECORD_LENGTH as u64,
+            }
+            .into());
+        }
+        let mut pieces = Pieces {
+            scratch: std::mem::take(&mut self.scratch),
+            inline: [Piece::Copied(0, 0); INLINE_PIECES],
+            n: 0,
+            overflow: Vec::new(),
+        };
+        pieces.scratch.clear();
+        let mut tmp = std::mem::take(&mut self.tmp);
+        let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
+        self.tmp = tmp;
+        let result = match r {
+            Err(e) => Err(WriteError::Encode(e).into()),
+            Ok(()) => self.write_streamed(
+                record,
+                name,
+                len,
+                padded,
+                &pieces,
+                streamed,
+                chunk,
+                chunk_octets,
+                &mut fill,
+            ),
+        };
+        self.scratch = pieces.scratch;
+        if result.is_ok() {
+            self.offset += 8 + padded as u64;
+            self.records += 1;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_streamed<E: From<WriteError>>(
+        &mut self,
+        record: &libxc::Record<'_>,
+        name: &'static str,
+        len: usize,
+        padded: usize,
+        pieces: &Pieces<'_>,
+        streamed: &[u8],
+        chunk: &mut Vec<u8>,
+        chunk_octets: usize,
+        fill: &mut impl FnMut(std::ops::Range<usize>, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let part = |p: &Piece<'_>| -> (usize, bool) {
+            match p {
+                Piece::Copied(a, b) => (b - a, false),
+                Piece::Borrowed(s) => (
+                    s.len(),
+                    std::ptr::eq(s.as_ptr(), streamed.as_ptr()) && s.len() == streamed.len(),
+                ),
+            }
+        };
+        let produced: usize = pieces.iter().map(|p| part(p).0).sum();
+        let found = pieces.iter().filter(|p| part(p).1).count();
+        if produced != len || found != 1 {
+            return Err(WriteError::Encode(EncodeError {
+                item: name,
+                field: "(body)",
+                detail: format!(
+                    "encoded {produced} octets, expected {len}; the streamed part found {found} times"
+                ),
+            })
+            .into());
+        }
+        let mut header = [0u8; 8];
+        let t = record.record_type().to_u32();
+        let (t, l) = match self.endian {
+            Endian::Little => (t.to_le_bytes(), (len as u32).to_le_bytes()),
+            Endian::Big => (t.to_be_bytes(), (len as u32).to_be_bytes()),
+        };
+        header[..4].copy_from_slice(&t);
+        header[4..].copy_from_slice(&l);
+        let start = self.offset;
+        let mut written = 0u64;
+        let io = |offset: u64| move |source| WriteError::Io { offset, source };
+        // Slices before and after the streamed part.
+        let mut before = Slices::new();
+        let mut after = Slices::new();
+        before.push(&header);
+        let mut seen = false;
+        for p in pieces.iter() {
+            let (_, is_streamed) = part(p);
+            let bytes: &[u8] = match p {
+                Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+                Piece::Borrowed(s) => s,
+            };
+            if is_streamed {
+                seen = true;
+            } else if seen {
+                after.push(bytes);
+            } else {
+                before.push(bytes);
+            }
+        }
+        after.push(ZEROS.get(..padded - len).unwrap_or_default());
+        let before = before.as_mut();
+        let after = after.as_mut();
+        written += before.iter().map(|s| s.len() as u64).sum::<u64>();
+        write_all_vectored(&mut self.out, before).map_err(io(start))?;
+        let step = chunk_octets.max(1);
+        if chunk.len() < step.min(streamed.len()) {
+            chunk.resize(step.min(streamed.len()), 0);
+        }
+        let mut at = 0;
+        while at < streamed.len() {
+            let end = (at + step).min(streamed.len());
+            let buf = chunk.get_mut(..end - at).unwrap_or_default();
+            fill(at..end, buf)?;
+            self.out.write_all(buf).map_err(io(start + written))?;
+            written += (end - at) as u64;
+            at = end;
+        }
+        write_all_vectored(&mut self.out, after).map_err(io(start + written))?;
+        Ok(())
+    }
+
     /// A libxl record.
     pub fn libxl(&mut self, record: &libxl::Record<'_>) -> Result<(), WriteError> {
         let t = record.record_type().to_u32();
@@ -387,6 +591,98 @@ mod tests {
         });
         assert!(matches!(w.libxc(&rec), Err(WriteError::Cap { .. })));
         assert!(w.into_inner().is_empty());
+    }
+
+    #[test]
+    fn streamed_page_data_is_the_same_record() {
+        let entries: Vec<libxc::PageEntry> = (0..5)
+            .map(|i| libxc::PageEntry::default().with_pfn(100 + i))
+            .collect();
+        let pages: Vec<u8> = (0..5 * 4096).map(|i| (i * 7 % 251) as u8).collect();
+        let rec = |pages: &[u8]| -> Vec<u8> {
+            let mut w = StreamWriter::new(Vec::new());
+            w.libxc(&libxc::Record::PageData(libxc::PageData {
+                reserved: 0,
+                entries: Array::Values(&entries),
+                pages,
+            }))
+            .unwrap();
+            w.into_inner()
+        };
+        let want = rec(&pages);
+        // A placeholder of the right length; the octets come from `fill`, in pieces of every
+        // size from one octet to more than the whole.
+        let placeholder = vec![0xeeu8; pages.len()];
+        for step in [1, 4095, 4096, 3 * 4096, 5 * 4096, 8 * 4096] {
+            let mut w = StreamWriter::new(Vec::new());
+            let record = libxc::Record::PageData(libxc::PageData {
+                reserved: 0,
+                entries: Array::Values(&entries),
+                pages: &placeholder,
+            });
+            let mut chunk = Vec::new();
+            let mut calls = 0;
+            w.libxc_streamed(&record, &placeholder, &mut chunk, step, |r, buf| {
+                calls += 1;
+                buf.copy_from_slice(&pages[r]);
+                Ok::<(), WriteError>(())
+            })
+            .unwrap();
+            assert_eq!(calls, pages.len().div_ceil(step), "step {step}");
+            assert_eq!((w.offset(), w.records()), (want.len() as u64, 1));
+            assert_eq!(w.into_inner(), want, "step {step}");
+        }
+
+        // A failing fill stops the record there and is what the call returns.
+        let mut w = StreamWriter::new(Vec::new());
+        let record = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(&entries),
+            pages: &placeholder,
+        });
+        let err = w
+            .libxc_streamed(&record, &placeholder, &mut Vec::new(), 4096, |r, buf| {
+                if r.start >= 2 * 4096 {
+                    return Err(WriteError::Cap {
+                        record: "test",
+                        what: "fill",
+                        value: r.start as u64,
+                        limit: 0,
+                    });
+                }
+                buf.fill(1);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Cap { value: 8192, .. }), "{err}");
+        assert_eq!(w.records(), 0);
+
+        // `streamed` must be a part of the record.
+        let other = vec![0u8; pages.len()];
+        let mut w = StreamWriter::new(Vec::new());
+        let err = w
+            .libxc_streamed(&record, &other, &mut Vec::new(), 4096, |_, _| {
+                Ok::<(), WriteError>(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Encode(_)), "{err}");
+        assert!(w.into_inner().is_empty());
+
+        // Xen's caps hold as for any record.
+        let many = vec![libxc::PageEntry::default(); 1025];
+        let big = vec![0u8; 1025 * 4096];
+        let record = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(&many),
+            pages: &big,
+        });
+        let mut w = StreamWriter::new(Vec::new());
+        let err = w
+            .libxc_streamed(&record, &big, &mut Vec::new(), 4096, |_, _| {
+                Ok::<(), WriteError>(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Cap { .. }), "{err}");
     }
 
     #[test]

@@ -378,6 +378,11 @@ impl XenDomain {
 }
 
 impl Domain for XenDomain {
+    /// Every read maps the frames and unmaps them: a batch is read in one go.
+    fn reads_whole_batches(&self) -> bool {
+        true
+    }
+
     fn info(&mut self) -> BResult<DomainInfo> {
         let _t = self.timings.start("info");
         let raw = self.raw_info()?;
