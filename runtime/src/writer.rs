@@ -169,6 +169,48 @@ pub fn write_all_vectored<W: Write + ?Sized>(
     Ok(())
 }
 
+/// Xen's cap on a PAGE_DATA batch.
+fn check_batch(record: &libxc::Record<'_>) -> Result<(), WriteError> {
+    if let libxc::Record::PageData(p) = record {
+        let n = p.entries.len() as u64;
+        if n > libxc::MAX_BATCH_SIZE as u64 {
+            return Err(WriteError::Cap {
+                record: "PAGE_DATA",
+                what: "the batch's pfn count",
+                value: n,
+                limit: libxc::MAX_BATCH_SIZE as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A body's length padded to 8, within Xen's cap on a record.
+fn padded_len(name: &'static str, len: usize) -> Result<usize, WriteError> {
+    let padded = len.div_ceil(8) * 8;
+    if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
+        return Err(WriteError::Cap {
+            record: name,
+            what: "the padded body length",
+            value: padded as u64,
+            limit: libxc::MAX_RECORD_LENGTH as u64,
+        });
+    }
+    Ok(padded)
+}
+
+/// The 8-octet record header: type, then body length.
+fn record_header(endian: Endian, record_type: u32, len: usize) -> [u8; 8] {
+    let (t, l) = match endian {
+        Endian::Little => (record_type.to_le_bytes(), (len as u32).to_le_bytes()),
+        Endian::Big => (record_type.to_be_bytes(), (len as u32).to_be_bytes()),
+    };
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&t);
+    header[4..].copy_from_slice(&l);
+    header
+}
+
 /// A stream writer over any `Write`.
 pub struct StreamWriter<W> {
     out: W,
@@ -280,17 +322,7 @@ impl<W: Write> StreamWriter<W> {
 
     /// A libxc record, checked against Xen's caps.
     pub fn libxc(&mut self, record: &libxc::Record<'_>) -> Result<(), WriteError> {
-        if let libxc::Record::PageData(p) = record {
-            let n = p.entries.len() as u64;
-            if n > libxc::MAX_BATCH_SIZE as u64 {
-                return Err(WriteError::Cap {
-                    record: "PAGE_DATA",
-                    what: "the batch's pfn count",
-                    value: n,
-                    limit: libxc::MAX_BATCH_SIZE as u64,
-                });
-            }
-        }
+        check_batch(record)?;
         let t = record.record_type().to_u32();
         let name = record.record_type().name();
         let endian = self.endian;
@@ -315,30 +347,10 @@ impl<W: Write> StreamWriter<W> {
         chunk_octets: usize,
         mut fill: impl FnMut(std::ops::Range<usize>, &mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        if let libxc::Record::PageData(p) = record {
-            let n = p.entries.len() as u64;
-            if n > libxc::MAX_BATCH_SIZE as u64 {
-                return Err(WriteError::Cap {
-                    record: "PAGE_DATA",
-                    what: "the batch's pfn count",
-                    value: n,
-                    limit: libxc::MAX_BATCH_SIZE as u64,
-                }
-                .into());
-            }
-        }
+        check_batch(record)?;
         let name = record.record_type().name();
         let len = record.encoded_len();
-        let padded = len.div_ceil(8) * 8;
-        if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
-            return Err(WriteError::Cap {
-                record: name,
-                what: "the padded body length",
-                value: padded as u64,
-                limit: libxc::MAX_RECORD_LENGTH as u64,
-            }
-            .into());
-        }
+        let padded = padded_len(name, len)?;
         let mut pieces = Pieces {
             scratch: std::mem::take(&mut self.scratch),
             inline: [Piece::Copied(0, 0); INLINE_PIECES],
@@ -405,14 +417,7 @@ impl<W: Write> StreamWriter<W> {
             })
             .into());
         }
-        let mut header = [0u8; 8];
-        let t = record.record_type().to_u32();
-        let (t, l) = match self.endian {
-            Endian::Little => (t.to_le_bytes(), (len as u32).to_le_bytes()),
-            Endian::Big => (t.to_be_bytes(), (len as u32).to_be_bytes()),
-        };
-        header[..4].copy_from_slice(&t);
-        header[4..].copy_from_slice(&l);
+        let header = record_header(self.endian, record.record_type().to_u32(), len);
         let start = self.offset;
         let mut written = 0u64;
         let io = |offset: u64| move |source| WriteError::Io { offset, source };
@@ -478,15 +483,7 @@ impl<W: Write> StreamWriter<W> {
     where
         F: FnOnce(&mut Pieces<'a>, &mut Vec<u8>) -> Result<(), EncodeError>,
     {
-        let padded = len.div_ceil(8) * 8;
-        if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
-            return Err(WriteError::Cap {
-                record: name,
-                what: "the padded body length",
-                value: padded as u64,
-                limit: libxc::MAX_RECORD_LENGTH as u64,
-            });
-        }
+        let padded = padded_len(name, len)?;
         let mut pieces = Pieces {
             scratch: std::mem::take(&mut self.scratch),
             inline: [Piece::Copied(0, 0); INLINE_PIECES],
@@ -494,13 +491,7 @@ impl<W: Write> StreamWriter<W> {
             overflow: Vec::new(),
         };
         pieces.scratch.clear();
-        let mut header = [0u8; 8];
-        let (t, l) = match self.endian {
-            Endian::Little => (record_type.to_le_bytes(), (len as u32).to_le_bytes()),
-            Endian::Big => (record_type.to_be_bytes(), (len as u32).to_be_bytes()),
-        };
-        header[..4].copy_from_slice(&t);
-        header[4..].copy_from_slice(&l);
+        let header = record_header(self.endian, record_type, len);
         let mut tmp = std::mem::take(&mut self.tmp);
         let r = encode(&mut pieces, &mut tmp);
         self.tmp = tmp;
