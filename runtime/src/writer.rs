@@ -54,6 +54,17 @@ enum Piece<'a> {
 }
 
 impl<'a> Pieces<'a> {
+    /// An empty list whose copied bytes go to `scratch` (cleared; its capacity is reused).
+    fn over(mut scratch: Vec<u8>) -> Self {
+        scratch.clear();
+        Pieces {
+            scratch,
+            inline: [Piece::Copied(0, 0); INLINE_PIECES],
+            n: 0,
+            overflow: Vec::new(),
+        }
+    }
+
     fn push(&mut self, p: Piece<'a>) {
         match self.inline.get_mut(self.n) {
             Some(slot) if self.overflow.is_empty() => {
@@ -351,13 +362,7 @@ impl<W: Write> StreamWriter<W> {
         let name = record.record_type().name();
         let len = record.encoded_len();
         let padded = padded_len(name, len)?;
-        let mut pieces = Pieces {
-            scratch: std::mem::take(&mut self.scratch),
-            inline: [Piece::Copied(0, 0); INLINE_PIECES],
-            n: 0,
-            overflow: Vec::new(),
-        };
-        pieces.scratch.clear();
+        let mut pieces = Pieces::over(std::mem::take(&mut self.scratch));
         let mut tmp = std::mem::take(&mut self.tmp);
         let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
         self.tmp = tmp;
@@ -484,13 +489,7 @@ impl<W: Write> StreamWriter<W> {
         F: FnOnce(&mut Pieces<'a>, &mut Vec<u8>) -> Result<(), EncodeError>,
     {
         let padded = padded_len(name, len)?;
-        let mut pieces = Pieces {
-            scratch: std::mem::take(&mut self.scratch),
-            inline: [Piece::Copied(0, 0); INLINE_PIECES],
-            n: 0,
-            overflow: Vec::new(),
-        };
-        pieces.scratch.clear();
+        let mut pieces = Pieces::over(std::mem::take(&mut self.scratch));
         let header = record_header(self.endian, record_type, len);
         let mut tmp = std::mem::take(&mut self.tmp);
         let r = encode(&mut pieces, &mut tmp);
