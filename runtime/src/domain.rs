@@ -53,6 +53,33 @@ pub struct DomainInfo {
     pub suspended: bool,
 }
 
+/// Pfns below 4 GiB: an HVM guest's RAM, MMIO hole and special pages all lie under this
+/// boundary except its RAM above 4 GiB.
+pub const LOW_MEMORY_PFNS: u64 = 1 << 20;
+
+/// What a restore's destination can hold, asked of the backend before the stream is read:
+/// every structure the restore driver keeps per pfn grows only inside these bounds, so a
+/// hostile or corrupt stream cannot make it allocate more than the domain justifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// The highest pfn a stream may name.
+    pub max_pfn: u64,
+    /// The most pages the domain may have populated (Xen's `max_pages`).
+    pub max_pages: u64,
+}
+
+impl MemoryLimits {
+    /// The limits of a domain allowed `max_pages` pages whose pfns so far reach `max_pfn`:
+    /// pfns below 4 GiB (RAM, the MMIO hole's special pages), and above that no further
+    /// than all of its pages would reach if they were placed past 4 GiB.
+    pub fn for_pages(max_pfn: u64, max_pages: u64) -> Self {
+        MemoryLimits {
+            max_pfn: max_pfn.max((LOW_MEMORY_PFNS - 1).saturating_add(max_pages)),
+            max_pages,
+        }
+    }
+}
+
 /// Which vcpu state blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VcpuState {
@@ -203,6 +230,16 @@ pub trait Domain {
     fn set_address_size(&mut self, _width: u8) -> BResult<()> {
         Err(BackendError::new("set_address_size", "not a PV domain"))
     }
+    /// Restore: how far the destination's memory can go ([`MemoryLimits`]). The default
+    /// derives it from [`Domain::info`] alone (`max_pfn + 1` pages); backends that know the
+    /// domain's memory allowance report it.
+    fn memory_limits(&mut self) -> BResult<MemoryLimits> {
+        let info = self.info()?;
+        Ok(MemoryLimits {
+            max_pfn: info.max_pfn,
+            max_pages: info.max_pfn.saturating_add(1),
+        })
+    }
     /// PV restore: grows the p2m so that `max_pfn` is valid.
     fn expand_p2m(&mut self, _max_pfn: u64) -> BResult<()> {
         Err(BackendError::new("expand_p2m", "not a PV domain"))
@@ -255,7 +292,7 @@ pub trait Domain {
 ///         set_hvm_param, tsc_info, set_tsc_info, shared_info, set_shared_info, cpu_policy,
 ///         set_cpu_policy, enable_logdirty, disable_logdirty, clean_dirty, peek_dirty, pv_p2m,
 ///         mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
-///         p2m_generation, now, reads_whole_batches
+///         p2m_generation, now, reads_whole_batches, memory_limits
 ///     );
 ///     fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> BResult<()> {
 ///         self.pages_read += gfns.len() as u64;
@@ -431,6 +468,11 @@ macro_rules! forward_domain {
     (@one $f:ident set_address_size) => {
         fn set_address_size(&mut self, width: u8) -> $crate::domain::BResult<()> {
             self.$f.set_address_size(width)
+        }
+    };
+    (@one $f:ident memory_limits) => {
+        fn memory_limits(&mut self) -> $crate::domain::BResult<$crate::domain::MemoryLimits> {
+            self.$f.memory_limits()
         }
     };
     (@one $f:ident expand_p2m) => {

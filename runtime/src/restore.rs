@@ -14,8 +14,8 @@
 //! link breaks the guest keeps what it has: no checkpoint is re-applied.
 
 use crate::domain::{
-    errno, BackendError, Bitmap, CheckpointAnswer, Domain, GuestType, RestoreCallbacks, TscInfo,
-    VcpuState, PAGE_SIZE,
+    errno, BResult, BackendError, Bitmap, CheckpointAnswer, Domain, GuestType, MemoryLimits,
+    RestoreCallbacks, TscInfo, VcpuState, PAGE_SIZE,
 };
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::hooks::{rewrite_page_table, rewrite_vcpu_context};
@@ -71,6 +71,14 @@ pub enum RestoreError {
 
 type R<T> = Result<T, RestoreError>;
 
+/// The operation named by errors of [`MemoryLimits`] checks.
+const LIMITS_OP: &str = "memory limits";
+/// What a buffered record costs beyond its body (its header and bookkeeping).
+const RECORD_OVERHEAD: u64 = 8 + std::mem::size_of::<Buffered>() as u64;
+/// Room in one checkpoint's buffer for the records that are not pages (vcpu and HVM
+/// context, parameters, policies).
+const EPOCH_SLACK: u64 = 64 << 20;
+
 /// A record kept until its checkpoint completes.
 struct Buffered {
     record_type: u32,
@@ -100,6 +108,12 @@ struct Restorer<'a, 'b, D: Domain, C: RestoreCallbacks<D>> {
     ctx: DecodeCtx,
     layout: Option<&'static PvLayout>,
     max_pfn: u64,
+    /// What the destination can hold; every per-pfn structure stays inside it.
+    limits: MemoryLimits,
+    /// Pfns populated so far (the set bits of `populated`).
+    populated_count: u64,
+    /// Octets of records buffered for the current checkpoint.
+    buffered_bytes: u64,
     max_vcpu_id: u32,
     populated: Bitmap,
     types: Vec<libxc::PageType>,
@@ -239,7 +253,13 @@ impl<'a, 'b, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, 'b, D, C> {
         back: Option<&'a mut (dyn Write + 'b)>,
     ) -> R<Self> {
         let info = dom.info().map_err(|e| be("domain info", e))?;
+        let limits = dom
+            .memory_limits()
+            .map_err(|e| be("the destination's memory limits", e))?;
         Ok(Restorer {
+            limits,
+            populated_count: 0,
+            buffered_bytes: 0,
             guest: info.guest,
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
@@ -251,7 +271,7 @@ impl<'a, 'b, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, 'b, D, C> {
             version: 0,
             ctx: DecodeCtx::new(3),
             layout: None,
-            populated: Bitmap::new(8192),
+            populated: Bitmap::new(8192.min(limits.max_pfn.saturating_add(1))),
             types: Vec::new(),
             static_data_done: false,
             cpuid: None,
@@ -358,6 +378,21 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                         continue;
                     }
                     if self.buffering && !matches!(role, Some(Role::End) | Some(Role::Checkpoint)) {
+                        self.buffered_bytes = self
+                            .buffered_bytes
+                            .saturating_add(rec.body.len() as u64 + RECORD_OVERHEAD);
+                        let cap = self.epoch_cap();
+                        if self.buffered_bytes > cap {
+                            return Err(invalid(
+                                &rec,
+                                "checkpoint.buffer.max",
+                                format!(
+                                    "the records of one checkpoint exceed {cap} octets, more than \
+                                     a domain of {} pages can need",
+                                    self.limits.max_pages
+                                ),
+                            ));
+                        }
                         self.buffer.push(Buffered {
                             record_type: rec.record_type,
                             offset: rec.offset,
@@ -434,8 +469,18 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
         }
     }
 
+    /// The most one checkpoint's buffered records may take: every page of the domain once,
+    /// its entries, and room for the records that are not pages.
+    fn epoch_cap(&self) -> u64 {
+        self.limits
+            .max_pages
+            .saturating_mul(PAGE_SIZE as u64 + 8)
+            .saturating_add(EPOCH_SLACK)
+    }
+
     fn failover(&mut self) -> R<()> {
         self.buffer.clear();
+        self.buffered_bytes = 0;
         self.result.failed_over = true;
         if self.opts.stream_type == StreamType::Colo {
             // The domain was completed at the last checkpoint and has run since.
@@ -686,6 +731,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                     ));
                 }
                 let end = f.p2m_end_pfn as u64;
+                if end > self.limits.max_pfn {
+                    return Err(invalid(
+                        &rec,
+                        "pfn.limit",
+                        format!(
+                            "p2m_end_pfn {end:#x} is beyond the highest pfn {:#x} the \
+                             destination can hold",
+                            self.limits.max_pfn
+                        ),
+                    ));
+                }
                 if end > self.max_pfn {
                     self.dom
                         .expand_p2m(end)
@@ -781,6 +837,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
             }
             self.buffer = buffered;
             self.buffer.clear();
+            self.buffered_bytes = 0;
         } else {
             self.buffering = true;
         }
@@ -876,17 +933,51 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
         if need.is_empty() {
             return Ok(());
         }
-        if let Some(&max) = need.iter().max() {
-            if max >= self.populated.len() {
-                // Grow to 2^k - 1 like Xen's bitmap.
-                let bits = (max + 1).next_power_of_two().max(8192);
-                self.populated.grow(bits);
-            }
-        }
+        self.admit_population(&need)
+            .map_err(|e| be("the destination's memory limits", e))?;
         self.dom.populate(&need).map_err(|e| be("populate", e))?;
         for p in need {
             self.populated.set(p);
         }
+        Ok(())
+    }
+
+    /// Checks that populating `need` (pfns not populated yet, no repeats) stays inside the
+    /// destination's limits, and grows the populated bitmap to cover them (to a power of
+    /// two like Xen's, never past the highest pfn allowed).
+    fn admit_population(&mut self, need: &[u64]) -> BResult<()> {
+        let Some(&max) = need.iter().max() else {
+            return Ok(());
+        };
+        if max > self.limits.max_pfn {
+            return Err(BackendError::new(
+                LIMITS_OP,
+                format!(
+                    "pfn {max:#x} is beyond the highest pfn {:#x} the destination can hold",
+                    self.limits.max_pfn
+                ),
+            )
+            .errno(errno::ERANGE));
+        }
+        let total = self.populated_count.saturating_add(need.len() as u64);
+        if total > self.limits.max_pages {
+            return Err(BackendError::new(
+                LIMITS_OP,
+                format!(
+                    "{total} pages populated would exceed the destination's {} pages",
+                    self.limits.max_pages
+                ),
+            )
+            .errno(errno::ENOMEM));
+        }
+        if max >= self.populated.len() {
+            let bits = (max + 1)
+                .next_power_of_two()
+                .max(8192)
+                .min(self.limits.max_pfn.saturating_add(1));
+            self.populated.grow(bits);
+        }
+        self.populated_count = total;
         Ok(())
     }
 
@@ -898,6 +989,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
         let mut has_tables = false;
         for e in p.entries.iter() {
             let (pfn, t) = (e.pfn(), e.page_type());
+            if pfn > self.limits.max_pfn {
+                return Err(invalid(
+                    rec,
+                    "pfn.limit",
+                    format!(
+                        "pfn {pfn:#x} is beyond the highest pfn {:#x} the destination can hold \
+                         ({} pages)",
+                        self.limits.max_pfn, self.limits.max_pages
+                    ),
+                ));
+            }
             if self.guest == GuestType::X86Pv && pfn > self.max_pfn {
                 return Err(invalid(
                     rec,
@@ -920,10 +1022,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
             pfns.push(pfn);
             types.push(t);
         }
-        self.ensure_populated(&to_populate)?;
+        self.ensure_populated(&to_populate).map_err(|e| match e {
+            RestoreError::Backend { source, .. } if source.op == LIMITS_OP => {
+                invalid(rec, "pages.limit", source.to_string())
+            }
+            e => e,
+        })?;
         for (&pfn, &t) in pfns.iter().zip(&types) {
             let i = pfn as usize;
-            if i >= self.types.len() {
+            // Unknown pfns read as XTAB: only other types need room (pfns already checked
+            // against the limits, so the vector stays inside them).
+            if i >= self.types.len() && t != libxc::PageType::XTAB {
                 self.types.resize(i + 1, libxc::PageType::XTAB);
             }
             if let Some(slot) = self.types.get_mut(i) {
@@ -1033,11 +1142,11 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                     .errno(errno::ERANGE));
                 }
             }
+            let mut missing = missing;
+            missing.sort_unstable();
+            missing.dedup();
+            self.admit_population(&missing)?;
             self.dom.populate(&missing)?;
-            let top = missing.iter().max().copied().unwrap_or(0);
-            if top >= self.populated.len() {
-                self.populated.grow((top + 1).next_power_of_two());
-            }
             for p in &missing {
                 self.populated.set(*p);
             }

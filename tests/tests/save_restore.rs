@@ -461,7 +461,7 @@ impl xenmig::domain::Domain for Reads {
         set_hvm_param, tsc_info, set_tsc_info, shared_info, set_shared_info, cpu_policy,
         set_cpu_policy, enable_logdirty, disable_logdirty, clean_dirty, peek_dirty, pv_p2m,
         mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
-        p2m_generation, now
+        p2m_generation, now, memory_limits
     );
     fn read_pages(&mut self, gfns: &[u64], out: &mut [u8]) -> xenmig::domain::BResult<()> {
         self.pages_per_read.push(gfns.len());

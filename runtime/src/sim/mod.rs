@@ -427,6 +427,15 @@ impl Domain for SimDomain {
         })
     }
 
+    /// A simulated destination takes as much memory as the simulator can hold (half of its
+    /// pfns, as [`SimDomain::build`] allows), its pfns inside the simulator's range.
+    fn memory_limits(&mut self) -> BResult<crate::domain::MemoryLimits> {
+        let info = self.info()?;
+        let mut limits = crate::domain::MemoryLimits::for_pages(info.max_pfn, MAX_PFNS / 2);
+        limits.max_pfn = limits.max_pfn.min(MAX_PFNS - 1);
+        Ok(limits)
+    }
+
     fn p2m_size(&mut self) -> BResult<u64> {
         Ok(match self.guest {
             GuestType::X86Pv => self.p2m.len() as u64,

@@ -409,6 +409,18 @@ impl Domain for XenDomain {
         })
     }
 
+    /// Xen's `max_pages` for the domain (what libxl allowed it when it created it), and the
+    /// pfns that allowance can reach; a pfn Xen already has beyond that counts too.
+    fn memory_limits(&mut self) -> BResult<crate::domain::MemoryLimits> {
+        let _t = self.timings.start("memory_limits");
+        let raw = self.raw_info()?;
+        let max_gpfn = self.xc.maximum_gpfn(self.domid)?;
+        Ok(crate::domain::MemoryLimits::for_pages(
+            max_gpfn,
+            raw.max_pages,
+        ))
+    }
+
     fn p2m_size(&mut self) -> BResult<u64> {
         let _t = self.timings.start("p2m_size");
         if self.is_hvm()? {
