@@ -335,7 +335,10 @@ fn remus_until_the_link_breaks_fails_over_to_the_last_complete_checkpoint() {
         .and_then(|t| t.split(':').next())
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or_else(|| panic!("no failover report\n{ctx}"));
-    assert!(n >= 3, "{ctx}");
+    // The sender prints epoch K's digest once the libxc CHECKPOINT is out (postcopy), before
+    // libxl's CHECKPOINT_END closes the checkpoint on the wire: killed between the two, the
+    // receiver rightly fails over to checkpoint K - 1.
+    assert!(n >= 2, "{ctx}");
     let got = lines(&r, "state-digest: ");
     if n <= epochs.len() {
         assert_eq!(got, [epochs[n - 1].clone()], "{ctx}");
