@@ -144,6 +144,12 @@ struct Saver<'a, D: Domain, C: SaveCallbacks<D>, W: Write> {
     suspended_at: Option<Duration>,
     /// The precopy policy's iteration when precopy stopped (names the final pass, as Xen).
     precopy_iteration: u32,
+    /// PAGE_DATA records written so far.
+    batches: u64,
+    /// The first and last pfn of the batch being sent.
+    batch_range: (u64, u64),
+    /// The domain's highest pfn, as it reported at the start.
+    max_pfn: u64,
 }
 
 /// Saves a domain as a libxc image written to `out`. `back_channel` is the COLO secondary's
@@ -181,6 +187,9 @@ where
         stats: SaveStats::default(),
         suspended_at: None,
         precopy_iteration: 0,
+        batches: 0,
+        batch_range: (0, 0),
+        max_pfn: u64::MAX,
     };
     let r = s.run(back_channel);
     let cleanup = s.hooks.cleanup(s.dom, s.cb);
@@ -197,6 +206,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         self.dirty = Bitmap::new(self.p2m_size);
         self.deferred = Bitmap::new(self.p2m_size);
         let info = self.dom.info()?;
+        self.max_pfn = info.max_pfn;
         self.w.image_header(&libxc::ImageHeader {
             version: libxc::VERSION_WRITTEN,
             ..Default::default()
@@ -477,10 +487,18 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         let mut sent = 0u64;
         let dirty = std::mem::take(&mut self.dirty);
         let mut batch = Vec::with_capacity(BATCH);
+        // The first and last pfn of the batch, as the bitmap handed them out (kept apart
+        // from the batch's array, for `check_batch`).
+        let mut range = (0u64, 0u64);
         self.cb.progress(label, 0, total);
         for pfn in dirty.iter() {
+            if batch.is_empty() {
+                range.0 = pfn;
+            }
+            range.1 = pfn;
             batch.push(pfn);
             if batch.len() == BATCH {
+                self.batch_range = range;
                 self.send_batch(&batch, suspended)?;
                 sent += batch.len() as u64;
                 batch.clear();
@@ -488,6 +506,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             }
         }
         if !batch.is_empty() {
+            self.batch_range = range;
             self.send_batch(&batch, suspended)?;
             sent += batch.len() as u64;
         }
@@ -517,6 +536,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             self.entries
                 .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
         }
+        self.check_batch()?;
         let Saver {
             dom,
             w,
@@ -547,7 +567,22 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
                 dom.read_pages(gfns, buf)?;
                 Ok(())
             },
-        )
+        )?;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// [`check_batch`] on the batch about to be written.
+    fn check_batch(&self) -> Result<(), SaveError> {
+        check_batch(&BatchCheck {
+            batch: self.batches,
+            offset: self.w.offset(),
+            range: self.batch_range,
+            limit: self.p2m_size.min(self.max_pfn.saturating_add(1)),
+            pfns: &self.pfns,
+            types: &self.types,
+            entries: &self.entries,
+        })
     }
 
     /// One PAGE_DATA record (format-reference §3 "Batching").
@@ -638,13 +673,104 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             self.pages.copy_within(start + PAGE_SIZE..len, start);
             len -= PAGE_SIZE;
         }
+        self.check_batch()?;
         self.w.libxc(&libxc::Record::PageData(libxc::PageData {
             reserved: 0,
             entries: Array::Values(&self.entries),
             pages: self.pages.get(..len).unwrap_or_default(),
         }))?;
+        self.batches += 1;
         Ok(())
     }
+}
+
+/// What [`check_batch`] looks at.
+struct BatchCheck<'a> {
+    /// The batch's number (PAGE_DATA records written before it).
+    batch: u64,
+    /// Where its record would start in the stream.
+    offset: u64,
+    /// Its first and last pfn as the dirty bitmap handed them out.
+    range: (u64, u64),
+    /// One past the highest pfn the domain has (its max pfn + 1, and the p2m size).
+    limit: u64,
+    pfns: &'a [u64],
+    types: &'a [libxc::PageType],
+    entries: &'a [libxc::PageEntry],
+}
+
+/// The last look at a batch before its PAGE_DATA record is written: every entry's pfn is
+/// below the domain's limit, above the one before it (batches are built from the dirty
+/// bitmap, in order) and inside the batch's range, and is the pfn the batch was built from,
+/// with the type the hypervisor reported (or XTAB for a page turned into a hole). Anything
+/// else means the saver's own memory no longer holds what it wrote (seen on Xen under
+/// emulation: heap words in a pfn array), and the save stops before the record leaves.
+fn check_batch(c: &BatchCheck<'_>) -> Result<(), SaveError> {
+    let fail = |i: usize, pfn: u64, why: String| {
+        SaveError::Invalid(format!(
+            "batch {} (the PAGE_DATA record at stream offset {:#x}), entry {i}: pfn {pfn:#x} \
+             {why}; the record was not written",
+            c.batch, c.offset
+        ))
+    };
+    if c.entries.len() != c.pfns.len() || c.entries.len() != c.types.len() {
+        return Err(fail(
+            0,
+            c.pfns.first().copied().unwrap_or(0),
+            format!(
+                "starts a batch of {} entries built from {} pfns and {} types",
+                c.entries.len(),
+                c.pfns.len(),
+                c.types.len()
+            ),
+        ));
+    }
+    let (first, last) = c.range;
+    let mut previous: Option<u64> = None;
+    for (i, ((e, &pfn), &t)) in c.entries.iter().zip(c.pfns).zip(c.types).enumerate() {
+        let got = e.pfn();
+        if got >= c.limit {
+            return Err(fail(
+                i,
+                got,
+                format!(
+                    "is beyond the domain's highest pfn {:#x}",
+                    c.limit.saturating_sub(1)
+                ),
+            ));
+        }
+        if let Some(p) = previous.filter(|&p| got <= p) {
+            return Err(fail(
+                i,
+                got,
+                format!("does not follow pfn {p:#x}: a batch's pfns ascend"),
+            ));
+        }
+        if got < first || got > last {
+            return Err(fail(
+                i,
+                got,
+                format!("lies outside the batch's range {first:#x}-{last:#x}"),
+            ));
+        }
+        if got != pfn {
+            return Err(fail(
+                i,
+                got,
+                format!("differs from the pfn {pfn:#x} the batch was built from"),
+            ));
+        }
+        let ty = e.page_type();
+        if ty != t && ty != libxc::PageType::XTAB {
+            return Err(fail(
+                i,
+                got,
+                format!("carries type {ty}, the hypervisor reported {t}"),
+            ));
+        }
+        previous = Some(got);
+    }
+    Ok(())
 }
 
 /// Pages read and written at a time when a batch streams (see
@@ -658,4 +784,97 @@ fn predict(dirty: u64, pages: u64, time: Duration) -> Option<Duration> {
         return None;
     }
     Some(time.mul_f64(dirty as f64 / pages as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(pfns: &[u64], t: libxc::PageType) -> Vec<libxc::PageEntry> {
+        pfns.iter()
+            .map(|&p| libxc::PageEntry::default().with_pfn(p).with_page_type(t))
+            .collect()
+    }
+
+    fn check(pfns: &[u64], built_from: &[u64], range: (u64, u64)) -> Result<(), SaveError> {
+        let types = vec![libxc::PageType::XTAB; built_from.len()];
+        check_batch(&BatchCheck {
+            batch: 213,
+            offset: 0x81a26a9,
+            range,
+            limit: 0xff000,
+            pfns: built_from,
+            types: &types,
+            entries: &entries(pfns, libxc::PageType::XTAB),
+        })
+    }
+
+    #[test]
+    fn a_batch_as_built_passes() {
+        let pfns: Vec<u64> = (0x34400..0x34800).collect();
+        check(&pfns, &pfns, (0x34400, 0x347ff)).unwrap();
+    }
+
+    #[test]
+    fn heap_words_in_a_pfn_array_stop_the_batch() {
+        // Record #213 of the captured Remus stream: its first two pfns were heap words.
+        let good: Vec<u64> = (0x34400..0x34800).collect();
+        let mut seen = good.clone();
+        seen[0] = 0x5e2343;
+        seen[1] = 0x5e2343;
+        // Whether the array the entries came from or only the entries changed.
+        for built_from in [&seen, &good] {
+            let e = check(&seen, built_from, (0x34400, 0x347ff))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("batch 213"), "{e}");
+            assert!(e.contains("entry 0: pfn 0x5e2343"), "{e}");
+            assert!(e.contains("0x81a26a9"), "{e}");
+        }
+        // A user-space pointer far beyond the domain (record #396).
+        let mut far = good.clone();
+        far[1000] = 0x7f6b87555010 & ((1 << 52) - 1);
+        let e = check(&far, &far, (0x34400, 0x347ff))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("entry 1000") && e.contains("highest pfn 0xfefff"),
+            "{e}"
+        );
+        // Stale pfns of an earlier batch, valid but outside this one.
+        let mut stale = good.clone();
+        stale[0x3f0] = 0x34ff0;
+        let e = check(&stale, &stale, (0x34400, 0x347ff))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry 1008"), "{e}");
+        // Zeros: not ascending.
+        let mut zeros = good.clone();
+        zeros[2] = 0;
+        let e = check(&zeros, &zeros, (0, 0x347ff)).unwrap_err().to_string();
+        assert!(e.contains("entry 2: pfn 0x0 does not follow"), "{e}");
+    }
+
+    #[test]
+    fn entries_must_match_their_types() {
+        let pfns = [0x10, 0x11];
+        let types = [libxc::PageType::NOTAB, libxc::PageType::NOTAB];
+        let mut e = entries(&pfns, libxc::PageType::NOTAB);
+        e[1] = e[1].with_page_type(libxc::PageType::L1TAB);
+        let err = check_batch(&BatchCheck {
+            batch: 0,
+            offset: 0,
+            range: (0x10, 0x11),
+            limit: 0x100,
+            pfns: &pfns,
+            types: &types,
+            entries: &e,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("entry 1") && err.contains("carries type"),
+            "{err}"
+        );
+    }
 }
