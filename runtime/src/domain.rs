@@ -144,6 +144,7 @@ impl std::error::Error for BackendError {}
 
 /// errno values the drivers look at.
 pub mod errno {
+    pub const EIO: i32 = 5;
     pub const EAGAIN: i32 = 11;
     pub const ENOMEM: i32 = 12;
     pub const EINVAL: i32 = 22;
