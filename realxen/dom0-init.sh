@@ -95,70 +95,113 @@ still_ticking() { # still_ticking NAME BEFORE: the heartbeat goes on past BEFORE
   say "$1 stopped ticking: $2 before, $(last_tick "$1") now"
   return 1
 }
-verify_image() { # verify_image FILE TAG: xenmig verify and info into /out/TAG.*
-  $XENMIG verify -v "$1" > "/out/$2.verify.txt" 2>&1
-  vrc=$?
-  $XENMIG info "$1" > "/out/$2.info.txt" 2>&1
-  say "xenmig verify $2: rc=$vrc, $(head -n 1 "/out/$2.verify.txt")"
-  return $vrc
-}
 drop_image() { [ "$KEEP" = 1 ] || rm -f "$1"; }
 
-# fake "ssh" for xl migrate/remus: ignores the host, keeps a copy of the stream
-cat > /bin/fakessh <<'EOS'
-#!/bin/sh
-shift
-tee "/out/$STREAM.stream" | exec "$@"
-EOS
-chmod +x /bin/fakessh
+# Streams of failed attempts kept in /out for a look (the tmpfs holds 900 MiB).
+KEEP_FAILED=3
+# trouble, check_stream: how an attempt is judged (realxen/checks.sh).
+OUT=/out
+. /etc/realxen-checks.sh
+
+# keep_failed FILE TAG: keeps the stream of a failed attempt (the first few), else drops it.
+kept=0
+keep_failed() {
+  [ -f "$1" ] || return
+  if [ $kept -lt $KEEP_FAILED ]; then
+    mv "$1" "/out/$2.failed.stream" && kept=$((kept + 1)) && say "kept /out/$2.failed.stream"
+  else
+    rm -f "$1"
+  fi
+}
+
+# with_helper CMD...: runs CMD with the helper under test: xenmig, or Xen's own for the
+# xen-* scenarios (the same scenario as a baseline).
+with_helper() {
+  if [ "$MODE" = xen ]; then "$@"; else LIBXL_SAVE_HELPER=$HELPER "$@"; fi
+}
+who() { if [ "$MODE" = xen ]; then echo "Xen's helper"; else echo xenmig; fi; }
+
+# ensure_guest NAME: the guest runs and ticks (kept between repeated runs of a scenario).
+ensure_guest() {
+  if xl domid "$1" > /dev/null 2>&1 && [ "$(start_tick "$1")" -gt 0 ]; then
+    return 0
+  fi
+  destroy_all
+  create "$1"
+}
 
 # --- scenarios -------------------------------------------------------------------------
+# Each run is one attempt with one verdict, printed as REALXEN-RESULT NAME VERDICT REASON:
+#   PASS      everything worked, every stream verified;
+#   FAIL      anything else that involves a save helper: a failed xl command, an invalid
+#             stream, a helper killed by a signal, an allocation abort, a heap report;
+#   PLATFORM  the guest did not boot before any helper ran (the emulator's, and the only
+#             failure `cargo xtask realxen --retries` boots again for).
+# There are no retries inside a boot.
 
-save_with_xenmig() { # GUEST: xenmig saves, xenmig verify, Xen's helper restores
+save_scenario() { # GUEST NAME: the helper under test saves, Xen's helper restores
   g=$1; sc=$2; img=/out/$sc.xl
-  create "$g" || { result "$sc" FAIL "the guest did not boot"; return; }
+  ensure_guest "$g" || { result "$sc" PLATFORM "the guest did not boot"; return; }
   before=$(start_tick "$g")
-  run with_xenmig xl -vvv save "$g" "$img" || { result "$sc" FAIL "xl save through xenmig failed"; return; }
-  verify_image "$img" "$sc" || { result "$sc" FAIL "xenmig verify rejects the image"; return; }
-  run xl -vvv restore "$img" || { result "$sc" FAIL "xl restore (Xen's helper) failed"; return; }
+  run with_helper xl -vvv save "$g" "$img"
+  src=$?
+  bad=$(trouble /tmp/cmd.out)
+  [ -f "$img" ] && why=$(check_stream "$img" "$sc" 0) || why=""
+  if [ $src -ne 0 ] || [ -n "$bad" ] || [ -n "$why" ]; then
+    keep_failed "$img" "$sc"
+    result "$sc" FAIL "xl save through $(who): rc $src${bad:+; $bad}${why:+; $why}"
+    return
+  fi
+  run xl -vvv restore "$img"
+  rrc=$?
+  bad=$(trouble /tmp/cmd.out)
   drop_image "$img"
+  if [ $rrc -ne 0 ] || [ -n "$bad" ]; then
+    result "$sc" FAIL "xl restore (Xen's helper) of $(who)'s image: rc $rrc${bad:+; $bad}"
+    return
+  fi
   still_ticking "$g" "$before" || { result "$sc" FAIL "the restored guest does not tick"; return; }
-  result "$sc" PASS "saved by xenmig ($(grep -E '^records' "/out/$sc.info.txt" | tr -s ' ')), restored by Xen, ticks $before -> $(last_tick "$g")"
+  result "$sc" PASS "saved by $(who) ($(grep -E '^records' "/out/$sc.info.txt" | tr -s ' ')), restored by Xen, ticks $before -> $(last_tick "$g")"
 }
 
 restore_with_xenmig() { # GUEST: Xen's helper saves, xenmig restores
   g=$1; sc=$2; img=/out/$sc.xl
-  create "$g" || { result "$sc" FAIL "the guest did not boot"; return; }
+  ensure_guest "$g" || { result "$sc" PLATFORM "the guest did not boot"; return; }
   before=$(start_tick "$g")
   run xl -vvv save "$g" "$img" || { result "$sc" FAIL "xl save (Xen's helper) failed"; return; }
-  verify_image "$img" "$sc"
-  run with_xenmig xl -vvv restore "$img" || { result "$sc" FAIL "xl restore through xenmig failed"; return; }
+  why=$(check_stream "$img" "$sc" 0)
+  [ -n "$why" ] && say "Xen's image: $why"
+  run with_xenmig xl -vvv restore "$img"
+  rrc=$?
+  bad=$(trouble /tmp/cmd.out)
+  if [ $rrc -ne 0 ] || [ -n "$bad" ]; then
+    keep_failed "$img" "$sc"
+    result "$sc" FAIL "xl restore through xenmig: rc $rrc${bad:+; $bad}"
+    return
+  fi
   drop_image "$img"
   still_ticking "$g" "$before" || { result "$sc" FAIL "the restored guest does not tick"; return; }
   result "$sc" PASS "saved by Xen, restored by xenmig, ticks $before -> $(last_tick "$g")"
 }
 
-migrate_with_xenmig() { # GUEST: live migration to localhost, xenmig on both ends
+migrate_scenario() { # GUEST NAME: live migration to localhost, the helper under test on both ends
   g=$1; sc=$2
-  create "$g" || { result "$sc" FAIL "the guest did not boot"; return; }
-  for attempt in 1 2; do
-    before=$(start_tick "$g")
-    export STREAM=$sc
-    if run with_xenmig xl -vvv migrate -s /bin/fakessh "$g" localhost; then
-      verify_image "/out/$sc.stream" "$sc"
-      drop_image "/out/$sc.stream"
-      still_ticking "$g" "$before" || { result "$sc" FAIL "the migrated guest does not tick"; return; }
-      result "$sc" PASS "attempt $attempt, live migration through xenmig both ends, ticks $before -> $(last_tick "$g")"
-      return
-    fi
-    mv "/out/$sc.stream" "/out/$sc.attempt$attempt.stream" 2> /dev/null
-    drop_image "/out/$sc.attempt$attempt.stream"
-    # One live pass in eight fails under TCG; the guest keeps running, so try again.
+  ensure_guest "$g" || { result "$sc" PLATFORM "the guest did not boot"; return; }
+  before=$(start_tick "$g")
+  export STREAM=$sc
+  run with_helper xl -vvv migrate -s /bin/fakessh "$g" localhost
+  mrc=$?
+  bad=$(trouble /tmp/cmd.out)
+  why=$(check_stream "/out/$sc.stream" "$sc" 0)
+  if [ $mrc -ne 0 ] || [ -n "$bad" ] || [ -n "$why" ]; then
+    keep_failed "/out/$sc.stream" "$sc"
     xl list | grep -q -- '--incoming' && run xl destroy "$g--incoming"
-    xl domid "$g" > /dev/null 2>&1 || { result "$sc" FAIL "the guest is gone after a failed migration"; return; }
-    sleep 3
-  done
-  result "$sc" FAIL "xl migrate through xenmig failed twice"
+    result "$sc" FAIL "xl migrate through $(who): rc $mrc${bad:+; $bad}${why:+; $why}"
+    return
+  fi
+  drop_image "/out/$sc.stream"
+  still_ticking "$g" "$before" || { result "$sc" FAIL "the migrated guest does not tick"; return; }
+  result "$sc" PASS "live migration through $(who) both ends, ticks $before -> $(last_tick "$g")"
 }
 
 # Checkpoints the Remus primary completes before it is stopped, and the longest wait for them.
@@ -170,56 +213,53 @@ remus_checkpoints() {
   n=$(grep -c 'Checkpointed save: .*100%' /tmp/remus.out 2> /dev/null)
   if [ "${n:-0}" -gt 0 ]; then echo $((n + 1)); else echo 0; fi
 }
-remus_with_xenmig() { # GUEST: Remus for a while, then the primary's xl is killed: failover
+remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is killed: failover
   g=$1; sc=$2
-  for attempt in 1 2; do
-    destroy_all
-    create "$g" || { result "$sc" FAIL "the guest did not boot"; return; }
-    export STREAM=$sc
-    say "+ xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh $g localhost (SIGTERM after $REMUS_CHECKPOINTS checkpoints, attempt $attempt)"
-    start=$(now)
-    # Stopped once the primary has taken enough checkpoints (a fixed time would leave none
-    # at all when emulation runs slow). A background job ignores SIGINT, hence SIGTERM.
-    LIBXL_SAVE_HELPER=$HELPER xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1 &
-    xlpid=$!
-    i=0
-    while kill -0 $xlpid 2> /dev/null && [ "$(remus_checkpoints)" -lt $REMUS_CHECKPOINTS ] && [ $i -lt $REMUS_LIMIT ]; do
-      sleep 1; i=$((i + 1))
-    done
-    taken=$(remus_checkpoints)
-    kill -TERM $xlpid 2> /dev/null
-    wait $xlpid
-    rrc=$?
-    cat /tmp/remus.out >> /out/steps.log
-    say "remus rc=$rrc in $(since "$start")s after $taken checkpoints (143: stopped by our SIGTERM while checkpointing)"
-    grep -E 'Remus|failover|Failover|error|ERROR' /tmp/remus.out | tail -n 8 | sed 's/^/REALXEN    | /'
-    $XENMIG info "/out/$sc.stream" > "/out/$sc.info.txt" 2>&1
-    checkpoints=$(sed -n 's/^checkpoints: *//p' "/out/$sc.info.txt")
-    if [ $rrc -eq 143 ] && [ "$taken" -lt $REMUS_CHECKPOINTS ]; then
-      result "$sc" FAIL "the primary took $taken checkpoints in ${REMUS_LIMIT}s, fewer than $REMUS_CHECKPOINTS"
-      destroy_all
-      return
-    fi
-    if [ $rrc -eq 143 ]; then
-      drop_image "/out/$sc.stream"
-      sleep 5
-      run xl list
-      incoming=$(start_tick "$g--incoming")
-      if still_ticking "$g--incoming" "$incoming"; then
-        result "$sc" PASS "attempt $attempt, ${checkpoints:-?} checkpoints through xenmig, primary killed, the secondary failed over and ticks on ($incoming -> $(last_tick "$g--incoming"))"
-        destroy_all
-        return
-      fi
-      result "$sc" FAIL "after the failover the secondary does not tick (${checkpoints:-?} checkpoints)"
-      destroy_all
-      return
-    fi
-    # Kept for a look: the stream as the primary wrote it.
-    mv "/out/$sc.stream" "/out/$sc.attempt$attempt.stream" 2> /dev/null
-    mv "/out/$sc.info.txt" "/out/$sc.attempt$attempt.info.txt" 2> /dev/null
-    sleep 3
+  destroy_all
+  create "$g" || { result "$sc" PLATFORM "the guest did not boot"; return; }
+  export STREAM=$sc
+  say "+ xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh $g localhost (SIGTERM after $REMUS_CHECKPOINTS checkpoints, $(who))"
+  start=$(now)
+  # Stopped once the primary has taken enough checkpoints (a fixed time would leave none
+  # at all when emulation runs slow). A background job ignores SIGINT, hence SIGTERM.
+  with_helper xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1 &
+  xlpid=$!
+  i=0
+  while kill -0 $xlpid 2> /dev/null && [ "$(remus_checkpoints)" -lt $REMUS_CHECKPOINTS ] && [ $i -lt $REMUS_LIMIT ]; do
+    sleep 1; i=$((i + 1))
   done
-  result "$sc" FAIL "xl remus through xenmig did not run until stopped (rc $rrc, twice)"
+  taken=$(remus_checkpoints)
+  kill -TERM $xlpid 2> /dev/null
+  wait $xlpid
+  rrc=$?
+  cat /tmp/remus.out >> /out/steps.log
+  say "remus rc=$rrc in $(since "$start")s after $taken checkpoints (143: stopped by our SIGTERM while checkpointing)"
+  grep -E 'Remus|failover|Failover|error|ERROR' /tmp/remus.out | tail -n 8 | sed 's/^/REALXEN    | /'
+  bad=$(trouble /tmp/remus.out)
+  why=$(check_stream "/out/$sc.stream" "$sc" 1)
+  checkpoints=$(sed -n 's/^checkpoints: *//p' "/out/$sc.info.txt")
+  if [ -n "$bad" ] || [ -n "$why" ] || [ $rrc -ne 143 ]; then
+    keep_failed "/out/$sc.stream" "$sc"
+    reason="xl remus through $(who): rc $rrc after $taken checkpoints"
+    [ $rrc -ne 143 ] && reason="$reason (it stopped before it was killed)"
+    result "$sc" FAIL "$reason${bad:+; $bad}${why:+; $why}"
+    destroy_all
+    return
+  fi
+  if [ "$taken" -lt $REMUS_CHECKPOINTS ]; then
+    result "$sc" FAIL "the primary took $taken checkpoints in ${REMUS_LIMIT}s, fewer than $REMUS_CHECKPOINTS"
+    destroy_all
+    return
+  fi
+  drop_image "/out/$sc.stream"
+  sleep 5
+  run xl list
+  incoming=$(start_tick "$g--incoming")
+  if still_ticking "$g--incoming" "$incoming"; then
+    result "$sc" PASS "${checkpoints:-?} checkpoints through $(who), primary killed, the secondary failed over and ticks on ($incoming -> $(last_tick "$g--incoming"))"
+  else
+    result "$sc" FAIL "after the failover the secondary does not tick (${checkpoints:-?} checkpoints)"
+  fi
   destroy_all
 }
 
@@ -227,6 +267,8 @@ remus_with_xenmig() { # GUEST: Remus for a while, then the primary's xl is kille
 
 SCENARIOS=$(sed -n 's/.*realxen\.scenarios=\([^ ]*\).*/\1/p' /proc/cmdline | tr '+' ' ')
 KEEP=$(sed -n 's/.*realxen\.keep=\([01]\).*/\1/p' /proc/cmdline)
+MALLOC=$(sed -n 's/.*realxen\.malloc=\([01]\).*/\1/p' /proc/cmdline)
+MALLOC_DEBUG_LIB=/lib/x86_64-linux-gnu/libc_malloc_debug.so.0
 say "dom0 up: kernel $(uname -r), scenarios: $SCENARIOS"
 while read -r ko; do insmod "$ko" || say "insmod $ko failed"; done < /etc/modules.order
 mount -t xenfs xenfs /proc/xen || say "xenfs mount failed"
@@ -238,30 +280,51 @@ run xl info
 $XENMIG --version > /out/xenmig-version.txt 2>&1
 HVM=0; xl info | grep -q 'virt_caps.*hvm' && HVM=1
 
-for sc in $SCENARIOS; do
-  say "=== scenario $sc"
-  sc_start=$(now)
-  case $sc in
-    pv-save) save_with_xenmig pv64 "$sc" ;;
-    pv-restore) restore_with_xenmig pv64 "$sc" ;;
-    hvm-save | hvm-restore | hvm-migrate | pvh-save | pvh-restore | pvh-remus)
-      if [ $HVM = 0 ]; then
-        result "$sc" FAIL "the hypervisor has no HVM support here"
-      else
-        case $sc in
-          hvm-save) save_with_xenmig hvm64 "$sc" ;;
-          hvm-restore) restore_with_xenmig hvm64 "$sc" ;;
-          hvm-migrate) migrate_with_xenmig hvm64 "$sc" ;;
-          pvh-save) save_with_xenmig pvh64 "$sc" ;;
-          pvh-restore) restore_with_xenmig pvh64 "$sc" ;;
-          pvh-remus) remus_with_xenmig pvh64 "$sc" ;;
-        esac
-      fi ;;
-    *) result "$sc" FAIL "no such scenario" ;;
-  esac
-  say "=== scenario $sc done in $(since "$sc_start")s"
-  destroy_all
+# glibc's checks on every process of the scenarios: freed memory is filled with 0xa5 and new
+# memory with 0x5a (MALLOC_PERTURB_), so a use after free shows as that pattern in a stream,
+# and MALLOC_CHECK_=3 (glibc's debugging malloc, preloaded since glibc 2.34) aborts on heap
+# inconsistencies at once.
+if [ "$MALLOC" = 1 ]; then
+  export MALLOC_PERTURB_=165 MALLOC_CHECK_=3
+  [ -f "$MALLOC_DEBUG_LIB" ] && export LD_PRELOAD=$MALLOC_DEBUG_LIB
+  say "malloc checks: MALLOC_PERTURB_=$MALLOC_PERTURB_ MALLOC_CHECK_=$MALLOC_CHECK_ LD_PRELOAD=${LD_PRELOAD:-none}"
+fi
+
+for spec in $SCENARIOS; do
+  # NAME or NAME*N: N runs, reported as NAME#1 ... NAME#N.
+  sc=${spec%%\**}; n=1
+  case $spec in *\**) n=${spec#*\*} ;; esac
+  k=1
+  while [ "$k" -le "$n" ]; do
+    name=$sc; [ "$n" -gt 1 ] && name="$sc#$k"
+    say "=== scenario $name"
+    sc_start=$(now)
+    MODE=xenmig
+    base=$sc
+    case $sc in xen-*) MODE=xen; base=${sc#xen-} ;; esac
+    case $base in
+      pv-save) save_scenario pv64 "$name" ;;
+      pv-restore) restore_with_xenmig pv64 "$name" ;;
+      hvm-save | hvm-restore | hvm-migrate | pvh-save | pvh-restore | pvh-remus)
+        if [ $HVM = 0 ]; then
+          result "$name" FAIL "the hypervisor has no HVM support here"
+        else
+          case $base in
+            hvm-save) save_scenario hvm64 "$name" ;;
+            hvm-restore) restore_with_xenmig hvm64 "$name" ;;
+            hvm-migrate) migrate_scenario hvm64 "$name" ;;
+            pvh-save) save_scenario pvh64 "$name" ;;
+            pvh-restore) restore_with_xenmig pvh64 "$name" ;;
+            pvh-remus) remus_scenario pvh64 "$name" ;;
+          esac
+        fi ;;
+      *) result "$name" FAIL "no such scenario" ;;
+    esac
+    say "=== scenario $name done in $(since "$sc_start")s"
+    k=$((k + 1))
+  done
 done
+destroy_all
 
 say "collecting logs"
 xl dmesg > /out/xen-dmesg.txt 2>&1

@@ -62,26 +62,6 @@ fn setup_save_signals(io_fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tells glibc's malloc to keep every page it gets until the helper exits: no mmap'd chunks
-/// (each freed with munmap) and no trimming of the heap's top.
-///
-/// In Xen's PV dom0 under QEMU's TCG (`cargo xtask realxen`), the Remus receiver's buffered
-/// PAGE_DATA records were seen to change after they had been read and checked (their first
-/// octets and a few others, in copies of multi-MiB records allocated and freed every
-/// checkpoint), which failed about half of the pvh-remus runs; with the heap kept, they
-/// passed. The fault is the emulated platform's: xl itself, with Xen's own helper, aborts now
-/// and then in that dom0 on glibc's heap checks ("malloc(): corrupted top size"), and Xen's
-/// own helper fails live passes there with "Unknown type ... for pfn". The helper lives for one
-/// save or restore, and memory it frees is reused by its next allocations, so keeping the heap
-/// costs no more than its peak use.
-fn keep_heap() {
-    // SAFETY: mallopt only sets the allocator's parameters; the helper has a single thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-    }
-}
-
 /// Runs the helper with the whole argv (argv[0] is the program or `save-helper`); never returns.
 pub fn main(argv: &[String]) -> ! {
     let args = match Args::parse(argv) {
@@ -108,9 +88,6 @@ pub fn main(argv: &[String]) -> ! {
     let stdout = inherited(1);
     let mut pipe = Pipe::new(&*stdin, &*stdout);
     let backend = BackendSpec::parse(std::env::var(BACKEND_ENV).ok().as_deref());
-    if matches!(backend, Ok(BackendSpec::Xen)) {
-        keep_heap();
-    }
     if let Args::Save(s) = &args {
         // Restore keeps SIGTERM at its default.
         if let Err(e) = setup_save_signals(s.io_fd) {

@@ -39,7 +39,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "hvm-migrate",
-        "HVM: live xl migrate to localhost, xenmig on both ends (one retry)",
+        "HVM: live xl migrate to localhost, xenmig on both ends",
     ),
     (
         "pvh-remus",
@@ -52,6 +52,22 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "pvh-restore",
         "PVH: xl save with Xen's helper, xl restore through xenmig",
+    ),
+    (
+        "xen-pv-save",
+        "baseline: pv-save with Xen's own helper (its image verified by xenmig)",
+    ),
+    (
+        "xen-hvm-save",
+        "baseline: hvm-save with Xen's own helper (its image verified by xenmig)",
+    ),
+    (
+        "xen-hvm-migrate",
+        "baseline: hvm-migrate with Xen's own helper on both ends",
+    ),
+    (
+        "xen-pvh-remus",
+        "baseline: pvh-remus with Xen's own helper on both ends",
     ),
 ];
 
@@ -66,36 +82,134 @@ const DEFAULT: &[&str] = &[
 ];
 
 const USAGE: &str = "\
-usage: cargo xtask realxen [OPTIONS] [SCENARIO...]
+usage: cargo xtask realxen [OPTIONS] [SCENARIO[*N]...]
 
 Boots Xen 4.17 under QEMU (TCG) and runs xl scenarios with xenmig as libxl's save helper.
+SCENARIO*N runs a scenario N times in the same boot (reported as SCENARIO#1..N); the xen-*
+scenarios run the same steps with Xen's own helper, as a baseline.
+
+Every run is one attempt with one verdict: PASS, FAIL (a failed xl command, a stream that
+xenmig verify refuses or that names a pfn the guest cannot have, a helper killed by a
+signal, an allocation abort, a heap report by glibc) or PLATFORM (the guest did not boot
+before any helper ran). Only PLATFORM runs are booted again by --retries; a FAIL stands.
 
 options:
-  --retries N       boot again for the scenarios that failed, up to N times (default 0)
+  --retries N       boot again for the runs whose verdict was PLATFORM, up to N times (default 0)
   --timeout SECS    give up on one boot after SECS seconds (default 3000)
   --workdir DIR     downloads, initramfs, logs (default $REALXEN_DIR, else <target>/realxen)
-  --keep-images     keep the images and streams in the output archive
+  --keep-images     keep the images and streams in the output archive (failed ones are kept anyway)
+  --no-malloc-check run without glibc's MALLOC_PERTURB_/MALLOC_CHECK_=3 in dom0
+  --xen-opts OPTS   more options on Xen's command line (e.g. \"pcid=0 xpti=0\")
+  --cpu MODEL       QEMU's CPU model (default max)
+  --tcg single|multi  QEMU's TCG threading (default multi: one host thread per vCPU)
   --no-setup        do not check for or install packages
   --list            list the scenarios
 
 Run as root: setup uses apt-get, and the dom0 initramfs carries files only root may read.";
 
 struct Options {
+    /// What dom0 runs: NAME or NAME*N.
     scenarios: Vec<String>,
     retries: u32,
     timeout: Duration,
     workdir: PathBuf,
     keep_images: bool,
     setup: bool,
+    malloc_check: bool,
+    xen_opts: String,
+    cpu: String,
+    tcg: String,
 }
 
-/// The scenario outcome a boot reported.
+/// A run's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+    /// The emulated platform's failure before any helper ran (the guest did not boot).
+    Platform,
+}
+
+/// The outcome of one run, as its boot reported it.
 #[derive(Debug, Clone)]
 struct Outcome {
-    pass: bool,
+    verdict: Verdict,
     reason: String,
     seconds: Option<f64>,
     boot: usize,
+}
+
+/// The run names a scenario list expands to: `a*3` gives `a#1`, `a#2`, `a#3`.
+fn run_names(specs: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.split_once('*') {
+            Some((name, n)) => {
+                let n: usize = n.parse().unwrap_or(1);
+                if n > 1 {
+                    out.extend((1..=n).map(|k| format!("{name}#{k}")));
+                } else {
+                    out.push(name.to_string());
+                }
+            }
+            None => out.push(spec.clone()),
+        }
+    }
+    out
+}
+
+/// The scenario a run name belongs to (`a#2` → `a`).
+fn scenario_of(run: &str) -> &str {
+    run.split_once('#').map_or(run, |(s, _)| s)
+}
+
+/// The scenario list that runs `runs` again, one run each (`a#1`, `a#4` → `a*2`).
+fn rerun_specs(runs: &[String]) -> Vec<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in runs {
+        let s = scenario_of(r);
+        match counts.iter_mut().find(|(n, _)| n == s) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((s.to_string(), 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(s, c)| if c > 1 { format!("{s}*{c}") } else { s })
+        .collect()
+}
+
+/// Merges one boot's outcomes into `results`. `asked` are the run names this boot stands in
+/// for, in order (a rerun of `a#1` and `a#4` is reported as `a#1`, `a#2`): each gets the
+/// outcome of the run in its place, a missing one a FAIL. Every attempt is kept.
+fn merge_boot(
+    results: &mut BTreeMap<String, Vec<Outcome>>,
+    asked: &[String],
+    got: &BTreeMap<String, Outcome>,
+    boot: usize,
+) {
+    let specs = rerun_specs(asked);
+    let reported = run_names(&specs);
+    for (want, as_run) in asked.iter().zip(reported.iter()) {
+        let o = got.get(as_run).cloned().unwrap_or(Outcome {
+            verdict: Verdict::Fail,
+            reason: "no result: the boot ended before the run reported".into(),
+            seconds: None,
+            boot,
+        });
+        results.entry(want.clone()).or_default().push(o);
+    }
+}
+
+/// A run's final verdict: a FAIL in any attempt stands; PLATFORM only if no attempt passed.
+fn final_verdict(attempts: &[Outcome]) -> Verdict {
+    if attempts.iter().any(|o| o.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if attempts.iter().any(|o| o.verdict == Verdict::Pass) {
+        Verdict::Pass
+    } else {
+        Verdict::Platform
+    }
 }
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
@@ -116,35 +230,41 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     build_initramfs(root, &work, &xenmig)?;
     let setup_time = t0.elapsed();
 
-    let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
-    let mut todo = opts.scenarios.clone();
+    let runs = run_names(&opts.scenarios);
+    let mut results: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    let mut todo = runs.clone();
     for boot in 1..=opts.retries as usize + 1 {
         if todo.is_empty() {
             break;
         }
-        let got = boot_once(&work, &todo, &opts, boot)?;
-        for s in &todo {
-            let o = got.get(s).cloned().unwrap_or(Outcome {
-                pass: false,
-                reason: "no result: the boot ended before the scenario reported".into(),
-                seconds: None,
-                boot,
-            });
-            results.insert(s.clone(), o);
-        }
-        todo.retain(|s| !results.get(s).is_some_and(|o| o.pass));
+        let specs = if boot == 1 {
+            opts.scenarios.clone()
+        } else {
+            rerun_specs(&todo)
+        };
+        let got = boot_once(&work, &specs, &opts, boot)?;
+        merge_boot(&mut results, &todo, &got, boot);
+        // Boot again only for runs whose every attempt so far was the platform's.
+        todo.retain(|r| {
+            results
+                .get(r)
+                .is_some_and(|a| final_verdict(a) == Verdict::Platform)
+        });
     }
-    report(&work, &opts.scenarios, &results, setup_time, t0.elapsed());
-    let failed: Vec<&String> = opts
-        .scenarios
+    report(&work, &runs, &results, setup_time, t0.elapsed());
+    let failed: Vec<&String> = runs
         .iter()
-        .filter(|s| !results.get(*s).is_some_and(|o| o.pass))
+        .filter(|r| {
+            results
+                .get(*r)
+                .is_none_or(|a| final_verdict(a) != Verdict::Pass)
+        })
         .collect();
     if !failed.is_empty() {
         bail!(
-            "{} of {} scenarios failed: {}",
+            "{} of {} runs did not pass: {}",
             failed.len(),
-            opts.scenarios.len(),
+            runs.len(),
             failed
                 .iter()
                 .map(|s| s.as_str())
@@ -165,6 +285,10 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
             .unwrap_or_else(|| target_dir(root).join("realxen")),
         keep_images: false,
         setup: true,
+        malloc_check: true,
+        xen_opts: String::new(),
+        cpu: "max".into(),
+        tcg: "multi".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -196,14 +320,43 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
             "--workdir" => o.workdir = PathBuf::from(value("--workdir")?),
             "--keep-images" => o.keep_images = true,
             "--no-setup" => o.setup = false,
+            "--no-malloc-check" => o.malloc_check = false,
+            "--xen-opts" => o.xen_opts = value("--xen-opts")?,
+            "--cpu" => o.cpu = value("--cpu")?,
+            "--tcg" => {
+                o.tcg = value("--tcg")?;
+                if o.tcg != "single" && o.tcg != "multi" {
+                    bail!("--tcg takes single or multi");
+                }
+            }
             s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
             s => {
-                if !SCENARIOS.iter().any(|(n, _)| *n == s) {
-                    bail!("unknown scenario `{s}` (see --list)");
+                let (name, count) = match s.split_once('*') {
+                    Some((n, c)) => (
+                        n,
+                        c.parse::<usize>()
+                            .ok()
+                            .filter(|&c| c >= 1)
+                            .with_context(|| {
+                                format!("`{s}`: the count after * must be 1 or more")
+                            })?,
+                    ),
+                    None => (s, 1),
+                };
+                if !SCENARIOS.iter().any(|(n, _)| *n == name) {
+                    bail!("unknown scenario `{name}` (see --list)");
                 }
-                if !o.scenarios.iter().any(|x| x == s) {
-                    o.scenarios.push(s.to_string());
+                if o.scenarios
+                    .iter()
+                    .any(|x| scenario_of(x.split('*').next().unwrap_or(x)) == name)
+                {
+                    bail!("scenario `{name}` named twice (use {name}*N to repeat it)");
                 }
+                o.scenarios.push(if count > 1 {
+                    format!("{name}*{count}")
+                } else {
+                    name.to_string()
+                });
             }
         }
     }
@@ -553,6 +706,11 @@ fn build_initramfs(root: &Path, work: &Path, xenmig: &Path) -> Result<()> {
         libs.extend(libraries(b)?);
     }
     libs.push(PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"));
+    // glibc's debugging malloc, preloaded in dom0 for MALLOC_CHECK_=3 (see dom0-init.sh).
+    let malloc_debug = Path::new("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0");
+    if malloc_debug.exists() {
+        libs.push(malloc_debug.to_path_buf());
+    }
     libs.sort();
     libs.dedup();
     for l in &libs {
@@ -608,6 +766,7 @@ fn build_initramfs(root: &Path, work: &Path, xenmig: &Path) -> Result<()> {
     }
     fs::write(d.join("etc/xen/xl.conf"), "autoballoon=\"off\"\n")?;
     fs::copy(scripts.join("dom0-init.sh"), d.join("init"))?;
+    fs::copy(scripts.join("checks.sh"), d.join("etc/realxen-checks.sh"))?;
     chmod_x(&d.join("init"))?;
     cpio_gz(&d, &build.join("dom0-initrd.gz"), 1)?;
 
@@ -655,28 +814,33 @@ fn boot_once(
     let serial = work.join(format!("serial-{boot}.log"));
     let _ = fs::remove_file(&serial);
     // smap=0: with SMAP, the 64-bit PV dom0 faults on its first iret under QEMU's TCG.
-    let xen_cmdline = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 \
-                       loglvl=all guest_loglvl=all console_timestamps=boot smap=0";
+    let xen_cmdline = format!(
+        "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 \
+         loglvl=all guest_loglvl=all console_timestamps=boot smap=0 {}",
+        opts.xen_opts
+    );
     let dom0_cmdline = format!(
-        "console=hvc0 earlyprintk=xen loglevel=6 realxen.scenarios={} realxen.keep={}",
+        "console=hvc0 earlyprintk=xen loglevel=6 realxen.scenarios={} realxen.keep={} realxen.malloc={}",
         // QEMU separates multiboot modules with commas: none may appear in a command line.
         scenarios.join("+"),
-        opts.keep_images as u8
+        opts.keep_images as u8,
+        opts.malloc_check as u8
     );
+    if opts.xen_opts.contains(',') {
+        bail!("--xen-opts may not contain commas (QEMU's multiboot module separator)");
+    }
     step(&format!(
-        "boot {boot}: Xen under qemu-system-x86_64 -accel tcg, scenarios {}",
+        "boot {boot}: Xen under qemu-system-x86_64 -accel tcg,thread={} -cpu {}, Xen options `{}`, scenarios {}",
+        opts.tcg,
+        opts.cpu,
+        opts.xen_opts,
         scenarios.join(" ")
     ));
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-machine",
-            "pc",
-        ])
+        .arg("-accel")
+        .arg(format!("tcg,thread={}", opts.tcg))
+        .args(["-cpu", &opts.cpu, "-machine", "pc"])
         .args([
             "-m", "3072", "-smp", "2", "-display", "none", "-monitor", "none",
         ])
@@ -686,7 +850,7 @@ fn boot_once(
         .arg("-kernel")
         .arg(build.join("xen"))
         .arg("-append")
-        .arg(xen_cmdline)
+        .arg(&xen_cmdline)
         .arg("-initrd")
         .arg(format!(
             "{} {dom0_cmdline},{}",
@@ -768,10 +932,15 @@ fn parse_results(serial: &str, boot: usize) -> BTreeMap<String, Outcome> {
             let (Some(s), Some(v)) = (w.next(), w.next()) else {
                 continue;
             };
+            let verdict = match v {
+                "PASS" => Verdict::Pass,
+                "PLATFORM" => Verdict::Platform,
+                _ => Verdict::Fail,
+            };
             out.insert(
                 s.to_string(),
                 Outcome {
-                    pass: v == "PASS",
+                    verdict,
                     reason: w.next().unwrap_or("").trim().to_string(),
                     seconds: None,
                     boot,
@@ -813,11 +982,18 @@ fn record_table(info: &str) -> Vec<String> {
 }
 
 /// Compares the record layout of the image xenmig wrote with the one Xen's helper wrote.
-fn compare_layouts(work: &Path, results: &BTreeMap<String, Outcome>) {
+fn compare_layouts(work: &Path, results: &BTreeMap<String, Vec<Outcome>>) {
     for guest in ["pv", "hvm", "pvh"] {
+        // The first passing run of a scenario that left its report.
         let find = |sc: &str| -> Option<String> {
-            let o = results.get(sc)?;
-            fs::read_to_string(work.join(format!("out-{}/{sc}.info.txt", o.boot))).ok()
+            results.iter().find_map(|(run, attempts)| {
+                let o = attempts.last()?;
+                (scenario_of(run) == sc && o.verdict == Verdict::Pass)
+                    .then(|| {
+                        fs::read_to_string(work.join(format!("out-{}/{run}.info.txt", o.boot))).ok()
+                    })
+                    .flatten()
+            })
         };
         let (Some(ours), Some(xens)) = (
             find(&format!("{guest}-save")),
@@ -846,10 +1022,69 @@ fn compare_layouts(work: &Path, results: &BTreeMap<String, Outcome>) {
     }
 }
 
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Platform => "PLATFORM",
+    }
+}
+
+/// The per-scenario table: runs, and how many passed, failed, or failed on the platform;
+/// also written as Markdown to `<work>/results.md`.
+fn summary(runs: &[String], results: &BTreeMap<String, Vec<Outcome>>) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    for r in runs {
+        let s = scenario_of(r);
+        if !order.contains(&s) {
+            order.push(s);
+        }
+    }
+    let mut md = String::from(
+        "| scenario | runs | PASS | FAIL | PLATFORM | invalid streams | helper killed or heap report |\n|---|---|---|---|---|---|---|\n",
+    );
+    for s in order {
+        let mine: Vec<&Vec<Outcome>> = runs
+            .iter()
+            .filter(|r| scenario_of(r) == s)
+            .filter_map(|r| results.get(r))
+            .collect();
+        let count = |v: Verdict| mine.iter().filter(|a| final_verdict(a) == v).count();
+        let attempts = || mine.iter().flat_map(|a| a.iter());
+        let invalid = attempts()
+            .filter(|o| o.reason.contains("xenmig verify") || o.reason.contains("names pfn"))
+            .count();
+        let killed = attempts()
+            .filter(|o| {
+                [
+                    "fatal signal",
+                    "memory allocation",
+                    "malloc",
+                    "free()",
+                    "corrupted",
+                    "AddressSanitizer",
+                    "not written",
+                    "changed in this process",
+                ]
+                .iter()
+                .any(|k| o.reason.contains(k))
+            })
+            .count();
+        md.push_str(&format!(
+            "| {s} | {} | {} | {} | {} | {invalid} | {killed} |\n",
+            mine.len(),
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Platform)
+        ));
+    }
+    md
+}
+
 fn report(
     work: &Path,
-    scenarios: &[String],
-    results: &BTreeMap<String, Outcome>,
+    runs: &[String],
+    results: &BTreeMap<String, Vec<Outcome>>,
     setup: Duration,
     total: Duration,
 ) {
@@ -859,21 +1094,33 @@ fn report(
         setup.as_secs(),
         total.as_secs()
     );
-    for s in scenarios {
-        match results.get(s) {
-            Some(o) => println!(
-                "  {:4} {s:12} {:>6}  boot {}: {}",
-                if o.pass { "PASS" } else { "FAIL" },
-                o.seconds.map(|t| format!("{t:.0}s")).unwrap_or_default(),
-                o.boot,
-                o.reason
-            ),
-            None => println!("  ---- {s:12}  not run"),
+    for r in runs {
+        match results.get(r) {
+            Some(attempts) => {
+                for (i, o) in attempts.iter().enumerate() {
+                    println!(
+                        "  {:8} {r:18} {:>6}  boot {}{}: {}",
+                        verdict_name(o.verdict),
+                        o.seconds.map(|t| format!("{t:.0}s")).unwrap_or_default(),
+                        o.boot,
+                        if i > 0 { " (again)" } else { "" },
+                        o.reason
+                    );
+                }
+            }
+            None => println!("  -------- {r:18}  not run"),
         }
     }
+    let md = summary(runs, results);
+    println!();
+    for l in md.lines() {
+        println!("  {l}");
+    }
+    let _ = fs::write(work.join("results.md"), &md);
     compare_layouts(work, results);
     println!(
-        "  logs: {}/serial-N.log, {}/out-N/ (steps.log, *.verify.txt, *.info.txt, xen-dmesg.txt)",
+        "  logs: {}/serial-N.log, {}/out-N/ (steps.log, *.verify.txt, *.info.txt, *.failed.stream, xen-dmesg.txt); table: {}/results.md",
+        work.display(),
         work.display(),
         work.display()
     );
@@ -893,11 +1140,77 @@ REALXEN[80.2s] === scenario pv-save done in 79.2s
 junk REALXEN-RESULT pv-restore FAIL xl restore through xenmig failed
 ";
         let r = parse_results(serial, 1);
-        assert!(r["pv-save"].pass);
+        assert_eq!(r["pv-save"].verdict, Verdict::Pass);
         assert_eq!(r["pv-save"].reason, "saved by xenmig, ticks 3 -> 9");
         assert_eq!(r["pv-save"].seconds, Some(79.2));
-        assert!(!r["pv-restore"].pass);
+        assert_eq!(r["pv-restore"].verdict, Verdict::Fail);
         assert_eq!(r["pv-restore"].seconds, None);
+    }
+
+    #[test]
+    fn repeated_scenarios_expand_to_runs() {
+        let specs = vec!["pvh-remus*3".to_string(), "pv-save".to_string()];
+        assert_eq!(
+            run_names(&specs),
+            ["pvh-remus#1", "pvh-remus#2", "pvh-remus#3", "pv-save"]
+        );
+        assert_eq!(
+            rerun_specs(&["pvh-remus#1".into(), "pvh-remus#3".into(), "pv-save".into()]),
+            ["pvh-remus*2", "pv-save"]
+        );
+    }
+
+    /// A run whose first attempt wrote an invalid stream is a FAIL, whatever a later attempt
+    /// does; only PLATFORM runs are booted again, and a later PASS clears only those.
+    #[test]
+    fn a_failed_attempt_stands_and_only_the_platform_is_retried() {
+        let boot1 = "\
+REALXEN-RESULT pvh-remus#1 FAIL xl remus through xenmig: rc 143 after 4 checkpoints; the stream names pfn 0x7f6b87555010, beyond any the guest has (0xfffff)
+REALXEN-RESULT pvh-remus#2 PLATFORM the guest did not boot
+REALXEN-RESULT pvh-remus#3 PASS 4 checkpoints through xenmig
+";
+        let runs = run_names(&["pvh-remus*3".to_string()]);
+        let mut results = BTreeMap::new();
+        merge_boot(&mut results, &runs, &parse_results(boot1, 1), 1);
+        let todo: Vec<String> = runs
+            .iter()
+            .filter(|r| final_verdict(&results[*r]) == Verdict::Platform)
+            .cloned()
+            .collect();
+        assert_eq!(todo, ["pvh-remus#2"]);
+        assert_eq!(rerun_specs(&todo), ["pvh-remus"]);
+        // The second boot runs the scenario once, under its plain name, and it passes.
+        let boot2 = "REALXEN-RESULT pvh-remus PASS 4 checkpoints through xenmig\n";
+        merge_boot(&mut results, &todo, &parse_results(boot2, 2), 2);
+        assert_eq!(final_verdict(&results["pvh-remus#1"]), Verdict::Fail);
+        assert_eq!(final_verdict(&results["pvh-remus#2"]), Verdict::Pass);
+        assert_eq!(results["pvh-remus#2"].len(), 2, "both attempts are kept");
+        assert_eq!(final_verdict(&results["pvh-remus#3"]), Verdict::Pass);
+        // Even a PASS after a FAIL of the same run leaves it failed.
+        let mut one = BTreeMap::new();
+        let r = vec!["hvm-migrate".to_string()];
+        merge_boot(
+            &mut one,
+            &r,
+            &parse_results(
+                "REALXEN-RESULT hvm-migrate FAIL xenmig verify: INVALID\n",
+                1,
+            ),
+            1,
+        );
+        merge_boot(
+            &mut one,
+            &r,
+            &parse_results("REALXEN-RESULT hvm-migrate PASS ok\n", 2),
+            2,
+        );
+        assert_eq!(final_verdict(&one["hvm-migrate"]), Verdict::Fail);
+        let md = summary(&runs, &results);
+        assert!(md.contains("| pvh-remus | 3 | 2 | 1 | 0 | 1 | 0 |"), "{md}");
+        // A run the boot never reported (it crashed or timed out) is a FAIL.
+        let mut lost = BTreeMap::new();
+        merge_boot(&mut lost, &r, &BTreeMap::new(), 1);
+        assert_eq!(final_verdict(&lost["hvm-migrate"]), Verdict::Fail);
     }
 
     #[test]
