@@ -269,6 +269,7 @@ SCENARIOS=$(sed -n 's/.*realxen\.scenarios=\([^ ]*\).*/\1/p' /proc/cmdline | tr 
 KEEP=$(sed -n 's/.*realxen\.keep=\([01]\).*/\1/p' /proc/cmdline)
 MALLOC=$(sed -n 's/.*realxen\.malloc=\([01]\).*/\1/p' /proc/cmdline)
 MALLOC_DEBUG_LIB=/lib/x86_64-linux-gnu/libc_malloc_debug.so.0
+ASAN=$(sed -n 's/.*realxen\.asan=\([01]\).*/\1/p' /proc/cmdline)
 say "dom0 up: kernel $(uname -r), scenarios: $SCENARIOS"
 while read -r ko; do insmod "$ko" || say "insmod $ko failed"; done < /etc/modules.order
 mount -t xenfs xenfs /proc/xen || say "xenfs mount failed"
@@ -288,6 +289,14 @@ if [ "$MALLOC" = 1 ]; then
   export MALLOC_PERTURB_=165 MALLOC_CHECK_=3
   [ -f "$MALLOC_DEBUG_LIB" ] && export LD_PRELOAD=$MALLOC_DEBUG_LIB
   say "malloc checks: MALLOC_PERTURB_=$MALLOC_PERTURB_ MALLOC_CHECK_=$MALLOC_CHECK_ LD_PRELOAD=${LD_PRELOAD:-none}"
+fi
+
+# A helper built with AddressSanitizer reports on stderr (which xl shows, so `trouble` sees
+# it) and stops at the first error; leak checks at exit are off (the helper exits on purpose
+# with memory in use).
+if [ "$ASAN" = 1 ]; then
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=0
+  say "AddressSanitizer build: ASAN_OPTIONS=$ASAN_OPTIONS"
 fi
 
 for spec in $SCENARIOS; do

@@ -99,6 +99,7 @@ options:
   --workdir DIR     downloads, initramfs, logs (default $REALXEN_DIR, else <target>/realxen)
   --keep-images     keep the images and streams in the output archive (failed ones are kept anyway)
   --no-malloc-check run without glibc's MALLOC_PERTURB_/MALLOC_CHECK_=3 in dom0
+  --asan            the helper built with AddressSanitizer (needs the nightly toolchain)
   --xen-opts OPTS   more options on Xen's command line (e.g. \"pcid=0 xpti=0\")
   --cpu MODEL       QEMU's CPU model (default max)
   --tcg single|multi  QEMU's TCG threading (default multi: one host thread per vCPU)
@@ -116,6 +117,8 @@ struct Options {
     keep_images: bool,
     setup: bool,
     malloc_check: bool,
+    /// The helper built with AddressSanitizer (nightly).
+    asan: bool,
     xen_opts: String,
     cpu: String,
     tcg: String,
@@ -225,7 +228,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     if opts.setup {
         setup(&work)?;
     }
-    let xenmig = build_xenmig(root)?;
+    let xenmig = build_xenmig(root, opts.asan)?;
     step(&format!("dom0 initramfs with {}", xenmig.display()));
     build_initramfs(root, &work, &xenmig)?;
     let setup_time = t0.elapsed();
@@ -286,6 +289,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
         keep_images: false,
         setup: true,
         malloc_check: true,
+        asan: false,
         xen_opts: String::new(),
         cpu: "max".into(),
         tcg: "multi".into(),
@@ -321,6 +325,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
             "--keep-images" => o.keep_images = true,
             "--no-setup" => o.setup = false,
             "--no-malloc-check" => o.malloc_check = false,
+            "--asan" => o.asan = true,
             "--xen-opts" => o.xen_opts = value("--xen-opts")?,
             "--cpu" => o.cpu = value("--cpu")?,
             "--tcg" => {
@@ -536,31 +541,48 @@ fn apt_install(pkgs: &[String]) -> Result<()> {
 /// Builds xenmig with the `xen` feature in a target directory of its own (`<target>/xen`):
 /// the workspace's `release/xenmig`, which tests run, stays the build without it, and a test
 /// run or build sharing the workspace's target directory is neither rebuilt nor blocked.
-fn build_xenmig(root: &Path) -> Result<PathBuf> {
-    let dir = target_dir(root).join("xen");
-    step(&format!(
-        "cargo build --release -p xenmig-cli --features xen --target-dir {}",
-        dir.display()
-    ));
+/// With `asan`, the build uses the nightly toolchain with AddressSanitizer (its runtime is
+/// linked into the binary, so it runs in dom0 as it is) in `<target>/xen-asan`.
+fn build_xenmig(root: &Path, asan: bool) -> Result<PathBuf> {
+    let dir = target_dir(root).join(if asan { "xen-asan" } else { "xen" });
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "xenmig-cli",
-            "--features",
-            "xen",
-            "--target-dir",
-        ])
-        .arg(&dir)
+    let mut cmd = if asan {
+        // rustup's cargo picks the toolchain from `+nightly`.
+        let mut c = Command::new("cargo");
+        c.arg("+nightly")
+            .env_remove("RUSTC")
+            .env_remove("CARGO")
+            .env("RUSTFLAGS", "-Zsanitizer=address");
+        c
+    } else {
+        Command::new(cargo)
+    };
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "xenmig-cli",
+        "--features",
+        "xen",
+        "--target-dir",
+    ])
+    .arg(&dir);
+    if asan {
+        cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
+    }
+    step(&format!("{cmd:?}"));
+    let status = cmd
         .current_dir(root)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("building xenmig with the xen feature failed ({status})");
     }
-    let bin = dir.join("release/xenmig");
+    let bin = if asan {
+        dir.join("x86_64-unknown-linux-gnu/release/xenmig")
+    } else {
+        dir.join("release/xenmig")
+    };
     if !bin.exists() {
         bail!("{} is missing after the build", bin.display());
     }
@@ -820,11 +842,13 @@ fn boot_once(
         opts.xen_opts
     );
     let dom0_cmdline = format!(
-        "console=hvc0 earlyprintk=xen loglevel=6 realxen.scenarios={} realxen.keep={} realxen.malloc={}",
+        "console=hvc0 earlyprintk=xen loglevel=6 realxen.scenarios={} realxen.keep={} realxen.malloc={} realxen.asan={}",
         // QEMU separates multiboot modules with commas: none may appear in a command line.
         scenarios.join("+"),
         opts.keep_images as u8,
-        opts.malloc_check as u8
+        // glibc's debugging malloc and ASan's allocator do not mix.
+        (opts.malloc_check && !opts.asan) as u8,
+        opts.asan as u8
     );
     if opts.xen_opts.contains(',') {
         bail!("--xen-opts may not contain commas (QEMU's multiboot module separator)");
