@@ -1,6 +1,6 @@
 # How `cargo xtask realxen` judges an attempt (sourced by dom0-init.sh; cli/tests/realxen_checks.rs
 # runs the same functions on captured streams). Needs XENMIG (the xenmig binary), OUT (where
-# reports go) and `say`.
+# reports go) and `say` (which may print on stdout: it is sent to stderr here).
 
 # Every guest here has 128 MiB: its pfns lie below 4 GiB (HVM and PVH keep their special
 # pages just below it). A stream naming a higher pfn carries garbage, whatever verify says
@@ -22,7 +22,8 @@ check_stream() {
   $XENMIG verify -v "$1" > "$OUT/$2.verify.txt" 2>&1
   vrc=$?
   $XENMIG info "$1" > "$OUT/$2.info.txt" 2>&1
-  say "xenmig verify $2: rc=$vrc, $(head -n 1 "$OUT/$2.verify.txt")"
+  # Progress goes to stderr: what this prints on stdout is the verdict.
+  say "xenmig verify $2: rc=$vrc, $(head -n 1 "$OUT/$2.verify.txt")" >&2
   hi=$(sed -n 's/^ *pfn range: *0x[0-9a-f]*-\(0x[0-9a-f]*\).*/\1/p' "$OUT/$2.info.txt")
   if [ -n "$hi" ] && [ $((hi)) -gt $((MAX_GUEST_PFN)) ]; then
     echo "the stream names pfn $hi, beyond any the guest has ($MAX_GUEST_PFN)"

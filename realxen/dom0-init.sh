@@ -299,38 +299,39 @@ if [ "$ASAN" = 1 ]; then
   say "AddressSanitizer build: ASAN_OPTIONS=$ASAN_OPTIONS"
 fi
 
-for spec in $SCENARIOS; do
+# The loop's own variables have names no function uses (shell variables are global).
+for RUN_SPEC in $SCENARIOS; do
   # NAME or NAME*N: N runs, reported as NAME#1 ... NAME#N.
-  sc=${spec%%\**}; n=1
-  case $spec in *\**) n=${spec#*\*} ;; esac
-  k=1
-  while [ "$k" -le "$n" ]; do
-    name=$sc; [ "$n" -gt 1 ] && name="$sc#$k"
-    say "=== scenario $name"
-    sc_start=$(now)
+  RUN_SC=${RUN_SPEC%%\**}; RUN_N=1
+  case $RUN_SPEC in *\**) RUN_N=${RUN_SPEC#*\*} ;; esac
+  RUN_K=1
+  while [ "$RUN_K" -le "$RUN_N" ]; do
+    RUN_NAME=$RUN_SC; [ "$RUN_N" -gt 1 ] && RUN_NAME="$RUN_SC#$RUN_K"
+    say "=== scenario $RUN_NAME"
+    RUN_START=$(now)
     MODE=xenmig
-    base=$sc
-    case $sc in xen-*) MODE=xen; base=${sc#xen-} ;; esac
-    case $base in
-      pv-save) save_scenario pv64 "$name" ;;
-      pv-restore) restore_with_xenmig pv64 "$name" ;;
+    RUN_BASE=$RUN_SC
+    case $RUN_SC in xen-*) MODE=xen; RUN_BASE=${RUN_SC#xen-} ;; esac
+    case $RUN_BASE in
+      pv-save) save_scenario pv64 "$RUN_NAME" ;;
+      pv-restore) restore_with_xenmig pv64 "$RUN_NAME" ;;
       hvm-save | hvm-restore | hvm-migrate | pvh-save | pvh-restore | pvh-remus)
         if [ $HVM = 0 ]; then
-          result "$name" FAIL "the hypervisor has no HVM support here"
+          result "$RUN_NAME" FAIL "the hypervisor has no HVM support here"
         else
-          case $base in
-            hvm-save) save_scenario hvm64 "$name" ;;
-            hvm-restore) restore_with_xenmig hvm64 "$name" ;;
-            hvm-migrate) migrate_scenario hvm64 "$name" ;;
-            pvh-save) save_scenario pvh64 "$name" ;;
-            pvh-restore) restore_with_xenmig pvh64 "$name" ;;
-            pvh-remus) remus_scenario pvh64 "$name" ;;
+          case $RUN_BASE in
+            hvm-save) save_scenario hvm64 "$RUN_NAME" ;;
+            hvm-restore) restore_with_xenmig hvm64 "$RUN_NAME" ;;
+            hvm-migrate) migrate_scenario hvm64 "$RUN_NAME" ;;
+            pvh-save) save_scenario pvh64 "$RUN_NAME" ;;
+            pvh-restore) restore_with_xenmig pvh64 "$RUN_NAME" ;;
+            pvh-remus) remus_scenario pvh64 "$RUN_NAME" ;;
           esac
         fi ;;
-      *) result "$name" FAIL "no such scenario" ;;
+      *) result "$RUN_NAME" FAIL "no such scenario" ;;
     esac
-    say "=== scenario $name done in $(since "$sc_start")s"
-    k=$((k + 1))
+    say "=== scenario $RUN_NAME done in $(since "$RUN_START")s"
+    RUN_K=$((RUN_K + 1))
   done
 done
 destroy_all
