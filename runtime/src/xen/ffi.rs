@@ -528,6 +528,247 @@ mod tests {
         assert_eq!(size_of::<ShadowOpStats>(), 8);
     }
 
+    /// Every structure mirrored here against the installed Xen headers: a C program built
+    /// with the system's compiler prints `sizeof`/`offsetof` of each C declaration, and each
+    /// must equal the Rust one (the build with this feature needs libxen-dev, so the headers
+    /// are there). This is what guards the buffers handed to libxenctrl and to raw domctls.
+    #[test]
+    fn layouts_match_the_installed_xen_headers() {
+        let rust: Vec<(&str, usize)> = vec![
+            (
+                "sizeof xc_hypercall_buffer_t",
+                size_of::<XcHypercallBuffer>(),
+            ),
+            (
+                "offsetof xc_hypercall_buffer_t.param_shadow",
+                offset_of!(XcHypercallBuffer, param_shadow),
+            ),
+            (
+                "offsetof xc_hypercall_buffer_t.dir",
+                offset_of!(XcHypercallBuffer, dir),
+            ),
+            (
+                "offsetof xc_hypercall_buffer_t.ubuf",
+                offset_of!(XcHypercallBuffer, ubuf),
+            ),
+            (
+                "offsetof xc_hypercall_buffer_t.sz",
+                offset_of!(XcHypercallBuffer, sz),
+            ),
+            ("sizeof xc_domaininfo_t", size_of::<DomainInfoRaw>()),
+            (
+                "offsetof xc_domaininfo_t.flags",
+                offset_of!(DomainInfoRaw, flags),
+            ),
+            (
+                "offsetof xc_domaininfo_t.tot_pages",
+                offset_of!(DomainInfoRaw, tot_pages),
+            ),
+            (
+                "offsetof xc_domaininfo_t.max_pages",
+                offset_of!(DomainInfoRaw, max_pages),
+            ),
+            (
+                "offsetof xc_domaininfo_t.shared_info_frame",
+                offset_of!(DomainInfoRaw, shared_info_frame),
+            ),
+            (
+                "offsetof xc_domaininfo_t.nr_online_vcpus",
+                offset_of!(DomainInfoRaw, nr_online_vcpus),
+            ),
+            (
+                "offsetof xc_domaininfo_t.max_vcpu_id",
+                offset_of!(DomainInfoRaw, max_vcpu_id),
+            ),
+            (
+                "offsetof xc_domaininfo_t.handle",
+                offset_of!(DomainInfoRaw, handle),
+            ),
+            (
+                "offsetof xc_domaininfo_t.cpupool",
+                offset_of!(DomainInfoRaw, cpupool),
+            ),
+            (
+                "offsetof xc_domaininfo_t.gpaddr_bits",
+                offset_of!(DomainInfoRaw, gpaddr_bits),
+            ),
+            (
+                "offsetof xc_domaininfo_t.arch_config",
+                offset_of!(DomainInfoRaw, arch_config),
+            ),
+            ("sizeof xc_vcpuinfo_t", size_of::<VcpuInfoRaw>()),
+            (
+                "offsetof xc_vcpuinfo_t.online",
+                offset_of!(VcpuInfoRaw, online),
+            ),
+            (
+                "offsetof xc_vcpuinfo_t.cpu_time",
+                offset_of!(VcpuInfoRaw, cpu_time),
+            ),
+            ("offsetof xc_vcpuinfo_t.cpu", offset_of!(VcpuInfoRaw, cpu)),
+            ("sizeof vcpu_guest_context_any_t", VCPU_CONTEXT_ANY_SIZE),
+            ("sizeof struct mmuext_op", size_of::<MmuextOp>()),
+            ("sizeof xc_shadow_op_stats_t", size_of::<ShadowOpStats>()),
+            ("sizeof struct xen_domctl", size_of::<XenDomctl>()),
+            (
+                "offsetof struct xen_domctl.domain",
+                offset_of!(XenDomctl, domain),
+            ),
+            ("offsetof struct xen_domctl.u", offset_of!(XenDomctl, u)),
+            (
+                "sizeof struct xen_domctl_getpageframeinfo3",
+                size_of::<GetPageFrameInfo3>(),
+            ),
+            (
+                "offsetof struct xen_domctl_getpageframeinfo3.array",
+                offset_of!(GetPageFrameInfo3, array),
+            ),
+            (
+                "sizeof struct xen_domctl_ext_vcpucontext",
+                size_of::<ExtVcpuContext>(),
+            ),
+            (
+                "sizeof struct xen_domctl_vcpuextstate",
+                size_of::<VcpuExtState>(),
+            ),
+            (
+                "offsetof struct xen_domctl_vcpuextstate.xfeature_mask",
+                offset_of!(VcpuExtState, xfeature_mask),
+            ),
+            (
+                "offsetof struct xen_domctl_vcpuextstate.size",
+                offset_of!(VcpuExtState, size),
+            ),
+            (
+                "offsetof struct xen_domctl_vcpuextstate.buffer",
+                offset_of!(VcpuExtState, buffer),
+            ),
+            ("sizeof struct xen_domctl_vcpu_msrs", size_of::<VcpuMsrs>()),
+            (
+                "offsetof struct xen_domctl_vcpu_msrs.msrs",
+                offset_of!(VcpuMsrs, msrs),
+            ),
+            (
+                "sizeof struct xen_domctl_cpu_policy",
+                size_of::<CpuPolicy>(),
+            ),
+            (
+                "offsetof struct xen_domctl_cpu_policy.leaves",
+                offset_of!(CpuPolicy, leaves),
+            ),
+            (
+                "offsetof struct xen_domctl_cpu_policy.msrs",
+                offset_of!(CpuPolicy, msrs),
+            ),
+            (
+                "offsetof struct xen_domctl_cpu_policy.err_leaf",
+                offset_of!(CpuPolicy, err_leaf),
+            ),
+            (
+                "offsetof struct xen_domctl_cpu_policy.err_subleaf",
+                offset_of!(CpuPolicy, err_subleaf),
+            ),
+            (
+                "offsetof struct xen_domctl_cpu_policy.err_msr",
+                offset_of!(CpuPolicy, err_msr),
+            ),
+            ("sizeof struct xen_domctl_shadow_op", size_of::<ShadowOp>()),
+            (
+                "offsetof struct xen_domctl_shadow_op.dirty_bitmap",
+                offset_of!(ShadowOp, dirty_bitmap),
+            ),
+            (
+                "offsetof struct xen_domctl_shadow_op.pages",
+                offset_of!(ShadowOp, pages),
+            ),
+            (
+                "offsetof struct xen_domctl_shadow_op.stats",
+                offset_of!(ShadowOp, stats),
+            ),
+            (
+                "sizeof struct xen_domctl_address_size",
+                size_of::<AddressSize>(),
+            ),
+            ("sizeof grant_entry_v1_t", size_of::<GrantEntryV1>()),
+            ("sizeof xen_pfn_t", size_of::<XenPfn>()),
+            ("sizeof xen_cpuid_leaf_t", 24),
+            ("sizeof xen_msr_entry_t", 16),
+            (
+                "value XEN_DOMCTL_INTERFACE_VERSION",
+                DOMCTL_INTERFACE_VERSION as usize,
+            ),
+            (
+                "value XEN_DOMCTL_getpageframeinfo3",
+                cmd::GETPAGEFRAMEINFO3 as usize,
+            ),
+            ("value XEN_DOMCTL_shadow_op", cmd::SHADOW_OP as usize),
+            (
+                "value XEN_DOMCTL_get_cpu_policy",
+                cmd::GET_CPU_POLICY as usize,
+            ),
+            (
+                "value XEN_DOMCTL_set_cpu_policy",
+                cmd::SET_CPU_POLICY as usize,
+            ),
+            (
+                "value XEN_DOMCTL_getvcpuextstate",
+                cmd::GETVCPUEXTSTATE as usize,
+            ),
+            (
+                "value XEN_DOMCTL_get_vcpu_msrs",
+                cmd::GET_VCPU_MSRS as usize,
+            ),
+        ];
+        let mut c = String::from(
+            "#include <stdio.h>\n#include <stddef.h>\n#include <xenctrl.h>\n#include <xenforeignmemory.h>\n\
+             int main(void) {\n",
+        );
+        for (name, _) in &rust {
+            let (kind, what) = name.split_once(' ').unwrap();
+            let expr = match kind {
+                "sizeof" => format!("sizeof({what})"),
+                "offsetof" => {
+                    let (ty, field) = what.rsplit_once('.').unwrap();
+                    format!("offsetof({ty}, {field})")
+                }
+                _ => format!("(size_t)({what})"),
+            };
+            c.push_str(&format!("  printf(\"%zu\\n\", (size_t){expr});\n"));
+        }
+        c.push_str("  return 0;\n}\n");
+        let dir = std::env::temp_dir().join(format!("xenmig-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("abi.c"), c).unwrap();
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let built = std::process::Command::new(&cc)
+            .args(["-D__XEN_TOOLS__", "-o"])
+            .arg(dir.join("abi"))
+            .arg(dir.join("abi.c"))
+            .output()
+            .expect("a C compiler");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let out = std::process::Command::new(dir.join("abi"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let c_values: Vec<usize> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(c_values.len(), rust.len());
+        let differ: Vec<String> = rust
+            .iter()
+            .zip(&c_values)
+            .filter(|((_, r), c)| r != *c)
+            .map(|((n, r), c)| format!("{n}: C {c}, Rust {r}"))
+            .collect();
+        assert!(differ.is_empty(), "layouts differ: {differ:#?}");
+    }
+
     #[test]
     fn payload_bytes_round_trip() {
         let mut d = XenDomctl::new(cmd::GET_EXT_VCPUCONTEXT, 7);
