@@ -7,12 +7,12 @@
 # (verify cannot know the domain's size).
 MAX_GUEST_PFN=0xfffff
 
-# The first sign in a command's output that a process died or its heap broke: a helper
-# killed by a signal (libxl reports it), Rust's allocation abort, glibc's heap checks
+# The first sign in a command's output that a process died or its heap broke: a save helper
+# killed by a signal (libxl reports it; the device model it kills on purpose is not counted), Rust's allocation abort, glibc's heap checks
 # (MALLOC_CHECK_=3 and its own), AddressSanitizer, or xenmig's saver refusing a batch whose
 # memory changed under it.
 trouble() { # LOGFILE
-  grep -m 1 -E 'died due to fatal signal|memory allocation of [0-9]+ bytes failed|malloc\(\)|free\(\)|double free|corrupted (size|top|double|unsorted|chunk)|munmap_chunk|malloc_consolidate|AddressSanitizer|the record was not written|changed in this process.s memory' "$1"
+  grep -m 1 -E 'save/restore helper \[[0-9]+\] died due to fatal signal|memory allocation of [0-9]+ bytes failed|malloc\(\)|free\(\)|double free|corrupted (size|top|double|unsorted|chunk)|munmap_chunk|malloc_consolidate|AddressSanitizer|the record was not written|changed in this process.s memory' "$1"
 }
 
 # check_stream FILE TAG CUT: xenmig verify and info of a stream into /out/TAG.*; prints why

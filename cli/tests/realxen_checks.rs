@@ -112,6 +112,7 @@ fn killed_helpers_and_heap_reports_are_trouble() {
         ("free(): corrupted unsorted chunks", true),
         ("xc: error: batch 213 (the PAGE_DATA record at stream offset 0x81a26a9), entry 0: pfn 0x5e2343 lies outside the batch's range 0x34400-0x347ff; the record was not written", true),
         ("xc: progress: Checkpointed save: 686/686  100%", false),
+        ("libxl: debug: libxl_exec.c:127:libxl_report_child_exitstatus: domain 2 device model (dying as expected) [906] died due to fatal signal Killed", false),
         ("libxl: debug: libxl_event.c:2067:libxl__ao_complete: ao 0x55e0bf5559a0: complete, rc=0", false),
     ];
     for (line, bad) in cases {

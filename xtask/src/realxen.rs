@@ -571,10 +571,7 @@ fn build_xenmig(root: &Path, asan: bool) -> Result<PathBuf> {
         cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
     }
     step(&format!("{cmd:?}"));
-    let status = cmd
-        .current_dir(root)
-        .status()
-        .context("cannot run cargo")?;
+    let status = cmd.current_dir(root).status().context("cannot run cargo")?;
     if !status.success() {
         bail!("building xenmig with the xen feature failed ({status})");
     }
