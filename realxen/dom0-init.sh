@@ -281,15 +281,21 @@ run xl info
 $XENMIG --version > /out/xenmig-version.txt 2>&1
 HVM=0; xl info | grep -q 'virt_caps.*hvm' && HVM=1
 
-# glibc's checks on every process of the scenarios: freed memory is filled with 0xa5 and new
-# memory with 0x5a (MALLOC_PERTURB_), so a use after free shows as that pattern in a stream,
-# and MALLOC_CHECK_=3 (glibc's debugging malloc, preloaded since glibc 2.34) aborts on heap
-# inconsistencies at once.
+# glibc's checks on xl and everything it starts (the save helpers, the device model): freed
+# memory is filled with 0xa5 and new memory with 0x5a (MALLOC_PERTURB_), so a use after free
+# shows as that pattern in a stream, and MALLOC_CHECK_=3 (glibc's debugging malloc, preloaded
+# since glibc 2.34) aborts on heap inconsistencies at once. Only xl's process tree: busybox's
+# own applets (static glibc) segfault under MALLOC_PERTURB_, which broke the scripts' checks.
+MALLOC_ENV=
 if [ "$MALLOC" = 1 ]; then
-  export MALLOC_PERTURB_=165 MALLOC_CHECK_=3
-  [ -f "$MALLOC_DEBUG_LIB" ] && export LD_PRELOAD=$MALLOC_DEBUG_LIB
-  say "malloc checks: MALLOC_PERTURB_=$MALLOC_PERTURB_ MALLOC_CHECK_=$MALLOC_CHECK_ LD_PRELOAD=${LD_PRELOAD:-none}"
+  MALLOC_ENV="MALLOC_PERTURB_=165 MALLOC_CHECK_=3"
+  [ -f "$MALLOC_DEBUG_LIB" ] && MALLOC_ENV="$MALLOC_ENV LD_PRELOAD=$MALLOC_DEBUG_LIB"
+  say "malloc checks for xl and its children: $MALLOC_ENV"
 fi
+# Every xl command of the scenarios goes through here (with the helper under test, if set).
+xl() {
+  env $MALLOC_ENV ${LIBXL_SAVE_HELPER:+LIBXL_SAVE_HELPER=$LIBXL_SAVE_HELPER} /usr/lib/xen-4.17/bin/xl "$@"
+}
 
 # A helper built with AddressSanitizer reports on stderr (which xl shows, so `trouble` sees
 # it) and stops at the first error; leak checks at exit are off (the helper exits on purpose
