@@ -345,6 +345,10 @@ destroy_all
 say "collecting logs"
 xl dmesg > /out/xen-dmesg.txt 2>&1
 dmesg > /out/dom0-dmesg.txt 2>&1
+# How healthy dom0's user space was: processes the kernel killed for a fault, by name (none
+# of them involves a save helper unless its name says so).
+faults=$(grep -o '[a-zA-Z0-9_.-]*\[[0-9]*\]: segfault at' /out/dom0-dmesg.txt | sed 's/\[.*//' | sort | uniq -c | awk '{ printf "%s%s=%s", sep, $2, $1; sep="," }')
+echo "REALXEN-PLATFORM dom0 user faults: $(grep -c 'segfault at\|general protection fault\|trap invalid opcode' /out/dom0-dmesg.txt) ${faults:+($faults)}"
 mkdir -p /out/logs && cp -r /var/log/xen/. /out/logs/ 2> /dev/null
 ls -la /out > /out/listing.txt
 tar -cf /dev/vda -C /out . && sync && say "archive written"

@@ -941,6 +941,11 @@ fn boot_once(
         }
     }
     let _ = fs::remove_file(&disk);
+    for line in text.lines() {
+        if let Some(p) = line.find("REALXEN-PLATFORM ") {
+            step(&format!("boot {boot}: {}", &line[p + 17..]));
+        }
+    }
     Ok(parse_results(&text, boot))
 }
 
