@@ -289,7 +289,7 @@ fn status(report: &Report) -> u8 {
 fn print_json<T: serde::Serialize>(v: &T) -> bool {
     match serde_json::to_string_pretty(v) {
         Ok(s) => {
-            println!("{s}");
+            crate::out::say(&format!("{s}\n"));
             true
         }
         Err(e) => {
@@ -331,8 +331,8 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Some(e) if e.kind == ErrorKind::Io => {
             eprintln!("xenmig: error reading {}: {e}", input.describe());
         }
-        Some(e) => println!("INVALID: {e}"),
-        None => println!("VALID: {}", verdict_line(&report)),
+        Some(e) => crate::out::say(&format!("INVALID: {e}\n")),
+        None => crate::out::say(&format!("VALID: {}\n", verdict_line(&report))),
     }
     if a.verbose {
         let mut out = String::new();
@@ -340,7 +340,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             let _ = writeln!(out, "warning: {w}");
         }
         short_summary(&report, &mut out);
-        print!("{out}");
+        crate::out::say(&out);
     }
     ExitCode::from(code)
 }
@@ -473,7 +473,7 @@ pub fn info(a: InfoArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     } else {
-        print!("{}", info_text(&report, &input.describe()));
+        crate::out::say(&info_text(&report, &input.describe()));
     }
     if code == EXIT_ERROR {
         if let Some(e) = &report.error {
@@ -637,12 +637,9 @@ pub fn dump(a: DumpArgs) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
         Ok(Some(_)) => ExitCode::from(EXIT_INVALID),
-        // Output closed early (e.g. piped into `head`): nothing more to say.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_VALID),
-        Err(e) => {
-            eprintln!("xenmig: cannot write the listing: {e}");
-            ExitCode::from(EXIT_ERROR)
-        }
+        // A full disk, or a reader that went away (EPIPE): the listing is incomplete
+        // (`out::finish` says why).
+        Err(_) => ExitCode::from(EXIT_ERROR),
     }
 }
 
@@ -656,7 +653,7 @@ impl Job for DumpJob {
     type Out = io::Result<Option<StreamError>>;
 
     fn run<S: Source>(self, mut reader: Reader<S>) -> Self::Out {
-        let mut out = io::BufWriter::new(io::stdout().lock());
+        let mut out = io::BufWriter::new(crate::out::Stdout);
         let mut line = String::new();
         loop {
             line.clear();
