@@ -339,6 +339,13 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         for w in &report.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
+        if report.warnings_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "warning: ... and {} more, not listed",
+                report.warnings_dropped
+            );
+        }
         short_summary(&report, &mut out);
         crate::out::say(&out);
     }
@@ -382,12 +389,12 @@ fn verdict_line(r: &Report) -> String {
     if r.trailing_bytes > 0 {
         let _ = write!(s, ", {} trailing octets", r.trailing_bytes);
     }
-    if !r.warnings.is_empty() {
+    let warnings = r.warning_count();
+    if warnings > 0 {
         let _ = write!(
             s,
-            ", {} warning{}",
-            r.warnings.len(),
-            if r.warnings.len() == 1 { "" } else { "s" }
+            ", {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
         );
     }
     s
@@ -576,6 +583,13 @@ fn info_text(r: &Report, name: &str) -> String {
                 rc.bytes
             );
         }
+        if r.records_of_other_types > 0 {
+            let _ = writeln!(
+                o,
+                "  {:<6} {:<10}  {:<26} {:>9} {:>14}",
+                "-", "-", "(other types)", r.records_of_other_types, r.bytes_of_other_types
+            );
+        }
     }
     let p = &r.pages;
     let _ = writeln!(
@@ -592,7 +606,11 @@ fn info_text(r: &Report, name: &str) -> String {
     }
     if !r.vcpus.is_empty() {
         let ids: Vec<String> = r.vcpus.iter().map(u32::to_string).collect();
-        let _ = writeln!(o, "vcpus:          {} ({})", r.vcpus.len(), ids.join(", "));
+        let _ = write!(o, "vcpus:          {} ({})", r.vcpus.len(), ids.join(", "));
+        if r.vcpus_unlisted > 0 {
+            let _ = write!(o, ", and {} records of ids not listed", r.vcpus_unlisted);
+        }
+        o.push('\n');
     }
     if r.guest.as_deref() == Some("X86_HVM") || r.hvm_params > 0 {
         let _ = writeln!(o, "hvm params:     {}", r.hvm_params);
@@ -600,9 +618,12 @@ fn info_text(r: &Report, name: &str) -> String {
     let _ = writeln!(o, "checkpoints:    {}", r.checkpoints);
     let _ = writeln!(o, "end reached:    {}", yes_no(r.end));
     let _ = writeln!(o, "trailing:       {} octets", r.trailing_bytes);
-    let _ = writeln!(o, "warnings:       {}", r.warnings.len());
+    let _ = writeln!(o, "warnings:       {}", r.warning_count());
     for w in &r.warnings {
         let _ = writeln!(o, "  {w}");
+    }
+    if r.warnings_dropped > 0 {
+        let _ = writeln!(o, "  ... and {} more, not listed", r.warnings_dropped);
     }
     match &r.error {
         None => {

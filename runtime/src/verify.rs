@@ -6,6 +6,10 @@
 //! requirements and ordering (`LAYOUTS`). What is left here is the machinery that applies
 //! those tables, the checkpoint structure, and a few rules the spec language cannot state
 //! (xenstore key shapes, the static-data boundary being implied in version 2).
+//!
+//! A report keeps counts, never one entry per record: its lists (record types, warnings,
+//! vcpu ids) stop growing at the caps below and count what they leave out, so memory stays
+//! bounded on an endless stream.
 
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
@@ -14,6 +18,17 @@ use crate::wire::{Layout, Level, RecordInfo, Role, Status, Strictness};
 use crate::{libxc, libxl, xl};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Warnings a report lists; further ones are only counted ([`Report::warnings_dropped`]).
+pub const MAX_WARNINGS: usize = 100;
+
+/// Record types a report counts one by one; records of further (unknown) types are counted
+/// together ([`Report::records_of_other_types`]). The formats define 25 types.
+pub const MAX_RECORD_TYPES: usize = 64;
+
+/// Distinct vcpu ids a report lists (Xen's vcpu ids stay below 4096); records of further
+/// ids are counted ([`Report::vcpus_unlisted`]).
+pub const MAX_VCPU_IDS: usize = 4096;
 
 /// Something worth telling that does not make the stream invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,13 +106,19 @@ pub struct Report {
     /// `major.minor` of the saving Xen; `0.x` marks a stream made by the legacy converter.
     pub xen_version: Option<String>,
     pub converted_from_legacy: bool,
-    /// Every record type seen, in stream order of first appearance.
+    /// Every record type seen, in stream order of first appearance (at most
+    /// [`MAX_RECORD_TYPES`]).
     pub records: Vec<RecordCount>,
+    /// Records of types beyond the first [`MAX_RECORD_TYPES`], and their body octets.
+    pub records_of_other_types: u64,
+    pub bytes_of_other_types: u64,
     pub libxc_records: u64,
     pub libxl_records: u64,
     pub pages: PageStats,
-    /// vcpu ids of the PV vcpu records.
+    /// vcpu ids of the PV vcpu records (at most [`MAX_VCPU_IDS`]).
     pub vcpus: Vec<u32>,
+    /// vcpu records whose id was not listed because the list was full.
+    pub vcpus_unlisted: u64,
     pub hvm_params: u64,
     /// Complete checkpoints (libxl CHECKPOINT_END records, or libxc CHECKPOINTs in a bare
     /// libxc image).
@@ -106,8 +127,18 @@ pub struct Report {
     pub end: bool,
     pub trailing_bytes: u64,
     pub bytes: u64,
+    /// The first [`MAX_WARNINGS`] warnings.
     pub warnings: Vec<Note>,
+    /// Warnings beyond those listed.
+    pub warnings_dropped: u64,
     pub error: Option<StreamError>,
+}
+
+impl Report {
+    /// All warnings, listed or not.
+    pub fn warning_count(&self) -> u64 {
+        self.warnings.len() as u64 + self.warnings_dropped
+    }
 }
 
 /// How to verify.
@@ -153,9 +184,8 @@ pub fn verify_reader<S: Source>(
 struct Verifier {
     opts: VerifyOptions,
     report: Report,
-    /// Count of each (layer, type) seen.
+    /// Count of each (layer, type) seen, for the types the formats define.
     seen: BTreeMap<(Layer, u32), u64>,
-    order: Vec<(Layer, u32)>,
     domain_type: Option<libxc::DomainType>,
     static_data_done: bool,
     /// Requirement (layout index, requirement index) met.
@@ -189,7 +219,6 @@ impl Verifier {
                 ..Report::default()
             },
             seen: BTreeMap::new(),
-            order: Vec::new(),
             domain_type: None,
             static_data_done: false,
             met: BTreeSet::new(),
@@ -211,6 +240,10 @@ impl Verifier {
     }
 
     fn note(&mut self, rec: Option<&RawRecord<'_>>, offset: u64, rule: &str, detail: String) {
+        if self.report.warnings.len() >= MAX_WARNINGS {
+            self.report.warnings_dropped += 1;
+            return;
+        }
         self.report.warnings.push(Note {
             offset,
             record_index: rec.map(|r| r.index),
@@ -357,32 +390,44 @@ impl Verifier {
         });
     }
 
+    /// Counts a record: by type for the first [`MAX_RECORD_TYPES`] types, together beyond;
+    /// `seen` (what the rules ask about) only for the types the formats define.
     fn count(&mut self, rec: &RawRecord<'_>) {
-        let key = (rec.layer, rec.record_type);
-        let c = self.seen.entry(key).or_insert(0);
-        *c += 1;
-        if *c == 1 {
-            self.order.push(key);
-            self.report.records.push(RecordCount {
-                layer: rec.layer,
-                record_type: rec.record_type,
-                name: rec.type_name(),
-                count: 0,
-                bytes: 0,
-            });
+        if rec.info().is_some() {
+            *self.seen.entry((rec.layer, rec.record_type)).or_insert(0) += 1;
         }
-        if let Some(rc) = self
-            .report
-            .records
+        let bytes = rec.body.len() as u64;
+        let records = &mut self.report.records;
+        if let Some(rc) = records
             .iter_mut()
             .find(|r| r.layer == rec.layer && r.record_type == rec.record_type)
         {
             rc.count += 1;
-            rc.bytes += rec.body.len() as u64;
+            rc.bytes += bytes;
+        } else if records.len() < MAX_RECORD_TYPES {
+            records.push(RecordCount {
+                layer: rec.layer,
+                record_type: rec.record_type,
+                name: rec.type_name(),
+                count: 1,
+                bytes,
+            });
+        } else {
+            self.report.records_of_other_types += 1;
+            self.report.bytes_of_other_types += bytes;
         }
         match rec.layer {
             Layer::Libxl => self.report.libxl_records += 1,
             _ => self.report.libxc_records += 1,
+        }
+    }
+
+    /// Lists a vcpu id, up to [`MAX_VCPU_IDS`] of them.
+    fn vcpu(&mut self, id: u32) {
+        if self.vcpus.len() < MAX_VCPU_IDS || self.vcpus.contains(&id) {
+            self.vcpus.insert(id);
+        } else {
+            self.report.vcpus_unlisted += 1;
         }
     }
 
@@ -538,18 +583,10 @@ impl Verifier {
                 self.report.guest_width = Some(i.guest_width);
                 self.report.pt_levels = Some(i.pt_levels);
             }
-            libxc::Record::X86PvVcpuBasic(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuExtended(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuXsave(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuMsrs(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
+            libxc::Record::X86PvVcpuBasic(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuExtended(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuXsave(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuMsrs(v) => self.vcpu(v.vcpu_id),
             libxc::Record::HvmParams(p) => self.report.hvm_params += p.params.len() as u64,
             _ => {}
         }
