@@ -13,7 +13,10 @@
 //! applied in the NORMAL / BUFFERING / UNBUFFERING phases (a checkpoint's emulator records
 //! apply only when the checkpoint commits; an incomplete one's are dropped on failover), then
 //! after the libxc END the remaining libxl records up to END. A checkpointed stream that
-//! breaks fails over to its last complete checkpoint and the restore succeeds.
+//! breaks fails over to its last complete checkpoint and the restore succeeds. A bare libxc
+//! image (what libxc's save writes on its own fd, libxl's records being libxl's business)
+//! restores too: there each CHECKPOINT closes its checkpoint by itself, with no
+//! CHECKPOINT_END to wait for.
 //!
 //! **COLO** (HVM guests only, as in libxl): the primary's save answers the secondary's
 //! messages on the back channel and announces each next checkpoint with CHECKPOINT_STATE NEW
@@ -622,6 +625,10 @@ type BackChannel<'c, 'b> = &'c RefCell<&'b mut dyn Write>;
 /// The restore callbacks libxl puts between the toolstack's and the driver's.
 struct RestoreLayer<'a, 'c, 'b, C> {
     inner: &'a mut C,
+    /// The libxc image sits in libxl framing, whose CHECKPOINT_END closes each checkpoint.
+    /// A bare libxc image (what libxc's save writes on its own fd) has none: each CHECKPOINT
+    /// is the epoch boundary by itself.
+    libxl_framed: bool,
     phase: Phase,
     queue: Vec<EmulatorRecord>,
     checkpoint_end: bool,
@@ -636,9 +643,15 @@ struct RestoreLayer<'a, 'c, 'b, C> {
 }
 
 impl<'a, 'c, 'b, C> RestoreLayer<'a, 'c, 'b, C> {
-    fn new(inner: &'a mut C, stream_type: StreamType, back: Option<BackChannel<'c, 'b>>) -> Self {
+    fn new(
+        inner: &'a mut C,
+        stream_type: StreamType,
+        back: Option<BackChannel<'c, 'b>>,
+        libxl_framed: bool,
+    ) -> Self {
         RestoreLayer {
             inner,
+            libxl_framed,
             phase: Phase::Normal,
             queue: Vec::new(),
             checkpoint_end: false,
@@ -755,7 +768,7 @@ where
             self.queue.clear();
             return answer;
         }
-        if !self.checkpoint_end {
+        if self.libxl_framed && !self.checkpoint_end {
             let e = StreamError::invalid(
                 0,
                 "checkpoint_end.missing",
@@ -861,7 +874,12 @@ where
     }
     let back = back_channel.map(RefCell::new);
     let mut driver_back = back.as_ref().map(SharedOut);
-    let mut layer = RestoreLayer::new(cb, opts.stream_type, back.as_ref());
+    let mut layer = RestoreLayer::new(
+        cb,
+        opts.stream_type,
+        back.as_ref(),
+        framing != Framing::Libxc,
+    );
     if framing == Framing::Libxc {
         let made = restore_new_with_back_channel(
             |guest, header: &libxc::DomainHeader| {
@@ -878,7 +896,7 @@ where
             opts,
             driver_back.as_mut().map(|b| b as &mut dyn Write),
         );
-        let (dom, r) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
+        let (dom, r) = made.map_err(|e| layer_error(layer.error.take(), e))?;
         res.failed_over = r.failed_over;
         res.libxc = r;
         return Ok((dom, res));
@@ -982,7 +1000,7 @@ where
         opts,
         driver_back.as_mut().map(|b| b as &mut dyn Write),
     );
-    let (mut dom, libxc_result) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
+    let (mut dom, libxc_result) = made.map_err(|e| layer_error(layer.error.take(), e))?;
     res.libxl_records += layer.libxl_records;
     res.checkpoints = layer.checkpoints;
     res.emulator_records = layer.emulator_records + early_applied;
@@ -1050,6 +1068,24 @@ where
                 .into())
             }
         }
+    }
+}
+
+/// The layer's error when it kept one (the driver only carries its message), else the
+/// driver's. A layer error that names no record is placed at the record the driver was
+/// processing when the callback failed (a CHECKPOINT deep in the stream, not offset 0).
+fn layer_error(kept: Option<LibxlRestoreError>, driver: RestoreError) -> LibxlRestoreError {
+    match (kept, &driver) {
+        (Some(LibxlRestoreError::Stream(mut e)), RestoreError::Stream(d))
+            if e.record_index.is_none() && d.record_index.is_some() =>
+        {
+            e.offset = d.offset;
+            e.record_index = d.record_index;
+            e.item.clone_from(&d.item);
+            LibxlRestoreError::Stream(e)
+        }
+        (Some(kept), _) => kept,
+        (None, _) => driver.into(),
     }
 }
 
