@@ -288,7 +288,7 @@ impl Verifier {
                     header,
                     optional_data,
                     ..
-                } => self.xl_header(&header, optional_data),
+                } => self.xl_header(&header, optional_data)?,
                 Item::LibxlHeader { header, .. } => {
                     self.report.libxl_version = Some(header.version);
                     self.report.libxl_options = flag_names(
@@ -363,31 +363,36 @@ impl Verifier {
         }
     }
 
-    fn xl_header(&mut self, header: &xl::XlHeader, optional_data: &[u8]) {
+    /// The xl header and its optional data, judged as a restore judges them
+    /// ([`crate::xlfile::parse`], what xl reads): optional data too short for the config
+    /// length it announces is refused, whatever the JSON flag says.
+    fn xl_header(
+        &mut self,
+        header: &xl::XlHeader,
+        optional_data: &[u8],
+    ) -> Result<(), StreamError> {
         let flags = flag_names(
             header.mandatory_flags.0 as u64,
             xl::XlMandatoryFlags::NAMED
                 .iter()
                 .map(|(f, n)| (f.0 as u64, *n)),
         );
-        let mut config_len = None;
-        if header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON) {
-            let ctx = crate::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
-            match xl::XlOptionalData::decode(optional_data, &ctx) {
-                Ok(d) => config_len = Some(d.config.len() as u32),
-                Err(e) => self.note(
-                    None,
-                    48,
-                    "xl.optional_data",
-                    format!("the JSON config cannot be read: {e}"),
-                ),
-            }
-        }
         self.report.xl = Some(XlInfo {
             mandatory_flags: flags,
             optional_data_len: header.optional_data_len,
-            config_len,
+            config_len: None,
         });
+        crate::xlfile::parse(header, optional_data)?;
+        if header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON) {
+            let ctx = crate::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+            if let (Ok(d), Some(x)) = (
+                xl::XlOptionalData::decode(optional_data, &ctx),
+                self.report.xl.as_mut(),
+            ) {
+                x.config_len = Some(d.config.len() as u32);
+            }
+        }
+        Ok(())
     }
 
     /// Counts a record: by type for the first [`MAX_RECORD_TYPES`] types, together beyond;
