@@ -674,6 +674,8 @@ impl Job for DumpJob {
     type Out = io::Result<Option<StreamError>>;
 
     fn run<S: Source>(self, mut reader: Reader<S>) -> Self::Out {
+        // The listing stops where `verify` would: at the first item it refuses.
+        xenmig::verify::check_as_read(&mut reader);
         let mut out = io::BufWriter::new(crate::out::Stdout);
         let mut line = String::new();
         loop {

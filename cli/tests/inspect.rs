@@ -296,6 +296,13 @@ fn repaired_copy(dir: &Path, name: &str) -> PathBuf {
 #[test]
 fn dump_lists_one_line_per_item() {
     let tmp = tempfile::tempdir().unwrap();
+    // As shared, the vector is refused at its xl header: no record is listed.
+    let out = xenmig()
+        .args(["dump", vectors().join(SMALL).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("ERROR: at offset 0x34"));
     let file = repaired_copy(tmp.path(), SMALL);
     let p = file.to_str().unwrap();
     let info = xenmig().args(["info", "--json", p]).output().unwrap();
@@ -536,6 +543,94 @@ fn input_already_part_read_is_read_from_its_position() {
         } else {
             assert!(t.starts_with("VALID: libxc X86_HVM v3"), "{t}");
             assert!(t.contains("trailing octets"), "{t}");
+        }
+    }
+}
+
+/// A file of the repository's own test data.
+fn repo_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(name)
+}
+
+/// (name, offset, framed length) of every record, from `dump --json`.
+fn record_spans(path: &Path) -> Vec<(String, usize, usize)> {
+    let out = xenmig()
+        .args(["dump", "--json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|o| o["index"].is_u64())
+        .map(|o| {
+            let len = o["length"].as_u64().unwrap() as usize;
+            (
+                o["name"].as_str().unwrap().to_string(),
+                o["offset"].as_u64().unwrap() as usize,
+                8 + len.next_multiple_of(8),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dump_stops_with_the_verifiers_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cases = vec![repo_data("bad-unknown-mandatory-record-pv-s141.bin")];
+    // Streams of simulated guests, each missing a record: HVM_CONTEXT (required for HVM
+    // guests, found missing at END), X86_PV_INFO (X86_PV_P2M_FRAMES must follow it).
+    for (guest, drop) in [("hvm", "HVM_CONTEXT"), ("pv", "X86_PV_INFO")] {
+        let path = tmp.path().join(guest);
+        let out = xenmig()
+            .args(["sim", "save", "--guest", guest, "--memory", "1M", "-o"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        let (_, at, len) = record_spans(&path)
+            .into_iter()
+            .find(|r| r.0 == drop)
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let bad = tmp.path().join(format!("{guest}-without-{drop}"));
+        std::fs::write(&bad, [&bytes[..at], &bytes[at + len..]].concat()).unwrap();
+        cases.push(bad);
+    }
+    for file in cases {
+        let p = file.to_str().unwrap();
+        for strictness in ["--strict", "--lenient"] {
+            let what = format!("{p} {strictness}");
+            let verify = xenmig().args(["verify", strictness, p]).output().unwrap();
+            assert_eq!(code(&verify), 1, "{what}");
+            let verdict = text(&verify.stdout);
+            let verdict = verdict.trim_end().strip_prefix("INVALID: ").unwrap();
+
+            let dump = xenmig().args(["dump", strictness, p]).output().unwrap();
+            assert_eq!(code(&dump), 1, "{what}: {}", text(&dump.stdout));
+            let listing = text(&dump.stdout);
+            assert!(!listing.contains("the stream is complete"), "{what}");
+            assert_eq!(
+                listing.lines().last(),
+                Some(format!("ERROR: {verdict}").as_str()),
+                "{what}"
+            );
+
+            let dump = xenmig()
+                .args(["dump", "--json", strictness, p])
+                .output()
+                .unwrap();
+            assert_eq!(code(&dump), 1, "{what}");
+            let json = xenmig()
+                .args(["verify", "--json", strictness, p])
+                .output()
+                .unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+            let last: serde_json::Value =
+                serde_json::from_str(text(&dump.stdout).lines().last().unwrap()).unwrap();
+            assert_eq!(last["error"], report["error"], "{what}");
         }
     }
 }

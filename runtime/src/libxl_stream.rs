@@ -16,7 +16,8 @@
 //! breaks fails over to its last complete checkpoint and the restore succeeds. A bare libxc
 //! image (what libxc's save writes on its own fd, libxl's records being libxl's business)
 //! restores too: there each CHECKPOINT closes its checkpoint by itself, with no
-//! CHECKPOINT_END to wait for.
+//! CHECKPOINT_END to wait for. Every item is checked by the verifier as it is read
+//! ([`crate::verify::check_as_read`]): what `verify` refuses is refused here, by its rule.
 //!
 //! **COLO** (HVM guests only, as in libxl): the primary's save answers the secondary's
 //! messages on the back channel and announces each next checkpoint with CHECKPOINT_STATE NEW
@@ -457,7 +458,9 @@ pub struct LibxlRestoreResult {
 /// Why a libxl-level restore failed (the large parts boxed, to keep results small).
 #[derive(Debug, thiserror::Error)]
 pub enum LibxlRestoreError {
-    /// The libxc image was refused (or its restore failed).
+    /// The libxc image was refused (or its restore failed), or a record the reader refused
+    /// while the libxc driver was reading (a checkpoint's libxl records).
+    /// [`LibxlRestoreError::stream_error`] gives the rule and offset either way.
     #[error(transparent)]
     Restore(Box<RestoreError>),
     /// A libxl-level rule was broken: where, which record, which rule.
@@ -475,6 +478,25 @@ pub enum LibxlRestoreError {
     /// fails over).
     #[error("COLO: {0}")]
     Colo(Box<ColoError>),
+}
+
+impl LibxlRestoreError {
+    /// The rule broken at an offset behind this error, whichever layer refused the stream
+    /// (a checkpoint's libxl records are read, and refused, while the libxc driver reads).
+    pub fn stream_error(&self) -> Option<&StreamError> {
+        match self {
+            LibxlRestoreError::Stream(e) => Some(e),
+            LibxlRestoreError::Restore(r) => match r.as_ref() {
+                RestoreError::Stream(e) => Some(e),
+                RestoreError::Backend { .. } => None,
+            },
+            LibxlRestoreError::Xl(x) => match x.as_ref() {
+                XlError::Stream(e) => Some(e),
+                _ => None,
+            },
+            LibxlRestoreError::DeviceModel { .. } | LibxlRestoreError::Colo(_) => None,
+        }
+    }
 }
 
 impl From<ColoError> for LibxlRestoreError {
@@ -864,6 +886,8 @@ where
     S: Source,
     F: FnOnce(&Destination<'_>) -> Result<D, RestoreError>,
 {
+    // One verdict: the reader refuses what the verifier refuses, before the layers see it.
+    crate::verify::check_as_read(reader);
     let framing = reader.detect_framing()?;
     let mut res = LibxlRestoreResult {
         framing: Some(framing),

@@ -7,12 +7,16 @@
 //! those tables, the checkpoint structure, and a few rules the spec language cannot state
 //! (xenstore key shapes, the static-data boundary being implied in version 2).
 //!
+//! The same checks run inside every consumer of a stream: [`check_as_read`] puts them on a
+//! [`Reader`], so a restore or a listing refuses what `verify` refuses, with the same rule at
+//! the same offset ("one verdict"; `verify --lenient` is the floor of what anything accepts).
+//!
 //! A report keeps counts, never one entry per record: its lists (record types, warnings,
 //! vcpu ids) stop growing at the caps below and count what they leave out, so memory stays
 //! bounded on an endless stream.
 
 use crate::error::{ErrorKind, Layer, StreamError};
-use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
+use crate::reader::{Framing, Item, ItemCheck, RawRecord, Reader, ReaderOptions};
 use crate::source::Source;
 use crate::wire::{Layout, Level, RecordInfo, Role, Status, Strictness};
 use crate::{libxc, libxl, xl};
@@ -181,6 +185,28 @@ pub fn verify_reader<S: Source>(
     v.report
 }
 
+/// Makes `reader` refuse, as it reads, whatever the verifier refuses at the reader's
+/// strictness: the same rule at the same offset. Consumers of streams (the restore drivers,
+/// the libxl layer, `dump`) call it first, so `verify` is the floor of what they accept.
+/// False when the reader has already handed out items: the checks need the stream from its
+/// start.
+pub fn check_as_read<S: Source>(reader: &mut Reader<S>) -> bool {
+    if reader.is_checked() {
+        return true;
+    }
+    let opts = reader.options();
+    reader.check_items(Box::new(Verifier::new(VerifyOptions {
+        framing: opts.framing,
+        strictness: opts.strictness,
+    })))
+}
+
+impl ItemCheck for Verifier {
+    fn check(&mut self, item: &Item<'_>, offset: u64, colo: bool) -> Result<(), StreamError> {
+        self.item(item, offset, colo)
+    }
+}
+
 struct Verifier {
     opts: VerifyOptions,
     report: Report,
@@ -205,6 +231,9 @@ struct Verifier {
     vcpus: BTreeSet<u32>,
     /// PAGE_DATA entries by page type (the 4-bit field), named in the report at the end.
     page_types: [u64; 16],
+    /// PV: the highest pfn the p2m covers so far (the largest X86_PV_P2M_FRAMES end; 0
+    /// before any), against which Xen's restore checks every PAGE_DATA pfn.
+    pv_max_pfn: u64,
 }
 
 impl Verifier {
@@ -232,6 +261,7 @@ impl Verifier {
             libxc_context: false,
             vcpus: BTreeSet::new(),
             page_types: [0; 16],
+            pv_max_pfn: 0,
         }
     }
 
@@ -275,82 +305,100 @@ impl Verifier {
         reader: &mut Reader<S>,
         progress: Progress<'_>,
     ) -> Result<(), StreamError> {
-        self.colo = reader.is_colo();
         let mut n = 0u64;
         loop {
             n += 1;
             if n.is_multiple_of(256) {
                 progress(reader.offset());
             }
-            let item = reader.next_item()?;
-            match item {
-                Item::XlHeader {
-                    header,
-                    optional_data,
-                    ..
-                } => self.xl_header(&header, optional_data)?,
-                Item::LibxlHeader { header, .. } => {
-                    self.report.libxl_version = Some(header.version);
-                    self.report.libxl_options = flag_names(
-                        header.options.0 as u64,
-                        libxl::LibxlOptions::NAMED
-                            .iter()
-                            .map(|(f, n)| (f.0 as u64, *n)),
-                    );
-                }
-                Item::ImageHeader { header, .. } => {
-                    self.report.libxc_version = Some(header.version);
-                    self.report.libxc_options = flag_names(
-                        header.options.0 as u64,
-                        libxc::ImageOptions::NAMED
-                            .iter()
-                            .map(|(f, n)| (f.0 as u64, *n)),
-                    );
-                }
-                Item::DomainHeader { header, .. } => {
-                    self.domain_type = Some(header.r#type);
-                    self.report.guest = Some(header.r#type.to_string());
-                    self.report.converted_from_legacy =
-                        header.xen_major == libxc::CONVERTED_XEN_MAJOR;
-                    self.report.xen_version =
-                        Some(format!("{}.{}", header.xen_major, header.xen_minor));
-                }
-                Item::Record(rec) => {
-                    self.count(&rec);
-                    let after_checkpoint_end = std::mem::take(&mut self.after_checkpoint_end);
-                    match rec.layer {
-                        Layer::Libxl => self.libxl_record(&rec, after_checkpoint_end)?,
-                        _ => self.libxc_record(&rec)?,
-                    }
-                }
-                Item::Trailing { offset, data } => {
-                    if self.report.trailing_bytes == 0 {
-                        let text: String = data
-                            .iter()
-                            .take(48)
-                            .map(|b| {
-                                if b.is_ascii_graphic() || *b == b' ' {
-                                    *b as char
-                                } else {
-                                    '.'
-                                }
-                            })
-                            .collect();
-                        self.note(
-                            None,
-                            offset,
-                            "trailing_data",
-                            format!("octets follow the final END (not part of the stream, e.g. xl's migration message or a qemu trailer): \"{text}\""),
-                        );
-                    }
-                    self.report.trailing_bytes += data.len() as u64;
-                }
-                Item::Eof { complete } => {
+            let (offset, colo) = (reader.offset(), reader.is_colo());
+            let item = match reader.next_item() {
+                Ok(item) => item,
+                // A checkpointed stream may stop anywhere, inside a record too: a receiver
+                // fails over to the last complete checkpoint, as at a record boundary.
+                Err(e) if e.kind == ErrorKind::Truncated && self.report.checkpoints > 0 => {
                     progress(reader.offset());
-                    return self.finish(reader.offset(), complete);
+                    return self.finish(e.offset, false);
                 }
+                Err(e) => return Err(e),
+            };
+            let eof = matches!(item, Item::Eof { .. });
+            self.item(&item, offset, colo)?;
+            if eof {
+                progress(reader.offset());
+                return Ok(());
             }
         }
+    }
+
+    /// Checks one item; `offset` is where the reader stood before it (for the end of the
+    /// input, where it ended).
+    fn item(&mut self, item: &Item<'_>, offset: u64, colo: bool) -> Result<(), StreamError> {
+        self.colo = colo;
+        match item {
+            Item::XlHeader {
+                header,
+                optional_data,
+                ..
+            } => self.xl_header(header, optional_data)?,
+            Item::LibxlHeader { header, .. } => {
+                self.report.libxl_version = Some(header.version);
+                self.report.libxl_options = flag_names(
+                    header.options.0 as u64,
+                    libxl::LibxlOptions::NAMED
+                        .iter()
+                        .map(|(f, n)| (f.0 as u64, *n)),
+                );
+            }
+            Item::ImageHeader { header, .. } => {
+                self.report.libxc_version = Some(header.version);
+                self.report.libxc_options = flag_names(
+                    header.options.0 as u64,
+                    libxc::ImageOptions::NAMED
+                        .iter()
+                        .map(|(f, n)| (f.0 as u64, *n)),
+                );
+            }
+            Item::DomainHeader { header, .. } => {
+                self.domain_type = Some(header.r#type);
+                self.report.guest = Some(header.r#type.to_string());
+                self.report.converted_from_legacy = header.xen_major == libxc::CONVERTED_XEN_MAJOR;
+                self.report.xen_version =
+                    Some(format!("{}.{}", header.xen_major, header.xen_minor));
+            }
+            Item::Record(rec) => {
+                self.count(rec);
+                let after_checkpoint_end = std::mem::take(&mut self.after_checkpoint_end);
+                match rec.layer {
+                    Layer::Libxl => self.libxl_record(rec, after_checkpoint_end)?,
+                    _ => self.libxc_record(rec)?,
+                }
+            }
+            Item::Trailing { offset, data } => {
+                if self.report.trailing_bytes == 0 {
+                    let text: String = data
+                        .iter()
+                        .take(48)
+                        .map(|b| {
+                            if b.is_ascii_graphic() || *b == b' ' {
+                                *b as char
+                            } else {
+                                '.'
+                            }
+                        })
+                        .collect();
+                    self.note(
+                        None,
+                        *offset,
+                        "trailing_data",
+                        format!("octets follow the final END (not part of the stream, e.g. xl's migration message or a qemu trailer): \"{text}\""),
+                    );
+                }
+                self.report.trailing_bytes += data.len() as u64;
+            }
+            Item::Eof { complete } => return self.finish(offset, *complete),
+        }
+        Ok(())
     }
 
     /// Fills the report's page counts by type name from the counters.
@@ -570,6 +618,7 @@ impl Verifier {
         self.requirements(rec);
         match decoded {
             libxc::Record::PageData(p) => {
+                self.pv_pfns_mapped(rec, &p)?;
                 let s = &mut self.report.pages;
                 s.page_data_records += 1;
                 s.pfn_entries += p.entries.len() as u64;
@@ -583,6 +632,9 @@ impl Verifier {
                         *c += 1;
                     }
                 }
+            }
+            libxc::Record::X86PvP2mFrames(f) => {
+                self.pv_max_pfn = self.pv_max_pfn.max(u64::from(f.p2m_end_pfn));
             }
             libxc::Record::X86PvInfo(i) => {
                 self.report.guest_width = Some(i.guest_width);
@@ -607,7 +659,8 @@ impl Verifier {
                 }
                 self.libxc_end = true;
                 self.check_requirements(rec.offset, Some(rec))?;
-                if self.report.libxl_version.is_none() {
+                // In a checkpointed stream the libxc END is the last one libxl reads.
+                if self.report.libxl_version.is_none() || self.libxc_checkpoints > 0 {
                     self.report.end = true;
                 }
             }
@@ -625,6 +678,29 @@ impl Verifier {
             _ => {}
         }
         Ok(())
+    }
+
+    /// PV: every pfn of a PAGE_DATA lies inside the p2m announced so far (Xen's restore grows
+    /// its p2m only at X86_PV_P2M_FRAMES, from nothing, and refuses a pfn beyond it).
+    fn pv_pfns_mapped(
+        &mut self,
+        rec: &RawRecord<'_>,
+        p: &libxc::PageData<'_>,
+    ) -> Result<(), StreamError> {
+        if self.domain_type != Some(libxc::DomainType::X86_PV) {
+            return Ok(());
+        }
+        let max_pfn = self.pv_max_pfn;
+        match p.entries.iter().map(|e| e.pfn()).find(|&pfn| pfn > max_pfn) {
+            Some(pfn) => Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "pfn.max_pfn",
+                format!(
+                    "pfn {pfn:#x} is beyond the p2m announced so far (X86_PV_P2M_FRAMES up to pfn {max_pfn:#x})"
+                ),
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The static-data boundary: explicit from its version on, implied before.
@@ -820,6 +896,7 @@ impl Verifier {
         }
         let version = self.report.libxl_version.unwrap_or(0);
         self.table_rules(rec, info, version)?;
+        self.libxl_place(rec, info)?;
         match decoded {
             libxl::Record::EmulatorXenstoreData(x) => {
                 // Keys are relative to the device model's xenstore directory.
@@ -872,6 +949,36 @@ impl Verifier {
         Ok(())
     }
 
+    /// Where libxl's own framing records may stand: one LIBXC_CONTEXT, and neither it nor
+    /// END inside a checkpoint (between a libxc CHECKPOINT and its CHECKPOINT_END), where
+    /// libxl only takes the checkpoint's emulator records.
+    fn libxl_place(
+        &mut self,
+        rec: &RawRecord<'_>,
+        info: &'static RecordInfo,
+    ) -> Result<(), StreamError> {
+        let what = match info.role {
+            Some(Role::LibxcContext) => "LIBXC_CONTEXT",
+            Some(Role::End) => "the libxl END",
+            _ => return Ok(()),
+        };
+        if self.awaiting_checkpoint_end {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "checkpoint.libxl",
+                format!("{what} inside a checkpoint (between a libxc CHECKPOINT and its CHECKPOINT_END)"),
+            )));
+        }
+        if info.role == Some(Role::LibxcContext) && self.libxc_context {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "libxc_context.once",
+                "a second LIBXC_CONTEXT: the stream carries one domain image",
+            )));
+        }
+        Ok(())
+    }
+
     /// CHECKPOINT_STATE on the forward stream: only in COLO, only the primary's NEW, only
     /// right after a CHECKPOINT_END (the secondary's messages travel on the back channel).
     fn checkpoint_state(
@@ -907,8 +1014,8 @@ impl Verifier {
     fn finish(&mut self, offset: u64, complete: bool) -> Result<(), StreamError> {
         self.report.vcpus = self.vcpus.iter().copied().collect();
         if !complete {
-            // A checkpointed stream cut at a record boundary: a receiver fails over to the
-            // last complete checkpoint.
+            // A checkpointed stream cut short (at a record boundary or inside a record): a
+            // receiver fails over to the last complete checkpoint.
             if self.report.checkpoints == 0 {
                 return Err(StreamError::new(
                     ErrorKind::Truncated,
