@@ -634,3 +634,42 @@ fn dump_stops_with_the_verifiers_error() {
         }
     }
 }
+
+#[test]
+fn info_counts_the_octets_it_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Octets that name no framing: the 8 looked at were read.
+    let junk = tmp.path().join("junk");
+    std::fs::write(&junk, [0x5a; 1000]).unwrap();
+    let out = xenmig()
+        .args(["info", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stdout).contains("(8 octets read)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut cmd = xenmig();
+    cmd.args(["info", "-"]);
+    let out = with_stdin(cmd, vec![0x5a; 1000]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stdout).contains("(8 octets read)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A whole stream: all of it.
+    let file = repo_data("v2-hvm-v3-libxc-s126.bin");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let mut cmd = xenmig();
+    cmd.args(["info", "-"]);
+    let out = with_stdin(cmd, std::fs::read(&file).unwrap());
+    assert_eq!(code(&out), 0);
+    assert!(
+        text(&out.stdout).contains(&format!("({size} octets read)")),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -211,6 +211,8 @@ struct Frames<S> {
     libxc_ctx: DecodeCtx,
     libxl_ctx: DecodeCtx,
     index: u64,
+    /// Offset just past the octets looked at without consuming them (framing detection).
+    peeked: u64,
 }
 
 impl<S: Source> Frames<S> {
@@ -228,6 +230,7 @@ impl<S: Source> Frames<S> {
             libxc_ctx: ctx,
             libxl_ctx: ctx,
             index: 0,
+            peeked: 0,
         }
     }
 
@@ -235,7 +238,9 @@ impl<S: Source> Frames<S> {
         if let Some(f) = self.framing {
             return Ok(f);
         }
+        let at = self.src.offset();
         let head = self.src.peek(8).map_err(|e| StreamError::io(0, &e))?;
+        self.peeked = self.peeked.max(at + head.len() as u64);
         let f = Framing::detect(head).ok_or_else(|| {
             StreamError::invalid(
                 0,
@@ -609,6 +614,12 @@ impl<S: Source> Reader<S> {
     /// Octets consumed so far.
     pub fn offset(&self) -> u64 {
         self.frames.src.offset()
+    }
+
+    /// Octets looked at so far: those consumed, or more when the framing was detected from
+    /// octets that were then refused.
+    pub fn examined(&self) -> u64 {
+        self.offset().max(self.frames.peeked)
     }
 
     /// The input's length when known.

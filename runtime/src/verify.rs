@@ -130,6 +130,7 @@ pub struct Report {
     /// The final END was read.
     pub end: bool,
     pub trailing_bytes: u64,
+    /// Octets read (looked at, when the stream was refused at its first octets).
     pub bytes: u64,
     /// The first [`MAX_WARNINGS`] warnings.
     pub warnings: Vec<Note>,
@@ -176,7 +177,7 @@ pub fn verify_reader<S: Source>(
     let mut v = Verifier::new(opts);
     let result = v.run(reader, progress);
     v.name_page_types();
-    v.report.bytes = reader.offset();
+    v.report.bytes = reader.examined();
     v.report.framing = reader.framing();
     if let Err(e) = result {
         v.report.error = Some(e);
