@@ -22,6 +22,7 @@ use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
 use xenmig::restore::{RestoreError, RestoreOptions};
 use xenmig::save::{save, SaveOptions, StreamType};
 use xenmig::sim::{SimConfig, SimDomain, MAX_VCPUS};
+use xenmig::source::ReadSource;
 use xenmig::wire::Strictness;
 use xenmig::{libxc, libxl, verify_slice, StreamError, VerifyOptions};
 
@@ -319,15 +320,19 @@ fn refused_by_both(bytes: &[u8], strictness: Strictness, rule: &str, what: &str)
     assert!(assert_one_verdict(bytes, strictness, what));
 }
 
-#[test]
-fn a_v3_image_without_static_data_end_is_refused() {
-    // An HVM image whose pages were all dropped along with STATIC_DATA_END: nothing implies
-    // the boundary, and the restore used to accept it.
+/// An HVM image whose pages were all dropped along with STATIC_DATA_END: nothing implies the
+/// boundary, and the restore used to accept it.
+fn v3_without_static_data_end_or_pages() -> Vec<u8> {
     let mut bytes = data("v2-hvm-v3-libxc-s126.bin");
     let page = record_at(&bytes, "PAGE_DATA", 0);
     bytes = spliced(&bytes, page, &[], record_len(&bytes, page));
     let sde = record_at(&bytes, "STATIC_DATA_END", 0);
-    bytes = spliced(&bytes, sde, &[], record_len(&bytes, sde));
+    spliced(&bytes, sde, &[], record_len(&bytes, sde))
+}
+
+#[test]
+fn a_v3_image_without_static_data_end_is_refused() {
+    let bytes = v3_without_static_data_end_or_pages();
     refused_by_both(
         &bytes,
         Strictness::Lenient,
@@ -339,6 +344,38 @@ fn a_v3_image_without_static_data_end_is_refused() {
     let sde = record_at(&bytes, "STATIC_DATA_END", 0);
     let bytes = spliced(&bytes, sde, &[], record_len(&bytes, sde));
     refused_by_both(&bytes, Strictness::Lenient, "order", "no STATIC_DATA_END");
+}
+
+struct DomainCb;
+
+impl RestoreCallbacks<SimDomain> for DomainCb {
+    fn checkpoint(&mut self, _dom: &mut SimDomain) -> CheckpointAnswer {
+        CheckpointAnswer::Success
+    }
+}
+
+#[test]
+fn the_save_helpers_reading_refuses_what_verify_refuses() {
+    // The save helper's restore side: the libxc image alone, read exactly (libxl reads on
+    // from the same descriptor), straight into the driver.
+    let bytes = v3_without_static_data_end_or_pages();
+    let v = verdict(&bytes, Strictness::Lenient).expect("refused");
+    let opts = ReaderOptions {
+        framing: Some(Framing::Libxc),
+        strictness: Strictness::Lenient,
+    };
+    let mut reader = Reader::new(ReadSource::new(&bytes[..]).exact(), opts).libxc_only();
+    let mut dom = SimDomain::empty_for_restore(GuestType::X86Hvm, 0, MAX_VCPUS, 1);
+    let opts = RestoreOptions {
+        stream_type: StreamType::Plain,
+        store_evtchn: 1,
+        console_evtchn: 2,
+    };
+    match xenmig::restore::restore(&mut dom, &mut DomainCb, &mut reader, opts) {
+        Err(RestoreError::Stream(e)) => assert_eq!(at(&e), at(&v), "{e}"),
+        Err(e) => panic!("refused otherwise: {e}"),
+        Ok(r) => panic!("restored: {r:?}"),
+    }
 }
 
 #[test]
