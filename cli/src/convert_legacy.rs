@@ -199,11 +199,16 @@ enum Destination {
 }
 
 impl Destination {
+    /// Opens the output; a descriptor (stdout included) must be open, and open for writing,
+    /// before anything is converted.
     fn open(spec: &OutputSpec) -> io::Result<Destination> {
         match spec {
-            OutputSpec::Stdout => Ok(Destination::Stdout(File::from(
-                io::stdout().as_fd().try_clone_to_owned()?,
-            ))),
+            OutputSpec::Stdout => {
+                crate::io::check_writable(1)?;
+                Ok(Destination::Stdout(File::from(
+                    io::stdout().as_fd().try_clone_to_owned()?,
+                )))
+            }
             other => other.create().map(Destination::Output),
         }
     }
@@ -272,6 +277,11 @@ fn convert(a: &Args, ident: &'static str) -> u8 {
     };
     let mut destination = match Destination::open(&output) {
         Ok(d) => d,
+        // A descriptor that is not open (or not for writing) is a usage error.
+        Err(e) if !matches!(output, OutputSpec::Path(_)) => {
+            log.error(&format!("cannot write to {}: {e}", describe(&output)));
+            return EXIT_UNSUPPORTED;
+        }
         Err(e) => {
             log.error(&format!("cannot create {}: {e}", describe(&output)));
             return EXIT_STREAM_ERROR;

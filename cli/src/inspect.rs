@@ -289,7 +289,7 @@ fn status(report: &Report) -> u8 {
 fn print_json<T: serde::Serialize>(v: &T) -> bool {
     match serde_json::to_string_pretty(v) {
         Ok(s) => {
-            println!("{s}");
+            crate::out::say(&format!("{s}\n"));
             true
         }
         Err(e) => {
@@ -331,16 +331,23 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Some(e) if e.kind == ErrorKind::Io => {
             eprintln!("xenmig: error reading {}: {e}", input.describe());
         }
-        Some(e) => println!("INVALID: {e}"),
-        None => println!("VALID: {}", verdict_line(&report)),
+        Some(e) => crate::out::say(&format!("INVALID: {e}\n")),
+        None => crate::out::say(&format!("VALID: {}\n", verdict_line(&report))),
     }
     if a.verbose {
         let mut out = String::new();
         for w in &report.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
+        if report.warnings_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "warning: ... and {} more, not listed",
+                report.warnings_dropped
+            );
+        }
         short_summary(&report, &mut out);
-        print!("{out}");
+        crate::out::say(&out);
     }
     ExitCode::from(code)
 }
@@ -382,12 +389,12 @@ fn verdict_line(r: &Report) -> String {
     if r.trailing_bytes > 0 {
         let _ = write!(s, ", {} trailing octets", r.trailing_bytes);
     }
-    if !r.warnings.is_empty() {
+    let warnings = r.warning_count();
+    if warnings > 0 {
         let _ = write!(
             s,
-            ", {} warning{}",
-            r.warnings.len(),
-            if r.warnings.len() == 1 { "" } else { "s" }
+            ", {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
         );
     }
     s
@@ -473,7 +480,7 @@ pub fn info(a: InfoArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     } else {
-        print!("{}", info_text(&report, &input.describe()));
+        crate::out::say(&info_text(&report, &input.describe()));
     }
     if code == EXIT_ERROR {
         if let Some(e) = &report.error {
@@ -576,6 +583,13 @@ fn info_text(r: &Report, name: &str) -> String {
                 rc.bytes
             );
         }
+        if r.records_of_other_types > 0 {
+            let _ = writeln!(
+                o,
+                "  {:<6} {:<10}  {:<26} {:>9} {:>14}",
+                "-", "-", "(other types)", r.records_of_other_types, r.bytes_of_other_types
+            );
+        }
     }
     let p = &r.pages;
     let _ = writeln!(
@@ -592,7 +606,11 @@ fn info_text(r: &Report, name: &str) -> String {
     }
     if !r.vcpus.is_empty() {
         let ids: Vec<String> = r.vcpus.iter().map(u32::to_string).collect();
-        let _ = writeln!(o, "vcpus:          {} ({})", r.vcpus.len(), ids.join(", "));
+        let _ = write!(o, "vcpus:          {} ({})", r.vcpus.len(), ids.join(", "));
+        if r.vcpus_unlisted > 0 {
+            let _ = write!(o, ", and {} records of ids not listed", r.vcpus_unlisted);
+        }
+        o.push('\n');
     }
     if r.guest.as_deref() == Some("X86_HVM") || r.hvm_params > 0 {
         let _ = writeln!(o, "hvm params:     {}", r.hvm_params);
@@ -600,9 +618,12 @@ fn info_text(r: &Report, name: &str) -> String {
     let _ = writeln!(o, "checkpoints:    {}", r.checkpoints);
     let _ = writeln!(o, "end reached:    {}", yes_no(r.end));
     let _ = writeln!(o, "trailing:       {} octets", r.trailing_bytes);
-    let _ = writeln!(o, "warnings:       {}", r.warnings.len());
+    let _ = writeln!(o, "warnings:       {}", r.warning_count());
     for w in &r.warnings {
         let _ = writeln!(o, "  {w}");
+    }
+    if r.warnings_dropped > 0 {
+        let _ = writeln!(o, "  ... and {} more, not listed", r.warnings_dropped);
     }
     match &r.error {
         None => {
@@ -637,12 +658,9 @@ pub fn dump(a: DumpArgs) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
         Ok(Some(_)) => ExitCode::from(EXIT_INVALID),
-        // Output closed early (e.g. piped into `head`): nothing more to say.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_VALID),
-        Err(e) => {
-            eprintln!("xenmig: cannot write the listing: {e}");
-            ExitCode::from(EXIT_ERROR)
-        }
+        // A full disk, or a reader that went away (EPIPE): the listing is incomplete
+        // (`out::finish` says why).
+        Err(_) => ExitCode::from(EXIT_ERROR),
     }
 }
 
@@ -656,7 +674,9 @@ impl Job for DumpJob {
     type Out = io::Result<Option<StreamError>>;
 
     fn run<S: Source>(self, mut reader: Reader<S>) -> Self::Out {
-        let mut out = io::BufWriter::new(io::stdout().lock());
+        // The listing stops where `verify` would: at the first item it refuses.
+        xenmig::verify::check_as_read(&mut reader);
+        let mut out = io::BufWriter::new(crate::out::Stdout);
         let mut line = String::new();
         loop {
             line.clear();

@@ -6,6 +6,50 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Bit `fd` is set for each of the standard descriptors 0-2 that was closed when the process
+/// started. Rust's runtime opens /dev/null over closed ones before `main`, so that asking
+/// later finds them open and writes vanish; this is recorded earlier, by an ELF constructor.
+static CLOSED_AT_START: AtomicU8 = AtomicU8::new(0);
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static RECORD_CLOSED_AT_START: extern "C" fn(
+    libc::c_int,
+    *const *const libc::c_char,
+    *const *const libc::c_char,
+) = record_closed_at_start;
+
+#[cfg(target_os = "linux")]
+extern "C" fn record_closed_at_start(
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
+    let mut closed = 0u8;
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            closed |= 1 << fd;
+        }
+    }
+    CLOSED_AT_START.store(closed, Ordering::Relaxed);
+}
+
+/// Whether standard descriptor `fd` (0-2) was closed when the process started.
+pub fn closed_at_start(fd: i32) -> bool {
+    (0..3).contains(&fd) && CLOSED_AT_START.load(Ordering::Relaxed) & (1 << fd) != 0
+}
+
+/// The error of a descriptor that is not open.
+pub fn closed_error(fd: i32) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("file descriptor {fd} is not open"),
+    )
+}
 
 /// Where input comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +89,7 @@ impl Input {
     /// Opens the input as a file when it is one (for memory mapping), else as a reader.
     pub fn open(&self) -> io::Result<Opened> {
         match self {
+            Input::Stdin if closed_at_start(0) => Err(closed_error(0)),
             Input::Stdin => Ok(Opened::Stream(Box::new(io::stdin().lock()))),
             Input::Fd(fd) => Ok(classify(adopt_fd(*fd)?)),
             Input::Path(p) => Ok(classify(File::open(p)?)),
@@ -71,15 +116,39 @@ fn classify(f: File) -> Opened {
 /// is open (a closed or invalid number is an error, not undefined behaviour).
 pub fn adopt_fd(fd: i32) -> io::Result<File> {
     // SAFETY: F_GETFD only queries the descriptor table.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("file descriptor {fd} is not open"),
-        ));
+    if fd < 0 || closed_at_start(fd) || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(closed_error(fd));
     }
     // SAFETY: the descriptor is open and the caller gave it to this process to use; from
     // here on the File owns it.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether descriptor `fd` is open for writing (open, and not read-only): writes to it would
+/// otherwise fail, or vanish into the /dev/null Rust's runtime put over a closed stdout.
+pub fn check_writable(fd: i32) -> io::Result<()> {
+    if fd < 0 || closed_at_start(fd) {
+        return Err(closed_error(fd));
+    }
+    // SAFETY: F_GETFL only queries the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 {
+        return Err(closed_error(fd));
+    }
+    let mode = flags & libc::O_ACCMODE;
+    if mode != libc::O_WRONLY && mode != libc::O_RDWR {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("file descriptor {fd} is not open for writing"),
+        ));
+    }
+    Ok(())
+}
+
+/// [`adopt_fd`] for an output: the descriptor must also be open for writing.
+pub fn adopt_fd_for_writing(fd: i32) -> io::Result<File> {
+    check_writable(fd)?;
+    adopt_fd(fd)
 }
 
 /// Parses a decimal file descriptor number.
@@ -118,12 +187,15 @@ impl OutputSpec {
     /// Opens the output; a path is written through a temporary file beside it.
     pub fn create(&self) -> io::Result<Output> {
         match self {
-            OutputSpec::Stdout => Ok(Output {
-                w: Box::new(io::stdout().lock()),
-                temp: None,
-            }),
+            OutputSpec::Stdout => {
+                check_writable(1)?;
+                Ok(Output {
+                    w: Box::new(io::stdout().lock()),
+                    temp: None,
+                })
+            }
             OutputSpec::Fd(fd) => Ok(Output {
-                w: Box::new(adopt_fd(*fd)?),
+                w: Box::new(adopt_fd_for_writing(*fd)?),
                 temp: None,
             }),
             OutputSpec::Path(p) => {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod convert_legacy;
 mod inspect;
 mod io;
+mod out;
 mod progress;
 mod render;
 mod save_helper;
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Verify(a) => inspect::verify(a),
         Command::Info(a) => inspect::info(a),
         Command::Dump(a) => inspect::dump(a),
@@ -85,5 +86,7 @@ fn main() -> ExitCode {
                 .collect();
             save_helper::main(&argv)
         }
-    }
+    };
+    // Output that could not be written is an error, whatever the command concluded.
+    out::finish(code)
 }

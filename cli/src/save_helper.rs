@@ -72,8 +72,14 @@ pub fn main(argv: &[String]) -> ! {
                 None | Some("--help" | "-h")
             );
             if help {
-                println!("{USAGE}");
-                std::process::exit(0);
+                let code = match crate::out::print(&format!("{USAGE}\n")) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("xenmig save-helper: cannot write to standard output: {e}");
+                        crate::out::EXIT_OUTPUT_FAILED.into()
+                    }
+                };
+                std::process::exit(code);
             }
             // The C helper asserts on argv libxl would never pass.
             eprintln!("xenmig save-helper: {e}\n{USAGE}");

@@ -283,7 +283,7 @@ static PENDING_DIGESTS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
 pub(crate) fn print_digest_in_background(g: &SimGuest, prefix: &'static str) {
     let job = g.state_digest_in_background();
     let printer = std::thread::spawn(move || match job.join() {
-        Ok(d) => println!("{prefix}state-digest: {}", xenmig::sim::hex(&d)),
+        Ok(d) => crate::out::say(&format!("{prefix}state-digest: {}\n", xenmig::sim::hex(&d))),
         Err(_) => eprintln!("xenmig: computing the state digest failed"),
     });
     PENDING_DIGESTS
@@ -391,7 +391,7 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
     let report: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stderr())
     } else {
-        Box::new(std::io::stdout())
+        Box::new(crate::out::Stdout)
     };
     let mut cb = SaveCb::new(policy, a.remus, report);
     let opts = SaveOptions {
@@ -405,6 +405,9 @@ fn sim_save(a: SaveArgs) -> Result<ExitCode> {
         ..SaveOptions::default()
     };
     let (stats, libxl_stats) = if to_stdout {
+        if crate::io::closed_at_start(1) {
+            bail!("cannot write the stream: {}", crate::io::closed_error(1));
+        }
         let mut out = raw_stdout();
         let (stats, libxl_stats, mut w) = save_framed(
             frame,
@@ -650,7 +653,7 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
                     res.checkpoints
                 );
             }
-            println!("state-digest: {}", dom.state_digest_hex());
+            crate::out::say(&format!("state-digest: {}\n", dom.state_digest_hex()));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -187,7 +187,7 @@ impl RestoreCallbacks<SimGuest> for ReceiveCb {
         g.dom.checkpoint_applied();
         self.epoch += 1;
         let d = g.state_digest_hex();
-        println!("epoch {} state-digest: {d}", self.epoch);
+        crate::out::say(&format!("epoch {} state-digest: {d}\n", self.epoch));
         *self.last_digest.borrow_mut() = Some(d);
     }
 
@@ -214,7 +214,7 @@ struct Control {
 
 impl Control {
     fn say(&self, state: &str) {
-        println!("guest: {state}");
+        crate::out::say(&format!("guest: {state}\n"));
     }
 }
 
@@ -284,7 +284,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
         config,
     } = build_guest(&a.domain, true)?;
     let checkpoints = a.remus.or(a.colo);
-    let mut cb = SaveCb::new(policy, checkpoints, Box::new(io::stdout()));
+    let mut cb = SaveCb::new(policy, checkpoints, Box::new(crate::out::Stdout));
     cb.announce = true;
     if let Some(Fault::Checkpoint(k)) = fault {
         cb.after_checkpoint = Some(Box::new(move |epoch| {
@@ -293,7 +293,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
             }
         }));
     }
-    println!("guest: running");
+    crate::out::say("guest: running\n");
     let start = Instant::now();
     let stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
@@ -339,8 +339,8 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     let stream_bytes = report.stats.as_ref().map_or(0, |s| s.bytes);
     match report.outcome {
         SendOutcome::Migrated | SendOutcome::Checkpointed => {
-            println!(
-                "migrated: {:.3} s, {} octets on the wire ({} in the stream, {:.1} MiB/s), downtime {}",
+            crate::out::say(&format!(
+                "migrated: {:.3} s, {} octets on the wire ({} in the stream, {:.1} MiB/s), downtime {}\n",
                 elapsed.as_secs_f64(),
                 count.get(),
                 stream_bytes,
@@ -349,7 +349,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
                     (None, Some(d)) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
                     _ => "-".into(),
                 }
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         SendOutcome::RolledBack { error, resumed } => {
@@ -364,7 +364,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         SendOutcome::Undefined { error } => {
-            println!("migration: undefined");
+            crate::out::say("migration: undefined\n");
             eprintln!(
                 "xenmig sim migrate: failed after the point of no return: {error}; \
                  the guest is left suspended here and its state on the receiver is unknown"
@@ -378,7 +378,7 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
     let addr = loopback(&a.listen)?;
     let fault = parse_fault(a.fault.as_deref())?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    println!("listening: {}", listener.local_addr()?);
+    crate::out::say(&format!("listening: {}\n", listener.local_addr()?));
     let (stream, peer) = listener.accept().context("accept")?;
     drop(listener);
     stream.set_nodelay(true)?;
@@ -436,13 +436,13 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
                 if let Some(d) = last_checkpoint.borrow().as_deref() {
                     // COLO: the guest has run since; what the primary sent last is the
                     // checkpoint's digest.
-                    println!("state-digest: {d}");
+                    crate::out::say(&format!("state-digest: {d}\n"));
                     return;
                 }
                 // Digested from a snapshot on another thread: "domain received" goes out
                 // without waiting for it.
                 crate::sim::print_digest_in_background(g, "");
-                println!("guest: paused");
+                crate::out::say("guest: paused\n");
             },
         )
     };

@@ -102,3 +102,50 @@ fn remus_in_xl_framing_through_a_pipe() {
     assert_eq!(digests(&restore.stdout), [epochs[2].clone()]);
     assert!(String::from_utf8_lossy(&restore.stderr).contains("failed over"));
 }
+
+#[test]
+fn remus_saves_verify_and_restore_in_every_framing() {
+    // What `sim save --remus` writes, `verify` and `sim restore` agree on: a bare libxc
+    // image (the default) restores each CHECKPOINT as the epoch boundary, as libxc's own
+    // restore reads what libxc's save writes on its fd.
+    let dir = tempfile::tempdir().unwrap();
+    for guest in ["pv", "hvm"] {
+        for frame in [None, Some("libxl"), Some("xl")] {
+            let what = format!("{guest} {frame:?}");
+            let path = dir
+                .path()
+                .join(format!("{guest}-{}", frame.unwrap_or("default")));
+            let mut cmd = xenmig();
+            cmd.args(["sim", "save", "--guest", guest, "--memory", "4M"])
+                .args(["--remus", "2", "--dirty-rate", "2000", "-o"])
+                .arg(&path);
+            if let Some(f) = frame {
+                cmd.args(["--frame", f]);
+            }
+            let save = cmd.output().unwrap();
+            assert!(save.status.success(), "{what}: {save:?}");
+            let epochs = digests(&save.stdout);
+            assert_eq!(epochs.len(), 2, "{what}");
+            for strictness in ["--strict", "--lenient"] {
+                let verify = xenmig()
+                    .args(["verify", strictness])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(verify.status.success(), "{what}: {verify:?}");
+                assert!(
+                    String::from_utf8_lossy(&verify.stdout).contains("2 checkpoints"),
+                    "{what}: {verify:?}"
+                );
+            }
+            let restore = xenmig()
+                .args(["sim", "restore"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(restore.status.success(), "{what}: {restore:?}");
+            assert_eq!(digests(&restore.stdout), [epochs[1].clone()], "{what}");
+            assert!(String::from_utf8_lossy(&restore.stderr).contains("failed over"));
+        }
+    }
+}

@@ -13,7 +13,11 @@
 //! applied in the NORMAL / BUFFERING / UNBUFFERING phases (a checkpoint's emulator records
 //! apply only when the checkpoint commits; an incomplete one's are dropped on failover), then
 //! after the libxc END the remaining libxl records up to END. A checkpointed stream that
-//! breaks fails over to its last complete checkpoint and the restore succeeds.
+//! breaks fails over to its last complete checkpoint and the restore succeeds. A bare libxc
+//! image (what libxc's save writes on its own fd, libxl's records being libxl's business)
+//! restores too: there each CHECKPOINT closes its checkpoint by itself, with no
+//! CHECKPOINT_END to wait for. Every item is checked by the verifier as it is read
+//! ([`crate::verify::check_as_read`]): what `verify` refuses is refused here, by its rule.
 //!
 //! **COLO** (HVM guests only, as in libxl): the primary's save answers the secondary's
 //! messages on the back channel and announces each next checkpoint with CHECKPOINT_STATE NEW
@@ -454,7 +458,9 @@ pub struct LibxlRestoreResult {
 /// Why a libxl-level restore failed (the large parts boxed, to keep results small).
 #[derive(Debug, thiserror::Error)]
 pub enum LibxlRestoreError {
-    /// The libxc image was refused (or its restore failed).
+    /// The libxc image was refused (or its restore failed), or a record the reader refused
+    /// while the libxc driver was reading (a checkpoint's libxl records).
+    /// [`LibxlRestoreError::stream_error`] gives the rule and offset either way.
     #[error(transparent)]
     Restore(Box<RestoreError>),
     /// A libxl-level rule was broken: where, which record, which rule.
@@ -472,6 +478,25 @@ pub enum LibxlRestoreError {
     /// fails over).
     #[error("COLO: {0}")]
     Colo(Box<ColoError>),
+}
+
+impl LibxlRestoreError {
+    /// The rule broken at an offset behind this error, whichever layer refused the stream
+    /// (a checkpoint's libxl records are read, and refused, while the libxc driver reads).
+    pub fn stream_error(&self) -> Option<&StreamError> {
+        match self {
+            LibxlRestoreError::Stream(e) => Some(e),
+            LibxlRestoreError::Restore(r) => match r.as_ref() {
+                RestoreError::Stream(e) => Some(e),
+                RestoreError::Backend { .. } => None,
+            },
+            LibxlRestoreError::Xl(x) => match x.as_ref() {
+                XlError::Stream(e) => Some(e),
+                _ => None,
+            },
+            LibxlRestoreError::DeviceModel { .. } | LibxlRestoreError::Colo(_) => None,
+        }
+    }
 }
 
 impl From<ColoError> for LibxlRestoreError {
@@ -622,6 +647,10 @@ type BackChannel<'c, 'b> = &'c RefCell<&'b mut dyn Write>;
 /// The restore callbacks libxl puts between the toolstack's and the driver's.
 struct RestoreLayer<'a, 'c, 'b, C> {
     inner: &'a mut C,
+    /// The libxc image sits in libxl framing, whose CHECKPOINT_END closes each checkpoint.
+    /// A bare libxc image (what libxc's save writes on its own fd) has none: each CHECKPOINT
+    /// is the epoch boundary by itself.
+    libxl_framed: bool,
     phase: Phase,
     queue: Vec<EmulatorRecord>,
     checkpoint_end: bool,
@@ -636,9 +665,15 @@ struct RestoreLayer<'a, 'c, 'b, C> {
 }
 
 impl<'a, 'c, 'b, C> RestoreLayer<'a, 'c, 'b, C> {
-    fn new(inner: &'a mut C, stream_type: StreamType, back: Option<BackChannel<'c, 'b>>) -> Self {
+    fn new(
+        inner: &'a mut C,
+        stream_type: StreamType,
+        back: Option<BackChannel<'c, 'b>>,
+        libxl_framed: bool,
+    ) -> Self {
         RestoreLayer {
             inner,
+            libxl_framed,
             phase: Phase::Normal,
             queue: Vec::new(),
             checkpoint_end: false,
@@ -755,7 +790,7 @@ where
             self.queue.clear();
             return answer;
         }
-        if !self.checkpoint_end {
+        if self.libxl_framed && !self.checkpoint_end {
             let e = StreamError::invalid(
                 0,
                 "checkpoint_end.missing",
@@ -851,6 +886,8 @@ where
     S: Source,
     F: FnOnce(&Destination<'_>) -> Result<D, RestoreError>,
 {
+    // One verdict: the reader refuses what the verifier refuses, before the layers see it.
+    crate::verify::check_as_read(reader);
     let framing = reader.detect_framing()?;
     let mut res = LibxlRestoreResult {
         framing: Some(framing),
@@ -861,7 +898,12 @@ where
     }
     let back = back_channel.map(RefCell::new);
     let mut driver_back = back.as_ref().map(SharedOut);
-    let mut layer = RestoreLayer::new(cb, opts.stream_type, back.as_ref());
+    let mut layer = RestoreLayer::new(
+        cb,
+        opts.stream_type,
+        back.as_ref(),
+        framing != Framing::Libxc,
+    );
     if framing == Framing::Libxc {
         let made = restore_new_with_back_channel(
             |guest, header: &libxc::DomainHeader| {
@@ -878,7 +920,7 @@ where
             opts,
             driver_back.as_mut().map(|b| b as &mut dyn Write),
         );
-        let (dom, r) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
+        let (dom, r) = made.map_err(|e| layer_error(layer.error.take(), e))?;
         res.failed_over = r.failed_over;
         res.libxc = r;
         return Ok((dom, res));
@@ -982,7 +1024,7 @@ where
         opts,
         driver_back.as_mut().map(|b| b as &mut dyn Write),
     );
-    let (mut dom, libxc_result) = made.map_err(|e| layer.error.take().unwrap_or(e.into()))?;
+    let (mut dom, libxc_result) = made.map_err(|e| layer_error(layer.error.take(), e))?;
     res.libxl_records += layer.libxl_records;
     res.checkpoints = layer.checkpoints;
     res.emulator_records = layer.emulator_records + early_applied;
@@ -1050,6 +1092,24 @@ where
                 .into())
             }
         }
+    }
+}
+
+/// The layer's error when it kept one (the driver only carries its message), else the
+/// driver's. A layer error that names no record is placed at the record the driver was
+/// processing when the callback failed (a CHECKPOINT deep in the stream, not offset 0).
+fn layer_error(kept: Option<LibxlRestoreError>, driver: RestoreError) -> LibxlRestoreError {
+    match (kept, &driver) {
+        (Some(LibxlRestoreError::Stream(mut e)), RestoreError::Stream(d))
+            if e.record_index.is_none() && d.record_index.is_some() =>
+        {
+            e.offset = d.offset;
+            e.record_index = d.record_index;
+            e.item.clone_from(&d.item);
+            LibxlRestoreError::Stream(e)
+        }
+        (Some(kept), _) => kept,
+        (None, _) => driver.into(),
     }
 }
 

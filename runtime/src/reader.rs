@@ -5,7 +5,9 @@
 //! LIBXC_CONTEXT inline and libxl records resume after the libxc END), and a libxc image
 //! (image header, domain header, records up to END). In a checkpointed stream, each libxc
 //! CHECKPOINT hands over to libxl records (emulator state, CHECKPOINT_END) before the libxc
-//! records resume without new headers; such a stream may stop at any record boundary.
+//! records resume without new headers; such a stream may stop at any record boundary, and
+//! its libxc END, if one comes, ends it (libxl reads nothing more once a checkpointed libxc
+//! restore returns).
 //!
 //! A COLO forward stream ([`Reader::colo`]) has one more libxl record per checkpoint: after
 //! CHECKPOINT_END the primary sends CHECKPOINT_STATE (NEW) before the libxc records of the
@@ -13,8 +15,10 @@
 //! X86_PV_VCPU_EXTENDED), so the caller has to say which kind of stream it reads.
 //!
 //! The reader checks framing (lengths, caps, padding, headers); what records mean is the
-//! verifier's business. Records are handed out borrowed: from the input itself for a slice
-//! source (zero-copy, page bytes never touched), from one reused buffer for a `Read` source.
+//! verifier's business, which a reader can be asked to run on every item it hands out
+//! ([`Reader::check_items`]). Records are handed out borrowed: from the input itself for a
+//! slice source (zero-copy, page bytes never touched), from one reused buffer for a `Read`
+//! source.
 
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::source::{ReadSource, Short, SliceSource, Source};
@@ -189,8 +193,9 @@ const PREFETCH_RECORDS: usize = 4;
 /// Largest xl optional data accepted (xl's own config is a few KiB).
 pub const MAX_XL_OPTIONAL_DATA: u32 = 64 << 20;
 
-/// A stream reader over a [`Source`].
-pub struct Reader<S> {
+/// The framing state machine under a [`Reader`]: items in stream order, unchecked beyond
+/// framing.
+struct Frames<S> {
     src: S,
     opts: ReaderOptions,
     state: State,
@@ -206,26 +211,14 @@ pub struct Reader<S> {
     libxc_ctx: DecodeCtx,
     libxl_ctx: DecodeCtx,
     index: u64,
+    /// Offset just past the octets looked at without consuming them (framing detection).
+    peeked: u64,
 }
 
-impl<'a> Reader<SliceSource<'a>> {
-    /// A zero-copy reader over bytes (e.g. a memory-mapped file).
-    pub fn from_slice(bytes: &'a [u8], opts: ReaderOptions) -> Self {
-        Reader::new(SliceSource::new(bytes), opts)
-    }
-}
-
-impl<R: Read> Reader<ReadSource<R>> {
-    /// A reader over any `Read`, with bounded memory.
-    pub fn from_read(r: R, opts: ReaderOptions) -> Self {
-        Reader::new(ReadSource::new(r), opts)
-    }
-}
-
-impl<S: Source> Reader<S> {
-    pub fn new(src: S, opts: ReaderOptions) -> Self {
+impl<S: Source> Frames<S> {
+    fn new(src: S, opts: ReaderOptions) -> Self {
         let ctx = DecodeCtx::new(0).with_strictness(opts.strictness);
-        Reader {
+        Frames {
             src,
             opts,
             state: State::Start,
@@ -237,85 +230,17 @@ impl<S: Source> Reader<S> {
             libxc_ctx: ctx,
             libxl_ctx: ctx,
             index: 0,
+            peeked: 0,
         }
     }
 
-    /// Octets consumed so far.
-    pub fn offset(&self) -> u64 {
-        self.src.offset()
-    }
-
-    /// The input's length when known.
-    pub fn len_hint(&self) -> Option<u64> {
-        self.src.len_hint()
-    }
-
-    /// The framing, once known.
-    pub fn framing(&self) -> Option<Framing> {
-        self.framing
-    }
-
-    /// Whether the libxc image sits inside libxl framing.
-    pub fn nested(&self) -> bool {
-        self.nested
-    }
-
-    /// Whether a libxc CHECKPOINT has been seen.
-    pub fn checkpointed(&self) -> bool {
-        self.checkpointed
-    }
-
-    /// Reads a COLO forward stream: after each CHECKPOINT_END comes the primary's libxl
-    /// CHECKPOINT_STATE, then the libxc records of the next checkpoint.
-    pub fn colo(mut self) -> Self {
-        self.colo = true;
-        self
-    }
-
-    /// [`Reader::colo`] on a reader already in use (before its first CHECKPOINT_END).
-    pub fn set_colo(&mut self, colo: bool) {
-        self.colo = colo;
-    }
-
-    /// Whether the stream is read as a COLO forward stream.
-    pub fn is_colo(&self) -> bool {
-        self.colo
-    }
-
-    /// The decode context of libxc records (version, byte order, guest width).
-    pub fn libxc_ctx(&self) -> DecodeCtx {
-        self.libxc_ctx
-    }
-
-    /// The source, e.g. to continue reading after the libxc END.
-    pub fn into_source(self) -> S {
-        self.src
-    }
-
-    /// Positions the reader at the start of a libxc image inside a stream whose outer layers
-    /// someone else reads (the save helper after libxl's LIBXC_CONTEXT): it then stops after
-    /// the libxc END or a CHECKPOINT.
-    pub fn libxc_only(mut self) -> Self {
-        self.framing = Some(Framing::Libxc);
-        self.state = State::ImageHeader;
-        self
-    }
-
-    /// Reads bare libxc records with no headers (the COLO back channel).
-    pub fn libxc_records_only(mut self) -> Self {
-        self.framing = Some(Framing::Libxc);
-        self.state = State::LibxcRecords;
-        self.libxc_ctx.version = libxc::VERSION_WRITTEN;
-        self
-    }
-
-    /// The framing: the one given in the options, or detected from the first 8 octets without
-    /// consuming them (a `Read` source reads just those).
-    pub fn detect_framing(&mut self) -> Result<Framing, StreamError> {
+    fn detect_framing(&mut self) -> Result<Framing, StreamError> {
         if let Some(f) = self.framing {
             return Ok(f);
         }
+        let at = self.src.offset();
         let head = self.src.peek(8).map_err(|e| StreamError::io(0, &e))?;
+        self.peeked = self.peeked.max(at + head.len() as u64);
         let f = Framing::detect(head).ok_or_else(|| {
             StreamError::invalid(
                 0,
@@ -344,8 +269,7 @@ impl<S: Source> Reader<S> {
         }
     }
 
-    /// The next item.
-    pub fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
+    fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
         loop {
             match self.state {
                 State::Start => {
@@ -568,7 +492,10 @@ impl<S: Source> Reader<S> {
         let mut ctx = ctx;
         match (layer, role) {
             (Layer::Libxc, Some(Role::End)) => {
-                self.state = if self.nested {
+                // In a checkpointed stream the libxc END ends the stream for libxl too: the
+                // receiver fails over there and reads nothing more (format-reference §5,
+                // "When libxc returns").
+                self.state = if self.nested && !self.checkpointed {
                     State::LibxlRecords
                 } else {
                     State::AfterEnd
@@ -614,6 +541,173 @@ impl<S: Source> Reader<S> {
             body,
             ctx,
         }))
+    }
+}
+
+/// Checks applied to every item a [`Reader`] yields, before its caller sees it.
+///
+/// The verifier is one ([`crate::verify::check_as_read`]): a restore, the libxl layer or a
+/// listing that reads through a checked reader refuses what `xenmig verify` refuses, at the
+/// same record with the same rule, without repeating the rules.
+pub trait ItemCheck: Send {
+    /// Checks `item`. `offset` is where the reader stood before reading it (for
+    /// [`Item::Eof`], where the input ended); `colo` whether the stream is read as a COLO
+    /// forward stream. An error stops the reader: it returns that error from then on.
+    fn check(&mut self, item: &Item<'_>, offset: u64, colo: bool) -> Result<(), StreamError>;
+}
+
+/// A stream reader over a [`Source`], optionally checking every item it yields
+/// ([`Reader::check_items`]).
+pub struct Reader<S> {
+    frames: Frames<S>,
+    check: Option<Box<dyn ItemCheck>>,
+    /// The error the check returned: the reader goes no further.
+    refused: Option<StreamError>,
+    /// An item was handed out: a check installed now would miss the stream's start.
+    started: bool,
+}
+
+impl<'a> Reader<SliceSource<'a>> {
+    /// A zero-copy reader over bytes (e.g. a memory-mapped file).
+    pub fn from_slice(bytes: &'a [u8], opts: ReaderOptions) -> Self {
+        Reader::new(SliceSource::new(bytes), opts)
+    }
+}
+
+impl<R: Read> Reader<ReadSource<R>> {
+    /// A reader over any `Read`, with bounded memory.
+    pub fn from_read(r: R, opts: ReaderOptions) -> Self {
+        Reader::new(ReadSource::new(r), opts)
+    }
+}
+
+impl<S: Source> Reader<S> {
+    pub fn new(src: S, opts: ReaderOptions) -> Self {
+        Reader {
+            frames: Frames::new(src, opts),
+            check: None,
+            refused: None,
+            started: false,
+        }
+    }
+
+    /// How the reader reads (the framing it was given, and its strictness).
+    pub fn options(&self) -> ReaderOptions {
+        self.frames.opts
+    }
+
+    /// Runs `check` on every item from now on. Refused (false) once an item was handed out:
+    /// the checks need the stream from its start.
+    pub fn check_items(&mut self, check: Box<dyn ItemCheck>) -> bool {
+        if self.started {
+            return false;
+        }
+        self.check = Some(check);
+        true
+    }
+
+    /// Whether the items are checked ([`Reader::check_items`]).
+    pub fn is_checked(&self) -> bool {
+        self.check.is_some()
+    }
+
+    /// Octets consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.frames.src.offset()
+    }
+
+    /// Octets looked at so far: those consumed, or more when the framing was detected from
+    /// octets that were then refused.
+    pub fn examined(&self) -> u64 {
+        self.offset().max(self.frames.peeked)
+    }
+
+    /// The input's length when known.
+    pub fn len_hint(&self) -> Option<u64> {
+        self.frames.src.len_hint()
+    }
+
+    /// The framing, once known.
+    pub fn framing(&self) -> Option<Framing> {
+        self.frames.framing
+    }
+
+    /// Whether the libxc image sits inside libxl framing.
+    pub fn nested(&self) -> bool {
+        self.frames.nested
+    }
+
+    /// Whether a libxc CHECKPOINT has been seen.
+    pub fn checkpointed(&self) -> bool {
+        self.frames.checkpointed
+    }
+
+    /// Reads a COLO forward stream: after each CHECKPOINT_END comes the primary's libxl
+    /// CHECKPOINT_STATE, then the libxc records of the next checkpoint.
+    pub fn colo(mut self) -> Self {
+        self.frames.colo = true;
+        self
+    }
+
+    /// [`Reader::colo`] on a reader already in use (before its first CHECKPOINT_END).
+    pub fn set_colo(&mut self, colo: bool) {
+        self.frames.colo = colo;
+    }
+
+    /// Whether the stream is read as a COLO forward stream.
+    pub fn is_colo(&self) -> bool {
+        self.frames.colo
+    }
+
+    /// The decode context of libxc records (version, byte order, guest width).
+    pub fn libxc_ctx(&self) -> DecodeCtx {
+        self.frames.libxc_ctx
+    }
+
+    /// The source, e.g. to continue reading after the libxc END.
+    pub fn into_source(self) -> S {
+        self.frames.src
+    }
+
+    /// Positions the reader at the start of a libxc image inside a stream whose outer layers
+    /// someone else reads (the save helper after libxl's LIBXC_CONTEXT): it then stops after
+    /// the libxc END or a CHECKPOINT.
+    pub fn libxc_only(mut self) -> Self {
+        self.frames.framing = Some(Framing::Libxc);
+        self.frames.state = State::ImageHeader;
+        self
+    }
+
+    /// Reads bare libxc records with no headers (the COLO back channel).
+    pub fn libxc_records_only(mut self) -> Self {
+        self.frames.framing = Some(Framing::Libxc);
+        self.frames.state = State::LibxcRecords;
+        self.frames.libxc_ctx.version = libxc::VERSION_WRITTEN;
+        self
+    }
+
+    /// The framing: the one given in the options, or detected from the first 8 octets without
+    /// consuming them (a `Read` source reads just those).
+    pub fn detect_framing(&mut self) -> Result<Framing, StreamError> {
+        self.frames.detect_framing()
+    }
+
+    /// The next item, checked when the reader checks items.
+    pub fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
+        self.started = true;
+        let offset = self.frames.src.offset();
+        let colo = self.frames.colo;
+        let item = self.frames.next_item()?;
+        if let Some(check) = self.check.as_mut() {
+            if let Err(e) = check.check(&item, offset, colo) {
+                self.refused = Some(e.clone());
+                return Err(e);
+            }
+        }
+        Ok(item)
     }
 }
 

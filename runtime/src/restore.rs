@@ -158,6 +158,8 @@ struct Restorer<'a, 'b, D: Domain, C: RestoreCallbacks<D>> {
 
 /// Restores the libxc image that `reader` yields into `dom`. libxl records around it are
 /// skipped (the libxl layer handles them); the reader should check leniently, as Xen does.
+/// A reader that has not started yet is made to check every item as the verifier does
+/// ([`crate::verify::check_as_read`]), so whatever `verify` refuses is refused here too.
 pub fn restore<D, C, S>(
     dom: &mut D,
     cb: &mut C,
@@ -169,6 +171,8 @@ where
     C: RestoreCallbacks<D>,
     S: Source,
 {
+    // One verdict: the reader refuses what the verifier refuses, before the driver sees it.
+    crate::verify::check_as_read(reader);
     let mut r = Restorer::new(dom, cb, opts, None)?;
     r.run(reader)?;
     Ok(r.result)
@@ -206,6 +210,7 @@ where
     S: Source,
     F: FnOnce(GuestType, &libxc::DomainHeader) -> R<D>,
 {
+    crate::verify::check_as_read(reader);
     if opts.stream_type == StreamType::Colo && back_channel.is_none() {
         return Err(be(
             "COLO restore",
@@ -373,17 +378,11 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                         // to CHECKPOINT_END before the checkpoint is answered.
                         let (record_type, offset, index, ctx) =
                             (rec.record_type, rec.offset, rec.index, rec.ctx);
-                        if !self.libxl_checkpoint_records(reader)? {
+                        if let Some(broke) = self.libxl_checkpoint_records(reader)? {
                             if self.buffering {
                                 return self.failover();
                             }
-                            return Err(StreamError::new(
-                                ErrorKind::Truncated,
-                                reader.offset(),
-                                "truncated",
-                                "the stream breaks inside the first checkpoint",
-                            )
-                            .into());
+                            return Err(broke.into());
                         }
                         let cp = RawRecord {
                             layer: Layer::Libxc,
@@ -454,14 +453,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
         }
     }
 
-    /// Reads and hands over the libxl records of a checkpoint; false when the stream breaks
-    /// before its CHECKPOINT_END (the checkpoint is then incomplete).
-    fn libxl_checkpoint_records<S: Source>(&mut self, reader: &mut Reader<S>) -> R<bool> {
+    /// Reads and hands over the libxl records of a checkpoint; how the stream broke when it
+    /// breaks before its CHECKPOINT_END (the checkpoint is then incomplete).
+    fn libxl_checkpoint_records<S: Source>(
+        &mut self,
+        reader: &mut Reader<S>,
+    ) -> R<Option<StreamError>> {
         loop {
             let item = match reader.next_item() {
                 Ok(i) => i,
                 Err(e) if matches!(e.kind, ErrorKind::Truncated | ErrorKind::Io) => {
-                    return Ok(false)
+                    return Ok(Some(e))
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -473,10 +475,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                             .into());
                     }
                     if rec.info().and_then(|i| i.role) == Some(Role::CheckpointEnd) {
-                        return Ok(true);
+                        return Ok(None);
                     }
                 }
-                Item::Eof { .. } => return Ok(false),
+                Item::Eof { .. } => {
+                    return Ok(Some(StreamError::new(
+                        ErrorKind::Truncated,
+                        reader.offset(),
+                        "truncated",
+                        "the stream breaks inside the first checkpoint",
+                    )))
+                }
                 Item::Record(rec) => {
                     return Err(rec
                         .error(StreamError::invalid(

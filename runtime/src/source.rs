@@ -278,6 +278,11 @@ impl<R: Read> ReadSource<R> {
     }
 
     /// Makes at least `n` bytes available from `start`, or as many as the input has.
+    ///
+    /// The buffer grows with the data that actually arrives (doubling, up to what is asked
+    /// for), never to an announced size ahead of it: a record header announcing 128 MiB on a
+    /// pipe that then stalls or closes costs what was sent, not 128 MiB. In `exact` mode
+    /// nothing past the `n` bytes asked for is read.
     fn fill(&mut self, n: usize) -> io::Result<()> {
         if self.end - self.start >= n {
             return Ok(());
@@ -288,12 +293,25 @@ impl<R: Read> ReadSource<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = if self.exact { n } else { n.max(READ_BUFFER) };
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
+        // The most the buffer may hold for this request, and the least it starts with.
+        let most = if self.exact { n } else { n.max(READ_BUFFER) };
+        let first = most.min(READ_BUFFER);
+        if self.buf.len() < first {
+            self.buf.resize(first, 0);
         }
-        let limit = if self.exact { n } else { self.buf.len() };
         while self.end < n {
+            if self.end >= self.buf.len() {
+                let grown = self.buf.len().saturating_mul(2).clamp(first, most);
+                if grown <= self.buf.len() {
+                    break;
+                }
+                self.buf.resize(grown, 0);
+            }
+            let limit = if self.exact {
+                n.min(self.buf.len())
+            } else {
+                self.buf.len()
+            };
             let dst = match self.buf.get_mut(self.end..limit) {
                 Some(d) if !d.is_empty() => d,
                 _ => break,
@@ -408,6 +426,40 @@ mod tests {
         assert!(matches!(b.take(1), Err(Short::Eof(0))));
         // Released pages read back from the page cache.
         assert_eq!(&b.into_map()[..], &data[..]);
+    }
+
+    /// A stream that announces more than it sends: the buffer follows what arrives.
+    #[test]
+    fn the_buffer_grows_with_the_data_not_the_request() {
+        let data = [7u8; 56];
+        for exact in [false, true] {
+            let mut r = ReadSource::new(&data[..]);
+            if exact {
+                r = r.exact();
+            }
+            assert!(matches!(r.take(128 << 20), Err(Short::Eof(56))));
+            assert!(
+                r.buf.len() <= READ_BUFFER,
+                "buffer of {} octets",
+                r.buf.len()
+            );
+        }
+        // Data that does arrive is all read, in doubling steps, whatever the read sizes.
+        let data: Vec<u8> = (0..(5 * READ_BUFFER + 3) as u32).map(|i| i as u8).collect();
+        for exact in [false, true] {
+            let mut r = ReadSource::new(Dribble(&data));
+            if exact {
+                r = r.exact();
+            }
+            r.take(4).unwrap();
+            let body = r.take(data.len() - 4).unwrap();
+            assert_eq!(body, &data[4..]);
+            assert!(
+                r.buf.len() < 2 * data.len(),
+                "buffer of {} octets",
+                r.buf.len()
+            );
+        }
     }
 
     #[test]

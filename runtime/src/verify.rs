@@ -6,14 +6,33 @@
 //! requirements and ordering (`LAYOUTS`). What is left here is the machinery that applies
 //! those tables, the checkpoint structure, and a few rules the spec language cannot state
 //! (xenstore key shapes, the static-data boundary being implied in version 2).
+//!
+//! The same checks run inside every consumer of a stream: [`check_as_read`] puts them on a
+//! [`Reader`], so a restore or a listing refuses what `verify` refuses, with the same rule at
+//! the same offset ("one verdict"; `verify --lenient` is the floor of what anything accepts).
+//!
+//! A report keeps counts, never one entry per record: its lists (record types, warnings,
+//! vcpu ids) stop growing at the caps below and count what they leave out, so memory stays
+//! bounded on an endless stream.
 
 use crate::error::{ErrorKind, Layer, StreamError};
-use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
+use crate::reader::{Framing, Item, ItemCheck, RawRecord, Reader, ReaderOptions};
 use crate::source::Source;
 use crate::wire::{Layout, Level, RecordInfo, Role, Status, Strictness};
 use crate::{libxc, libxl, xl};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Warnings a report lists; further ones are only counted ([`Report::warnings_dropped`]).
+pub const MAX_WARNINGS: usize = 100;
+
+/// Record types a report counts one by one; records of further (unknown) types are counted
+/// together ([`Report::records_of_other_types`]). The formats define 25 types.
+pub const MAX_RECORD_TYPES: usize = 64;
+
+/// Distinct vcpu ids a report lists (Xen's vcpu ids stay below 4096); records of further
+/// ids are counted ([`Report::vcpus_unlisted`]).
+pub const MAX_VCPU_IDS: usize = 4096;
 
 /// Something worth telling that does not make the stream invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,13 +110,19 @@ pub struct Report {
     /// `major.minor` of the saving Xen; `0.x` marks a stream made by the legacy converter.
     pub xen_version: Option<String>,
     pub converted_from_legacy: bool,
-    /// Every record type seen, in stream order of first appearance.
+    /// Every record type seen, in stream order of first appearance (at most
+    /// [`MAX_RECORD_TYPES`]).
     pub records: Vec<RecordCount>,
+    /// Records of types beyond the first [`MAX_RECORD_TYPES`], and their body octets.
+    pub records_of_other_types: u64,
+    pub bytes_of_other_types: u64,
     pub libxc_records: u64,
     pub libxl_records: u64,
     pub pages: PageStats,
-    /// vcpu ids of the PV vcpu records.
+    /// vcpu ids of the PV vcpu records (at most [`MAX_VCPU_IDS`]).
     pub vcpus: Vec<u32>,
+    /// vcpu records whose id was not listed because the list was full.
+    pub vcpus_unlisted: u64,
     pub hvm_params: u64,
     /// Complete checkpoints (libxl CHECKPOINT_END records, or libxc CHECKPOINTs in a bare
     /// libxc image).
@@ -105,9 +130,20 @@ pub struct Report {
     /// The final END was read.
     pub end: bool,
     pub trailing_bytes: u64,
+    /// Octets read (looked at, when the stream was refused at its first octets).
     pub bytes: u64,
+    /// The first [`MAX_WARNINGS`] warnings.
     pub warnings: Vec<Note>,
+    /// Warnings beyond those listed.
+    pub warnings_dropped: u64,
     pub error: Option<StreamError>,
+}
+
+impl Report {
+    /// All warnings, listed or not.
+    pub fn warning_count(&self) -> u64 {
+        self.warnings.len() as u64 + self.warnings_dropped
+    }
 }
 
 /// How to verify.
@@ -141,7 +177,7 @@ pub fn verify_reader<S: Source>(
     let mut v = Verifier::new(opts);
     let result = v.run(reader, progress);
     v.name_page_types();
-    v.report.bytes = reader.offset();
+    v.report.bytes = reader.examined();
     v.report.framing = reader.framing();
     if let Err(e) = result {
         v.report.error = Some(e);
@@ -150,12 +186,33 @@ pub fn verify_reader<S: Source>(
     v.report
 }
 
+/// Makes `reader` refuse, as it reads, whatever the verifier refuses at the reader's
+/// strictness: the same rule at the same offset. Consumers of streams (the restore drivers,
+/// the libxl layer, `dump`) call it first, so `verify` is the floor of what they accept.
+/// False when the reader has already handed out items: the checks need the stream from its
+/// start.
+pub fn check_as_read<S: Source>(reader: &mut Reader<S>) -> bool {
+    if reader.is_checked() {
+        return true;
+    }
+    let opts = reader.options();
+    reader.check_items(Box::new(Verifier::new(VerifyOptions {
+        framing: opts.framing,
+        strictness: opts.strictness,
+    })))
+}
+
+impl ItemCheck for Verifier {
+    fn check(&mut self, item: &Item<'_>, offset: u64, colo: bool) -> Result<(), StreamError> {
+        self.item(item, offset, colo)
+    }
+}
+
 struct Verifier {
     opts: VerifyOptions,
     report: Report,
-    /// Count of each (layer, type) seen.
+    /// Count of each (layer, type) seen, for the types the formats define.
     seen: BTreeMap<(Layer, u32), u64>,
-    order: Vec<(Layer, u32)>,
     domain_type: Option<libxc::DomainType>,
     static_data_done: bool,
     /// Requirement (layout index, requirement index) met.
@@ -175,6 +232,9 @@ struct Verifier {
     vcpus: BTreeSet<u32>,
     /// PAGE_DATA entries by page type (the 4-bit field), named in the report at the end.
     page_types: [u64; 16],
+    /// PV: the highest pfn the p2m covers so far (the largest X86_PV_P2M_FRAMES end; 0
+    /// before any), against which Xen's restore checks every PAGE_DATA pfn.
+    pv_max_pfn: u64,
 }
 
 impl Verifier {
@@ -189,7 +249,6 @@ impl Verifier {
                 ..Report::default()
             },
             seen: BTreeMap::new(),
-            order: Vec::new(),
             domain_type: None,
             static_data_done: false,
             met: BTreeSet::new(),
@@ -203,6 +262,7 @@ impl Verifier {
             libxc_context: false,
             vcpus: BTreeSet::new(),
             page_types: [0; 16],
+            pv_max_pfn: 0,
         }
     }
 
@@ -211,6 +271,10 @@ impl Verifier {
     }
 
     fn note(&mut self, rec: Option<&RawRecord<'_>>, offset: u64, rule: &str, detail: String) {
+        if self.report.warnings.len() >= MAX_WARNINGS {
+            self.report.warnings_dropped += 1;
+            return;
+        }
         self.report.warnings.push(Note {
             offset,
             record_index: rec.map(|r| r.index),
@@ -242,82 +306,100 @@ impl Verifier {
         reader: &mut Reader<S>,
         progress: Progress<'_>,
     ) -> Result<(), StreamError> {
-        self.colo = reader.is_colo();
         let mut n = 0u64;
         loop {
             n += 1;
             if n.is_multiple_of(256) {
                 progress(reader.offset());
             }
-            let item = reader.next_item()?;
-            match item {
-                Item::XlHeader {
-                    header,
-                    optional_data,
-                    ..
-                } => self.xl_header(&header, optional_data),
-                Item::LibxlHeader { header, .. } => {
-                    self.report.libxl_version = Some(header.version);
-                    self.report.libxl_options = flag_names(
-                        header.options.0 as u64,
-                        libxl::LibxlOptions::NAMED
-                            .iter()
-                            .map(|(f, n)| (f.0 as u64, *n)),
-                    );
-                }
-                Item::ImageHeader { header, .. } => {
-                    self.report.libxc_version = Some(header.version);
-                    self.report.libxc_options = flag_names(
-                        header.options.0 as u64,
-                        libxc::ImageOptions::NAMED
-                            .iter()
-                            .map(|(f, n)| (f.0 as u64, *n)),
-                    );
-                }
-                Item::DomainHeader { header, .. } => {
-                    self.domain_type = Some(header.r#type);
-                    self.report.guest = Some(header.r#type.to_string());
-                    self.report.converted_from_legacy =
-                        header.xen_major == libxc::CONVERTED_XEN_MAJOR;
-                    self.report.xen_version =
-                        Some(format!("{}.{}", header.xen_major, header.xen_minor));
-                }
-                Item::Record(rec) => {
-                    self.count(&rec);
-                    let after_checkpoint_end = std::mem::take(&mut self.after_checkpoint_end);
-                    match rec.layer {
-                        Layer::Libxl => self.libxl_record(&rec, after_checkpoint_end)?,
-                        _ => self.libxc_record(&rec)?,
-                    }
-                }
-                Item::Trailing { offset, data } => {
-                    if self.report.trailing_bytes == 0 {
-                        let text: String = data
-                            .iter()
-                            .take(48)
-                            .map(|b| {
-                                if b.is_ascii_graphic() || *b == b' ' {
-                                    *b as char
-                                } else {
-                                    '.'
-                                }
-                            })
-                            .collect();
-                        self.note(
-                            None,
-                            offset,
-                            "trailing_data",
-                            format!("octets follow the final END (not part of the stream, e.g. xl's migration message or a qemu trailer): \"{text}\""),
-                        );
-                    }
-                    self.report.trailing_bytes += data.len() as u64;
-                }
-                Item::Eof { complete } => {
+            let (offset, colo) = (reader.offset(), reader.is_colo());
+            let item = match reader.next_item() {
+                Ok(item) => item,
+                // A checkpointed stream may stop anywhere, inside a record too: a receiver
+                // fails over to the last complete checkpoint, as at a record boundary.
+                Err(e) if e.kind == ErrorKind::Truncated && self.report.checkpoints > 0 => {
                     progress(reader.offset());
-                    return self.finish(reader.offset(), complete);
+                    return self.finish(e.offset, false);
                 }
+                Err(e) => return Err(e),
+            };
+            let eof = matches!(item, Item::Eof { .. });
+            self.item(&item, offset, colo)?;
+            if eof {
+                progress(reader.offset());
+                return Ok(());
             }
         }
+    }
+
+    /// Checks one item; `offset` is where the reader stood before it (for the end of the
+    /// input, where it ended).
+    fn item(&mut self, item: &Item<'_>, offset: u64, colo: bool) -> Result<(), StreamError> {
+        self.colo = colo;
+        match item {
+            Item::XlHeader {
+                header,
+                optional_data,
+                ..
+            } => self.xl_header(header, optional_data)?,
+            Item::LibxlHeader { header, .. } => {
+                self.report.libxl_version = Some(header.version);
+                self.report.libxl_options = flag_names(
+                    header.options.0 as u64,
+                    libxl::LibxlOptions::NAMED
+                        .iter()
+                        .map(|(f, n)| (f.0 as u64, *n)),
+                );
+            }
+            Item::ImageHeader { header, .. } => {
+                self.report.libxc_version = Some(header.version);
+                self.report.libxc_options = flag_names(
+                    header.options.0 as u64,
+                    libxc::ImageOptions::NAMED
+                        .iter()
+                        .map(|(f, n)| (f.0 as u64, *n)),
+                );
+            }
+            Item::DomainHeader { header, .. } => {
+                self.domain_type = Some(header.r#type);
+                self.report.guest = Some(header.r#type.to_string());
+                self.report.converted_from_legacy = header.xen_major == libxc::CONVERTED_XEN_MAJOR;
+                self.report.xen_version =
+                    Some(format!("{}.{}", header.xen_major, header.xen_minor));
+            }
+            Item::Record(rec) => {
+                self.count(rec);
+                let after_checkpoint_end = std::mem::take(&mut self.after_checkpoint_end);
+                match rec.layer {
+                    Layer::Libxl => self.libxl_record(rec, after_checkpoint_end)?,
+                    _ => self.libxc_record(rec)?,
+                }
+            }
+            Item::Trailing { offset, data } => {
+                if self.report.trailing_bytes == 0 {
+                    let text: String = data
+                        .iter()
+                        .take(48)
+                        .map(|b| {
+                            if b.is_ascii_graphic() || *b == b' ' {
+                                *b as char
+                            } else {
+                                '.'
+                            }
+                        })
+                        .collect();
+                    self.note(
+                        None,
+                        *offset,
+                        "trailing_data",
+                        format!("octets follow the final END (not part of the stream, e.g. xl's migration message or a qemu trailer): \"{text}\""),
+                    );
+                }
+                self.report.trailing_bytes += data.len() as u64;
+            }
+            Item::Eof { complete } => return self.finish(offset, *complete),
+        }
+        Ok(())
     }
 
     /// Fills the report's page counts by type name from the counters.
@@ -330,59 +412,76 @@ impl Verifier {
         }
     }
 
-    fn xl_header(&mut self, header: &xl::XlHeader, optional_data: &[u8]) {
+    /// The xl header and its optional data, judged as a restore judges them
+    /// ([`crate::xlfile::parse`], what xl reads): optional data too short for the config
+    /// length it announces is refused, whatever the JSON flag says.
+    fn xl_header(
+        &mut self,
+        header: &xl::XlHeader,
+        optional_data: &[u8],
+    ) -> Result<(), StreamError> {
         let flags = flag_names(
             header.mandatory_flags.0 as u64,
             xl::XlMandatoryFlags::NAMED
                 .iter()
                 .map(|(f, n)| (f.0 as u64, *n)),
         );
-        let mut config_len = None;
-        if header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON) {
-            let ctx = crate::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
-            match xl::XlOptionalData::decode(optional_data, &ctx) {
-                Ok(d) => config_len = Some(d.config.len() as u32),
-                Err(e) => self.note(
-                    None,
-                    48,
-                    "xl.optional_data",
-                    format!("the JSON config cannot be read: {e}"),
-                ),
-            }
-        }
         self.report.xl = Some(XlInfo {
             mandatory_flags: flags,
             optional_data_len: header.optional_data_len,
-            config_len,
+            config_len: None,
         });
+        crate::xlfile::parse(header, optional_data)?;
+        if header.mandatory_flags.contains(xl::XlMandatoryFlags::JSON) {
+            let ctx = crate::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+            if let (Ok(d), Some(x)) = (
+                xl::XlOptionalData::decode(optional_data, &ctx),
+                self.report.xl.as_mut(),
+            ) {
+                x.config_len = Some(d.config.len() as u32);
+            }
+        }
+        Ok(())
     }
 
+    /// Counts a record: by type for the first [`MAX_RECORD_TYPES`] types, together beyond;
+    /// `seen` (what the rules ask about) only for the types the formats define.
     fn count(&mut self, rec: &RawRecord<'_>) {
-        let key = (rec.layer, rec.record_type);
-        let c = self.seen.entry(key).or_insert(0);
-        *c += 1;
-        if *c == 1 {
-            self.order.push(key);
-            self.report.records.push(RecordCount {
-                layer: rec.layer,
-                record_type: rec.record_type,
-                name: rec.type_name(),
-                count: 0,
-                bytes: 0,
-            });
+        if rec.info().is_some() {
+            *self.seen.entry((rec.layer, rec.record_type)).or_insert(0) += 1;
         }
-        if let Some(rc) = self
-            .report
-            .records
+        let bytes = rec.body.len() as u64;
+        let records = &mut self.report.records;
+        if let Some(rc) = records
             .iter_mut()
             .find(|r| r.layer == rec.layer && r.record_type == rec.record_type)
         {
             rc.count += 1;
-            rc.bytes += rec.body.len() as u64;
+            rc.bytes += bytes;
+        } else if records.len() < MAX_RECORD_TYPES {
+            records.push(RecordCount {
+                layer: rec.layer,
+                record_type: rec.record_type,
+                name: rec.type_name(),
+                count: 1,
+                bytes,
+            });
+        } else {
+            self.report.records_of_other_types += 1;
+            self.report.bytes_of_other_types += bytes;
         }
         match rec.layer {
             Layer::Libxl => self.report.libxl_records += 1,
             _ => self.report.libxc_records += 1,
+        }
+    }
+
+    /// Lists a vcpu id, up to [`MAX_VCPU_IDS`] of them.
+    fn vcpu(&mut self, id: u32) {
+        if self.vcpus.len() < MAX_VCPU_IDS || self.vcpus.contains(&id) {
+            self.vcpus.insert(id);
+        } else {
+            self.report.vcpus_unlisted += 1;
         }
     }
 
@@ -520,6 +619,7 @@ impl Verifier {
         self.requirements(rec);
         match decoded {
             libxc::Record::PageData(p) => {
+                self.pv_pfns_mapped(rec, &p)?;
                 let s = &mut self.report.pages;
                 s.page_data_records += 1;
                 s.pfn_entries += p.entries.len() as u64;
@@ -534,22 +634,17 @@ impl Verifier {
                     }
                 }
             }
+            libxc::Record::X86PvP2mFrames(f) => {
+                self.pv_max_pfn = self.pv_max_pfn.max(u64::from(f.p2m_end_pfn));
+            }
             libxc::Record::X86PvInfo(i) => {
                 self.report.guest_width = Some(i.guest_width);
                 self.report.pt_levels = Some(i.pt_levels);
             }
-            libxc::Record::X86PvVcpuBasic(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuExtended(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuXsave(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
-            libxc::Record::X86PvVcpuMsrs(v) => {
-                self.vcpus.insert(v.vcpu_id);
-            }
+            libxc::Record::X86PvVcpuBasic(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuExtended(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuXsave(v) => self.vcpu(v.vcpu_id),
+            libxc::Record::X86PvVcpuMsrs(v) => self.vcpu(v.vcpu_id),
             libxc::Record::HvmParams(p) => self.report.hvm_params += p.params.len() as u64,
             _ => {}
         }
@@ -565,7 +660,8 @@ impl Verifier {
                 }
                 self.libxc_end = true;
                 self.check_requirements(rec.offset, Some(rec))?;
-                if self.report.libxl_version.is_none() {
+                // In a checkpointed stream the libxc END is the last one libxl reads.
+                if self.report.libxl_version.is_none() || self.libxc_checkpoints > 0 {
                     self.report.end = true;
                 }
             }
@@ -583,6 +679,29 @@ impl Verifier {
             _ => {}
         }
         Ok(())
+    }
+
+    /// PV: every pfn of a PAGE_DATA lies inside the p2m announced so far (Xen's restore grows
+    /// its p2m only at X86_PV_P2M_FRAMES, from nothing, and refuses a pfn beyond it).
+    fn pv_pfns_mapped(
+        &mut self,
+        rec: &RawRecord<'_>,
+        p: &libxc::PageData<'_>,
+    ) -> Result<(), StreamError> {
+        if self.domain_type != Some(libxc::DomainType::X86_PV) {
+            return Ok(());
+        }
+        let max_pfn = self.pv_max_pfn;
+        match p.entries.iter().map(|e| e.pfn()).find(|&pfn| pfn > max_pfn) {
+            Some(pfn) => Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "pfn.max_pfn",
+                format!(
+                    "pfn {pfn:#x} is beyond the p2m announced so far (X86_PV_P2M_FRAMES up to pfn {max_pfn:#x})"
+                ),
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The static-data boundary: explicit from its version on, implied before.
@@ -778,6 +897,7 @@ impl Verifier {
         }
         let version = self.report.libxl_version.unwrap_or(0);
         self.table_rules(rec, info, version)?;
+        self.libxl_place(rec, info)?;
         match decoded {
             libxl::Record::EmulatorXenstoreData(x) => {
                 // Keys are relative to the device model's xenstore directory.
@@ -830,6 +950,36 @@ impl Verifier {
         Ok(())
     }
 
+    /// Where libxl's own framing records may stand: one LIBXC_CONTEXT, and neither it nor
+    /// END inside a checkpoint (between a libxc CHECKPOINT and its CHECKPOINT_END), where
+    /// libxl only takes the checkpoint's emulator records.
+    fn libxl_place(
+        &mut self,
+        rec: &RawRecord<'_>,
+        info: &'static RecordInfo,
+    ) -> Result<(), StreamError> {
+        let what = match info.role {
+            Some(Role::LibxcContext) => "LIBXC_CONTEXT",
+            Some(Role::End) => "the libxl END",
+            _ => return Ok(()),
+        };
+        if self.awaiting_checkpoint_end {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "checkpoint.libxl",
+                format!("{what} inside a checkpoint (between a libxc CHECKPOINT and its CHECKPOINT_END)"),
+            )));
+        }
+        if info.role == Some(Role::LibxcContext) && self.libxc_context {
+            return Err(rec.error(StreamError::invalid(
+                rec.offset,
+                "libxc_context.once",
+                "a second LIBXC_CONTEXT: the stream carries one domain image",
+            )));
+        }
+        Ok(())
+    }
+
     /// CHECKPOINT_STATE on the forward stream: only in COLO, only the primary's NEW, only
     /// right after a CHECKPOINT_END (the secondary's messages travel on the back channel).
     fn checkpoint_state(
@@ -865,8 +1015,8 @@ impl Verifier {
     fn finish(&mut self, offset: u64, complete: bool) -> Result<(), StreamError> {
         self.report.vcpus = self.vcpus.iter().copied().collect();
         if !complete {
-            // A checkpointed stream cut at a record boundary: a receiver fails over to the
-            // last complete checkpoint.
+            // A checkpointed stream cut short (at a record boundary or inside a record): a
+            // receiver fails over to the last complete checkpoint.
             if self.report.checkpoints == 0 {
                 return Err(StreamError::new(
                     ErrorKind::Truncated,
