@@ -15,7 +15,7 @@ fn xenmig() -> Command {
 }
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
 }
 
 fn code(out: &Output) -> i32 {

@@ -17,7 +17,7 @@ fn xenmig() -> Command {
 }
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
 }
 
 /// Rows of a tab-separated manifest, without its header line.
@@ -548,9 +548,10 @@ fn input_already_part_read_is_read_from_its_position() {
 }
 
 /// A file of the repository's own test data.
+/// A stream of the repository's vectors (`tests/vectors/streams`).
 fn repo_data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
+        .join("../tests/vectors/streams")
         .join(name)
 }
 

@@ -27,7 +27,7 @@ fn dev_null_stays_a_device() {
     );
     let legacy = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/legacy/legacy-pv64-s105.legacy"
+        "/../tests/vectors/legacy/legacy-pv64-s105.legacy"
     );
     let out = Command::new(exe)
         .args(["convert-legacy", "-i", legacy, "-o", "/dev/null"])

@@ -1,5 +1,5 @@
 //! `xenmig save-helper` replayed against every capture of the real libxl ⇄ libxl-save-helper
-//! protocol in `../shared/vectors/save-helper/` (Xen 4.17.7).
+//! protocol in `tests/vectors/save-helper/` (Xen 4.17.7).
 //!
 //! Each test plays libxl from one capture: it starts the helper with the capture's argv (the
 //! fd numbers remapped to fds made here), answers every callback with the reply the capture's
@@ -26,7 +26,7 @@ use xenmig::writer::StreamWriter;
 use xenmig::Layer;
 
 fn captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/save-helper")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/save-helper")
 }
 
 /// One capture: argv, the helper's messages, libxl's replies.

@@ -128,7 +128,7 @@ fn a_closed_stdout_is_an_error() {
 fn convert_legacy_refuses_an_output_descriptor_it_cannot_write() {
     let legacy = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/legacy-pv64-s105.legacy"
+        "/../tests/vectors/legacy/legacy-pv64-s105.legacy"
     );
     // Descriptor 1 closed, named by number or as `-`: nothing is converted into the void.
     for out_arg in ["1", "-"] {

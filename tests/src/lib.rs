@@ -1,12 +1,11 @@
-//! Helpers shared by xenmig's cross-crate tests: where the shared conformance vectors are and
-//! how to read their manifests.
+//! Helpers shared by xenmig's cross-crate tests: where the conformance vectors are and how to
+//! read their manifests.
 
 use std::path::{Path, PathBuf};
 
-/// The `vectors` folder of the shared conformance data (`../shared/vectors` from the repo).
+/// The repository's test vectors (`tests/vectors`, see its README).
 pub fn vectors_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.join("..").join("shared").join("vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
 }
 
 /// Rows of a tab-separated manifest, without blank lines or a header starting with `name`.

@@ -118,7 +118,7 @@ fn assert_one_verdict(bytes: &[u8], strictness: Strictness, what: &str) -> bool 
 
 fn data(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
+        .join("vectors/streams")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,4 +1,4 @@
-//! The real Xen images of `../shared/vectors/real/` restored into simulated domains (issue 5):
+//! The real Xen images of `tests/vectors/real/` restored into simulated domains (issue 5):
 //! each restores (the PV image with its page tables localised against the simulated p2m; the
 //! Remus capture failing over to its last complete checkpoint), and saving the restored
 //! domain again yields a stream with the same pages (per pfn: type and, for data pages, the

@@ -132,23 +132,9 @@ fn assert_unsupported(err: &ConvertError, offset: u64) {
 // ---------------------------------------------------------------------------------------------
 // Reference vectors.
 
+/// The repository's test vectors (`tests/vectors`, see its README).
 fn vectors_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XENMIG_VECTORS") {
-        return PathBuf::from(dir);
-    }
-    let starts = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        PathBuf::from(file!()),
-    ];
-    for start in starts.iter().filter(|p| p.is_absolute()) {
-        for dir in start.ancestors() {
-            let candidate = dir.join("shared/vectors");
-            if candidate.join("manifest.tsv").is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!("shared/vectors not found: set XENMIG_VECTORS");
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
 }
 
 struct ConvertCase {
