@@ -147,8 +147,12 @@ fn loopback(s: &str) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-/// One end of the connection whose reads and writes give up after `limit` without progress
-/// (the socket's own timeouts), with an error that says so.
+/// One end of the connection whose reads and writes give up after `limit` without progress,
+/// with an error that says so: reads and writes time out, and the kernel drops the
+/// connection when what it sent stays unacknowledged that long (`TCP_USER_TIMEOUT`; a write
+/// timeout alone is reset by the trickle of buffer space a stalled socket still frees). The
+/// first timeout shuts the connection down, so what is still buffered (flushed on the way
+/// out) fails at once instead of waiting out the timeout again.
 struct Link<'a> {
     stream: &'a TcpStream,
     limit: Option<Duration>,
@@ -158,21 +162,48 @@ impl<'a> Link<'a> {
     fn new(stream: &'a TcpStream, limit: Option<Duration>) -> io::Result<Self> {
         stream.set_read_timeout(limit)?;
         stream.set_write_timeout(limit)?;
+        if let Some(l) = limit {
+            unacknowledged_limit(stream, l)?;
+        }
         Ok(Link { stream, limit })
     }
 
     fn silent(&self, e: io::Error) -> io::Error {
         match (e.kind(), self.limit) {
-            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(l)) => io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no octet moved for {:.1} s: the link or the peer is dead",
-                    l.as_secs_f64()
-                ),
-            ),
+            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(l)) => {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no octet moved for {:.1} s: the link or the peer is dead",
+                        l.as_secs_f64()
+                    ),
+                )
+            }
             _ => e,
         }
     }
+}
+
+/// `TCP_USER_TIMEOUT`: the connection is dropped when sent data stays unacknowledged for
+/// `limit`.
+fn unacknowledged_limit(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(limit.as_millis().max(1)).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the option's value is a c_uint, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Read for Link<'_> {

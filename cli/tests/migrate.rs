@@ -720,7 +720,7 @@ fn a_link_that_goes_silent_mid_stream_rolls_back_after_the_timeout() {
     // Regression: with no deadline a dead link (no FIN, no reset) left both sides blocked
     // forever. Now each gives up after --timeout seconds of silence: the sender was not
     // cleared, so its guest runs on; the receiver unpaused nothing.
-    let r = receiver(&["--timeout", "1"]);
+    let r = receiver(&["--timeout", "2"]);
     let (addr, release, h) = black_hole(r.addr.clone(), 4 << 20);
     let started = std::time::Instant::now();
     let s = send(
@@ -734,7 +734,7 @@ fn a_link_that_goes_silent_mid_stream_rolls_back_after_the_timeout() {
             "--dirty-rate",
             "2000",
             "--timeout",
-            "1",
+            "2",
         ],
     );
     let r = r.wait();
@@ -750,13 +750,19 @@ fn a_link_that_goes_silent_mid_stream_rolls_back_after_the_timeout() {
         "never suspended, resumed: {ctx}"
     );
     assert!(
-        String::from_utf8_lossy(&s.stderr).contains("no octet moved for 1.0 s"),
+        String::from_utf8_lossy(&s.stderr).contains("no octet moved for 2.0 s"),
         "{ctx}"
     );
     assert_eq!(r.status.code(), Some(1), "{ctx}");
     assert!(lines(&r, "guest: ").is_empty(), "{ctx}");
     assert!(lines(&r, "state-digest: ").is_empty(), "{ctx}");
-    assert!(took < std::time::Duration::from_secs(20), "{took:?} {ctx}");
+    // One timeout, not one per buffer still to flush (nor per trickle of buffer space the
+    // stalled socket frees).
+    println!("gave up after {took:?}");
+    assert!(
+        took < std::time::Duration::from_millis(4500),
+        "{took:?} {ctx}"
+    );
 }
 
 #[test]
