@@ -7,6 +7,10 @@
 //! Remus and COLO print `epoch K state-digest: HEX` for every checkpoint K (the sender at
 //! its suspend; a COLO receiver right after applying it, before its copy runs) and, on the
 //! receiver, `state-digest: HEX` of the last complete checkpoint once the link broke.
+//!
+//! A link that dies without a reset (a cable cut, a host that lost power) is noticed by
+//! silence: once the connection is up, a read or write that moves no octet for `--timeout`
+//! seconds fails, and each side ends as it does when the connection breaks.
 
 use crate::sim::{build_guest, destination, Built, DomainArgs, Policy, SaveCb};
 use anyhow::{anyhow, bail, Context, Result};
@@ -46,8 +50,28 @@ pub(crate) struct MigrateArgs {
     /// `after-received`, `after-go`, `checkpoint:K`).
     #[arg(long, hide = true)]
     fault: Option<String>,
+    #[command(flatten)]
+    silence: Silence,
     /// The receiver, ADDR:PORT (loopback only).
     target: String,
+}
+
+/// How long a silent peer is waited for.
+#[derive(clap::Args)]
+struct Silence {
+    /// Give up on the link when a read or a write moves no octet for SECS seconds (a dead
+    /// link or host sends no reset; xl would wait forever); 0 waits forever.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    timeout: f64,
+}
+
+impl Silence {
+    fn limit(&self) -> Result<Option<Duration>> {
+        if !(self.timeout >= 0.0 && self.timeout.is_finite()) {
+            bail!("--timeout needs seconds >= 0, got {}", self.timeout);
+        }
+        Ok((self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -76,6 +100,8 @@ pub(crate) struct ReceiveArgs {
     /// `after-received`, `after-go`), or fail to unpause (`unpause-fails`).
     #[arg(long, hide = true)]
     fault: Option<String>,
+    #[command(flatten)]
+    silence: Silence,
 }
 
 /// A test fault: the process dies (as if killed) at a protocol point.
@@ -119,6 +145,80 @@ fn loopback(s: &str) -> Result<SocketAddr> {
         bail!("{addr}: simulated migration is for loopback addresses only");
     }
     Ok(addr)
+}
+
+/// One end of the connection whose reads and writes give up after `limit` without progress,
+/// with an error that says so: reads and writes time out, and the kernel drops the
+/// connection when what it sent stays unacknowledged that long (`TCP_USER_TIMEOUT`; a write
+/// timeout alone is reset by the trickle of buffer space a stalled socket still frees). The
+/// first timeout shuts the connection down, so what is still buffered (flushed on the way
+/// out) fails at once instead of waiting out the timeout again.
+struct Link<'a> {
+    stream: &'a TcpStream,
+    limit: Option<Duration>,
+}
+
+impl<'a> Link<'a> {
+    fn new(stream: &'a TcpStream, limit: Option<Duration>) -> io::Result<Self> {
+        stream.set_read_timeout(limit)?;
+        stream.set_write_timeout(limit)?;
+        if let Some(l) = limit {
+            unacknowledged_limit(stream, l)?;
+        }
+        Ok(Link { stream, limit })
+    }
+
+    fn silent(&self, e: io::Error) -> io::Error {
+        match (e.kind(), self.limit) {
+            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(l)) => {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no octet moved for {:.1} s: the link or the peer is dead",
+                        l.as_secs_f64()
+                    ),
+                )
+            }
+            _ => e,
+        }
+    }
+}
+
+/// `TCP_USER_TIMEOUT`: the connection is dropped when sent data stays unacknowledged for
+/// `limit`.
+fn unacknowledged_limit(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(limit.as_millis().max(1)).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the option's value is a c_uint, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Read for Link<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf).map_err(|e| self.silent(e))
+    }
+}
+
+impl Write for Link<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf).map_err(|e| self.silent(e))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// Counts the octets that cross the wire, and dies after `limit` of them (mid-image fault).
@@ -258,12 +358,8 @@ impl GuestControl<SimGuest> for Control {
     }
 }
 
-fn channel<'a>(
-    stream: &'a TcpStream,
-    compress: bool,
-    wire: Wire<&'a TcpStream>,
-) -> Result<Channel<'a>> {
-    let rx = io::BufReader::with_capacity(1 << 20, stream);
+fn channel<'a>(rx: Link<'a>, compress: bool, wire: Wire<Link<'a>>) -> Result<Channel<'a>> {
+    let rx = io::BufReader::with_capacity(1 << 20, rx);
     let tx = io::BufWriter::with_capacity(1 << 20, wire);
     Ok(if compress {
         Channel::compressed(rx, tx)?
@@ -275,6 +371,7 @@ fn channel<'a>(
 pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     let addr = loopback(&a.target)?;
     let fault = parse_fault(a.fault.as_deref())?;
+    let silence = a.silence.limit()?;
     if a.colo.is_some() && a.domain.guest != "hvm" {
         bail!("--colo needs --guest hvm: COLO only supports HVM guests, as in libxl");
     }
@@ -295,7 +392,11 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
     }
     crate::out::say("guest: running\n");
     let start = Instant::now();
-    let stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    let stream = match silence {
+        Some(t) => TcpStream::connect_timeout(&addr, t),
+        None => TcpStream::connect(addr),
+    }
+    .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let count = Rc::new(Cell::new(0));
     let limit = match fault {
@@ -303,7 +404,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
         _ => None,
     };
     let wire = Wire {
-        inner: &stream,
+        inner: Link::new(&stream, silence)?,
         count: count.clone(),
         limit,
     };
@@ -314,7 +415,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
         colo: a.colo.is_some(),
     };
     let report = {
-        let mut chan = channel(&stream, a.compress, wire)?;
+        let mut chan = channel(Link::new(&stream, silence)?, a.compress, wire)?;
         migrate::send(
             &mut dom,
             &mut cb,
@@ -377,6 +478,7 @@ pub(crate) fn sim_migrate(a: MigrateArgs) -> Result<ExitCode> {
 pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
     let addr = loopback(&a.listen)?;
     let fault = parse_fault(a.fault.as_deref())?;
+    let silence = a.silence.limit()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     crate::out::say(&format!("listening: {}\n", listener.local_addr()?));
     let (stream, peer) = listener.accept().context("accept")?;
@@ -400,12 +502,12 @@ pub(crate) fn sim_migrate_receive(a: ReceiveArgs) -> Result<ExitCode> {
     let last_checkpoint = cb.last_digest.clone();
     let report = {
         let rx = Wire {
-            inner: &stream,
+            inner: Link::new(&stream, silence)?,
             count,
             limit,
         };
         let rx = io::BufReader::with_capacity(64 << 10, rx);
-        let tx = io::BufWriter::new(&stream);
+        let tx = io::BufWriter::new(Link::new(&stream, silence)?);
         let mut chan = if a.compress {
             Channel::compressed(rx, tx)?
         } else {

@@ -653,3 +653,164 @@ fn colo_secondary_killed_leaves_the_primary_running() {
     // The primary's copy runs on: COLO's failover on that side.
     assert_eq!(last_guest(&s).as_deref(), Some("resumed"), "{ctx}");
 }
+
+/// A proxy that forwards the first `octets` octets from the sender, then goes silent both
+/// ways: it holds both connections open and moves nothing, as a cut cable does (no FIN, no
+/// reset), until `release` is sent.
+fn black_hole(to: String, octets: usize) -> (String, std::sync::mpsc::Sender<()>, Captured) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let h = thread::spawn(move || {
+        let (mut a, _) = l.accept().unwrap();
+        let mut b = TcpStream::connect(&to).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let back = {
+            let (mut from, mut to) = (b.try_clone().unwrap(), a.try_clone().unwrap());
+            let cut = cut.clone();
+            thread::spawn(move || {
+                from.set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut moved = Vec::new();
+                while !cut.load(Ordering::SeqCst) {
+                    match from.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            moved.extend_from_slice(&buf[..n]);
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+                moved
+            })
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        let mut moved = Vec::new();
+        while moved.len() < octets {
+            let want = buf.len().min(octets - moved.len());
+            match a.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    moved.extend_from_slice(&buf[..n]);
+                    if b.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        cut.store(true, Ordering::SeqCst);
+        let back = back.join().unwrap();
+        // Silent until released; then both connections close.
+        let _ = released.recv();
+        let _ = (a.flush(), b.flush());
+        (moved, back)
+    });
+    (addr, release, h)
+}
+
+#[test]
+fn a_link_that_goes_silent_mid_stream_rolls_back_after_the_timeout() {
+    // Regression: with no deadline a dead link (no FIN, no reset) left both sides blocked
+    // forever. Now each gives up after --timeout seconds of silence: the sender was not
+    // cleared, so its guest runs on; the receiver unpaused nothing.
+    let r = receiver(&["--timeout", "2"]);
+    let (addr, release, h) = black_hole(r.addr.clone(), 4 << 20);
+    let started = std::time::Instant::now();
+    let s = send(
+        &addr,
+        &[
+            "--live",
+            "--guest",
+            "hvm",
+            "--memory",
+            "16M",
+            "--dirty-rate",
+            "2000",
+            "--timeout",
+            "2",
+        ],
+    );
+    let r = r.wait();
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    let (fwd, _) = h.join().unwrap();
+    let ctx = show(&s, &r);
+    assert_eq!(fwd.len(), 4 << 20, "{ctx}");
+    assert_eq!(s.status.code(), Some(1), "{ctx}");
+    assert_eq!(
+        lines(&s, "guest: "),
+        ["running", "resumed"],
+        "never suspended, resumed: {ctx}"
+    );
+    assert!(
+        String::from_utf8_lossy(&s.stderr).contains("no octet moved for 2.0 s"),
+        "{ctx}"
+    );
+    assert_eq!(r.status.code(), Some(1), "{ctx}");
+    assert!(lines(&r, "guest: ").is_empty(), "{ctx}");
+    assert!(lines(&r, "state-digest: ").is_empty(), "{ctx}");
+    // One timeout, not one per buffer still to flush (nor per trickle of buffer space the
+    // stalled socket frees).
+    println!("gave up after {took:?}");
+    assert!(
+        took < std::time::Duration::from_millis(4500),
+        "{took:?} {ctx}"
+    );
+}
+
+#[test]
+fn a_remus_link_that_goes_silent_fails_over_after_the_timeout() {
+    // The secondary hears nothing more after 12 MB (the first checkpoint of this 8 MiB guest
+    // is about 8.5 MB): after a second of silence it fails over to the last complete
+    // checkpoint, whose digest the primary printed.
+    let r = receiver(&["--remus", "--timeout", "1"]);
+    let (addr, release, h) = black_hole(r.addr.clone(), 12 << 20);
+    let s = send(
+        &addr,
+        &[
+            "--guest",
+            "hvm",
+            "--memory",
+            "8M",
+            "--dirty-rate",
+            "5000",
+            "--remus",
+            "0",
+            "--timeout",
+            "1",
+        ],
+    );
+    let r = r.wait();
+    release.send(()).unwrap();
+    let _ = h.join().unwrap();
+    let ctx = show(&s, &r);
+    assert!(r.status.success(), "{ctx}");
+    assert_eq!(lines(&r, "guest: "), ["paused", "running"], "{ctx}");
+    let epochs = epoch_digests(&s);
+    let n = failed_over_to(&r).unwrap_or_else(|| panic!("no failover report\n{ctx}"));
+    assert!(n >= 1 && n <= epochs.len(), "{ctx}");
+    assert_eq!(
+        lines(&r, "state-digest: "),
+        [epochs[n - 1].clone()],
+        "{ctx}"
+    );
+    // The primary's writes stalled: it gave up on its secondary and runs on.
+    assert_eq!(s.status.code(), Some(1), "{ctx}");
+    assert_eq!(last_guest(&s).as_deref(), Some("resumed"), "{ctx}");
+}
+
+/// N of the receiver's "the stream broke after checkpoint N".
+fn failed_over_to(r: &Output) -> Option<usize> {
+    String::from_utf8_lossy(&r.stderr)
+        .split("the stream broke after checkpoint ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .and_then(|t| t.trim().parse().ok())
+}
