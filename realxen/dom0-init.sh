@@ -35,7 +35,9 @@ run() { # run CMD...: full output to steps.log, its errors to the console on fai
   "$@" > /tmp/cmd.out 2>&1
   rc=$?
   cat /tmp/cmd.out >> /out/steps.log
-  [ $rc -eq 0 ] || grep -E 'error|ERROR|rror:|fail|critical' /tmp/cmd.out | tail -n 12 | sed 's/^/REALXEN    | /'
+  if [ $rc -ne 0 ]; then
+    { grep -E 'error|ERROR|rror:|fail|critical' /tmp/cmd.out | tail -n 12; tail -n 3 /tmp/cmd.out; } | sed 's/^/REALXEN    | /'
+  fi
   say "rc=$rc in $(since "$start")s"
   return $rc
 }
@@ -96,6 +98,14 @@ still_ticking() { # still_ticking NAME BEFORE: the heartbeat goes on past BEFORE
   return 1
 }
 drop_image() { [ "$KEEP" = 1 ] || rm -f "$1"; }
+
+# fake "ssh" for xl migrate/remus: ignores the host, keeps a copy of the stream
+cat > /bin/fakessh <<'EOS'
+#!/bin/sh
+shift
+tee "/out/$STREAM.stream" | exec "$@"
+EOS
+chmod +x /bin/fakessh
 
 # Streams of failed attempts kept in /out for a look (the tmpfs holds 900 MiB).
 KEEP_FAILED=3
