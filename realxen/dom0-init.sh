@@ -232,7 +232,11 @@ remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is kil
   start=$(now)
   # Stopped once the primary has taken enough checkpoints (a fixed time would leave none
   # at all when emulation runs slow). A background job ignores SIGINT, hence SIGTERM.
-  with_helper xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1 &
+  # xl itself in the background (env execs it), so that $! is xl's pid and SIGTERM reaches it:
+  # through a shell function it would reach only the subshell, and xl would go on.
+  helper_env=
+  [ "$MODE" = xen ] || helper_env="LIBXL_SAVE_HELPER=$HELPER"
+  env $MALLOC_ENV $helper_env /usr/lib/xen-4.17/bin/xl -vvv remus -F -n -d -e -i 2000 -s /bin/fakessh "$g" localhost > /tmp/remus.out 2>&1 &
   xlpid=$!
   i=0
   while kill -0 $xlpid 2> /dev/null && [ "$(remus_checkpoints)" -lt $REMUS_CHECKPOINTS ] && [ $i -lt $REMUS_LIMIT ]; do
