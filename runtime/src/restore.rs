@@ -89,6 +89,31 @@ struct Buffered {
     sum: u64,
 }
 
+/// An empty buffer with room for `len` octets, from the spare bodies of the last checkpoint
+/// when one is large enough (the smallest such), else new. The bodies kept are those of one
+/// applied checkpoint, so a checkpoint costs at most twice the checkpoint buffer's cap.
+///
+/// On Xen under emulation, a buffered record's copy was seen to change between reading and
+/// applying it, always the first large record after a checkpoint: the first new allocation
+/// after the pages of the previous checkpoint were written through foreign mappings that had
+/// just been unmapped.
+fn spare_body(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let best = spare
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.capacity() >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i);
+    match best {
+        Some(i) => {
+            let mut b = spare.swap_remove(i);
+            b.clear();
+            b
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
 /// A checksum of a buffered record's body. A buffered record stays in memory for a whole
 /// checkpoint interval; on Xen under emulation such copies were seen to change before they
 /// were applied (their first octets replaced by heap bookkeeping), so a copy is checked
@@ -149,6 +174,10 @@ struct Restorer<'a, 'b, D: Domain, C: RestoreCallbacks<D>> {
     verify: bool,
     buffering: bool,
     buffer: Vec<Buffered>,
+    /// Bodies of applied checkpoints, kept for the next one's records: a checkpoint's copies
+    /// reuse the memory of the last instead of new allocations, which on Xen would be placed
+    /// where the foreign mappings of the pages just applied were (see `spare_body`).
+    spare: Vec<Vec<u8>>,
     result: RestoreResult,
     scratch: Vec<u8>,
     pv_info_seen: bool,
@@ -310,6 +339,7 @@ impl<'a, 'b, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, 'b, D, C> {
             verify: false,
             buffering: false,
             buffer: Vec::new(),
+            spare: Vec::new(),
             result: RestoreResult::default(),
             scratch: Vec::new(),
             pv_info_seen: false,
@@ -413,12 +443,14 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                                 ),
                             ));
                         }
+                        let mut body = spare_body(&mut self.spare, rec.body.len());
+                        body.extend_from_slice(rec.body);
                         self.buffer.push(Buffered {
                             record_type: rec.record_type,
                             offset: rec.offset,
                             index: rec.index,
-                            body: rec.body.to_vec(),
-                            sum: body_sum(rec.body),
+                            sum: body_sum(&body),
+                            body,
                         });
                         continue;
                     }
@@ -884,7 +916,12 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 self.process(&raw)?;
             }
             self.buffer = buffered;
-            self.buffer.clear();
+            self.spare.extend(
+                self.buffer
+                    .drain(..)
+                    .map(|b| b.body)
+                    .filter(|b| b.capacity() > 0),
+            );
             self.buffered_bytes = 0;
         } else {
             self.buffering = true;
@@ -1434,6 +1471,27 @@ pub fn merge_shared_info(l: &PvLayout, new: &mut [u8], old: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::body_sum;
+
+    #[test]
+    fn spare_bodies_are_reused_smallest_first() {
+        use super::spare_body;
+        let mut spare = vec![
+            Vec::with_capacity(100),
+            Vec::with_capacity(10_000),
+            vec![1u8; 500],
+        ];
+        let small_cap = spare[2].capacity();
+        // The smallest that fits, emptied.
+        let b = spare_body(&mut spare, 400);
+        assert!(b.is_empty() && b.capacity() == small_cap);
+        assert_eq!(spare.len(), 2);
+        let b = spare_body(&mut spare, 5_000);
+        assert!(b.capacity() >= 10_000);
+        // None fits: a new one, the spare left alone.
+        let b = spare_body(&mut spare, 1 << 20);
+        assert!(b.capacity() >= 1 << 20);
+        assert_eq!(spare.len(), 1);
+    }
 
     #[test]
     fn a_changed_buffered_body_is_told_apart() {
