@@ -2,6 +2,8 @@
 //! read their manifests.
 
 use std::path::{Path, PathBuf};
+use xenmig::wire::{DecodeCtx, Endian};
+use xenmig::xl;
 
 /// The repository's test vectors (`tests/vectors`, see its README).
 pub fn vectors_dir() -> PathBuf {
@@ -32,9 +34,11 @@ fn zstd_decode(raw: &[u8]) -> Vec<u8> {
     zstd::stream::decode_all(raw).unwrap_or_else(|e| panic!("cannot decompress: {e}"))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_le_bytes(b))
+/// The xl header and optional data at the start of `bytes`, when it is an xl save file.
+fn xl_parts(bytes: &[u8]) -> Option<(xl::XlHeader, &[u8])> {
+    let header = xl::XlHeader::decode(bytes.get(..xl::XlHeader::SIZE)?, &DecodeCtx::new(0)).ok()?;
+    let end = xl::XlHeader::SIZE.checked_add(header.optional_data_len as usize)?;
+    Some((header, bytes.get(xl::XlHeader::SIZE..end)?))
 }
 
 /// Whether an xl save file's optional data lacks the u32 config length xl reads first (the
@@ -42,14 +46,12 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// ("Savefile truncated"), and so do xenmig's restore and verify (rule `config.length`); the
 /// reference verifier never reads the optional data, so its verdicts pass them.
 pub fn xl_config_length_missing(bytes: &[u8]) -> bool {
-    let magic = b"Xen saved domain, xl format\n \0 \r";
-    match (
-        bytes.starts_with(magic),
-        u32_at(bytes, 44),
-        u32_at(bytes, 48),
-    ) {
-        (true, Some(len), Some(config_len)) if len > 0 => {
-            u64::from(config_len) + 4 > u64::from(len)
+    match xl_parts(bytes) {
+        Some((header, optional)) if header.optional_data_len > 0 => {
+            matches!(
+                xl::XlOptionalData::decode(optional, &DecodeCtx::new(0)),
+                Err(e) if e.rule == "config.length"
+            )
         }
         _ => false,
     }
@@ -57,10 +59,16 @@ pub fn xl_config_length_missing(bytes: &[u8]) -> bool {
 
 /// The same xl file with the config length in front of its optional data, as xl writes it.
 pub fn with_xl_config_length(bytes: &[u8]) -> Vec<u8> {
-    let len = u32_at(bytes, 44).expect("an xl header");
-    let mut out = bytes[..44].to_vec();
-    out.extend_from_slice(&(len + 4).to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&bytes[48..]);
+    let (header, config) = xl_parts(bytes).expect("an xl header");
+    let optional = xl::XlOptionalData { config }
+        .encode(Endian::HOST)
+        .expect("the config encodes");
+    let header = xl::XlHeader {
+        optional_data_len: optional.len() as u32,
+        ..header
+    };
+    let mut out = header.encode(Endian::HOST).expect("the header encodes");
+    out.extend_from_slice(&optional);
+    out.extend_from_slice(&bytes[xl::XlHeader::SIZE + config.len()..]);
     out
 }
