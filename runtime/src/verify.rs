@@ -30,9 +30,9 @@ pub const MAX_WARNINGS: usize = 100;
 /// together ([`Report::records_of_other_types`]). The formats define 25 types.
 pub const MAX_RECORD_TYPES: usize = 64;
 
-/// Distinct vcpu ids a report lists (Xen's vcpu ids stay below 4096); records of further
-/// ids are counted ([`Report::vcpus_unlisted`]).
-pub const MAX_VCPU_IDS: usize = 4096;
+/// Distinct vcpu ids a report lists (Xen's vcpu ids stay below [`libxc::MAX_VCPUS`]); records
+/// of further ids are counted ([`Report::vcpus_unlisted`]).
+pub const MAX_VCPU_IDS: usize = libxc::MAX_VCPUS as usize;
 
 /// Something worth telling that does not make the stream invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -27,7 +27,7 @@ pub const PAGE_SIZE: usize = 4096;
 /// Largest page batch the legacy saver writes (MAX_BATCH_SIZE).
 pub const MAX_BATCH_SIZE: u32 = 1024;
 /// Largest vcpu id in a VCPU_INFO chunk.
-pub const MAX_VCPU_ID: u32 = 4095;
+pub const MAX_VCPU_ID: u32 = libxc::MAX_VCPUS - 1;
 /// Largest p2m_size the legacy saver writes (it fails with E2BIG above this).
 pub const MAX_P2M_SIZE: u64 = 0x0FFF_FFFF;
 /// Largest count of "unmapped" pfns the legacy restorer accepts in a PV tail.
@@ -342,15 +342,20 @@ pub struct PvExtendedInfo {
     pub xsave_size: u32,
 }
 
-/// The set of vcpus from a VCPU_INFO chunk (up to 4096 ids).
+/// The set of vcpus from a VCPU_INFO chunk (ids below [`libxc::MAX_VCPUS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VcpuMap {
-    words: [u64; 64],
+    words: [u64; VCPU_MAP_WORDS],
 }
+
+/// Words of a [`VcpuMap`]: one bit per possible vcpu id.
+const VCPU_MAP_WORDS: usize = libxc::MAX_VCPUS as usize / 64;
 
 impl VcpuMap {
     fn empty() -> Self {
-        VcpuMap { words: [0; 64] }
+        VcpuMap {
+            words: [0; VCPU_MAP_WORDS],
+        }
     }
 
     /// Whether vcpu `id` is in the map.
@@ -362,12 +367,12 @@ impl VcpuMap {
 
     /// The first vcpu id in the map that is `>= from`.
     pub fn next_from(&self, from: u32) -> Option<u32> {
-        (from..4096).find(|&id| self.contains(id))
+        (from..libxc::MAX_VCPUS).find(|&id| self.contains(id))
     }
 
     /// The vcpu ids in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        (0u32..4096).filter(move |&id| self.contains(id))
+        (0..libxc::MAX_VCPUS).filter(move |&id| self.contains(id))
     }
 
     /// How many vcpus the map holds.
