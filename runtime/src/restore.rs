@@ -117,20 +117,12 @@ fn spare_body(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
 /// A checksum of a buffered record's body. A buffered record stays in memory for a whole
 /// checkpoint interval; on Xen under emulation such copies were seen to change before they
 /// were applied (their first octets replaced by heap bookkeeping), so a copy is checked
-/// against what was read before it is trusted. Word at a time, about memory speed.
+/// against what was read before it is trusted.
 fn body_sum(body: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = body.len() as u64 ^ K;
-    let mut words = body.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
-    }
-    for &b in words.remainder() {
-        h = (h ^ b as u64).wrapping_mul(K).rotate_left(29);
-    }
-    h
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(body);
+    h.finish()
 }
 
 #[derive(Default)]
