@@ -586,10 +586,7 @@ pub(crate) fn destination(d: &Destination<'_>, seed: u64) -> Result<SimGuest, Re
         );
         vcpus = cfg.vcpus.clamp(1, MAX_VCPUS);
     }
-    let dom = SimDomain::empty_for_restore(d.guest, 0, vcpus, seed);
-    let dm =
-        (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc).then(SimDeviceModel::empty);
-    Ok(SimGuest::new(dom, dm))
+    Ok(SimGuest::for_destination(d, vcpus, seed))
 }
 
 fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {

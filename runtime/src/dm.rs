@@ -97,6 +97,22 @@ impl<D: Domain, M> Domain for Guest<D, M> {
 pub type SimGuest = Guest<SimDomain, SimDeviceModel>;
 
 impl Guest<SimDomain, SimDeviceModel> {
+    /// The empty destination a restore of `d` fills: a simulated domain of the stream's guest
+    /// type with `vcpus` vcpus, with a device model when the stream is an HVM guest's in libxl
+    /// or xl framing (a bare libxc image carries no emulator records).
+    pub fn for_destination(
+        d: &crate::libxl_stream::Destination<'_>,
+        vcpus: u32,
+        seed: u64,
+    ) -> Self {
+        use crate::domain::GuestType;
+        use crate::reader::Framing;
+        let dom = SimDomain::empty_for_restore(d.guest, 0, vcpus, seed);
+        let dm = (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc)
+            .then(SimDeviceModel::empty);
+        Guest::new(dom, dm)
+    }
+
     /// The state digest: [`SimDomain::state_digest`] alone without a device model, otherwise
     /// a digest over it and [`SimDeviceModel::state_digest`].
     pub fn state_digest(&self) -> [u8; 32] {

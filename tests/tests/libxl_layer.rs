@@ -158,10 +158,7 @@ fn make(d: &Destination<'_>) -> Result<SimGuest, RestoreError> {
         assert_eq!(c.guest, d.guest, "the config names the stream's guest type");
         vcpus = c.vcpus;
     }
-    let dom = SimDomain::empty_for_restore(d.guest, 0, vcpus, 0x5eed);
-    let dm =
-        (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc).then(SimDeviceModel::empty);
-    Ok(SimGuest::new(dom, dm))
+    Ok(SimGuest::for_destination(d, vcpus, 0x5eed))
 }
 
 fn restore_bytes(

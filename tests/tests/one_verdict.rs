@@ -51,10 +51,7 @@ impl RestoreCallbacks<SimGuest> for RestoreCb {
 
 /// An empty destination of the stream's guest type, as `xenmig sim restore` makes it.
 fn make(d: &Destination<'_>) -> Result<SimGuest, RestoreError> {
-    let dom = SimDomain::empty_for_restore(d.guest, 0, MAX_VCPUS, 0x5eed);
-    let dm =
-        (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc).then(SimDeviceModel::empty);
-    Ok(SimGuest::new(dom, dm))
+    Ok(SimGuest::for_destination(d, MAX_VCPUS, 0x5eed))
 }
 
 /// Restores as `xenmig sim restore` does (checkpoints recognised by their records).
