@@ -6,6 +6,8 @@
 //! the last one), and the captured wire (xl's exact messages; the stream verifies strictly
 //! in xl and libxl framing, a COLO one only when read as COLO).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
@@ -136,18 +138,7 @@ fn hvm_and_pv64_migrate_live_with_matching_digests() {
 /// The copies that still exist after a run: a killed toolstack leaves its domain in the last
 /// state it printed; a receiver that never printed `paused` has no complete copy.
 fn copies(s: &Output, r: &Output) -> (usize, usize) {
-    let states = [last_guest(s), last_guest(r)];
-    let alive = states
-        .iter()
-        .flatten()
-        .filter(|g| g.as_str() != "destroyed")
-        .count();
-    let running = states
-        .iter()
-        .flatten()
-        .filter(|g| matches!(g.as_str(), "running" | "resumed"))
-        .count();
-    (alive, running)
+    support::copies(&[last_guest(s), last_guest(r)])
 }
 
 const GUEST: [&str; 7] = [

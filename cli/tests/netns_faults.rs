@@ -15,6 +15,8 @@
 //! without them each test says why it is skipped and passes, unless XENMIG_NETNS_REQUIRED is
 //! set (CI sets it). XENMIG_NETNS_SEED picks other kill points.
 
+mod support;
+
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -1182,18 +1184,7 @@ fn kill_at(net: &Net, port: u16, s: &mut Proc, r: &mut Proc, victim: Victim, poi
 /// The copies of a live migration's guest after a run: a killed toolstack leaves its
 /// domain in the last state it printed (as in `migrate.rs`).
 fn copies(s: &Run, r: &Run) -> (usize, usize) {
-    let states = [last_guest(s), last_guest(r)];
-    let alive = states
-        .iter()
-        .flatten()
-        .filter(|g| g.as_str() != "destroyed")
-        .count();
-    let running = states
-        .iter()
-        .flatten()
-        .filter(|g| matches!(g.as_str(), "running" | "resumed"))
-        .count();
-    (alive, running)
+    support::copies(&[last_guest(s), last_guest(r)])
 }
 
 /// What a live migration with one side killed may leave, by the phase it died in; returns
