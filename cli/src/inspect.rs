@@ -804,17 +804,7 @@ impl DumpJob {
                 }
             }
             Item::Trailing { offset, data } => {
-                let text: String = data
-                    .iter()
-                    .take(64)
-                    .map(|b| {
-                        if b.is_ascii_graphic() || *b == b' ' {
-                            *b as char
-                        } else {
-                            '.'
-                        }
-                    })
-                    .collect();
+                let text = xenmig::verify::printable(data, 64);
                 Entry {
                     offset: *offset,
                     layer: None,

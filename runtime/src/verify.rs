@@ -377,17 +377,7 @@ impl Verifier {
             }
             Item::Trailing { offset, data } => {
                 if self.report.trailing_bytes == 0 {
-                    let text: String = data
-                        .iter()
-                        .take(48)
-                        .map(|b| {
-                            if b.is_ascii_graphic() || *b == b' ' {
-                                *b as char
-                            } else {
-                                '.'
-                            }
-                        })
-                        .collect();
+                    let text = printable(data, 48);
                     self.note(
                         None,
                         *offset,
@@ -1056,4 +1046,19 @@ fn flag_names(value: u64, named: impl Iterator<Item = (u64, &'static str)>) -> V
         out.push(format!("{rest:#x}"));
     }
     out
+}
+
+/// The first `n` octets of `data` as text, for showing trailing data: printable ASCII and
+/// spaces as they are, anything else as `.`.
+pub fn printable(data: &[u8], n: usize) -> String {
+    data.iter()
+        .take(n)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }
