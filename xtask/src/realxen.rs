@@ -54,6 +54,11 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "PVH: xl save with Xen's helper, xl restore through xenmig",
     ),
     (
+        "tlb-probe",
+        "platform: does dom0's memory read what was last written after munmap/MADV_DONTNEED \
+         (realxen-probe, idle and with a PVH guest running)",
+    ),
+    (
         "xen-pv-save",
         "baseline: pv-save with Xen's own helper (its image verified by xenmig)",
     ),
@@ -229,8 +234,9 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         setup(&work)?;
     }
     let xenmig = build_xenmig(root, opts.asan)?;
+    let probe = build_probe(root)?;
     step(&format!("dom0 initramfs with {}", xenmig.display()));
-    build_initramfs(root, &work, &xenmig)?;
+    build_initramfs(root, &work, &xenmig, &probe)?;
     let setup_time = t0.elapsed();
 
     let runs = run_names(&opts.scenarios);
@@ -586,6 +592,30 @@ fn build_xenmig(root: &Path, asan: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Builds `realxen-probe` (xtask/src/bin/realxen-probe.rs), the platform's memory-coherence
+/// check that scenario `tlb-probe` runs in dom0, in the same target directory as xenmig.
+fn build_probe(root: &Path) -> Result<PathBuf> {
+    let dir = target_dir(root).join("xen");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "xtask",
+        "--bin",
+        "realxen-probe",
+        "--target-dir",
+    ])
+    .arg(&dir);
+    step(&format!("{cmd:?}"));
+    let status = cmd.current_dir(root).status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building realxen-probe failed ({status})");
+    }
+    Ok(dir.join("release/realxen-probe"))
+}
+
 /// Copies `src` to the same path under `root`, following links.
 fn install(root: &Path, src: &Path) -> Result<()> {
     let rel = src.strip_prefix("/").unwrap_or(src);
@@ -641,7 +671,7 @@ fn cpio_gz(dir: &Path, out: &Path, level: u32) -> Result<()> {
     sh(Command::new("sh").arg("-c").arg(script).current_dir(dir))
 }
 
-fn build_initramfs(root: &Path, work: &Path, xenmig: &Path) -> Result<()> {
+fn build_initramfs(root: &Path, work: &Path, xenmig: &Path, probe: &Path) -> Result<()> {
     let scripts = root.join("realxen");
     let stage = work.join("stage");
     let kver = fs::read_to_string(stage.join("KVER"))
@@ -720,6 +750,8 @@ fn build_initramfs(root: &Path, work: &Path, xenmig: &Path) -> Result<()> {
         .arg(helper_dir.join("xenmig")))?;
     symlink("xenmig", helper_dir.join("libxl-save-helper"))?;
     bins.push(xenmig.to_path_buf());
+    fs::copy(probe, helper_dir.join("realxen-probe"))?;
+    bins.push(probe.to_path_buf());
     let mut libs: Vec<PathBuf> = Vec::new();
     for b in &bins {
         libs.extend(libraries(b)?);
