@@ -18,7 +18,8 @@
 //! The fifth starts new processes two at a time, one per CPU: this probe re-executed, whose
 //! fresh brk and mmap memory must read zero, and the static busybox; a child killed by a
 //! signal counts as a stale read too (dom0's busybox has been seen to die at its first
-//! thread-local access, reading another process's strings as a pointer).
+//! thread-local access, reading another process's strings as a pointer). The sixth has a
+//! thread on each CPU yield over and over and check its thread-local word and its FS base.
 //!
 //! Prints one line per check and `REALXEN-PROBE tlb PASS|FAIL ...`; exits 1 on any stale read.
 
@@ -367,10 +368,74 @@ fn fork_cow(seconds: u64, stats: &Stats) {
     let _ = writer.join();
 }
 
-/// The child of `exec_check`: fresh memory from brk and from mmap must read as zeros. Exits
-/// with the number of non-zero words seen (at most 100).
+thread_local! {
+    /// A thread-local word with a known initial value: read through the thread pointer (the
+    /// FS base), it shows whether the FS base is this thread's.
+    static CANARY: std::cell::Cell<u64> = const { std::cell::Cell::new(CANARY_INIT) };
+}
+const CANARY_INIT: u64 = 0x7c5a_11ed_0ddb_a115;
+
+/// The FS base as the kernel reports it.
+fn fs_base() -> u64 {
+    let mut v: libc::c_ulong = 0;
+    // SAFETY: ARCH_GET_FS writes one unsigned long at the address given.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut v as *mut libc::c_ulong) };
+    v
+}
+
+/// Four threads, two pinned to each CPU, each set their thread-local word to their own value
+/// and, yielding the CPU to each other over and over (context switches between threads with
+/// different FS bases), check that they read their own value back and that the FS base stays
+/// where it was.
+fn tls_check(seconds: u64, stats: &Stats) {
+    let what = "thread-local word across context switches";
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            s.spawn(move || {
+                pin(t % 2);
+                let mine = 0x7100_0000_0000_0000 | (t as u64) << 32 | u64::from(std::process::id());
+                let base = fs_base();
+                CANARY.with(|c| c.set(mine));
+                let mut round = 0u64;
+                while start.elapsed() < Duration::from_secs(seconds) {
+                    round += 1;
+                    for _ in 0..100 {
+                        // SAFETY: sched_yield has no preconditions.
+                        unsafe { libc::sched_yield() };
+                        let got = CANARY.with(|c| c.get());
+                        stats.checks.fetch_add(1, Ordering::Relaxed);
+                        if got != mine {
+                            report(stats, what, round, t, got, mine, CANARY_INIT);
+                        }
+                        let now = fs_base();
+                        if now != base {
+                            report(
+                                stats,
+                                "FS base across context switches",
+                                round,
+                                t,
+                                now,
+                                base,
+                                0,
+                            );
+                        }
+                    }
+                    stats.rounds.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+}
+
+/// The child of `exec_check`: its thread-local word must hold its initial value, and fresh
+/// memory from brk and from mmap must read as zeros. Exits with the number of wrong words
+/// seen (at most 100).
 fn exec_child() -> ! {
     let mut bad = 0i32;
+    if CANARY.with(|c| c.get()) != CANARY_INIT {
+        bad += 1;
+    }
     // SAFETY: sbrk(0) only reports the break; growing it hands us LEN fresh octets.
     let b = unsafe {
         let cur = libc::sbrk(0);
@@ -503,7 +568,7 @@ fn main() {
     if cpus < 2 {
         println!("note: {cpus} CPU online: the cross-CPU checks run both threads on one CPU");
     }
-    let share = (seconds / 5).max(1);
+    let share = (seconds / 6).max(1);
     let mut total = (0, 0, 0);
     let mut failed = false;
     for (name, f) in [
@@ -525,6 +590,10 @@ fn main() {
         ("new processes, two at a time", &|s: &Stats| {
             exec_check(share, s)
         }),
+        (
+            "thread-local word and FS base across context switches",
+            &|s: &Stats| tls_check(share, s),
+        ),
     ] {
         let s = Stats::default();
         f(&s);
