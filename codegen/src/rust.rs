@@ -1408,6 +1408,7 @@ impl<'s> Gen<'s> {
                 .filter_map(|n| spec.record(n).map(|x| x.record_type as u32))
                 .collect();
             let empty_body = r.fields.is_empty();
+            let min_size = spec.min_size(&r.fields) as usize;
             let empty_payload = match r.empty {
                 None => quote!(None),
                 Some(EmptyBody::Allow) => quote!(Some(__w::Level::Required)),
@@ -1418,6 +1419,7 @@ impl<'s> Gen<'s> {
                     name: #name, record_type: #t, doc: #doc, status: #status, role: #role,
                     since_version: #since, once: #once, guests: &[#(#guests),*],
                     checkpointed_only: #cp, implied_at: &[#(#implied),*], empty_body: #empty_body, empty_payload: #empty_payload,
+                    min_size: #min_size,
                 }
             }
         });

@@ -22,8 +22,8 @@ pub mod msgtype {
     pub const COMPLETE: u16 = 10;
 }
 
-/// The largest body libxl accepts (the C helper asserts `len < 65536`).
-pub const MAX_BODY: usize = 65535;
+/// The largest body libxl accepts (see [`crate::limits::SAVE_HELPER_MAX_BODY`]).
+pub use crate::limits::SAVE_HELPER_MAX_BODY as MAX_BODY;
 
 /// The xentoollog levels a `log` message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
