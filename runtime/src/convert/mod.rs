@@ -631,7 +631,8 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
             }
             Record::QemuData { data } => {
                 if libxl {
-                    // The reader caps the trailer at 128 MiB - 8, so this stays one record.
+                    // The reader caps the trailer (limits::LEGACY_MAX_QEMU_RECORD_LENGTH) so
+                    // that this stays one record.
                     qemu_context.extend_from_slice(data);
                 } else {
                     emit(at, "qemu trailer", sink.raw(data))?;
