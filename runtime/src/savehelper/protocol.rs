@@ -390,7 +390,7 @@ pub enum ProtocolError {
     Trailing { msgtype: u16, extra: usize },
     #[error("the string at body octet {at} is empty or does not end in NUL")]
     BadString { at: usize },
-    #[error("body of {0} octets; the protocol allows at most 65535")]
+    #[error("body of {0} octets; the protocol allows at most {max}", max = MAX_BODY)]
     TooLong(usize),
     #[error("end of file")]
     Eof,
