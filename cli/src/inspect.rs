@@ -782,7 +782,7 @@ impl DumpJob {
                     _ => {
                         let decoded = rec.libxc()?;
                         if let (true, libxc::Record::PageData(p)) = (self.pages, &decoded) {
-                            let mut chunks = p.pages.chunks(4096);
+                            let mut chunks = p.pages.chunks(xenmig::limits::PAGE_SIZE);
                             for e in p.entries.iter().filter(|e| e.page_type().has_data()) {
                                 if let Some(c) = chunks.next() {
                                     pages.push((e.pfn(), e.page_type(), c));

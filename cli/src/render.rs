@@ -354,7 +354,10 @@ fn page_data(p: &libxc::PageData<'_>) -> Fields {
     if p.reserved != 0 {
         f.push(("reserved", Val::Hex(p.reserved as u64)));
     }
-    f.push(("data_pages", Val::Int((p.pages.len() / 4096) as u64)));
+    f.push((
+        "data_pages",
+        Val::Int((p.pages.len() / xenmig::limits::PAGE_SIZE) as u64),
+    ));
     f.push((
         "types",
         Val::Map(by_type.into_iter().map(|(k, n)| (k, Val::Int(n))).collect()),

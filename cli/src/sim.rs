@@ -325,7 +325,7 @@ pub(crate) fn build_guest(a: &DomainArgs, with_dm: bool) -> Result<Built> {
         GuestType::X86Pv
     };
     let bytes = parse_size(&a.memory)?;
-    let pages = bytes / 4096;
+    let pages = bytes / xenmig::limits::PAGE_SIZE as u64;
     if pages == 0 {
         bail!("--memory {} is less than one page", a.memory);
     }
@@ -361,7 +361,7 @@ pub(crate) fn build_guest(a: &DomainArgs, with_dm: bool) -> Result<Built> {
     let config = SimDomainConfig {
         name: a.name.clone(),
         guest,
-        memory: pages * 4096,
+        memory: pages * xenmig::limits::PAGE_SIZE as u64,
         vcpus: a.vcpus,
         seed: Some(a.seed),
         width: (guest == GuestType::X86Pv).then_some(a.width),
@@ -563,7 +563,8 @@ pub(crate) fn destination(d: &Destination<'_>, seed: u64) -> Result<SimGuest, Re
     if let Some(c) = d.config {
         let bad = |detail: String| {
             RestoreError::Stream(
-                StreamError::invalid(48, "xl.config", detail).with_item("xl config"),
+                StreamError::invalid(xenmig::xl::XlHeader::SIZE as u64, "xl.config", detail)
+                    .with_item("xl config"),
             )
         };
         let cfg = SimDomainConfig::from_json(c).map_err(bad)?;

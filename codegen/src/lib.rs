@@ -15,7 +15,7 @@ mod validate;
 
 pub use validate::{
     load, load_str, parse_bits, Count, Elem, FieldKind, Scalar, Spec, SpecError, SpecErrors,
-    PAGE_SIZE,
+    PAGE_SIZE_CONSTANT,
 };
 
 /// Renders generated Rust as formatted source text (for snapshots and review).

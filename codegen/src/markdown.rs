@@ -13,7 +13,7 @@
 
 use crate::expr;
 use crate::model::*;
-use crate::{parse_bits, Count, Elem, FieldKind, Scalar, Spec, PAGE_SIZE};
+use crate::{parse_bits, Count, Elem, FieldKind, Scalar, Spec};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -977,14 +977,18 @@ impl<'s> Doc<'s> {
                     ],
                     false,
                 ),
-                FieldKind::Pages { field, attr } => {
+                FieldKind::Pages {
+                    field,
+                    attr,
+                    page_size,
+                } => {
                     let (member, _) = self.attr_member(fields, &field);
                     p.variable(
                         &[
-                            format!("{} ({PAGE_SIZE} octets each)", f.name),
+                            format!("{} ({page_size} octets each)", f.name),
                             format!("one for each {field}[] element whose {member} has {attr}"),
                         ],
-                        whole_rows(PAGE_SIZE),
+                        whole_rows(page_size),
                     );
                 }
                 FieldKind::CStrings { pairs } => {
@@ -1055,7 +1059,7 @@ impl<'s> Doc<'s> {
                         format!("{esize} × `{c}`")
                     });
                 }
-                FieldKind::Pages { .. } => terms.push(format!("{PAGE_SIZE} × pages")),
+                FieldKind::Pages { page_size, .. } => terms.push(format!("{page_size} × pages")),
                 _ => open = true,
             }
             let name = if f.reserved {
@@ -1115,7 +1119,7 @@ impl<'s> Doc<'s> {
                 }
             }
             FieldKind::Blob => format!("octets to the end of the {}", holder.whole()),
-            FieldKind::Pages { .. } => format!("{PAGE_SIZE}-octet pages"),
+            FieldKind::Pages { page_size, .. } => format!("{page_size}-octet pages"),
             FieldKind::CStrings { pairs: true } => {
                 format!(
                     "NUL-terminated strings to the end of the {} (key, value pairs)",
@@ -1244,7 +1248,7 @@ impl<'s> Doc<'s> {
                     ));
                 }
             }
-            FieldKind::Pages { field, attr } => {
+            FieldKind::Pages { field, attr, .. } => {
                 let (member, _) = self.attr_member(fields, field);
                 out.push(format!(
                     "one page for each element of `{field}` whose `{member}` has `{attr}`; \
@@ -1372,10 +1376,14 @@ impl<'s> Doc<'s> {
                         format!("{esize} × `{c}`")
                     });
                 }
-                Some(FieldKind::Pages { field, attr }) => {
+                Some(FieldKind::Pages {
+                    field,
+                    attr,
+                    page_size,
+                }) => {
                     let (member, _) = self.attr_member(fields, &field);
                     terms.push(format!(
-                        "{PAGE_SIZE} × (elements of `{field}` whose `{member}` has `{attr}`)"
+                        "{page_size} × (elements of `{field}` whose `{member}` has `{attr}`)"
                     ));
                     pages_last = true;
                     continue;

@@ -8,7 +8,7 @@
 
 use crate::expr::{self, ident, Expr};
 use crate::model::*;
-use crate::validate::{Count, Elem, FieldKind, Scalar, Spec, PAGE_SIZE};
+use crate::validate::{Count, Elem, FieldKind, Scalar, Spec, PAGE_SIZE_CONSTANT};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use std::path::Path;
@@ -655,13 +655,15 @@ impl<'s> Gen<'s> {
                         #pairs_check
                     });
                 }
-                FieldKind::Pages { field, attr } => {
+                FieldKind::Pages { field, attr, .. } => {
                     let src = ident(&field);
                     let (member, _) = self.attr_member(fields, &field);
                     let member = ident(&member);
                     let attr_id = ident(&attr);
                     let rule = format!("{}.length", f.name);
-                    let ps = PAGE_SIZE as usize;
+                    // The format's own constant, so the generated code names where it comes from.
+                    let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
+                    let ps = quote!((#page_size as usize));
                     out.push(quote! {
                         let __pages = #src.iter().filter(|e| e.#member().#attr_id()).count();
                         let __len = __pages.checked_mul(#ps).unwrap_or(usize::MAX);
@@ -926,13 +928,15 @@ impl<'s> Gen<'s> {
                     sink.copy(scratch); scratch.clear();
                     sink.borrow(self.#name.as_bytes());
                 }),
-                FieldKind::Pages { field, attr } => {
+                FieldKind::Pages { field, attr, .. } => {
                     let src = ident(&field);
                     let (member, _) = self.attr_member(fields, &field);
                     let member = ident(&member);
                     let attr_id = ident(&attr);
                     let fname = &f.name;
-                    let ps = PAGE_SIZE as usize;
+                    // The format's own constant, so the generated code names where it comes from.
+                    let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
+                    let ps = quote!((#page_size as usize));
                     pre.push(quote! {
                         let __pages = self.#src.iter().filter(|e| e.#member().#attr_id()).count();
                         if Some(self.#name.len()) != __pages.checked_mul(#ps) {
@@ -1142,6 +1146,15 @@ impl<'s> Gen<'s> {
                 pub const SIZE: usize = #n;
             }
         });
+        let offsets = spec.fixed_offsets(fields).into_iter().map(|(f, at)| {
+            let n = format_ident!("{}_OFFSET", f.name.to_uppercase());
+            let at = at as usize;
+            let d = doc_attr(&format!(
+                "Where `{}` starts, in octets from the start of the encoding.",
+                f.name
+            ));
+            quote!(#d pub const #n: usize = #at;)
+        });
         let sink_lt = if borrows { quote!('a) } else { quote!('s) };
         let encode_generics = if borrows {
             quote!(<S: __w::Sink<'a>>)
@@ -1173,6 +1186,7 @@ impl<'s> Gen<'s> {
                 #fixed
                 /// Octets before the first variable-size field.
                 pub const MIN_SIZE: usize = #min;
+                #(#offsets)*
                 /// Decodes and checks every rule the spec states for this item.
                 pub fn decode(__body: #body_lt, ctx: &__w::DecodeCtx) -> Result<Self, __w::DecodeError> {
                     #endian_setup
@@ -1394,6 +1408,7 @@ impl<'s> Gen<'s> {
                 .filter_map(|n| spec.record(n).map(|x| x.record_type as u32))
                 .collect();
             let empty_body = r.fields.is_empty();
+            let min_size = spec.min_size(&r.fields) as usize;
             let empty_payload = match r.empty {
                 None => quote!(None),
                 Some(EmptyBody::Allow) => quote!(Some(__w::Level::Required)),
@@ -1404,6 +1419,7 @@ impl<'s> Gen<'s> {
                     name: #name, record_type: #t, doc: #doc, status: #status, role: #role,
                     since_version: #since, once: #once, guests: &[#(#guests),*],
                     checkpointed_only: #cp, implied_at: &[#(#implied),*], empty_body: #empty_body, empty_payload: #empty_payload,
+                    min_size: #min_size,
                 }
             }
         });

@@ -132,14 +132,24 @@ pub enum Count {
 #[derive(Debug, Clone)]
 pub enum FieldKind<'s> {
     One(Elem<'s>),
-    Array { elem: Elem<'s>, count: Count },
+    Array {
+        elem: Elem<'s>,
+        count: Count,
+    },
     Blob,
-    Pages { field: String, attr: String },
-    CStrings { pairs: bool },
+    /// `page_size` is the format's `PAGE_SIZE` constant.
+    Pages {
+        field: String,
+        attr: String,
+        page_size: u64,
+    },
+    CStrings {
+        pairs: bool,
+    },
 }
 
-/// Octets in a page.
-pub const PAGE_SIZE: u64 = 4096;
+/// The constant a format with `pages` fields must define: octets per page.
+pub const PAGE_SIZE_CONSTANT: &str = "PAGE_SIZE";
 
 /// Parses `A..=B` (inclusive) or `A..B`.
 pub fn parse_bits(s: &str) -> Option<(u32, u32)> {
@@ -198,6 +208,7 @@ impl Spec {
                 FieldKind::Pages {
                     field: cw.field.clone(),
                     attr: cw.attr.clone(),
+                    page_size: self.page_size()?,
                 }
             }
             "cstrings" => FieldKind::CStrings { pairs: f.pairs },
@@ -238,6 +249,27 @@ impl Spec {
             }
         }
         Some(total)
+    }
+
+    /// Each field that starts at a fixed position, with its offset from the start of the item:
+    /// every field up to and including the first one of variable size.
+    pub fn fixed_offsets<'f>(&self, fields: &'f [Field]) -> Vec<(&'f Field, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for f in fields {
+            out.push((f, at));
+            match self.kind(f) {
+                Some(FieldKind::One(e)) => at = at.saturating_add(self.elem_size(e)),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Octets in a page, for `pages` fields: the format's `PAGE_SIZE` constant (validation
+    /// requires it wherever a `pages` field appears).
+    pub fn page_size(&self) -> Option<u64> {
+        self.constant(PAGE_SIZE_CONSTANT).and_then(|c| c.value)
     }
 
     /// Octets of the fields before the first variable one (the minimum body).
@@ -765,6 +797,20 @@ impl<'a> Checker<'a> {
                     }
                 }
                 "pages" => match &f.count_where {
+                    _ if !matches!(
+                        spec.constant(PAGE_SIZE_CONSTANT),
+                        Some(c) if c.value.is_some_and(|v| v > 0)
+                    ) =>
+                    {
+                        self.err(
+                            &fp,
+                            Some("type"),
+                            format!(
+                                "a `pages` field needs the format to define the constant \
+                                 `{PAGE_SIZE_CONSTANT}` (an integer above 0, octets per page)"
+                            ),
+                        )
+                    }
                     None => self.err(
                         &fp,
                         Some("count_where"),

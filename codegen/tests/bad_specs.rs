@@ -823,3 +823,46 @@ records:
         mentions: &["max", "0x100", "u8"],
     });
 }
+
+#[test]
+fn pages_without_page_size() {
+    // The page size of a `pages` field is the format's own PAGE_SIZE constant, never a
+    // figure the generator assumes.
+    check(&Case {
+        name: "pages_without_page_size",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: kind
+    type: u8
+    doc: Kinds.
+    attributes:
+      - { name: has_data, doc: Carries data. }
+    values:
+      - { name: A, value: 1, has_data: true, doc: First. }
+bitfields:
+  - name: entry
+    base: u64
+    doc: An entry.
+    fields:
+      - { name: pfn, bits: 0..=55, doc: Frame. }
+      - { name: kind, bits: 56..=63, enum: kind, doc: Kind. }
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: count, type: u32, doc: Entries. }
+      - { name: entries, type: entry, count: count, doc: Entries. }
+      - name: pages
+        type: pages   # <-
+        count_where: { field: entries, attr: has_data }
+        doc: Pages.
+"#,
+        token: "type",
+        mentions: &["PAGE_SIZE"],
+    });
+}

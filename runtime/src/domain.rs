@@ -9,8 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Octets in a guest page.
-pub const PAGE_SIZE: usize = 4096;
+pub use crate::limits::PAGE_SIZE;
 
 /// The kind of guest, as the libxc domain header names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -55,7 +54,7 @@ pub struct DomainInfo {
 
 /// Pfns below 4 GiB: an HVM guest's RAM, MMIO hole and special pages all lie under this
 /// boundary except its RAM above 4 GiB.
-pub const LOW_MEMORY_PFNS: u64 = 1 << 20;
+pub const LOW_MEMORY_PFNS: u64 = (1 << 32) >> crate::limits::PAGE_SHIFT;
 
 /// What a restore's destination can hold, asked of the backend before the stream is read:
 /// every structure the restore driver keeps per pfn grows only inside these bounds, so a

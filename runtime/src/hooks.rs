@@ -3,6 +3,7 @@
 //! x86 HVM guests carry parameters and a hypervisor context blob.
 
 use crate::domain::{errno, BResult, BackendError, Domain, GuestType, SaveCallbacks, VcpuState};
+use crate::limits::{table_level, PAGE_OFFSET_MASK, PAGE_SHIFT};
 use crate::wire::Array;
 use crate::writer::StreamWriter;
 use crate::x86::{self, PvLayout};
@@ -119,7 +120,8 @@ pub fn rewrite_page_table(
     page: &mut [u8],
     mut map: impl FnMut(u64) -> BResult<u64>,
 ) -> BResult<()> {
-    let level = (page_type.0 & 7) as u8;
+    // Callers pass page tables only; the bits are read as they stand either way.
+    let level = (page_type.0 & libxc::PAGE_TYPE_LEVEL_MASK) as u8;
     let xen = layout.xen_slots(level);
     for (i, chunk) in page.chunks_exact_mut(8).enumerate() {
         let mut b = [0u8; 8];
@@ -163,9 +165,9 @@ pub fn rewrite_vcpu_context(
         let cr1_off = layout.cr(1);
         let cr1 = layout.get(ctx, cr1_off).ok_or_else(bad)?;
         if cr1 & 1 != 0 {
-            let f = map(cr1 >> 12)?;
+            let f = map(cr1 >> PAGE_SHIFT)?;
             layout
-                .set(ctx, cr1_off, (f << 12) | (cr1 & 0xfff))
+                .set(ctx, cr1_off, (f << PAGE_SHIFT) | (cr1 & PAGE_OFFSET_MASK))
                 .ok_or_else(bad)?;
         }
     }
@@ -311,8 +313,7 @@ impl<D: Domain> SaveHooks<D> for X86PvSave {
         page_type: libxc::PageType,
         page: &mut [u8],
     ) -> BResult<()> {
-        let level = page_type.0 & 7;
-        if !(1..=4).contains(&level) {
+        if table_level(page_type).is_none() {
             return Ok(());
         }
         let l = self.layout()?;
@@ -328,7 +329,7 @@ impl<D: Domain> SaveHooks<D> for X86PvSave {
     }
 
     fn normalises(&self, page_type: libxc::PageType) -> bool {
-        (1..=4).contains(&(page_type.0 & 7))
+        table_level(page_type).is_some()
     }
 
     fn cleanup(&mut self, dom: &mut D, _cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError> {

@@ -5,6 +5,7 @@
 //! and [`xl`] (the header of `xl save` files). The rest of the crate consumes them:
 //! [`reader`] yields records from bytes, [`writer`] frames records into bytes, [`verify`]
 //! checks a whole stream, and [`convert`] turns legacy (Xen 4.5 and older) streams into v2.
+//! Every limit the code enforces, and the format facts it indexes with, are in [`limits`].
 
 extern crate self as xenmig;
 
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod hooks;
 pub mod libxl_stream;
+pub mod limits;
 pub mod migrate;
 pub mod policy;
 pub mod reader;

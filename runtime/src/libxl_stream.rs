@@ -42,7 +42,7 @@ use crate::source::{ReadSource, Source};
 use crate::wire::{CStrings, DecodeCtx, Strictness};
 use crate::writer::{StreamWriter, WriteError};
 use crate::xlfile::{self, XlError, XlFileInfo};
-use crate::{libxc, libxl};
+use crate::{libxc, libxl, limits};
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
 
@@ -1227,9 +1227,6 @@ impl ColoError {
     }
 }
 
-/// Largest CHECKPOINT_STATE body accepted (libxl writes 8 octets).
-const MAX_CHECKPOINT_STATE_BODY: u32 = 4096;
-
 /// Writes one CHECKPOINT_STATE record (16 octets, little-endian, no stream header: the back
 /// channel carries bare records).
 pub fn write_checkpoint_state<W: Write + ?Sized>(
@@ -1249,10 +1246,12 @@ pub fn write_checkpoint_state<W: Write + ?Sized>(
 pub fn read_checkpoint_state<R: Read + ?Sized>(
     r: &mut R,
 ) -> Result<libxl::CheckpointStateId, ColoError> {
-    let mut h = [0u8; 8];
+    let mut h = [0u8; libxc::RecordHeader::SIZE];
     r.read_exact(&mut h)?;
-    let t = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let ctx = DecodeCtx::new(2).with_strictness(Strictness::Lenient);
+    let header = libxc::RecordHeader::decode(&h, &ctx)
+        .map_err(|e| StreamError::from_decode(&e, Layer::Libxl, 0))?;
+    let (t, len) = (header.r#type, header.length);
     if t != libxl::CheckpointState::TYPE {
         return Err(StreamError::invalid(
             0,
@@ -1264,21 +1263,20 @@ pub fn read_checkpoint_state<R: Read + ?Sized>(
         )
         .into());
     }
-    if len > MAX_CHECKPOINT_STATE_BODY {
+    if len > limits::CHECKPOINT_STATE_BODY_MAX {
         return Err(StreamError::invalid(
-            4,
+            libxc::RecordHeader::LENGTH_OFFSET as u64,
             "checkpoint_state.length",
             format!("CHECKPOINT_STATE of {len} octets"),
         )
         .into());
     }
-    let padded = (len as usize).div_ceil(8) * 8;
-    let mut body = vec![0u8; padded];
+    let mut body = vec![0u8; limits::padded_body_len(len as usize)];
     r.read_exact(&mut body)?;
     let body = body.get(..len as usize).unwrap_or_default();
-    let ctx = DecodeCtx::new(2).with_strictness(Strictness::Lenient);
-    let s = libxl::CheckpointState::decode(body, &ctx)
-        .map_err(|e| StreamError::from_decode(&e, Layer::Libxl, 8))?;
+    let s = libxl::CheckpointState::decode(body, &ctx).map_err(|e| {
+        StreamError::from_decode(&e, Layer::Libxl, libxc::RecordHeader::SIZE as u64)
+    })?;
     Ok(s.control_id)
 }
 

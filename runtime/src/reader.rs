@@ -21,6 +21,7 @@
 //! source.
 
 use crate::error::{ErrorKind, Layer, StreamError};
+use crate::limits::{self, padded_body_len, RECORD_HEADER_SIZE, RECORD_LENGTH_OFFSET};
 use crate::source::{ReadSource, Short, SliceSource, Source};
 use crate::wire::{DecodeCtx, Endian, Level, Role, Strictness};
 use crate::{libxc, libxl, xl};
@@ -99,7 +100,7 @@ pub struct RawRecord<'r> {
 impl<'r> RawRecord<'r> {
     /// Offset of the body in the input.
     pub fn body_offset(&self) -> u64 {
-        self.offset + 8
+        self.offset + RECORD_HEADER_SIZE as u64
     }
 
     /// The record type's name in its layer (`UNKNOWN(0x..)` for undefined types).
@@ -189,9 +190,6 @@ enum State {
 
 /// How many records ahead of the current one [`Source::prefetch`] is asked to warm.
 const PREFETCH_RECORDS: usize = 4;
-
-/// Largest xl optional data accepted (xl's own config is a few KiB).
-pub const MAX_XL_OPTIONAL_DATA: u32 = 64 << 20;
 
 /// The framing state machine under a [`Reader`]: items in stream order, unchecked beyond
 /// framing.
@@ -339,13 +337,14 @@ impl<S: Source> Frames<S> {
         let b = self.take(xl::XlHeader::SIZE, "xl_header", Layer::Xl)?;
         let header = xl::XlHeader::decode(b, &ctx)
             .map_err(|e| StreamError::from_decode(&e, Layer::Xl, 0))?;
-        if header.optional_data_len > MAX_XL_OPTIONAL_DATA {
+        if header.optional_data_len > limits::XL_OPTIONAL_DATA_MAX {
             return Err(StreamError::invalid(
-                44,
+                xl::XlHeader::OPTIONAL_DATA_LEN_OFFSET as u64,
                 "optional_data_len.max",
                 format!(
                     "optional data of {} octets is over xenmig's limit of {}",
-                    header.optional_data_len, MAX_XL_OPTIONAL_DATA
+                    header.optional_data_len,
+                    limits::XL_OPTIONAL_DATA_MAX
                 ),
             )
             .with_item("xl xl_header"));
@@ -373,12 +372,13 @@ impl<S: Source> Frames<S> {
             Layer::Libxl => self.libxl_ctx,
             _ => self.libxc_ctx,
         };
-        let (record_type, len) = match self.src.take(8) {
+        let (record_type, len) = match self.src.take(RECORD_HEADER_SIZE) {
             Ok(h) => {
-                let mut t = [0u8; 4];
-                let mut l = [0u8; 4];
-                t.copy_from_slice(h.get(..4).unwrap_or(&[0; 4]));
-                l.copy_from_slice(h.get(4..8).unwrap_or(&[0; 4]));
+                // Read by hand rather than through `libxc::RecordHeader::decode`: this runs
+                // once per record, and the two fields have nothing to check here.
+                let (t, l) = h.split_at(RECORD_LENGTH_OFFSET.min(h.len()));
+                let t: [u8; 4] = t.try_into().unwrap_or_default();
+                let l: [u8; 4] = l.try_into().unwrap_or_default();
                 match ctx.endian {
                     Endian::Little => (u32::from_le_bytes(t), u32::from_le_bytes(l)),
                     Endian::Big => (u32::from_be_bytes(t), u32::from_be_bytes(l)),
@@ -406,7 +406,7 @@ impl<S: Source> Frames<S> {
                     ErrorKind::Truncated,
                     at,
                     "truncated",
-                    format!("the input ends inside a record header: 8 octets needed, {k} present"),
+                    format!("the input ends inside a record header: {RECORD_HEADER_SIZE} octets needed, {k} present"),
                 )
                 .with_record(self.index, format!("{layer} record header")))
             }
@@ -419,13 +419,14 @@ impl<S: Source> Frames<S> {
             Layer::Libxl => libxl::RecordType::from_u32(record_type).to_string(),
             _ => libxc::RecordType::from_u32(record_type).to_string(),
         };
-        if len > libxc::MAX_RECORD_LENGTH {
+        if len > limits::MAX_RECORD_LENGTH {
             return Err(StreamError::invalid(
-                at + 4,
+                at + RECORD_LENGTH_OFFSET as u64,
                 "body_length.max",
                 format!(
-                    "body length {len:#x} is over Xen's limit of {:#x} (128 MiB)",
-                    libxc::MAX_RECORD_LENGTH
+                    "body length {len:#x} is over Xen's limit of {:#x} ({} MiB)",
+                    limits::MAX_RECORD_LENGTH,
+                    limits::MAX_RECORD_LENGTH >> 20
                 ),
             )
             .with_record(index, format!("{layer} {}", name())));
@@ -444,14 +445,15 @@ impl<S: Source> Frames<S> {
             .with_record(index, format!("{layer} record header")));
         }
         let len = len as usize;
-        let padded = len.div_ceil(8) * 8;
+        let padded = padded_body_len(len);
         let strict = self.opts.strictness.enforces(Level::Strict);
-        let body_at = at + 8;
+        let body_at = at + RECORD_HEADER_SIZE as u64;
         // Records of a stream mostly come in runs of one size (full PAGE_DATA batches): warm
         // the headers a few records ahead, whose loads otherwise each stall on a cache and TLB
         // miss when the bodies between them are never read (a memory-mapped file).
         for ahead in 1..=PREFETCH_RECORDS {
-            self.src.prefetch(ahead * (8 + padded) - 8);
+            self.src
+                .prefetch(ahead * (RECORD_HEADER_SIZE + padded) - RECORD_HEADER_SIZE);
         }
         let whole = match self.src.take(padded) {
             Ok(b) => b,

@@ -19,6 +19,7 @@ use crate::domain::{
 };
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::hooks::{rewrite_page_table, rewrite_vcpu_context};
+use crate::limits::{table_level, EPOCH_SLACK, PAGE_ENTRY_SIZE, PIN_BATCH, RECORD_HEADER_SIZE};
 use crate::reader::{Item, RawRecord, Reader};
 use crate::save::StreamType;
 use crate::source::Source;
@@ -74,10 +75,7 @@ type R<T> = Result<T, RestoreError>;
 /// The operation named by errors of [`MemoryLimits`] checks.
 const LIMITS_OP: &str = "memory limits";
 /// What a buffered record costs beyond its body (its header and bookkeeping).
-const RECORD_OVERHEAD: u64 = 8 + std::mem::size_of::<Buffered>() as u64;
-/// Room in one checkpoint's buffer for the records that are not pages (vcpu and HVM
-/// context, parameters, policies).
-const EPOCH_SLACK: u64 = 64 << 20;
+const RECORD_OVERHEAD: u64 = (RECORD_HEADER_SIZE + std::mem::size_of::<Buffered>()) as u64;
 
 /// A record kept until its checkpoint completes.
 struct Buffered {
@@ -529,7 +527,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
     fn epoch_cap(&self) -> u64 {
         self.limits
             .max_pages
-            .saturating_mul(PAGE_SIZE as u64 + 8)
+            .saturating_mul((PAGE_SIZE + PAGE_ENTRY_SIZE) as u64)
             .saturating_add(EPOCH_SLACK)
     }
 
@@ -815,7 +813,10 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 self.vcpu(&rec, v.vcpu_id, VcpuState::Xsave, v.context)?
             }
             libxc::Record::X86PvVcpuMsrs(v) => {
-                let body = rec.body.get(8..).unwrap_or_default();
+                let body = rec
+                    .body
+                    .get(libxc::X86PvVcpuMsrs::MSRS_OFFSET..)
+                    .unwrap_or_default();
                 self.vcpu(&rec, v.vcpu_id, VcpuState::Msrs, body)?
             }
             libxc::Record::SharedInfo(s) => self.shared_info(&rec, s.shared_info)?,
@@ -1092,7 +1093,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
             }
             if t.has_data() {
                 data_pfns.push(pfn);
-                if (1..=4).contains(&(t.0 & 7)) {
+                if table_level(t).is_some() {
                     has_tables = true;
                 }
             }
@@ -1151,7 +1152,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 if !t.has_data() {
                     continue;
                 }
-                if (1..=4).contains(&(t.0 & 7)) {
+                if table_level(t).is_some() {
                     if let Some(page) = buf.get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE) {
                         self.localise(l, t, page).map_err(|e| {
                             RestoreError::Stream(rec.error(StreamError::invalid(
@@ -1369,15 +1370,19 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 }
             }
         }
-        // Pin the page tables the stream marked, 1024 at a time.
+        // Pin the page tables the stream marked, PIN_BATCH at a time.
         let pins: Vec<(u64, libxc::PageType)> = self
             .types
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.0 & libxc::PAGE_TYPE_PINNED != 0 && (9..=12).contains(&t.0))
+            .filter(|(_, t)| {
+                t.0 & libxc::PAGE_TYPE_PINNED != 0
+                    && (libxc::PageType::L1TAB_PINNED.0..=libxc::PageType::L4TAB_PINNED.0)
+                        .contains(&t.0)
+            })
             .map(|(p, t)| (p as u64, *t))
             .collect();
-        for chunk in pins.chunks(1024) {
+        for chunk in pins.chunks(PIN_BATCH) {
             self.dom
                 .pin_page_tables(chunk)
                 .map_err(|e| be("pin page tables", e))?;

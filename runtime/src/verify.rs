@@ -23,16 +23,11 @@ use crate::{libxc, libxl, xl};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Warnings a report lists; further ones are only counted ([`Report::warnings_dropped`]).
-pub const MAX_WARNINGS: usize = 100;
-
-/// Record types a report counts one by one; records of further (unknown) types are counted
-/// together ([`Report::records_of_other_types`]). The formats define 25 types.
-pub const MAX_RECORD_TYPES: usize = 64;
-
-/// Distinct vcpu ids a report lists (Xen's vcpu ids stay below [`libxc::MAX_VCPUS`]); records
-/// of further ids are counted ([`Report::vcpus_unlisted`]).
-pub const MAX_VCPU_IDS: usize = libxc::MAX_VCPUS as usize;
+// A report's caps: warnings beyond MAX_WARNINGS are only counted
+// ([`Report::warnings_dropped`]), record types beyond MAX_RECORD_TYPES together
+// ([`Report::records_of_other_types`]), vcpu ids beyond MAX_VCPU_IDS too
+// ([`Report::vcpus_unlisted`]).
+use crate::limits::{MAX_RECORD_TYPES, MAX_VCPU_IDS, MAX_WARNINGS};
 
 /// Something worth telling that does not make the stream invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -555,7 +550,7 @@ impl Verifier {
         if let Some(level) = info.empty_payload {
             if info.empty_body {
                 // Nothing to say about a record that is always empty.
-            } else if rec.body.len() <= 8 && level == Level::Warn {
+            } else if rec.body.len() <= info.min_size && level == Level::Warn {
                 self.note(
                     Some(rec),
                     rec.offset,
@@ -613,7 +608,7 @@ impl Verifier {
                 let s = &mut self.report.pages;
                 s.page_data_records += 1;
                 s.pfn_entries += p.entries.len() as u64;
-                s.data_pages += (p.pages.len() / 4096) as u64;
+                s.data_pages += (p.pages.len() / crate::limits::PAGE_SIZE) as u64;
                 for e in p.entries.iter() {
                     let pfn = e.pfn();
                     s.pfn_min = Some(s.pfn_min.map_or(pfn, |m| m.min(pfn)));

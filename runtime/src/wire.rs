@@ -608,6 +608,9 @@ pub struct RecordInfo {
     /// The payload after the fixed fields may be absent (then the record is skipped): `Warn`
     /// when a reader should say so, `Required` when it is silently accepted.
     pub empty_payload: Option<Level>,
+    /// Octets of the fixed fields before the first variable one: a body no longer than this
+    /// has no payload.
+    pub min_size: usize,
 }
 
 impl RecordInfo {

@@ -1,9 +1,13 @@
-//! Writes streams: headers and framed records (`u32 type, u32 length, body, zero padding to 8`).
+//! Writes streams: headers and framed records (`u32 type, u32 length, body, zero padding to
+//! the record alignment`, [`libxc::RecordHeader`] and [`libxc::RECORD_ALIGNMENT`]).
 //! Bodies are encoded by the generated codecs into a list of pieces; large pieces (page data,
 //! blobs) are borrowed and go out with one vectored write, never copied. A record's page data
 //! may also be produced while the record is written ([`StreamWriter::libxc_streamed`]): the
 //! save driver reads a large batch 1 MiB at a time into a buffer that stays in cache.
 
+use crate::limits::{
+    padded_body_len, MAX_RECORD_LENGTH, RECORD_ALIGNMENT, RECORD_HEADER_SIZE, RECORD_LENGTH_OFFSET,
+};
 use crate::wire::{EncodeError, Endian, Sink};
 use crate::{libxc, libxl, xl};
 use std::io::{self, IoSlice, Write};
@@ -156,7 +160,7 @@ impl<'a> Slices<'a> {
 }
 
 /// Zero padding source.
-const ZEROS: [u8; 8] = [0; 8];
+const ZEROS: [u8; RECORD_ALIGNMENT] = [0; RECORD_ALIGNMENT];
 
 /// Writes `bufs` completely, retrying on short writes and interruptions.
 pub fn write_all_vectored<W: Write + ?Sized>(
@@ -196,29 +200,31 @@ fn check_batch(record: &libxc::Record<'_>) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// A body's length padded to 8, within Xen's cap on a record.
+/// A body's length padded to the record alignment, within Xen's cap on a record.
 fn padded_len(name: &'static str, len: usize) -> Result<usize, WriteError> {
-    let padded = len.div_ceil(8) * 8;
-    if padded as u64 > libxc::MAX_RECORD_LENGTH as u64 {
+    let padded = padded_body_len(len);
+    if padded as u64 > MAX_RECORD_LENGTH as u64 {
         return Err(WriteError::Cap {
             record: name,
             what: "the padded body length",
             value: padded as u64,
-            limit: libxc::MAX_RECORD_LENGTH as u64,
+            limit: MAX_RECORD_LENGTH as u64,
         });
     }
     Ok(padded)
 }
 
-/// The 8-octet record header: type, then body length.
-fn record_header(endian: Endian, record_type: u32, len: usize) -> [u8; 8] {
+/// The record header ([`libxc::RecordHeader`]): type, then body length. Written by hand
+/// rather than through the generated encoder to stay off the heap on every record.
+fn record_header(endian: Endian, record_type: u32, len: usize) -> [u8; RECORD_HEADER_SIZE] {
     let (t, l) = match endian {
         Endian::Little => (record_type.to_le_bytes(), (len as u32).to_le_bytes()),
         Endian::Big => (record_type.to_be_bytes(), (len as u32).to_be_bytes()),
     };
-    let mut header = [0u8; 8];
-    header[..4].copy_from_slice(&t);
-    header[4..].copy_from_slice(&l);
+    let mut header = [0u8; RECORD_HEADER_SIZE];
+    let (th, lh) = header.split_at_mut(RECORD_LENGTH_OFFSET);
+    th.copy_from_slice(&t);
+    lh.copy_from_slice(&l);
     header
 }
 
@@ -382,7 +388,7 @@ impl<W: Write> StreamWriter<W> {
         };
         self.scratch = pieces.scratch;
         if result.is_ok() {
-            self.offset += 8 + padded as u64;
+            self.offset += (RECORD_HEADER_SIZE + padded) as u64;
             self.records += 1;
         }
         result
@@ -539,7 +545,7 @@ impl<W: Write> StreamWriter<W> {
         };
         self.scratch = pieces.scratch;
         if result.is_ok() {
-            self.offset += 8 + padded as u64;
+            self.offset += (RECORD_HEADER_SIZE + padded) as u64;
             self.records += 1;
         }
         result

@@ -3,6 +3,8 @@
 //! Offsets are those of Xen's public ABI (`arch-x86/xen.h`, `xen.h`) for 64-bit and 32-bit
 //! (PAE) guests.
 
+use crate::limits::PAGE_SHIFT;
+
 /// Layout of one guest width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PvLayout {
@@ -114,20 +116,20 @@ impl PvLayout {
     /// The frame a cr3 value names.
     pub fn cr3_to_frame(&self, cr3: u64) -> u64 {
         if self.width == 8 {
-            cr3 >> 12
+            cr3 >> PAGE_SHIFT
         } else {
             let c = cr3 as u32;
-            c.rotate_right(12) as u64
+            c.rotate_right(PAGE_SHIFT) as u64
         }
     }
 
     /// The cr3 value naming a frame.
     pub fn frame_to_cr3(&self, frame: u64) -> u64 {
         if self.width == 8 {
-            frame << 12
+            frame << PAGE_SHIFT
         } else {
             let f = frame as u32;
-            f.rotate_left(12) as u64
+            f.rotate_left(PAGE_SHIFT) as u64
         }
     }
 
@@ -199,12 +201,12 @@ pub const PTE_FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// The frame an entry points at.
 pub fn pte_frame(pte: u64) -> u64 {
-    (pte & PTE_FRAME_MASK) >> 12
+    (pte & PTE_FRAME_MASK) >> PAGE_SHIFT
 }
 
 /// The entry with another frame.
 pub fn pte_with_frame(pte: u64, frame: u64) -> u64 {
-    (pte & !PTE_FRAME_MASK) | ((frame << 12) & PTE_FRAME_MASK)
+    (pte & !PTE_FRAME_MASK) | ((frame << PAGE_SHIFT) & PTE_FRAME_MASK)
 }
 
 #[cfg(test)]

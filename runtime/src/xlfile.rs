@@ -143,14 +143,14 @@ pub fn read_header<R: Read + ?Sized>(r: &mut R) -> Result<XlFileInfo, XlError> {
     let ctx = DecodeCtx::new(0).with_strictness(Strictness::Lenient);
     let header =
         xl::XlHeader::decode(&h, &ctx).map_err(|e| StreamError::from_decode(&e, Layer::Xl, 0))?;
-    if header.optional_data_len > crate::reader::MAX_XL_OPTIONAL_DATA {
+    if header.optional_data_len > crate::limits::XL_OPTIONAL_DATA_MAX {
         return Err(StreamError::invalid(
-            44,
+            xl::XlHeader::OPTIONAL_DATA_LEN_OFFSET as u64,
             "optional_data_len.max",
             format!(
                 "optional data of {} octets is over xenmig's limit of {}",
                 header.optional_data_len,
-                crate::reader::MAX_XL_OPTIONAL_DATA
+                crate::limits::XL_OPTIONAL_DATA_MAX
             ),
         )
         .into());

@@ -1,8 +1,10 @@
 //! Workspace tasks: `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
 //!
 //! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
-//! - `check`: loads every spec, printing each problem at file:line:col, and fails if a
-//!   document in `docs/` is not what `docs` would write.
+//! - `check`: loads every spec, printing each problem at file:line:col, fails if a
+//!   document in `docs/` is not what `docs` would write, and fails on a framing, page-size,
+//!   alignment or cap literal outside generated code and `runtime/src/limits.rs`
+//!   (`literals.rs`).
 //! - `realxen`: boots Xen 4.17 under QEMU and runs `xl` save/restore/migrate/Remus scenarios
 //!   with xenmig as libxl's save helper (`realxen.rs`).
 //! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
+mod literals;
 mod realxen;
 
 /// Each spec and the document generated from it.
@@ -27,7 +30,8 @@ usage: cargo xtask <command>
 
 commands:
   docs    regenerate docs/*.md from spec/*.yaml
-  check   check every spec and that docs/ is up to date
+  check   check every spec, that docs/ is up to date, and that no format fact or cap
+          is written as a literal outside generated code and runtime/src/limits.rs
   realxen boot Xen under QEMU and run xl scenarios with xenmig as save helper
           (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
@@ -156,7 +160,35 @@ fn check() -> Result<()> {
             }
         }
     }
+    let (findings, stale_allowed) = literals::scan(&root)?;
+    for f in &findings {
+        eprintln!(
+            "{}:{}: `{}` is {}; name it instead: {}",
+            f.path, f.line, f.pattern, f.meaning, f.text
+        );
+    }
+    for s in &stale_allowed {
+        eprintln!("allow-list entry matches no line any more: {s}");
+    }
+    if findings.is_empty() && stale_allowed.is_empty() {
+        println!(
+            "ok no format-fact literals in {}",
+            literals::SCANNED.join(", ")
+        );
+    }
     let mut problems = Vec::new();
+    if !findings.is_empty() {
+        problems.push(format!(
+            "{} format-fact literal(s) outside generated code and runtime/src/limits.rs",
+            findings.len()
+        ));
+    }
+    if !stale_allowed.is_empty() {
+        problems.push(format!(
+            "{} stale allow-list entr(y/ies) in xtask/src/literals.rs",
+            stale_allowed.len()
+        ));
+    }
     if !bad_specs.is_empty() {
         problems.push(format!("errors in {}", bad_specs.join(", ")));
     }

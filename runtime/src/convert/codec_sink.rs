@@ -26,7 +26,9 @@ impl<W: Write> CodecSink<W> {
     pub fn new(out: W) -> Self {
         CodecSink {
             writer: StreamWriter::new(out),
-            entries: Vec::with_capacity(libxc::MAX_BATCH_SIZE as usize * 8),
+            entries: Vec::with_capacity(
+                libxc::MAX_BATCH_SIZE as usize * crate::limits::PAGE_ENTRY_SIZE,
+            ),
             params: Vec::new(),
         }
     }

@@ -14,7 +14,7 @@ use crate::{libxc, xl};
 /// The 32-byte magic at the start of an xl save file.
 pub const XL_MAGIC: &[u8; 32] = &xl::XL_MAGIC;
 /// Size of the fixed part of an xl save-file header (magic and four u32 fields).
-pub const XL_HEADER_SIZE: usize = 48;
+pub const XL_HEADER_SIZE: usize = xl::XlHeader::SIZE;
 /// The xl header's byte-order marker, as written by a little-endian host.
 pub const XL_BYTEORDER: u32 = xl::XL_BYTEORDER;
 /// xl mandatory flag: the config is JSON.
@@ -22,26 +22,15 @@ pub const XL_MANDATORY_FLAG_JSON: u32 = xl::XlMandatoryFlags::JSON.0;
 /// xl mandatory flag: the body is a libxl v2 stream.
 pub const XL_MANDATORY_FLAG_STREAMV2: u32 = xl::XlMandatoryFlags::STREAMV2.0;
 
-/// Bytes in a guest page.
-pub const PAGE_SIZE: usize = 4096;
-/// Largest page batch the legacy saver writes (MAX_BATCH_SIZE).
-pub const MAX_BATCH_SIZE: u32 = 1024;
-/// Largest vcpu id in a VCPU_INFO chunk.
-pub const MAX_VCPU_ID: u32 = libxc::MAX_VCPUS - 1;
-/// Largest p2m_size the legacy saver writes (it fails with E2BIG above this).
-pub const MAX_P2M_SIZE: u64 = 0x0FFF_FFFF;
-/// Largest count of "unmapped" pfns the legacy restorer accepts in a PV tail.
-pub const MAX_UNMAPPED_PFNS: u32 = 1 << 28;
-/// Cap on a TOOLSTACK chunk; libxl's physmap blob is a few hundred bytes.
-pub const MAX_TOOLSTACK_LENGTH: u32 = 16 << 20;
-/// Cap on the HVM context blob: it must fit one v2 record (128 MiB).
-pub const MAX_HVM_CONTEXT_LENGTH: u32 = (128 << 20) - 8;
-/// Cap on a qemu trailer: it must fit one libxl EMULATOR_CONTEXT record (8-byte sub-header).
-pub const MAX_QEMU_RECORD_LENGTH: u64 = (128 << 20) - 8;
-/// Cap on the xl header's optional data (the domain config).
-pub const MAX_XL_OPTIONAL_DATA_LENGTH: u32 = 16 << 20;
-/// Cap on the "xcnt" value (xsave buffer size + 16); real xsave areas are a few KiB.
-pub const MAX_XSAVE_SIZE: u32 = 1 << 20;
+// The caps this reader enforces (see [`crate::limits`] for the Xen figure of each).
+use crate::limits::{
+    LEGACY_MAX_BATCH_SIZE as MAX_BATCH_SIZE,
+    LEGACY_MAX_HVM_CONTEXT_LENGTH as MAX_HVM_CONTEXT_LENGTH, LEGACY_MAX_P2M_SIZE as MAX_P2M_SIZE,
+    LEGACY_MAX_QEMU_RECORD_LENGTH as MAX_QEMU_RECORD_LENGTH,
+    LEGACY_MAX_TOOLSTACK_LENGTH as MAX_TOOLSTACK_LENGTH,
+    LEGACY_MAX_UNMAPPED_PFNS as MAX_UNMAPPED_PFNS, LEGACY_MAX_VCPU_ID as MAX_VCPU_ID,
+    LEGACY_MAX_XSAVE_SIZE as MAX_XSAVE_SIZE, PAGE_SIZE, XL_OPTIONAL_DATA_MAX,
+};
 /// vcpu_guest_context size of a 32-bit (3-level) PV guest.
 pub const VCPU_CONTEXT_SIZE_X86_32: u32 = libxc::X86_32_VCPU_CONTEXT_SIZE;
 /// vcpu_guest_context size of a 64-bit (4-level) PV guest.
@@ -485,7 +474,7 @@ pub enum Record<'a> {
     },
     /// PV tail: the shared info page. The last item of a PV stream.
     SharedInfo {
-        /// 4096 bytes.
+        /// [`PAGE_SIZE`] bytes.
         page: &'a [u8],
     },
     /// HVM tail: the magic pfns.
@@ -719,7 +708,8 @@ impl<R: LegacySource> Input<R> {
         let start = self.offset;
         let size = width.bytes();
         let needed = (count as u64) * size as u64;
-        let mut block = [0u8; 4096];
+        // A page's worth of words at a time.
+        let mut block = [0u8; PAGE_SIZE];
         let mut remaining = count;
         while remaining > 0 {
             let n = remaining.min(block.len() / size);
@@ -1161,7 +1151,7 @@ impl<S: LegacySource> LegacyReader<S> {
         }
         if header.mandatory_flags & XL_MANDATORY_FLAG_STREAMV2 != 0 {
             return Err(LegacyError::malformed(
-                byteorder_at + 4,
+                start + xl::XlHeader::MANDATORY_FLAGS_OFFSET as u64,
                 "xl header has STREAMv2 set: the body is already a v2 stream, not a legacy one",
             ));
         }
@@ -1169,15 +1159,15 @@ impl<S: LegacySource> LegacyReader<S> {
             header.mandatory_flags & !(XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2);
         if unknown != 0 {
             return Err(LegacyError::malformed(
-                byteorder_at + 4,
+                start + xl::XlHeader::MANDATORY_FLAGS_OFFSET as u64,
                 format!("xl header has unknown mandatory flags {unknown:#x}"),
             ));
         }
-        if header.optional_data_len > MAX_XL_OPTIONAL_DATA_LENGTH {
+        if header.optional_data_len > XL_OPTIONAL_DATA_MAX {
             return Err(LegacyError::malformed(
-                byteorder_at + 12,
+                start + xl::XlHeader::OPTIONAL_DATA_LEN_OFFSET as u64,
                 format!(
-                    "xl optional_data_len {:#x} exceeds the cap {MAX_XL_OPTIONAL_DATA_LENGTH:#x}",
+                    "xl optional_data_len {:#x} exceeds the cap {XL_OPTIONAL_DATA_MAX:#x}",
                     header.optional_data_len
                 ),
             ));

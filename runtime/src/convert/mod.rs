@@ -16,11 +16,12 @@ mod tests;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 
+use crate::limits::{LEGACY_MAX_BATCH_SIZE, MAX_EMULATOR_XENSTORE_DATA, MAX_HVM_PARAM_CHUNKS};
 pub use codec_sink::CodecSink;
 use legacy::{
     ChunkId, Copying, GuestType, LegacyError, LegacyReader, LegacySource, QemuRecordKind,
     ReaderOptions, Record, Width, XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK,
-    MAX_BATCH_SIZE, XL_MANDATORY_FLAG_STREAMV2,
+    XL_MANDATORY_FLAG_STREAMV2,
 };
 pub use mapped::MappedFile;
 
@@ -76,11 +77,6 @@ pub mod hvm_param {
     /// HVM_PARAM_VM_GENERATION_ID_ADDR.
     pub const VM_GENERATION_ID_ADDR: u64 = HvmParamIndex::VM_GENERATION_ID_ADDR.0;
 }
-
-/// Cap on HVM parameter chunks merged into one HVM_PARAMS record (a real stream has <= 11).
-pub const MAX_HVM_PARAM_CHUNKS: usize = 1024;
-/// Cap on the accumulated EMULATOR_XENSTORE_DATA body.
-pub const MAX_EMULATOR_XENSTORE_DATA: usize = 16 << 20;
 
 /// Receives the v2 records of a converted stream, one method per record kind, in stream order.
 ///
@@ -419,8 +415,8 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
         input_bytes: 0,
         output_bytes: 0,
     };
-    let mut pfns: Vec<u64> = Vec::with_capacity(MAX_BATCH_SIZE as usize);
-    let mut sorted: Vec<u64> = Vec::with_capacity(MAX_BATCH_SIZE as usize);
+    let mut pfns: Vec<u64> = Vec::with_capacity(LEGACY_MAX_BATCH_SIZE as usize);
+    let mut sorted: Vec<u64> = Vec::with_capacity(LEGACY_MAX_BATCH_SIZE as usize);
     let mut params: Vec<(u64, u64)> = Vec::new();
     let mut xenstore: Vec<u8> = Vec::new();
     let mut qemu_context: Vec<u8> = Vec::new();
@@ -521,7 +517,7 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
                 }
                 emit(at, "PAGE_DATA", sink.page_data(&pfns, pages))?;
                 summary.page_data_records += 1;
-                summary.pages += (pages.len() / legacy::PAGE_SIZE) as u64;
+                summary.pages += (pages.len() / crate::limits::PAGE_SIZE) as u64;
             }
             Record::EnableVerifyMode => summary.verify_mode = true,
             Record::VcpuInfo { .. } | Record::LastCheckpoint => {}
@@ -635,7 +631,8 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
             }
             Record::QemuData { data } => {
                 if libxl {
-                    // The reader caps the trailer at 128 MiB - 8, so this stays one record.
+                    // The reader caps the trailer (limits::LEGACY_MAX_QEMU_RECORD_LENGTH) so
+                    // that this stays one record.
                     qemu_context.extend_from_slice(data);
                 } else {
                     emit(at, "qemu trailer", sink.raw(data))?;

@@ -1,8 +1,9 @@
 //! Converter tests: the reference vectors byte for byte through the generated codecs
 //! ([`CodecSink`], the path `convert_to` and the CLI use), and malformed legacy input.
 
-use super::legacy::{GuestType, LegacyError, QemuRecordKind, Width, XlHeader, PAGE_SIZE, XL_MAGIC};
+use super::legacy::{GuestType, LegacyError, QemuRecordKind, Width, XlHeader, XL_MAGIC};
 use super::*;
+use crate::limits::{LEGACY_MAX_HVM_CONTEXT_LENGTH, LEGACY_MAX_TOOLSTACK_LENGTH, PAGE_SIZE};
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -898,14 +899,14 @@ fn empty_or_oversized_hvm_context_is_rejected() {
         width: b.width,
         bytes: b.bytes.clone(),
     };
-    big.u32(legacy::MAX_HVM_CONTEXT_LENGTH + 1);
+    big.u32(LEGACY_MAX_HVM_CONTEXT_LENGTH + 1);
     assert_malformed(&run_err(&big.bytes, &o), at, "exceeds the cap");
     // At the cap but truncated: a truncation error, without a 128 MiB allocation up front.
     let mut cut = Builder {
         width: b.width,
         bytes: b.bytes.clone(),
     };
-    cut.u32(legacy::MAX_HVM_CONTEXT_LENGTH).fill(1, 10);
+    cut.u32(LEGACY_MAX_HVM_CONTEXT_LENGTH).fill(1, 10);
     match run_err(&cut.bytes, &o) {
         ConvertError::Legacy(LegacyError::Truncated { offset, got, .. }) => {
             assert_eq!((offset, got), (at + 4, 10));
@@ -931,7 +932,7 @@ fn oversized_lengths_are_rejected_before_reading() {
     let mut b = pv_prefix(Width::Bits64);
     b.i32(-18);
     let at = b.at();
-    b.u32(legacy::MAX_TOOLSTACK_LENGTH + 1);
+    b.u32(LEGACY_MAX_TOOLSTACK_LENGTH + 1);
     let err = run_err(
         &b.bytes,
         &opts(Width::Bits64, GuestType::Pv, OutputFormat::Libxl),

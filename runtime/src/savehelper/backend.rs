@@ -6,7 +6,7 @@
 //! the suspension through getdomaininfo). A simulated domain has no libxl acting on it, so
 //! [`SimBackend`] plays that part.
 
-use crate::domain::{errno, BResult, BackendError, Domain, GuestType};
+use crate::domain::{errno, BResult, BackendError, Domain, GuestType, PAGE_SIZE};
 use crate::sim::{SimConfig, SimDomain, Workload, MAX_VCPUS};
 use std::time::Duration;
 
@@ -155,7 +155,7 @@ impl SimSpec {
                 }
             }
         }
-        if s.memory < 4096 {
+        if s.memory < PAGE_SIZE as u64 {
             return Err(format!("sim spec `{spec}`: less than one page of memory"));
         }
         Ok(s)
@@ -165,7 +165,7 @@ impl SimSpec {
         SimConfig {
             guest: self.guest,
             width: self.width,
-            memory_pages: self.memory / 4096,
+            memory_pages: self.memory / PAGE_SIZE as u64,
             vcpus: self.vcpus,
             seed: self.seed,
         }

@@ -22,8 +22,8 @@ pub mod msgtype {
     pub const COMPLETE: u16 = 10;
 }
 
-/// The largest body libxl accepts (the C helper asserts `len < 65536`).
-pub const MAX_BODY: usize = 65535;
+/// The largest body libxl accepts (see [`crate::limits::SAVE_HELPER_MAX_BODY`]).
+pub use crate::limits::SAVE_HELPER_MAX_BODY as MAX_BODY;
 
 /// The xentoollog levels a `log` message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -390,7 +390,7 @@ pub enum ProtocolError {
     Trailing { msgtype: u16, extra: usize },
     #[error("the string at body octet {at} is empty or does not end in NUL")]
     BadString { at: usize },
-    #[error("body of {0} octets; the protocol allows at most 65535")]
+    #[error("body of {0} octets; the protocol allows at most {max}", max = MAX_BODY)]
     TooLong(usize),
     #[error("end of file")]
     Eof,

@@ -22,6 +22,7 @@
 use super::pv::{get_pte, table_level};
 use super::{hvm_param, SimDomain, VcpuBlobs};
 use crate::domain::{GuestType, PAGE_SIZE};
+use crate::limits::PAGE_SHIFT;
 use crate::x86::{pte_frame, pte_with_frame, PvLayout, PTE_PRESENT};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -195,7 +196,11 @@ impl SimDomain {
         }
         if l.width == 8 {
             if let Some(cr1) = l.get(&ctx, l.cr(1)).filter(|c| c & 1 != 0) {
-                l.set(&mut ctx, l.cr(1), (to_pfn(cr1 >> 12) << 12) | 1);
+                l.set(
+                    &mut ctx,
+                    l.cr(1),
+                    (to_pfn(cr1 >> PAGE_SHIFT) << PAGE_SHIFT) | 1,
+                );
             }
         }
         let ents = l.get(&ctx, l.gdt_ents).unwrap_or(0);

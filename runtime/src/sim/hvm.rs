@@ -5,6 +5,7 @@ use super::hvm_param as param;
 use super::memory::{seeded_page, Rng};
 use super::{SimConfig, SimDomain};
 use crate::domain::PAGE_SIZE;
+use crate::limits::PAGE_SHIFT;
 
 /// The legacy VGA hole, never populated.
 pub const VGA_HOLE: std::ops::Range<u64> = 0xa0..0xc0;
@@ -80,16 +81,16 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) {
     );
     p.insert(param::TIMER_MODE, 1);
     p.insert(param::HPET_ENABLED, 1);
-    p.insert(param::IDENT_PT, (special + IDENT_PT) << 12);
+    p.insert(param::IDENT_PT, (special + IDENT_PT) << PAGE_SHIFT);
     p.insert(param::CONSOLE_PFN, special + CONSOLE);
     p.insert(param::CONSOLE_EVTCHN, 1 + rng.below(63));
     p.insert(param::ACPI_IOPORTS_LOCATION, 1);
     p.insert(
         param::VM86_TSS_SIZED,
-        (0x80 << 32) | ((special + VM86_TSS) << 12),
+        (0x80 << 32) | ((special + VM86_TSS) << PAGE_SHIFT),
     );
     let genid = ram[rng.below(ram.len() as u64) as usize];
-    p.insert(param::VM_GENERATION_ID_ADDR, (genid << 12) | 0x10);
+    p.insert(param::VM_GENERATION_ID_ADDR, (genid << PAGE_SHIFT) | 0x10);
     p.insert(param::X87_FIP_WIDTH, 8);
 
     // The context: header, a CPU record per vcpu, two PICs, end.
@@ -134,7 +135,7 @@ impl SimDomain {
             get(param::VM86_TSS_SIZED) & 0xffff_ffff,
         ] {
             if addr != 0 {
-                out.push(addr >> 12);
+                out.push(addr >> PAGE_SHIFT);
             }
         }
         let servers = get(param::IOREQ_SERVER_PFN);

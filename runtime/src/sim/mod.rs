@@ -63,11 +63,8 @@ impl Default for SimConfig {
 /// The simulated link speed when none is set: 1 GiB/s.
 pub const DEFAULT_BANDWIDTH: u64 = 1 << 30;
 
-/// Most vcpus a simulated domain has.
-pub const MAX_VCPUS: u32 = 128;
-
-/// Most pfns a simulated domain addresses (64 GiB of guest physical space).
-pub const MAX_PFNS: u64 = 1 << 24;
+/// Most vcpus a simulated domain has, and most pfns it addresses (see [`crate::limits`]).
+pub use crate::limits::{SIM_MAX_PFNS as MAX_PFNS, SIM_MAX_VCPUS as MAX_VCPUS};
 
 /// An absent p2m entry.
 const INVALID_MFN: u64 = u64::MAX;
@@ -555,12 +552,11 @@ impl Domain for SimDomain {
                 // The guest's physical space reaches every pfn the stream names, holes too.
                 self.hvm_pfns = self.hvm_pfns.max(pfn + 1);
             }
-            let level = t.0 & 7;
-            let stored = match t {
-                PageType::XTAB => continue,
-                PageType::XALLOC => PageType::NOTAB,
+            let stored = match (t, crate::limits::table_level(t)) {
+                (PageType::XTAB, _) => continue,
+                (PageType::XALLOC, _) => PageType::NOTAB,
                 // A pinned type is the page's only once it is pinned.
-                _ if (1..=4).contains(&level) => PageType::from(level),
+                (_, Some(level)) => PageType::from(level),
                 _ if PageType::KNOWN.contains(&t) => t,
                 _ => {
                     return Err(einval(

@@ -5,6 +5,7 @@
 use super::memory::{seeded_page, Rng};
 use super::{einval, SimConfig, SimDomain, VcpuBlobs, INVALID_MFN, MAX_PFNS};
 use crate::domain::{errno, BResult, BackendError, PageType, PAGE_SIZE};
+use crate::limits::PAGE_SHIFT;
 use crate::x86::{self, pte_frame, pte_with_frame, PvLayout, PTE_PRESENT, PTE_PSE};
 use std::collections::HashMap;
 
@@ -122,7 +123,7 @@ pub struct PvGuestLayout {
 }
 
 fn xen_slot_entry(slot: usize) -> u64 {
-    ((XEN_MFN_BASE + slot as u64) << 12) | 0x63
+    ((XEN_MFN_BASE + slot as u64) << PAGE_SHIFT) | 0x63
 }
 
 fn set_u32(buf: &mut [u8], off: usize, v: u32) {
@@ -253,7 +254,7 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
             } else {
                 PTE_RW_FLAGS
             };
-            set_pte(&mut page, i, (mfn(pfn) << 12) | flags);
+            set_pte(&mut page, i, (mfn(pfn) << PAGE_SHIFT) | flags);
         }
         dom.mem.write(t, &page);
         dom.mem.set_type(t, PageType::L1TAB);
@@ -261,7 +262,7 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
     let link = |page: &mut [u8], children: &[u64], k: usize, flags: u64| {
         for i in 0..PTES {
             if let Some(&c) = children.get(k * PTES + i) {
-                set_pte(page, i, (mfn(c) << 12) | flags);
+                set_pte(page, i, (mfn(c) << PAGE_SHIFT) | flags);
             }
         }
     };
@@ -298,7 +299,7 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
                 set_pte(
                     &mut page,
                     s,
-                    ((XEN_MFN_BASE + s as u64) << 12) | PAE_L3_FLAGS,
+                    ((XEN_MFN_BASE + s as u64) << PAGE_SHIFT) | PAE_L3_FLAGS,
                 );
             }
         }
@@ -330,15 +331,15 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
     };
     page[..magic.len()].copy_from_slice(magic);
     l.set(&mut page, si.nr_pages, p);
-    l.set(&mut page, si.shared_info, SHARED_INFO_MFN << 12);
+    l.set(&mut page, si.shared_info, SHARED_INFO_MFN << PAGE_SHIFT);
     set_u32(&mut page, si.flags, 0);
     l.set(&mut page, si.store_mfn, mfn(store));
     set_u32(&mut page, si.store_evtchn, 1 + rng.below(31) as u32);
     l.set(&mut page, si.console_mfn, mfn(console));
     set_u32(&mut page, si.console_evtchn, 1 + rng.below(31) as u32);
-    l.set(&mut page, sb.pt_base, root << 12);
+    l.set(&mut page, sb.pt_base, root << PAGE_SHIFT);
     l.set(&mut page, sb.nr_pt_frames, n_l1 + n_l2 + n_l3 + n_l4);
-    l.set(&mut page, sb.mfn_list, p2m_frames[0] << 12);
+    l.set(&mut page, sb.mfn_list, p2m_frames[0] << PAGE_SHIFT);
     let cmd = format!("root=/dev/xvda1 console=hvc0 xenmig-sim seed={}", cfg.seed);
     page[sb.cmd_line..sb.cmd_line + cmd.len()].copy_from_slice(cmd.as_bytes());
     dom.mem.write(start_info, &page);
@@ -397,7 +398,7 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
         if v == 0 {
             l.set(&mut ctx, l.edx, mfn(start_info));
             if let Some(u) = user_root {
-                l.set(&mut ctx, l.cr(1), (mfn(u) << 12) | 1);
+                l.set(&mut ctx, l.cr(1), (mfn(u) << PAGE_SHIFT) | 1);
             }
         }
         let mut xsave = Vec::with_capacity(8 + 832);
@@ -434,10 +435,12 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) -> BResult<()> {
     Ok(())
 }
 
-/// The level of a page-table type (1 to 4), pinned or not.
+/// The level of a page-table type (1 to 4), pinned or not; values past the last pinned
+/// table type are none, whatever their low bits.
 pub(crate) fn table_level(t: PageType) -> Option<u8> {
-    let level = (t.0 & 7) as u8;
-    (t.0 <= 0xc && (1..=4).contains(&level)).then_some(level)
+    crate::limits::table_level(t)
+        .filter(|_| t.0 <= PageType::L4TAB_PINNED.0)
+        .map(|l| l as u8)
 }
 
 fn unpinned(level: u8) -> PageType {
@@ -747,7 +750,7 @@ pub(crate) fn context_frames(l: &PvLayout, ctx: &[u8]) -> Vec<(ContextFrame, u64
     }
     if l.width == 8 {
         if let Some(cr1) = l.get(ctx, l.cr(1)).filter(|c| c & 1 != 0) {
-            out.push((ContextFrame::Cr1, cr1 >> 12));
+            out.push((ContextFrame::Cr1, cr1 >> PAGE_SHIFT));
         }
     }
     let ents = l.get(ctx, l.gdt_ents).unwrap_or(0);
