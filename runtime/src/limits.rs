@@ -109,6 +109,10 @@ pub const EPOCH_SLACK: u64 = 64 << 20;
 /// `MAX_PIN_BATCH` (1024).
 pub const PIN_BATCH: usize = 1024;
 
+/// Entries per `XEN_DOMCTL_getpageframeinfo3` call: Xen 4.17 refuses more than 1024 with
+/// E2BIG.
+pub const PFINFO_BATCH: usize = 1024;
+
 // ---------------------------------------------------------------------------------------
 // Legacy (Xen 4.5 and older) streams.
 // ---------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Entries per getpageframeinfo3 call (Xen refuses more with E2BIG).
-const PFINFO_BATCH: usize = 1024;
+use crate::limits::PFINFO_BATCH;
 /// `HVM_PARAM_STORE_PFN` and `HVM_PARAM_CONSOLE_PFN`.
 const HVM_PARAM_STORE_PFN: u32 = 1;
 const HVM_PARAM_CONSOLE_PFN: u32 = 17;
@@ -305,7 +304,7 @@ impl XenDomain {
         let mfn = l
             .get(ctx, l.edx)
             .ok_or_else(|| BackendError::new("start_info", "short vcpu context"))?;
-        let shared_info = self.raw_info()?.shared_info_frame << 12;
+        let shared_info = self.raw_info()?.shared_info_frame << crate::limits::PAGE_SHIFT;
         let mut m = self.xc.map(
             "map start_info",
             self.domid,
@@ -925,10 +924,9 @@ impl Domain for XenDomain {
         let _t = self.timings.start("pin_page_tables");
         let mut ops = Vec::with_capacity(tables.len());
         for &(pfn, t) in tables {
-            let level = t.0 & 7;
-            if !(1..=4).contains(&level) {
+            let Some(level) = crate::limits::table_level(t) else {
                 continue;
-            }
+            };
             ops.push(ffi::MmuextOp {
                 cmd: ffi::MMUEXT_PIN_L1_TABLE + level - 1,
                 arg1: self.mfn_of("pin page tables", pfn)?,
