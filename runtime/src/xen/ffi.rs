@@ -443,6 +443,16 @@ extern "C" {
         arr: *const XenPfn,
         err: *mut c_int,
     ) -> *mut c_void;
+    pub fn xenforeignmemory_map2(
+        fmem: *mut ForeignMemory,
+        dom: u32,
+        addr: *mut c_void,
+        prot: c_int,
+        flags: c_int,
+        pages: usize,
+        arr: *const XenPfn,
+        err: *mut c_int,
+    ) -> *mut c_void;
     pub fn xenforeignmemory_unmap(
         fmem: *mut ForeignMemory,
         addr: *mut c_void,

@@ -33,6 +33,8 @@ fn in_range(off: usize, len: usize, total: usize) -> bool {
 struct Handle {
     xch: NonNull<ffi::XcInterface>,
     fmem: NonNull<ffi::ForeignMemory>,
+    /// Address space kept for mappings of guest frames, see [`Window`].
+    window: Option<Window>,
 }
 
 impl Drop for Handle {
@@ -42,6 +44,97 @@ impl Drop for Handle {
         unsafe {
             ffi::xc_interface_close(self.xch.as_ptr());
         }
+    }
+}
+
+/// Guest frames are mapped into a range of addresses reserved for them alone, never into
+/// addresses the allocator may hand out later.
+///
+/// Seen in the real-Xen harness (see `realxen/README.md`): the helper's own heap read values
+/// that are the guest's page contents (a pfn array starting with a pair of words that the
+/// guest's memory holds, and a pointer loaded from the heap that was such a word). Guest
+/// frames are mapped and unmapped once per batch; when the translations of an unmapped
+/// foreign mapping outlive the unmap, memory the allocator maps later at the same addresses
+/// reads the guest's frames. Here a mapping is made over a slot of the reservation
+/// (`MAP_FIXED`), and dropping it puts a fresh inaccessible reservation over the slot
+/// instead of unmapping, so those addresses are only ever guest frames or nothing, and the
+/// kernel flushes translations when it maps guest frames again.
+struct Window {
+    base: NonNull<u8>,
+    /// Pages per slot: the largest batch, [`MAX_BATCH_SIZE`](crate::libxc::MAX_BATCH_SIZE).
+    slot_pages: usize,
+    /// Slot `i` is in use when bit `i` is set.
+    used: std::cell::Cell<u32>,
+}
+
+/// Slots in the window: mappings of guest pages alive at the same time (the saver and the
+/// restorer hold one or two).
+const WINDOW_SLOTS: usize = 8;
+
+impl Window {
+    fn slot_len(&self) -> usize {
+        self.slot_pages * PAGE_SIZE
+    }
+
+    fn reserve(len: usize, at: *mut libc::c_void, fixed: bool) -> *mut libc::c_void {
+        let flags = libc::MAP_PRIVATE
+            | libc::MAP_ANONYMOUS
+            | libc::MAP_NORESERVE
+            | if fixed { libc::MAP_FIXED } else { 0 };
+        // SAFETY: an anonymous inaccessible mapping; with MAP_FIXED, `at..at+len` is a slot
+        // of our own reservation, whose previous mapping nobody uses any more.
+        unsafe { libc::mmap(at, len, libc::PROT_NONE, flags, -1, 0) }
+    }
+
+    fn new() -> Option<Window> {
+        let slot_pages = crate::libxc::MAX_BATCH_SIZE as usize;
+        let len = slot_pages * PAGE_SIZE * WINDOW_SLOTS;
+        let p = Self::reserve(len, ptr::null_mut(), false);
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Window {
+            base: NonNull::new(p.cast())?,
+            slot_pages,
+            used: std::cell::Cell::new(0),
+        })
+    }
+
+    /// A free slot for `pages` pages, marked used.
+    fn take(&self, pages: usize) -> Option<(usize, *mut libc::c_void)> {
+        if pages > self.slot_pages {
+            return None;
+        }
+        let used = self.used.get();
+        let i = (0..WINDOW_SLOTS).find(|&i| used & (1 << i) == 0)?;
+        self.used.set(used | 1 << i);
+        // The slot lies inside the reservation: i < WINDOW_SLOTS.
+        Some((
+            i,
+            self.base.as_ptr().wrapping_add(i * self.slot_len()).cast(),
+        ))
+    }
+
+    /// Puts an inaccessible reservation back over slot `i` (replacing the guest frames
+    /// mapped there) and frees it. If that fails, the slot stays marked used and the
+    /// frames are unmapped instead, leaving a hole (the old behaviour).
+    fn give_back(&self, i: usize, fmem: *mut ffi::ForeignMemory, pages: usize) {
+        let at = self.base.as_ptr().wrapping_add(i * self.slot_len()).cast();
+        if Self::reserve(self.slot_len(), at, true) == libc::MAP_FAILED {
+            // SAFETY: `at` holds `pages` frames mapped by xenforeignmemory_map2; unmapped
+            // once, and the slot is never handed out again.
+            unsafe { ffi::xenforeignmemory_unmap(fmem, at, pages) };
+            return;
+        }
+        self.used.set(self.used.get() & !(1 << i));
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: the whole reservation is ours; no mapping in it is alive (each holds the
+        // Handle that owns this window).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.slot_len() * WINDOW_SLOTS) };
     }
 }
 
@@ -69,7 +162,11 @@ impl Xc {
             ));
         };
         Ok(Xc {
-            h: Rc::new(Handle { xch, fmem }),
+            h: Rc::new(Handle {
+                xch,
+                fmem,
+                window: Window::new(),
+            }),
         })
     }
 
@@ -126,18 +223,37 @@ impl Xc {
         }
         let arr: Vec<ffi::XenPfn> = frames.iter().map(|&f| f as ffi::XenPfn).collect();
         let mut err = vec![0 as c_int; frames.len()];
-        // SAFETY: arr and err hold frames.len() entries each, as the call requires.
+        let slot = self.h.window.as_ref().and_then(|w| w.take(frames.len()));
+        // SAFETY: arr and err hold frames.len() entries each, as the call requires; with a
+        // slot, `at` is the start of a slot of our reservation large enough for the frames,
+        // which MAP_FIXED replaces (nothing else lives there).
         let p = unsafe {
-            ffi::xenforeignmemory_map(
-                self.h.fmem.as_ptr(),
-                dom,
-                prot,
-                arr.len(),
-                arr.as_ptr(),
-                err.as_mut_ptr(),
-            )
+            match slot {
+                Some((_, at)) => ffi::xenforeignmemory_map2(
+                    self.h.fmem.as_ptr(),
+                    dom,
+                    at,
+                    prot,
+                    libc::MAP_FIXED,
+                    arr.len(),
+                    arr.as_ptr(),
+                    err.as_mut_ptr(),
+                ),
+                None => ffi::xenforeignmemory_map(
+                    self.h.fmem.as_ptr(),
+                    dom,
+                    prot,
+                    arr.len(),
+                    arr.as_ptr(),
+                    err.as_mut_ptr(),
+                ),
+            }
         };
         let Some(p) = NonNull::new(p.cast::<u8>()) else {
+            if let (Some((i, _)), Some(w)) = (slot, self.h.window.as_ref()) {
+                // The failed map may have left the slot unmapped: reserve it again.
+                w.give_back(i, self.h.fmem.as_ptr(), 0);
+            }
             return Err(os_error(
                 op,
                 format!("mapping {} frames of d{dom}", frames.len()),
@@ -147,6 +263,7 @@ impl Xc {
             h: self.h.clone(),
             ptr: p,
             pages: frames.len(),
+            slot: slot.map(|(i, _)| i),
         };
         if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
             let e = e.abs();
@@ -542,6 +659,8 @@ pub struct Mapping {
     h: Rc<Handle>,
     ptr: NonNull<u8>,
     pages: usize,
+    /// The slot of the [`Window`] it occupies, if it was mapped there.
+    slot: Option<usize>,
 }
 
 impl Mapping {
@@ -600,6 +719,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let (Some(i), Some(w)) = (self.slot, self.h.window.as_ref()) {
+            w.give_back(i, self.h.fmem.as_ptr(), self.pages);
+            return;
+        }
         // SAFETY: ptr/pages are what xenforeignmemory_map returned; unmapped once.
         unsafe {
             ffi::xenforeignmemory_unmap(self.h.fmem.as_ptr(), self.ptr.as_ptr().cast(), self.pages)
