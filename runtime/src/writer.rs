@@ -301,6 +301,7 @@ impl<W: Write> StreamWriter<W> {
             return Err(EncodeError {
                 item: "xl_header",
                 field: "optional_data_len",
+                rule: None,
                 detail: format!(
                     "is {} but {} octets of optional data were given",
                     header.optional_data_len,
@@ -422,6 +423,7 @@ impl<W: Write> StreamWriter<W> {
             return Err(WriteError::Encode(EncodeError {
                 item: name,
                 field: "(body)",
+                rule: None,
                 detail: format!(
                     "encoded {produced} octets, expected {len}; the streamed part found {found} times"
                 ),
@@ -514,6 +516,7 @@ impl<W: Write> StreamWriter<W> {
                     Err(WriteError::Encode(EncodeError {
                         item: name,
                         field: "(body)",
+                        rule: None,
                         detail: format!("encoded {produced} octets, expected {len}"),
                     }))
                 } else {
