@@ -686,3 +686,45 @@ fn info_counts_the_octets_it_read() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn info_json_shows_the_first_record_of_each_type_from_the_spec() {
+    let file = repo_data("v2-hvm-v3-libxc-s126.bin");
+    let out = xenmig()
+        .args(["info", "--json", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = |name: &str| {
+        r["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {r}"))["first"]
+            .clone()
+    };
+    // The same fields `dump --json` shows for that record.
+    let dump = xenmig()
+        .args(["dump", "--json", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let tsc_dump = text(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|o| o["name"] == "X86_TSC_INFO")
+        .unwrap();
+    let tsc = first("X86_TSC_INFO");
+    assert_eq!(tsc, tsc_dump["fields"], "{r}");
+    assert_eq!(tsc["khz"], 2_400_000, "{tsc}");
+    assert!(
+        first("PAGE_DATA")["entries"]["page_type"].is_object(),
+        "{r}"
+    );
+    assert_eq!(
+        first("HVM_PARAMS")["params"][0]["index"],
+        "STORE_PFN",
+        "{r}"
+    );
+}

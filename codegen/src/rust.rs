@@ -724,6 +724,7 @@ impl<'s> Gen<'s> {
     /// the strictness enforces `level`; an encoder returns an `EncodeError` naming the rule,
     /// and only checks `required` rules (the level Xen's restore code enforces), so it never
     /// writes what a lenient decoder refuses. `None` for a check the mode leaves out.
+    #[allow(clippy::too_many_arguments)]
     fn check(
         &self,
         mode: Mode,
