@@ -532,7 +532,10 @@ mod tests {
             pt_levels: 4,
             ..Default::default()
         };
-        assert_eq!(text(&info), "guest_width=8 pt_levels=4 reserved=000000000000");
+        assert_eq!(
+            text(&info),
+            "guest_width=8 pt_levels=4 reserved=000000000000"
+        );
 
         let unknown = libxc::Record::Unknown {
             record_type: 0x8000_7777,

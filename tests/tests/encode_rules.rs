@@ -34,14 +34,18 @@ fn record_rules_are_checked_when_encoding() {
         pt_levels: 3,
         ..Default::default()
     };
-    let e = bad.encode(Endian::Little).expect_err("width and levels disagree");
+    let e = bad
+        .encode(Endian::Little)
+        .expect_err("width and levels disagree");
     assert_eq!(e.rule, Some("width_matches_levels"), "{e}");
     let good = libxc::X86PvInfo {
         guest_width: 8,
         pt_levels: 4,
         ..Default::default()
     };
-    let bytes = good.encode(Endian::Little).expect("a consistent value encodes");
+    let bytes = good
+        .encode(Endian::Little)
+        .expect("a consistent value encodes");
     assert_eq!(libxc::X86PvInfo::decode(&bytes, &lenient()), Ok(good));
 }
 
@@ -71,7 +75,9 @@ fn strict_only_rules_do_not_stop_an_encoder() {
         entries: Array::Values(&entries),
         pages: &pages,
     };
-    let bytes = p.encode(Endian::Little).expect("strict-only rules are the reader's");
+    let bytes = p
+        .encode(Endian::Little)
+        .expect("strict-only rules are the reader's");
     assert!(libxc::PageData::decode(&bytes, &lenient()).is_ok());
     assert!(libxc::PageData::decode(&bytes, &DecodeCtx::new(3)).is_err());
 }
