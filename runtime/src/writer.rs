@@ -332,6 +332,13 @@ impl<W: Write> StreamWriter<W> {
         self.raw(&h)
     }
 
+    /// Sets the byte order of what follows, as [`StreamWriter::image_header`] does from the
+    /// header's options; for an image header written with [`StreamWriter::raw`] (a test
+    /// writing a big-endian image, which the encoder refuses since Xen does).
+    pub fn set_endian(&mut self, endian: Endian) {
+        self.endian = endian;
+    }
+
     /// The libxc domain header.
     pub fn domain_header(&mut self, header: &libxc::DomainHeader) -> Result<(), WriteError> {
         let h = header.encode(self.endian)?;
