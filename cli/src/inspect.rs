@@ -752,7 +752,7 @@ impl DumpJob {
                 record_type: None,
                 name: "libxl_header".into(),
                 length: xenmig::libxl::LibxlHeader::SIZE as u64,
-                fields: render::libxl_header(header),
+                fields: render::fields_of(header),
                 pages: Vec::new(),
             },
             Item::ImageHeader { offset, header } => Entry {
@@ -762,7 +762,7 @@ impl DumpJob {
                 record_type: None,
                 name: "image_header".into(),
                 length: libxc::ImageHeader::SIZE as u64,
-                fields: render::image_header(header),
+                fields: render::fields_of(header),
                 pages: Vec::new(),
             },
             Item::DomainHeader { offset, header } => Entry {
@@ -772,15 +772,18 @@ impl DumpJob {
                 record_type: None,
                 name: "domain_header".into(),
                 length: libxc::DomainHeader::SIZE as u64,
-                fields: render::domain_header(header),
+                fields: render::fields_of(header),
                 pages: Vec::new(),
             },
             Item::Record(rec) => {
                 let mut pages = Vec::new();
                 let fields = match rec.layer {
-                    Layer::Libxl => render::libxl_record(&rec.libxl()?),
+                    Layer::Libxl => render::fields_of(&rec.libxl()?),
                     _ => {
                         let decoded = rec.libxc()?;
+                        // `--pages` shows page contents, which are not fields: it pairs each
+                        // data-carrying entry with its page, a meaning only PAGE_DATA's
+                        // `pages` field has. The fields themselves come from the walk below.
                         if let (true, libxc::Record::PageData(p)) = (self.pages, &decoded) {
                             let mut chunks = p.pages.chunks(xenmig::limits::PAGE_SIZE);
                             for e in p.entries.iter().filter(|e| e.page_type().has_data()) {
@@ -789,7 +792,7 @@ impl DumpJob {
                                 }
                             }
                         }
-                        render::libxc_record(&decoded)
+                        render::fields_of(&decoded)
                     }
                 };
                 Entry {

@@ -318,7 +318,12 @@ fn dump_lists_one_line_per_item() {
     // xl, libxl, image and domain headers, the records, the end of input.
     assert_eq!(lines.len() as u64, 4 + records + 1, "{t}");
     assert!(lines[0].starts_with("0x00000000  xl"), "{t}");
-    assert!(t.contains("PAGE_DATA") && t.contains("pfn_runs=["), "{t}");
+    // PAGE_DATA's entries are summarised (`display: summary` in the spec): page types counted,
+    // pfns as runs.
+    assert!(
+        t.contains("PAGE_DATA") && t.contains("entries={page_type={") && t.contains(", pfn=["),
+        "{t}"
+    );
     assert!(lines.last().unwrap().starts_with("end of input"), "{t}");
 
     let out = xenmig().args(["dump", "--json", p]).output().unwrap();
@@ -338,7 +343,14 @@ fn dump_lists_one_line_per_item() {
     }
     let page_data = objs.iter().find(|o| o["name"] == "PAGE_DATA").unwrap();
     assert!(page_data["fields"]["count"].is_u64(), "{page_data}");
-    assert!(page_data["fields"]["types"].is_object(), "{page_data}");
+    assert!(
+        page_data["fields"]["entries"]["page_type"].is_object(),
+        "{page_data}"
+    );
+    assert!(
+        page_data["fields"]["entries"]["pfn"].is_array(),
+        "{page_data}"
+    );
     assert!(page_data.get("pages").is_none());
     assert_eq!(objs.last().unwrap()["name"], "eof");
 }
@@ -367,7 +379,7 @@ fn dump_pages_shows_page_contents() {
     let pages = page_data["pages"].as_array().unwrap();
     assert_eq!(
         pages.len() as u64,
-        page_data["fields"]["data_pages"].as_u64().unwrap()
+        page_data["fields"]["pages"]["pages"].as_u64().unwrap()
     );
     assert_eq!(pages[0]["hex"].as_str().unwrap().len(), 8192);
 }
@@ -672,5 +684,47 @@ fn info_counts_the_octets_it_read() {
         text(&out.stdout).contains(&format!("({size} octets read)")),
         "{}",
         text(&out.stdout)
+    );
+}
+
+#[test]
+fn info_json_shows_the_first_record_of_each_type_from_the_spec() {
+    let file = repo_data("v2-hvm-v3-libxc-s126.bin");
+    let out = xenmig()
+        .args(["info", "--json", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = |name: &str| {
+        r["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {r}"))["first"]
+            .clone()
+    };
+    // The same fields `dump --json` shows for that record.
+    let dump = xenmig()
+        .args(["dump", "--json", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let tsc_dump = text(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|o| o["name"] == "X86_TSC_INFO")
+        .unwrap();
+    let tsc = first("X86_TSC_INFO");
+    assert_eq!(tsc, tsc_dump["fields"], "{r}");
+    assert_eq!(tsc["khz"], 2_400_000, "{tsc}");
+    assert!(
+        first("PAGE_DATA")["entries"]["page_type"].is_object(),
+        "{r}"
+    );
+    assert_eq!(
+        first("HVM_PARAMS")["params"][0]["index"],
+        "STORE_PFN",
+        "{r}"
     );
 }

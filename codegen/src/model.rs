@@ -131,6 +131,21 @@ pub struct BitfieldMember {
     pub known: Option<bool>,
     #[serde(default)]
     pub level: Option<LevelName>,
+    /// How the member is shown (`hex` or `decimal`, the default).
+    #[serde(default)]
+    pub display: Option<Display>,
+}
+
+/// How a field is shown by renderers of the walk (`dump`, JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Display {
+    /// Integers (and the integer elements of an array) in hex.
+    Hex,
+    /// Integers in decimal (the default).
+    Decimal,
+    /// An array as a summary: counts of each enum value, runs of consecutive integers.
+    Summary,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +277,9 @@ pub struct Field {
     pub reserved: bool,
     #[serde(default)]
     pub level: Option<LevelName>,
+    /// How the field is shown: `hex` or `decimal` for integers, `summary` for arrays.
+    #[serde(default)]
+    pub display: Option<Display>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -100,6 +100,13 @@ fn endian_expr(order: ByteOrder) -> TokenStream {
     }
 }
 
+/// Whether generated checks sit in a decoder or an encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Decode,
+    Encode,
+}
+
 struct Gen<'s> {
     spec: &'s Spec,
 }
@@ -335,6 +342,7 @@ impl<'s> Gen<'s> {
         let mut accessors = Vec::new();
         let mut checks = Vec::new();
         let mut debug_fields = Vec::new();
+        let mut walks = Vec::new();
         for m in &b.fields {
             let Some((lo, hi)) = crate::parse_bits(&m.bits) else {
                 continue;
@@ -408,6 +416,21 @@ impl<'s> Gen<'s> {
             if !m.reserved {
                 debug_fields.push(quote!(.field(#mn, &self.#mname())));
             }
+            match m.enum_name.as_ref().and_then(|n| self.spec.enum_(n)) {
+                Some(en) => {
+                    let en_name = &en.name;
+                    walks.push(quote! {
+                        v.scalar(#mn, __w::Value::Enum { value: self.#mname().0 as u64, name: self.#mname().name(), enum_name: #en_name }, false);
+                    });
+                }
+                None => {
+                    let hex = Self::hex(m.display, m.reserved);
+                    let reserved = m.reserved;
+                    walks.push(quote! {
+                        v.scalar(#mn, __w::Value::Int { value: self.#mname() as u64, hex: #hex }, #reserved);
+                    });
+                }
+            }
         }
         let has_checks = !checks.is_empty();
         let nm = &b.name;
@@ -443,6 +466,10 @@ impl<'s> Gen<'s> {
                 const SIZE: usize = #size;
                 fn read(bytes: &[u8], __endian: __w::Endian) -> Self { #read }
                 fn write(&self, put: &mut __w::Put<'_>) { #write }
+            }
+            impl __w::Walk for #name {
+                fn item_name(&self) -> &'static str { #nm }
+                fn walk(&self, v: &mut dyn __w::Visitor) { #(#walks)* }
             }
         }
     }
@@ -528,7 +555,7 @@ impl<'s> Gen<'s> {
 
     /// Decoding statements for a field list: binds each field to a local of its name.
     /// `item` is the name used in errors; `ctx` and `endian` are in scope.
-    fn decode_fields(&self, fields: &[Field], item_rules: &str) -> TokenStream {
+    fn decode_fields(&self, fields: &[Field]) -> TokenStream {
         let spec = self.spec;
         let mut out = Vec::new();
         for f in fields {
@@ -569,7 +596,7 @@ impl<'s> Gen<'s> {
                         read
                     };
                     out.push(quote!(let #name = #wrap;));
-                    out.push(self.constraints(f, e, item_rules));
+                    out.push(self.constraints(Mode::Decode, f, e));
                 }
                 FieldKind::Array { elem, count } => {
                     let esize = spec.elem_size(elem) as usize;
@@ -693,13 +720,50 @@ impl<'s> Gen<'s> {
         )
     }
 
+    /// A failed check as code: a decoder returns a [`DecodeError`] at the field's offset when
+    /// the strictness enforces `level`; an encoder returns an `EncodeError` naming the rule,
+    /// and only checks `required` rules (the level Xen's restore code enforces), so it never
+    /// writes what a lenient decoder refuses. `None` for a check the mode leaves out.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        mode: Mode,
+        field: &str,
+        rule: &str,
+        level: LevelName,
+        at: TokenStream,
+        cond: TokenStream,
+        detail: TokenStream,
+    ) -> Option<TokenStream> {
+        match mode {
+            Mode::Decode => {
+                let level = level_ts(Some(level), level);
+                Some(quote! {
+                    if #cond && ctx.strictness.enforces(#level) {
+                        return Err(__c.fail(#rule, #level, #at, #detail));
+                    }
+                })
+            }
+            Mode::Encode if level == LevelName::Required => Some(quote! {
+                if #cond {
+                    return Err(__w::EncodeError {
+                        item: Self::NAME, field: #field, rule: Some(#rule), detail: #detail,
+                    });
+                }
+            }),
+            Mode::Encode => None,
+        }
+    }
+
     /// Checks on a single field held in the local of its name.
-    fn constraints(&self, f: &Field, e: Elem<'_>, _item: &str) -> TokenStream {
+    fn constraints(&self, mode: Mode, f: &Field, e: Elem<'_>) -> TokenStream {
         let name = ident(&f.name);
         let fname = &f.name;
-        let at = format_ident!("__at_{}", f.name);
+        let at_id = format_ident!("__at_{}", f.name);
+        let at = quote!(#at_id);
         let mut out = Vec::new();
-        let level = level_ts(f.level, LevelName::Required);
+        let level = f.level.unwrap_or(LevelName::Required);
+        let reserved_level = f.level.unwrap_or(LevelName::Strict);
         let v = self.int_value(f, &quote!(#name));
         if let Elem::Int(s) = e {
             if let Some(val) = &f.value {
@@ -711,12 +775,17 @@ impl<'s> Gen<'s> {
                     }
                 };
                 let rule = format!("{fname}.value");
-                out.push(quote! {
-                    if #v != (#expect as u64) && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {:#x}, must be {} ({:#x})", #fname, #v, #shown, #expect)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(#v != (#expect as u64)),
+                    quote!(
+                        format!("`{}` is {:#x}, must be {} ({:#x})", #fname, #v, #shown, #expect)
+                    ),
+                ));
             }
             if let Some(vals) = &f.one_of {
                 let lits = vals.iter().map(|x| Literal::u64_suffixed(*x));
@@ -726,88 +795,114 @@ impl<'s> Gen<'s> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let rule = format!("{fname}.one_of");
-                out.push(quote! {
-                    if !matches!(#v, #(#lits)|*) && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {}, must be one of {}", #fname, #v, #shown)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(!matches!(#v, #(#lits)|*)),
+                    quote!(format!("`{}` is {}, must be one of {}", #fname, #v, #shown)),
+                ));
             }
             if let Some(m) = f.min {
                 let rule = format!("{fname}.min");
-                out.push(quote! {
-                    if #v < #m && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {}, must be at least {}", #fname, #v, #m)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(#v < #m),
+                    quote!(format!("`{}` is {}, must be at least {}", #fname, #v, #m)),
+                ));
             }
             if let Some(m) = f.max {
                 let rule = format!("{fname}.max");
-                out.push(quote! {
-                    if #v > #m && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {}, must be at most {}", #fname, #v, #m)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(#v > #m),
+                    quote!(format!("`{}` is {}, must be at most {}", #fname, #v, #m)),
+                ));
             }
             if f.enum_name.is_some() && f.known != Some(false) {
                 let rule = format!("{fname}.known");
                 let en = f.enum_name.clone().unwrap_or_default();
-                out.push(quote! {
-                    if !#name.is_known() && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {:#x}, not a known {}", #fname, #v, #en)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(!#name.is_known()),
+                    quote!(format!("`{}` is {:#x}, not a known {}", #fname, #v, #en)),
+                ));
             }
             if f.flags.is_some() {
                 let rule = format!("{fname}.reserved_bits");
-                out.push(quote! {
-                    if #name.reserved_bits() != 0 && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {:#x}: reserved bits {:#x} are set", #fname, #v, #name.reserved_bits())));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(#name.reserved_bits() != 0),
+                    quote!(format!("`{}` is {:#x}: reserved bits {:#x} are set", #fname, #v, #name.reserved_bits())),
+                ));
             }
             if f.reserved {
-                let level = level_ts(f.level, LevelName::Strict);
                 let rule = format!("{fname}.reserved");
-                out.push(quote! {
-                    if #v != 0 && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "reserved `{}` is {:#x}, must be 0", #fname, #v)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    reserved_level,
+                    at.clone(),
+                    quote!(#v != 0),
+                    quote!(format!("reserved `{}` is {:#x}, must be 0", #fname, #v)),
+                ));
             }
         }
         if let Elem::Bytes(_) = e {
             if let Some(IntOrName::Name(k)) = &f.value {
                 let kid = format_ident!("{}", k);
                 let rule = format!("{fname}.value");
-                out.push(quote! {
-                    if #name != #kid && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "`{}` is {:02x?}, must be {}", #fname, &#name[..], #k)));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    level,
+                    at.clone(),
+                    quote!(#name != #kid),
+                    quote!(format!("`{}` is {:02x?}, must be {}", #fname, &#name[..], #k)),
+                ));
             }
             if f.reserved {
-                let level = level_ts(f.level, LevelName::Strict);
                 let rule = format!("{fname}.reserved");
-                out.push(quote! {
-                    if #name.iter().any(|b| *b != 0) && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule, #level, #at, format!(
-                            "reserved `{}` is {:02x?}, must be all zero", #fname, &#name[..])));
-                    }
-                });
+                out.push(self.check(
+                    mode,
+                    fname,
+                    &rule,
+                    reserved_level,
+                    at.clone(),
+                    quote!(#name.iter().any(|b| *b != 0)),
+                    quote!(
+                        format!("reserved `{}` is {:02x?}, must be all zero", #fname, &#name[..])
+                    ),
+                ));
             }
         }
+        let out = out.into_iter().flatten();
         quote!(#(#out)*)
     }
 
-    /// Rule checks over locals; integer fields are converted to u64 first.
-    fn rules(&self, fields: &[Field], rules: &[Rule]) -> TokenStream {
+    /// Rule checks over locals; integer fields are converted to u64 first. When encoding,
+    /// rules that name a context value (unknown to an encoder) are left to the decoder.
+    fn rules(&self, mode: Mode, fields: &[Field], rules: &[Rule]) -> TokenStream {
         let mut out = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             let Ok(e) = expr::parse(&r.check) else {
@@ -815,6 +910,9 @@ impl<'s> Gen<'s> {
             };
             let mut names = Vec::new();
             e.names(&mut names);
+            if mode == Mode::Encode && names.iter().any(|n| matches!(n, Expr::Ctx(_))) {
+                continue;
+            }
             let params: Vec<Ident> = names.iter().map(|n| ident(&n.local_name())).collect();
             let mut binds = Vec::new();
             let mut args = Vec::new();
@@ -822,9 +920,10 @@ impl<'s> Gen<'s> {
             for n in &names {
                 let local = ident(&n.local_name());
                 match n {
-                    Expr::Name(f) if f == "body_length" => {
-                        args.push(quote!((__c.total() as u64)));
-                    }
+                    Expr::Name(f) if f == "body_length" => match mode {
+                        Mode::Decode => args.push(quote!((__c.total() as u64))),
+                        Mode::Encode => args.push(quote!((self.encoded_len() as u64))),
+                    },
                     Expr::Name(f) => {
                         let field = fields.iter().find(|x| &x.name == f);
                         let id = ident(f);
@@ -848,12 +947,22 @@ impl<'s> Gen<'s> {
             let fn_name = format_ident!("__rule_{}", i);
             let rule_name = &r.name;
             let check_text = &r.check;
-            let level = level_ts(r.level, LevelName::Required);
             let shown: Vec<String> = names
                 .iter()
                 .map(|n| format!("{} = {{:#x}}", n.spelling()))
                 .collect();
             let fmt = format!("`{}` does not hold: {}", check_text, shown.join(", "));
+            let Some(fail) = self.check(
+                mode,
+                rule_name,
+                rule_name,
+                r.level.unwrap_or(LevelName::Required),
+                quote!(0),
+                quote!(#fn_name(#(#binds),*) != Some(true)),
+                quote!(format!(#fmt, #(#binds),*)),
+            ) else {
+                continue;
+            };
             out.push(quote! {
                 'rule: {
                     #(#ctx_opts)*
@@ -861,9 +970,7 @@ impl<'s> Gen<'s> {
                     fn #fn_name(#(#params: u64),*) -> Option<bool> { Some(#body) }
                     let __args = (#(#args,)*);
                     let (#(#binds,)*) = __args;
-                    if #fn_name(#(#binds),*) != Some(true) && ctx.strictness.enforces(#level) {
-                        return Err(__c.fail(#rule_name, #level, 0, format!(#fmt, #(#binds),*)));
-                    }
+                    #fail
                 }
             });
         }
@@ -871,11 +978,19 @@ impl<'s> Gen<'s> {
     }
 
     /// Encoding statements for a field list held in `self`, writing to `sink`.
-    fn encode_fields(&self, item: &str, fields: &[Field], order: TokenStream) -> TokenStream {
+    fn encode_fields(
+        &self,
+        item: &str,
+        fields: &[Field],
+        rules: &[Rule],
+        empty_payload: bool,
+        order: TokenStream,
+    ) -> TokenStream {
         let spec = self.spec;
         let counts = self.count_fields(fields);
         let mut pre = Vec::new();
         let mut out = Vec::new();
+        let checks = self.encode_checks(fields, rules, empty_payload);
         for f in fields {
             let name = ident(&f.name);
             let Some(kind) = spec.kind(f) else { continue };
@@ -887,7 +1002,7 @@ impl<'s> Gen<'s> {
                 let fname = &f.name;
                 pre.push(quote! {
                     let #name: #ty = <#ty>::try_from(self.#arr_id.len()).map_err(|_| __w::EncodeError {
-                        item: #item, field: #fname,
+                        item: #item, field: #fname, rule: None,
                         detail: format!("{} elements do not fit in {}", self.#arr_id.len(), stringify!(#ty)),
                     })?;
                 });
@@ -934,6 +1049,7 @@ impl<'s> Gen<'s> {
                     let member = ident(&member);
                     let attr_id = ident(&attr);
                     let fname = &f.name;
+                    let rule = format!("{}.length", f.name);
                     // The format's own constant, so the generated code names where it comes from.
                     let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
                     let ps = quote!((#page_size as usize));
@@ -941,7 +1057,7 @@ impl<'s> Gen<'s> {
                         let __pages = self.#src.iter().filter(|e| e.#member().#attr_id()).count();
                         if Some(self.#name.len()) != __pages.checked_mul(#ps) {
                             return Err(__w::EncodeError {
-                                item: #item, field: #fname,
+                                item: #item, field: #fname, rule: Some(#rule),
                                 detail: format!("{} entries carry data, so {} octets of pages are needed, {} given",
                                     __pages, __pages.saturating_mul(#ps), self.#name.len()),
                             });
@@ -956,11 +1072,212 @@ impl<'s> Gen<'s> {
         }
         quote! {
             #(#pre)*
+            #checks
             scratch.clear();
             #(#out)*
             sink.copy(scratch);
             scratch.clear();
         }
+    }
+
+    /// Whether an integer field or member is shown in hex: `display: hex`, or a reserved value
+    /// without a `display`.
+    fn hex(display: Option<Display>, reserved: bool) -> bool {
+        display == Some(Display::Hex) || (display.is_none() && reserved)
+    }
+
+    /// The walk value of an integer held in `v` (typed as the field's enum or flags, if any).
+    fn walk_value(&self, f: &Field, v: TokenStream) -> TokenStream {
+        if let Some(en) = f.enum_name.as_ref().and_then(|n| self.spec.enum_(n)) {
+            let en_name = &en.name;
+            quote!(__w::Value::Enum { value: #v.0 as u64, name: #v.name(), enum_name: #en_name })
+        } else if let Some(fl) = f.flags.as_ref().and_then(|n| self.spec.flags_(n)) {
+            let bits = fl.bits.iter().map(|b| {
+                let m = Literal::u64_suffixed(1u64 << b.bit);
+                let n = &b.name;
+                quote!((#m, #n))
+            });
+            quote!(__w::Value::Flags { value: #v.0 as u64, bits: &[#(#bits),*] })
+        } else {
+            let hex = Self::hex(f.display, f.reserved);
+            quote!(__w::Value::Int { value: #v as u64, hex: #hex })
+        }
+    }
+
+    /// `Walk::walk` body for a field list held in `self`: every stored field in spec order
+    /// (count fields are reported with their array).
+    fn walk_fields(&self, fields: &[Field]) -> TokenStream {
+        let spec = self.spec;
+        let counts = self.count_fields(fields);
+        let mut out = Vec::new();
+        for f in fields {
+            let fname = &f.name;
+            if let Some((_, arr)) = counts.iter().find(|(c, _)| *c == f.name) {
+                // Not stored: on the wire it is the array's length.
+                let arr = ident(arr);
+                out.push(quote! {
+                    v.scalar(#fname, __w::Value::Int { value: self.#arr.len() as u64, hex: false }, false);
+                });
+                continue;
+            }
+            let name = ident(&f.name);
+            let reserved = f.reserved;
+            let Some(kind) = spec.kind(f) else { continue };
+            let count_field = match &f.count {
+                Some(c) if c != "rest" => quote!(Some(#c)),
+                _ => quote!(None),
+            };
+            let show = if f.display == Some(Display::Summary) {
+                quote!(__w::ArrayShow::Summary)
+            } else {
+                quote!(__w::ArrayShow::List)
+            };
+            match kind {
+                FieldKind::One(Elem::Int(_)) => {
+                    let value = self.walk_value(f, quote!(self.#name));
+                    out.push(quote!(v.scalar(#fname, #value, #reserved);));
+                }
+                FieldKind::One(Elem::Bytes(_)) => {
+                    out.push(
+                        quote!(v.scalar(#fname, __w::Value::Bytes(&self.#name[..]), #reserved);),
+                    );
+                }
+                FieldKind::One(Elem::Bitfield(b)) => {
+                    let tn = &b.name;
+                    out.push(quote! {
+                        v.struct_begin(#fname, #tn);
+                        __w::Walk::walk(&self.#name, v);
+                        v.struct_end();
+                    });
+                }
+                FieldKind::One(Elem::Struct(st)) => {
+                    let tn = &st.name;
+                    out.push(quote! {
+                        v.struct_begin(#fname, #tn);
+                        __w::Walk::walk(&self.#name, v);
+                        v.struct_end();
+                    });
+                }
+                FieldKind::Array {
+                    elem: Elem::Int(Scalar::U8) | Elem::Bytes(_),
+                    ..
+                } => {
+                    out.push(quote!(v.blob(#fname, self.#name, __w::BlobKind::Opaque, None);));
+                }
+                FieldKind::Array { elem, .. } => {
+                    let info = quote!(__w::ArrayInfo { count: self.#name.len(), count_field: #count_field, show: #show });
+                    match elem {
+                        Elem::Int(_) => {
+                            let hex = Self::hex(f.display, f.reserved);
+                            out.push(
+                                quote!(__w::walk_int_array(#fname, &self.#name, #hex, #info, v);),
+                            );
+                        }
+                        Elem::Bitfield(b) => {
+                            let tn = &b.name;
+                            out.push(quote!(__w::walk_array(#fname, #tn, &self.#name, #info, v);));
+                        }
+                        Elem::Struct(st) => {
+                            let tn = &st.name;
+                            out.push(quote!(__w::walk_array(#fname, #tn, &self.#name, #info, v);));
+                        }
+                        Elem::Bytes(_) => {}
+                    }
+                }
+                FieldKind::Blob => {
+                    out.push(quote!(v.blob(#fname, self.#name, __w::BlobKind::Opaque, None);));
+                }
+                FieldKind::Pages { .. } => {
+                    let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
+                    out.push(quote! {
+                        v.blob(#fname, self.#name, __w::BlobKind::Pages { page_size: #page_size as usize }, None);
+                    });
+                }
+                FieldKind::CStrings { pairs } => {
+                    out.push(quote!(v.strings(#fname, self.#name, #pairs);));
+                }
+            }
+        }
+        quote!(let _ = &v; #(#out)*)
+    }
+
+    /// The encoder's copy of the decoder's `required` checks, over locals bound from `self`
+    /// (count fields are bound by the caller, from their array's length).
+    fn encode_checks(&self, fields: &[Field], rules: &[Rule], empty_payload: bool) -> TokenStream {
+        let spec = self.spec;
+        let counts = self.count_fields(fields);
+        let mut out = Vec::new();
+        for f in fields {
+            let name = ident(&f.name);
+            let fname = &f.name;
+            let Some(kind) = spec.kind(f) else { continue };
+            let is_count = counts.iter().any(|(c, _)| *c == f.name);
+            match kind {
+                FieldKind::One(e @ (Elem::Int(_) | Elem::Bytes(_))) => {
+                    if !is_count {
+                        out.push(quote!(let #name = self.#name; let _ = &#name;));
+                    }
+                    out.push(self.constraints(Mode::Encode, f, e));
+                }
+                FieldKind::Array { elem, .. } => {
+                    let len_name = format_ident!("len_{}", f.name);
+                    let esize = spec.elem_size(elem) as usize;
+                    let len = match elem {
+                        Elem::Int(Scalar::U8) | Elem::Bytes(_) => {
+                            quote!((self.#name.len() / #esize) as u64)
+                        }
+                        _ => quote!(self.#name.len() as u64),
+                    };
+                    out.push(quote!(let #len_name = #len; let _ = #len_name;));
+                    if let Elem::Bitfield(b) = elem {
+                        let t = type_ident(&b.name);
+                        out.push(quote! {
+                            if #t::HAS_CHECKS {
+                                for (__i, __e) in self.#name.iter().enumerate() {
+                                    __e.check(__w::Strictness::Lenient, Self::NAME, __i, 0).map_err(|e| __w::EncodeError {
+                                        item: Self::NAME, field: #fname, rule: Some(e.rule), detail: e.detail,
+                                    })?;
+                                }
+                            }
+                        });
+                    }
+                }
+                FieldKind::CStrings { pairs } => {
+                    let term_rule = format!("{}.terminated", f.name);
+                    out.push(quote! {
+                        if !self.#name.terminated() {
+                            return Err(__w::EncodeError {
+                                item: Self::NAME, field: #fname, rule: Some(#term_rule),
+                                detail: "the last string is not NUL-terminated".to_string(),
+                            });
+                        }
+                    });
+                    if pairs {
+                        let rule = format!("{}.pairs", f.name);
+                        out.push(quote! {
+                            if self.#name.count() % 2 != 0 {
+                                return Err(__w::EncodeError {
+                                    item: Self::NAME, field: #fname, rule: Some(#rule),
+                                    detail: format!("{} strings: keys and values must pair up", self.#name.count()),
+                                });
+                            }
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let rules = self.rules(Mode::Encode, fields, rules);
+        let rules = if empty_payload {
+            quote! {
+                if self.encoded_len() > Self::MIN_SIZE {
+                    #rules
+                }
+            }
+        } else {
+            rules
+        };
+        quote!(#(#out)* #rules)
     }
 
     fn put_scalar(&self, s: Scalar, v: TokenStream) -> TokenStream {
@@ -1077,8 +1394,9 @@ impl<'s> Gen<'s> {
                 quote!(let __endian = #e;)
             }
         };
-        let decode = self.decode_fields(fields, item);
-        let rules = self.rules(fields, rules);
+        let decode = self.decode_fields(fields);
+        let rules_spec = rules;
+        let rules = self.rules(Mode::Decode, fields, rules);
         let trailing_kind = trailing;
         let min = spec.min_size(fields) as usize;
         let trailing = match trailing {
@@ -1137,8 +1455,9 @@ impl<'s> Gen<'s> {
             ByteOrder::Stream => quote!(__endian),
             other => endian_expr(other),
         };
-        let encode = self.encode_fields(item, fields, quote!(__order));
+        let encode = self.encode_fields(item, fields, rules_spec, empty_payload, quote!(__order));
         let len = self.len_expr(fields);
+        let walk = self.walk_fields(fields);
         let fixed = spec.fixed_size(fields).map(|n| {
             let n = n as usize;
             quote! {
@@ -1220,6 +1539,10 @@ impl<'s> Gen<'s> {
                 fn default() -> Self {
                     Self { #(#defaults)* }
                 }
+            }
+            impl #lt __w::Walk for #name #lt_use {
+                fn item_name(&self) -> &'static str { #item }
+                fn walk(&self, v: &mut dyn __w::Visitor) { #walk }
             }
         }
     }
@@ -1374,6 +1697,9 @@ impl<'s> Gen<'s> {
         let encs = variants
             .iter()
             .map(|v| quote!(Record::#v(r) => r.encode_to(__endian, sink, scratch),));
+        let walks = variants
+            .iter()
+            .map(|v| quote!(Record::#v(r) => __w::Walk::walk(r, v),));
         let domain_names: Vec<String> = spec
             .domain_type_enum()
             .map(|e| e.values.iter().map(|v| v.name.clone()).collect())
@@ -1535,6 +1861,18 @@ impl<'s> Gen<'s> {
                     match self {
                         #(#encs)*
                         Record::Unknown { body, .. } => { sink.borrow(body); Ok(()) }
+                    }
+                }
+            }
+
+            impl<'a> __w::Walk for Record<'a> {
+                fn item_name(&self) -> &'static str {
+                    self.record_type().name()
+                }
+                fn walk(&self, v: &mut dyn __w::Visitor) {
+                    match self {
+                        #(#walks)*
+                        Record::Unknown { body, .. } => v.blob("body", body, __w::BlobKind::Opaque, None),
                     }
                 }
             }

@@ -719,6 +719,15 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
+                if m.display == Some(Display::Summary)
+                    || (m.display.is_some() && m.enum_name.is_some())
+                {
+                    self.err(
+                        &mp,
+                        Some("display"),
+                        "`display: hex | decimal` applies to integer members only",
+                    );
+                }
                 if m.reserved && m.enum_name.is_some() {
                     self.err(
                         &mp,
@@ -919,6 +928,31 @@ impl<'a> Checker<'a> {
                     Some("count_where"),
                     "`count_where` applies to `pages` only",
                 );
+            }
+            if let Some(d) = f.display {
+                let shape = spec.kind(f).map(|k| match k {
+                    FieldKind::One(Elem::Int(_)) => (true, false),
+                    FieldKind::Array { elem, .. } => (
+                        matches!(elem, Elem::Int(_)),
+                        !matches!(elem, Elem::Bytes(_)),
+                    ),
+                    _ => (false, false),
+                });
+                let (int, array) = shape.unwrap_or((true, true));
+                let int = int && f.enum_name.is_none() && f.flags.is_none();
+                match d {
+                    Display::Hex | Display::Decimal if !int => self.err(
+                        &fp,
+                        Some("display"),
+                        "`display: hex | decimal` applies to integers and arrays of integers",
+                    ),
+                    Display::Summary if !array => self.err(
+                        &fp,
+                        Some("display"),
+                        "`display: summary` applies to arrays of integers, structs or bitfields",
+                    ),
+                    _ => {}
+                }
             }
         }
         let scope = FieldScope { ints, arrays };

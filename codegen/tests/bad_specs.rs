@@ -866,3 +866,51 @@ records:
         mentions: &["PAGE_SIZE"],
     });
 }
+
+#[test]
+fn summary_display_on_a_single_value() {
+    check(&Case {
+        name: "summary_display_on_a_single_value",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: value
+        type: u32
+        display: summary   # <-
+        doc: One value.
+"#,
+        token: "display",
+        mentions: &["display", "summary"],
+    });
+}
+
+#[test]
+fn hex_display_on_a_blob() {
+    check(&Case {
+        name: "hex_display_on_a_blob",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: payload
+        type: blob
+        display: hex   # <-
+        doc: Opaque octets.
+"#,
+        token: "display",
+        mentions: &["display", "hex"],
+    });
+}

@@ -9,6 +9,7 @@
 
 extern crate self as xenmig;
 
+pub mod render;
 pub mod wire;
 
 xenmig_macros::include_spec!("../spec/libxc.yaml");

@@ -61,6 +61,11 @@ pub struct RecordCount {
     pub count: u64,
     /// Body octets (without framing).
     pub bytes: u64,
+    /// The fields of the first record of this type that decoded, rendered from its generated
+    /// walk ([`crate::render`]): whatever fields the spec gives the record, and nothing
+    /// written per record here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<serde_json::Value>,
 }
 
 /// Guest memory seen in PAGE_DATA records.
@@ -450,6 +455,7 @@ impl Verifier {
                 name: rec.type_name(),
                 count: 1,
                 bytes,
+                first: None,
             });
         } else {
             self.report.records_of_other_types += 1;
@@ -565,8 +571,20 @@ impl Verifier {
         Ok(())
     }
 
+    /// Keeps the rendered fields of the first record of each listed type.
+    fn note_first(&mut self, rec: &RawRecord<'_>, decoded: &dyn crate::wire::Walk) {
+        if let Some(rc) =
+            self.report.records.iter_mut().find(|r| {
+                r.first.is_none() && r.layer == rec.layer && r.record_type == rec.record_type
+            })
+        {
+            rc.first = Some(crate::render::json(decoded));
+        }
+    }
+
     fn libxc_record(&mut self, rec: &RawRecord<'_>) -> Result<(), StreamError> {
         let decoded = rec.libxc()?;
+        self.note_first(rec, &decoded);
         let version = self.report.libxc_version.unwrap_or(0);
         let Some(info) = rec.info() else {
             // Unknown type: bit 31 says whether a reader may skip it.
@@ -865,6 +883,7 @@ impl Verifier {
         after_checkpoint_end: bool,
     ) -> Result<(), StreamError> {
         let decoded = rec.libxl()?;
+        self.note_first(rec, &decoded);
         let Some(info) = rec.info() else {
             // libxl has no optional records: anything unknown is fatal.
             return Err(rec.error(StreamError::invalid(

@@ -139,19 +139,22 @@ impl std::error::Error for DecodeError {}
 pub struct EncodeError {
     /// The record or struct being encoded.
     pub item: &'static str,
-    /// The field at fault.
+    /// The field at fault (for a rule over several fields, the rule's name).
     pub field: &'static str,
+    /// The spec rule the value breaks, named as a decoder names it in [`DecodeError::rule`]
+    /// (`count.min`, a rule name, ...), when the value breaks one.
+    pub rule: Option<&'static str>,
     /// What is inconsistent.
     pub detail: String,
 }
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot encode {}.{}: {}",
-            self.item, self.field, self.detail
-        )
+        write!(f, "cannot encode {}.{}: ", self.item, self.field)?;
+        if let Some(rule) = self.rule {
+            write!(f, "rule `{rule}` fails: ")?;
+        }
+        f.write_str(&self.detail)
     }
 }
 
@@ -657,4 +660,150 @@ pub struct Layout {
 /// Formats integer values for error details.
 pub fn hex(v: u64) -> String {
     format!("{v:#x}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Introspection: every generated record body, struct and bitfield implements [`Walk`], which
+// hands its fields, in spec order, to a [`Visitor`]. Renderers (the `dump` listing, JSON) are
+// written once against the visitor and never name a record.
+
+/// How the value of one scalar field is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'v> {
+    /// An integer; `hex` when the spec asks for it to be shown in hex (`display: hex`).
+    Int { value: u64, hex: bool },
+    /// A value of an enum: the spec's name for it, if it defines one.
+    Enum {
+        value: u64,
+        name: Option<&'static str>,
+        /// The enum's name in the spec.
+        enum_name: &'static str,
+    },
+    /// A flags value with the spec's named bits (mask, name); other set bits are reserved.
+    Flags {
+        value: u64,
+        bits: &'static [(u64, &'static str)],
+    },
+    /// A fixed-size byte string.
+    Bytes(&'v [u8]),
+}
+
+impl Value<'_> {
+    /// The names of the set named bits of a flags value and the reserved bits left over; for
+    /// other values, no names and no rest.
+    pub fn flag_names(&self) -> (Vec<&'static str>, u64) {
+        match *self {
+            Value::Flags { value, bits } => {
+                let mut known = 0u64;
+                let mut names = Vec::new();
+                for &(mask, name) in bits {
+                    known |= mask;
+                    if mask != 0 && value & mask == mask {
+                        names.push(name);
+                    }
+                }
+                (names, value & !known)
+            }
+            _ => (Vec::new(), 0),
+        }
+    }
+}
+
+/// How the spec asks an array to be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayShow {
+    /// Element by element.
+    List,
+    /// As a summary (`display: summary`): counts of each enum value and runs of consecutive
+    /// integers, for arrays too long to list (page frame lists).
+    Summary,
+}
+
+/// What an array holds, as the visitor is told before its elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayInfo {
+    /// Number of elements.
+    pub count: usize,
+    /// The field that holds the count on the wire, when there is one (`count: FIELD`); the
+    /// walk reports that field as a scalar at its place, before the array.
+    pub count_field: Option<&'static str>,
+    pub show: ArrayShow,
+}
+
+/// What a run of octets is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobKind {
+    /// Opaque octets (`blob`, arrays of `u8`).
+    Opaque,
+    /// Whole pages of `page_size` octets (`pages`).
+    Pages { page_size: usize },
+}
+
+/// Receives the fields of a walked value, in spec order.
+///
+/// Elements of an array are reported between [`Visitor::array_begin`] and
+/// [`Visitor::array_end`] under the array's name: an integer element as one
+/// [`Visitor::scalar`], a struct or bitfield element between [`Visitor::struct_begin`] and
+/// [`Visitor::struct_end`].
+pub trait Visitor {
+    /// One integer, enum, flags or fixed-size byte field. `reserved` fields carry no meaning.
+    fn scalar(&mut self, name: &'static str, value: Value<'_>, reserved: bool);
+    /// A nested struct or bitfield (`type_name` as the spec names it); its fields follow.
+    fn struct_begin(&mut self, name: &'static str, type_name: &'static str);
+    fn struct_end(&mut self);
+    /// An array of integers, structs or bitfields; its elements follow.
+    fn array_begin(&mut self, name: &'static str, info: ArrayInfo);
+    fn array_end(&mut self);
+    /// Octets the spec does not break into fields. `layout` walks their contents when the spec
+    /// declares a layout for them (none does yet: it is `None`).
+    fn blob(&mut self, name: &'static str, bytes: &[u8], kind: BlobKind, layout: Option<&dyn Walk>);
+    /// NUL-terminated strings; `pairs` when they are keys and values.
+    fn strings(&mut self, name: &'static str, strings: CStrings<'_>, pairs: bool);
+}
+
+/// A value whose fields can be visited, generated for every record body, struct and bitfield.
+pub trait Walk {
+    /// The spec's name for the walked item.
+    fn item_name(&self) -> &'static str;
+    /// Hands every field to `v`, in spec order.
+    fn walk(&self, v: &mut dyn Visitor);
+}
+
+/// Walks every element of an array; used by generated code.
+pub fn walk_array<T: Element + Walk>(
+    name: &'static str,
+    type_name: &'static str,
+    array: &Array<'_, T>,
+    info: ArrayInfo,
+    v: &mut dyn Visitor,
+) {
+    v.array_begin(name, info);
+    for e in array.iter() {
+        v.struct_begin(name, type_name);
+        e.walk(v);
+        v.struct_end();
+    }
+    v.array_end();
+}
+
+/// Walks every element of an integer array; used by generated code.
+pub fn walk_int_array<T: Element + Into<u64>>(
+    name: &'static str,
+    array: &Array<'_, T>,
+    hex: bool,
+    info: ArrayInfo,
+    v: &mut dyn Visitor,
+) {
+    v.array_begin(name, info);
+    for e in array.iter() {
+        v.scalar(
+            name,
+            Value::Int {
+                value: e.into(),
+                hex,
+            },
+            false,
+        );
+    }
+    v.array_end();
 }

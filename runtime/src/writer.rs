@@ -301,6 +301,7 @@ impl<W: Write> StreamWriter<W> {
             return Err(EncodeError {
                 item: "xl_header",
                 field: "optional_data_len",
+                rule: None,
                 detail: format!(
                     "is {} but {} octets of optional data were given",
                     header.optional_data_len,
@@ -329,6 +330,13 @@ impl<W: Write> StreamWriter<W> {
             Endian::Little
         };
         self.raw(&h)
+    }
+
+    /// Sets the byte order of what follows, as [`StreamWriter::image_header`] does from the
+    /// header's options; for an image header written with [`StreamWriter::raw`] (a test
+    /// writing a big-endian image, which the encoder refuses since Xen does).
+    pub fn set_endian(&mut self, endian: Endian) {
+        self.endian = endian;
     }
 
     /// The libxc domain header.
@@ -422,6 +430,7 @@ impl<W: Write> StreamWriter<W> {
             return Err(WriteError::Encode(EncodeError {
                 item: name,
                 field: "(body)",
+                rule: None,
                 detail: format!(
                     "encoded {produced} octets, expected {len}; the streamed part found {found} times"
                 ),
@@ -514,6 +523,7 @@ impl<W: Write> StreamWriter<W> {
                     Err(WriteError::Encode(EncodeError {
                         item: name,
                         field: "(body)",
+                        rule: None,
                         detail: format!("encoded {produced} octets, expected {len}"),
                     }))
                 } else {
