@@ -349,8 +349,11 @@ if [ "$MALLOC" = 1 ]; then
   say "malloc checks for xl and its children: $MALLOC_ENV"
 fi
 # Every xl command of the scenarios goes through here (with the helper under test, if set).
+# One that has not finished after XL_LIMIT seconds is stopped (SIGTERM, rc 143): a migration
+# that hung once kept the boot waiting until the harness's timeout, and every log with it.
+XL_LIMIT=900
 xl() {
-  env $MALLOC_ENV ${LIBXL_SAVE_HELPER:+LIBXL_SAVE_HELPER=$LIBXL_SAVE_HELPER} /usr/lib/xen-4.17/bin/xl "$@"
+  timeout $XL_LIMIT env $MALLOC_ENV ${LIBXL_SAVE_HELPER:+LIBXL_SAVE_HELPER=$LIBXL_SAVE_HELPER} /usr/lib/xen-4.17/bin/xl "$@"
 }
 
 # A helper built with AddressSanitizer reports on stderr (which xl shows, so `trouble` sees
