@@ -1,6 +1,8 @@
 //! Helpers shared by xenmig's cross-crate tests: where the conformance vectors are and how to
 //! read their manifests.
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 use xenmig::wire::{DecodeCtx, Endian};
 use xenmig::xl;

@@ -8,6 +8,7 @@
 //! - `realxen`: boots Xen 4.17 under QEMU and runs `xl` save/restore/migrate/Remus scenarios
 //!   with xenmig as libxl's save helper (`realxen.rs`).
 //! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
+//! - `fuzz`: seeds and runs the cargo-fuzz targets in `fuzz/`, one after the other (`fuzz.rs`).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
+mod fuzz;
 mod literals;
 mod realxen;
 
@@ -35,6 +37,7 @@ commands:
   realxen boot Xen under QEMU and run xl scenarios with xenmig as save helper
           (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
+  fuzz    run each cargo-fuzz target for a while (see `cargo xtask fuzz --help`)
   help    show this message";
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Some("check") => no_args("check", &rest).and_then(|()| check()),
         Some("realxen") => realxen::main(&root(), &rest),
         Some("bench") => bench::run(&root(), &rest),
+        Some("fuzz") => fuzz::run(&root(), &rest),
         // The two ends of the plain TCP copy `bench` compares migration with.
         Some("tcp-sink") => bench::tcp_sink(&rest),
         Some("tcp-source") => bench::tcp_source(&rest),
