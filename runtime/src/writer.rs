@@ -26,6 +26,17 @@ pub enum WriteError {
         value: u64,
         limit: u64,
     },
+    /// The encoded record no longer says what it was encoded from: its octets changed in
+    /// this process's memory between encoding and writing. Nothing of it was written.
+    #[error(
+        "the {record} record at output offset {offset:#x} changed in memory after it was \
+         encoded ({detail}); it was not written"
+    )]
+    Changed {
+        record: &'static str,
+        offset: u64,
+        detail: String,
+    },
 }
 
 impl WriteError {
@@ -200,6 +211,73 @@ fn check_batch(record: &libxc::Record<'_>) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// The octets of an encoded body, piece by piece.
+fn piece_octets<'p>(pieces: &'p Pieces<'_>) -> impl Iterator<Item = &'p [u8]> + 'p {
+    pieces.iter().map(move |p| match p {
+        Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+        Piece::Borrowed(s) => s,
+    })
+}
+
+/// For a PAGE_DATA record: the encoded entries, read back from the pieces just before they
+/// are written, must still be the record's entries. The saver checks each batch's entries
+/// before encoding ([`crate::save`]); this closes the gap between encoding and the write, in
+/// which a real-Xen dom0 was seen to change a record's first entries (see
+/// `realxen/README.md`). About 8 KiB compared per batch; the page data is not.
+fn check_encoded_entries(
+    record: &libxc::Record<'_>,
+    endian: Endian,
+    pieces: &Pieces<'_>,
+    offset: u64,
+) -> Result<(), WriteError> {
+    let libxc::Record::PageData(p) = record else {
+        return Ok(());
+    };
+    // The body: count u32, reserved u32, then one u64 per entry.
+    let first = libxc::PageData::ENTRIES_OFFSET;
+    let mut at = 0usize;
+    let mut word = [0u8; 8];
+    let mut filled = 0usize;
+    let mut index = 0usize;
+    let n = p.entries.len();
+    for part in piece_octets(pieces) {
+        for &b in part {
+            if at >= first && index < n {
+                word[filled] = b;
+                filled += 1;
+                if filled == 8 {
+                    let got = match endian {
+                        Endian::Little => u64::from_le_bytes(word),
+                        Endian::Big => u64::from_be_bytes(word),
+                    };
+                    let want = p.entries.get(index).map_or(0, |e| e.0);
+                    if got != want {
+                        return Err(WriteError::Changed {
+                            record: "PAGE_DATA",
+                            offset,
+                            detail: format!("entry {index} reads {got:#x}, was {want:#x}"),
+                        });
+                    }
+                    filled = 0;
+                    index += 1;
+                }
+            }
+            at += 1;
+            if index >= n {
+                return Ok(());
+            }
+        }
+    }
+    if index < n {
+        return Err(WriteError::Changed {
+            record: "PAGE_DATA",
+            offset,
+            detail: format!("{index} of {n} entries encoded"),
+        });
+    }
+    Ok(())
+}
+
 /// A body's length padded to the record alignment, within Xen's cap on a record.
 fn padded_len(name: &'static str, len: usize) -> Result<usize, WriteError> {
     let padded = padded_body_len(len);
@@ -351,9 +429,13 @@ impl<W: Write> StreamWriter<W> {
         let t = record.record_type().to_u32();
         let name = record.record_type().name();
         let endian = self.endian;
-        self.framed(t, name, record.encoded_len(), |sink, scratch| {
-            record.encode_to(endian, sink, scratch)
-        })
+        self.framed(
+            t,
+            name,
+            record.encoded_len(),
+            |sink, scratch| record.encode_to(endian, sink, scratch),
+            |pieces, offset| check_encoded_entries(record, endian, pieces, offset),
+        )
     }
 
     /// A libxc record one of whose borrowed parts, `streamed` (a slice of the record's own
@@ -380,8 +462,11 @@ impl<W: Write> StreamWriter<W> {
         let mut tmp = std::mem::take(&mut self.tmp);
         let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
         self.tmp = tmp;
-        let result = match r {
-            Err(e) => Err(WriteError::Encode(e).into()),
+        let checked = r
+            .map_err(WriteError::Encode)
+            .and_then(|()| check_encoded_entries(record, self.endian, &pieces, self.offset));
+        let result = match checked {
+            Err(e) => Err(e.into()),
             Ok(()) => self.write_streamed(
                 record,
                 name,
@@ -487,9 +572,13 @@ impl<W: Write> StreamWriter<W> {
         let t = record.record_type().to_u32();
         let name = record.record_type().name();
         let endian = self.endian;
-        self.framed(t, name, record.encoded_len(), |sink, scratch| {
-            record.encode_to(endian, sink, scratch)
-        })
+        self.framed(
+            t,
+            name,
+            record.encoded_len(),
+            |sink, scratch| record.encode_to(endian, sink, scratch),
+            |_, _| Ok(()),
+        )
     }
 
     /// Frames one body: header, the encoded pieces, padding; one vectored write.
@@ -499,6 +588,7 @@ impl<W: Write> StreamWriter<W> {
         name: &'static str,
         len: usize,
         encode: F,
+        check: impl FnOnce(&Pieces<'a>, u64) -> Result<(), WriteError>,
     ) -> Result<(), WriteError>
     where
         F: FnOnce(&mut Pieces<'a>, &mut Vec<u8>) -> Result<(), EncodeError>,
@@ -526,6 +616,8 @@ impl<W: Write> StreamWriter<W> {
                         rule: None,
                         detail: format!("encoded {produced} octets, expected {len}"),
                     }))
+                } else if let Err(e) = check(&pieces, self.offset) {
+                    Err(e)
                 } else {
                     let pad = padded - len;
                     let parts = pieces.iter().map(|p| match p {
@@ -566,6 +658,54 @@ impl<W: Write> StreamWriter<W> {
 mod tests {
     use super::*;
     use crate::wire::Array;
+
+    /// Encodes `rec` into pieces as `StreamWriter::libxc` does.
+    fn encoded<'a>(rec: &'a libxc::Record<'a>) -> Pieces<'a> {
+        let mut pieces = Pieces::over(Vec::new());
+        let mut tmp = Vec::new();
+        rec.encode_to(Endian::Little, &mut pieces, &mut tmp)
+            .unwrap();
+        pieces
+    }
+
+    #[test]
+    fn encoded_entries_that_changed_before_the_write_are_refused() {
+        let entries: Vec<libxc::PageEntry> = (0x34400..0x34800)
+            .map(|p| {
+                libxc::PageEntry::default()
+                    .with_pfn(p)
+                    .with_page_type(libxc::PageType::XTAB)
+            })
+            .collect();
+        let rec = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(&entries),
+            pages: &[],
+        });
+        let mut pieces = encoded(&rec);
+        check_encoded_entries(&rec, Endian::Little, &pieces, 0x40).unwrap();
+        // What the real-Xen capture showed: the first entry replaced by another word.
+        let at = pieces
+            .scratch
+            .windows(8)
+            .position(|w| w == entries[0].0.to_le_bytes())
+            .unwrap();
+        pieces.scratch[at..at + 8].copy_from_slice(&0x59307b3u64.to_le_bytes());
+        let e = check_encoded_entries(&rec, Endian::Little, &pieces, 0x40).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, WriteError::Changed { offset: 0x40, .. }),
+            "{text}"
+        );
+        assert!(text.contains("entry 0 reads 0x59307b3"), "{text}");
+        // A change at the last entry is seen as well.
+        let mut pieces = encoded(&rec);
+        let last = entries[1023].0.to_le_bytes();
+        let at = pieces.scratch.windows(8).position(|w| w == last).unwrap();
+        pieces.scratch[at] ^= 1;
+        let e = check_encoded_entries(&rec, Endian::Little, &pieces, 0).unwrap_err();
+        assert!(e.to_string().contains("entry 1023"), "{e}");
+    }
 
     #[test]
     fn frames_with_padding_and_caps() {
