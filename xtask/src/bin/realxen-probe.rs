@@ -105,6 +105,17 @@ struct Shared {
     stop: std::sync::atomic::AtomicBool,
 }
 
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            addr: AtomicUsize::new(0),
+            expect_gen: AtomicU64::new(0),
+            round: AtomicU64::new(0),
+            stop: false.into(),
+        })
+    }
+}
+
 fn report(stats: &Stats, what: &str, round: u64, page: usize, got: u64, want: u64, old: u64) {
     let n = stats.stale.fetch_add(1, Ordering::Relaxed);
     if n < 20 {
@@ -123,12 +134,7 @@ fn report(stats: &Stats, what: &str, round: u64, page: usize, got: u64, want: u6
 
 /// Two threads on two CPUs; `fresh` maps new pages (munmap + mmap) or discards (DONTNEED).
 fn cross_cpu(seconds: u64, fresh: bool, stats: &Stats) {
-    let shared = Arc::new(Shared {
-        addr: AtomicUsize::new(0),
-        expect_gen: AtomicU64::new(0),
-        round: AtomicU64::new(0),
-        stop: false.into(),
-    });
+    let shared = Shared::new();
     let barrier = Arc::new(Barrier::new(2));
     let what = if fresh {
         "munmap+mmap, other CPU"
@@ -265,12 +271,7 @@ fn migrating(seconds: u64, stats: &Stats) {
 fn fork_cow(seconds: u64, stats: &Stats) {
     let what = "fork copy-on-write, the child's view";
     let barrier = Arc::new(Barrier::new(2));
-    let shared = Arc::new(Shared {
-        addr: AtomicUsize::new(0),
-        expect_gen: AtomicU64::new(0),
-        round: AtomicU64::new(0),
-        stop: false.into(),
-    });
+    let shared = Shared::new();
     let writer = {
         let (shared, barrier) = (shared.clone(), barrier.clone());
         std::thread::spawn(move || {
