@@ -219,25 +219,26 @@ migrate_scenario() { # GUEST NAME: live migration to localhost, the helper under
 # Checkpoints the Remus primary completes before it is stopped, and the longest wait for them.
 REMUS_CHECKPOINTS=4
 REMUS_LIMIT=300
-# Checkpoints the primary has taken so far: the helper reports no progress for the first one,
-# then one "Checkpointed save" line per later one.
+probe() { # probe SECONDS WHAT: runs realxen-probe, shows its lines; sets PROBE_RC, PROBE_LINE
+  say "+ realxen-probe tlb $1 ($2)"
+  /usr/lib/xenmig/realxen-probe tlb "$1" > /tmp/probe.out 2>&1
+  PROBE_RC=$?
+  sed 's/^/REALXEN    | /' /tmp/probe.out | tail -n 25
+  cat /tmp/probe.out >> /out/steps.log
+  PROBE_LINE=$(sed -n 's/^REALXEN-PROBE tlb //p' /tmp/probe.out)
+}
+
 tlb_probe_scenario() { # NAME: the platform's own check, no helper involved
   sc=$1
   destroy_all
-  say "+ realxen-probe tlb 100 (dom0 idle)"
-  /usr/lib/xenmig/realxen-probe tlb 100 > /tmp/probe-idle.out 2>&1
-  prc_idle=$?
-  sed 's/^/REALXEN    | /' /tmp/probe-idle.out | tail -n 25
-  cat /tmp/probe-idle.out >> /out/steps.log
-  idle="idle: $(sed -n 's/^REALXEN-PROBE tlb //p' /tmp/probe-idle.out)"
+  probe 100 "dom0 idle"
+  prc_idle=$PROBE_RC
+  idle="idle: $PROBE_LINE"
   busy=; pipes=; prc_busy=0; wrong=0; faulted=0
   if [ $HVM = 1 ] && create pvh64; then
-    say "+ realxen-probe tlb 60 (a PVH guest running)"
-    /usr/lib/xenmig/realxen-probe tlb 60 > /tmp/probe-busy.out 2>&1
-    prc_busy=$?
-    sed 's/^/REALXEN    | /' /tmp/probe-busy.out | tail -n 25
-    cat /tmp/probe-busy.out >> /out/steps.log
-    busy="; with a guest: $(sed -n 's/^REALXEN-PROBE tlb //p' /tmp/probe-busy.out)"
+    probe 60 "a PVH guest running"
+    prc_busy=$PROBE_RC
+    busy="; with a guest: $PROBE_LINE"
     # The shell's own pipelines, the guest still running: the kernel names busybox's applet
     # children `exe` (busybox re-executes itself through /proc/self/exe) and logs any of them
     # that faults.
@@ -261,6 +262,8 @@ tlb_probe_scenario() { # NAME: the platform's own check, no helper involved
   fi
 }
 
+# Checkpoints the primary has taken so far: the helper reports no progress for the first one,
+# then one "Checkpointed save" line per later one.
 remus_checkpoints() {
   n=$(grep -c 'Checkpointed save: .*100%' /tmp/remus.out 2> /dev/null)
   if [ "${n:-0}" -gt 0 ]; then echo $((n + 1)); else echo 0; fi
