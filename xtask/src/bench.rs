@@ -178,7 +178,7 @@ struct Tools {
 }
 
 /// Cargo's target directory, as `cargo metadata` gives it.
-fn target_dir(root: &Path, cargo: &OsString) -> Result<PathBuf> {
+pub(crate) fn target_dir(root: &Path, cargo: &OsString) -> Result<PathBuf> {
     let out = Command::new(cargo)
         .current_dir(root)
         .args(["metadata", "--format-version", "1", "--no-deps"])

@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const USAGE: &str = "\
@@ -103,7 +103,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     check_cargo_fuzz()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let work = target_dir(root, &cargo)?.join("fuzz");
+    let work = crate::bench::target_dir(root, &cargo)?.join("fuzz");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     if opts.seed {
         seed(root, &cargo, &work)?;
@@ -188,25 +188,6 @@ fn check_cargo_fuzz() -> Result<()> {
     Ok(())
 }
 
-/// Cargo's target directory, as `cargo metadata` gives it.
-fn target_dir(root: &Path, cargo: &OsString) -> Result<PathBuf> {
-    let out = Command::new(cargo)
-        .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed: {}", out.status);
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("cargo metadata printed no JSON")?;
-    let dir = v["target_directory"]
-        .as_str()
-        .context("cargo metadata gave no target_directory")?;
-    Ok(PathBuf::from(dir))
-}
-
 /// Small simulated domains `xenmig sim save` writes as seeds: file name, arguments. Names
 /// with `remus` are checkpointed streams.
 const SIM_SAVES: &[(&str, &[&str])] = &[
@@ -250,7 +231,7 @@ fn seed(root: &Path, cargo: &OsString, work: &Path) -> Result<()> {
     if !status.success() {
         bail!("cargo build -p xenmig-cli failed: {status}");
     }
-    let xenmig = target_dir(root, cargo)?.join("release/xenmig");
+    let xenmig = crate::bench::target_dir(root, cargo)?.join("release/xenmig");
     let sim = work.join("sim-streams");
     std::fs::create_dir_all(&sim).with_context(|| format!("cannot create {}", sim.display()))?;
     for (name, args) in SIM_SAVES {
