@@ -367,6 +367,9 @@ fn whole_rows(n: u64) -> bool {
 }
 
 /// Places fields into a [`Grid`] one after the other.
+/// Fixed fields longer than this are drawn as one box with their length.
+const LONG_FIELD_OCTETS: u64 = 4 * ROW_OCTETS as u64;
+
 struct Placer {
     grid: Grid,
     /// Octets used in the last row (8: start a new row), or `None` once a variable part
@@ -384,6 +387,11 @@ impl Placer {
 
     /// A fixed-size field.
     fn fixed(&mut self, label: &str, size: u64) {
+        if size > LONG_FIELD_OCTETS {
+            // A register file or a table: one box that says how long it is, not a row per 8.
+            self.block(&[format!("{label} ({})", octets(size))], size);
+            return;
+        }
         let id = self.grid.new_id();
         let Some(mut c) = self.col else {
             // Unknown alignment: a full-width box that says how long the field is.
@@ -417,6 +425,21 @@ impl Placer {
             remaining -= take as u64;
         }
         self.col = Some(c);
+    }
+
+    /// A part of known size drawn as full-width rows of text (`lines`); the position after it
+    /// is known when it starts a row and is a multiple of one.
+    fn block(&mut self, lines: &[String], size: u64) {
+        let aligned = matches!(self.col, Some(0) | Some(ROW_OCTETS));
+        if !aligned {
+            let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            self.variable(&lines, false);
+            return;
+        }
+        let id = self.grid.new_id();
+        let lines: Vec<String> = lines.iter().flat_map(|l| wrap(l, FULL_TEXT)).collect();
+        self.full_rows(id, &lines);
+        self.col = (size % ROW_OCTETS as u64 == 0).then_some(ROW_OCTETS);
     }
 
     /// A variable part described by `lines` (the first one names it); `keeps_alignment`
@@ -858,6 +881,14 @@ impl<'s> Doc<'s> {
                     ..
                 }) => format!("`{}[{c}]`", f.name),
                 Some(FieldKind::Array {
+                    count: Count::Fixed { n, constant },
+                    ..
+                }) => format!(
+                    "`{}[{}]`",
+                    f.name,
+                    constant.clone().unwrap_or(n.to_string())
+                ),
+                Some(FieldKind::Array {
                     count: Count::Rest, ..
                 }) => format!("`{}[]`", f.name),
                 _ => format!("`{}`", f.name),
@@ -900,6 +931,38 @@ impl<'s> Doc<'s> {
 
     fn framing(&mut self) {
         self.heading(2, "Record framing");
+        if let Some(fr) = &self.spec.file.framing {
+            let spec = self.spec;
+            self.block(fr.doc.trim());
+            self.block(&format!(
+                "Every record is a `{h}` header (below), then as many octets of body as its \
+                 `{l}` says, with no padding; the next record's header follows at once. \
+                 `{t}` holds the record type. A reader of these records stops after the record \
+                 whose type ends the sequence{end}; a type it does not know is shown as octets, \
+                 never refused.",
+                h = fr.header,
+                l = fr.length,
+                t = fr.type_field,
+                end = spec
+                    .file
+                    .records
+                    .iter()
+                    .find(|r| r.role == Some(Role::End))
+                    .map(|r| format!(" ({})", r.name))
+                    .unwrap_or_default(),
+            ));
+            let mut p = Placer::new();
+            if let Some(h) = spec.struct_(&fr.header) {
+                for f in &h.fields {
+                    if let Some(n) = spec.field_size(f) {
+                        p.fixed(&f.name, n);
+                    }
+                }
+            }
+            p.variable(&[format!("body ({} octets)", fr.length)], false);
+            self.diagram(&p.grid);
+            return;
+        }
         let order = match self.spec.file.byte_order {
             ByteOrder::Stream => "in the byte order the stream's header declares".to_string(),
             o => self.byte_order_text(o).to_string(),
@@ -954,6 +1017,22 @@ impl<'s> Doc<'s> {
                             format!("{}[{c}]", f.name),
                             format!("{}, {} each", Self::elem_plain(elem), octets(esize)),
                         ],
+                        (Count::Fixed { n, constant }, true) => vec![
+                            format!(
+                                "{}[{}]",
+                                f.name,
+                                constant.as_deref().unwrap_or(&n.to_string())
+                            ),
+                            octets(*n),
+                        ],
+                        (Count::Fixed { n, constant }, false) => vec![
+                            format!(
+                                "{}[{}]",
+                                f.name,
+                                constant.as_deref().unwrap_or(&n.to_string())
+                            ),
+                            format!("{n} × {}, {} each", Self::elem_plain(elem), octets(esize)),
+                        ],
                         (Count::Rest, true) => vec![
                             format!("{}[]", f.name),
                             format!("octets to the end of the {}", holder.whole()),
@@ -968,7 +1047,10 @@ impl<'s> Doc<'s> {
                             ),
                         ],
                     };
-                    p.variable(&lines, whole_rows(esize));
+                    match count {
+                        Count::Fixed { n, .. } => p.block(&lines, n.saturating_mul(esize)),
+                        _ => p.variable(&lines, whole_rows(esize)),
+                    }
                 }
                 FieldKind::Blob => p.variable(
                     &[
@@ -1059,6 +1141,10 @@ impl<'s> Doc<'s> {
                         format!("{esize} × `{c}`")
                     });
                 }
+                FieldKind::Array {
+                    elem,
+                    count: Count::Fixed { n, .. },
+                } => fixed += n.saturating_mul(spec.elem_size(*elem)),
                 FieldKind::Pages { page_size, .. } => terms.push(format!("{page_size} × pages")),
                 _ => open = true,
             }
@@ -1109,6 +1195,10 @@ impl<'s> Doc<'s> {
                     (Count::Field(c), false) => {
                         format!("`{c}` × {} ({} each)", self.elem_name(*elem), octets(esize))
                     }
+                    (Count::Fixed { n, .. }, true) => octets(*n),
+                    (Count::Fixed { n, .. }, false) => {
+                        format!("{n} × {} ({} each)", self.elem_name(*elem), octets(esize))
+                    }
                     (Count::Rest, true) => format!("octets to the end of the {}", holder.whole()),
                     (Count::Rest, false) => format!(
                         "{} × n to the end of the {} ({} each)",
@@ -1118,7 +1208,23 @@ impl<'s> Doc<'s> {
                     ),
                 }
             }
-            FieldKind::Blob => format!("octets to the end of the {}", holder.whole()),
+            FieldKind::Blob => {
+                let rest = format!("octets to the end of the {}", holder.whole());
+                match &f.layout {
+                    Some(BlobLayout {
+                        records: Some(fmt), ..
+                    }) => format!("{rest}: the records of format `{fmt}`"),
+                    Some(l) if !l.structs.is_empty() => format!(
+                        "{rest}: {}, whichever has the blob's length",
+                        l.structs
+                            .iter()
+                            .map(|q| format!("`{q}`"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                    _ => rest,
+                }
+            }
             FieldKind::Pages { page_size, .. } => format!("{page_size}-octet pages"),
             FieldKind::CStrings { pairs: true } => {
                 format!(

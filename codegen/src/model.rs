@@ -29,6 +29,37 @@ pub struct SpecFile {
     pub records: Vec<Record>,
     #[serde(default)]
     pub layouts: Vec<Layout>,
+    /// How records are framed when they are not framed by the stream machinery: a format
+    /// whose records sit one after another inside a blob of another format.
+    #[serde(default)]
+    pub framing: Option<Framing>,
+}
+
+/// The header in front of every record of a format whose records fill a blob.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Framing {
+    /// A struct of this format, read in front of every record body.
+    pub header: String,
+    /// The header's field that holds the record type.
+    #[serde(rename = "type")]
+    pub type_field: String,
+    /// The header's field that holds the body's length in octets (no padding follows).
+    pub length: String,
+    pub doc: String,
+}
+
+/// What a blob field holds, when a spec knows: the records of another format (with its
+/// `framing`), or one of a list of structs chosen by the blob's length.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobLayout {
+    /// A format (a spec file beside this one, `FORMAT.yaml`) whose framed records fill the blob.
+    #[serde(default)]
+    pub records: Option<String>,
+    /// `FORMAT.struct` names; the first whose size equals the blob's length is its layout.
+    #[serde(default)]
+    pub structs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -250,7 +281,9 @@ pub struct Field {
     pub doc: String,
     #[serde(default)]
     pub size: Option<u64>,
-    #[serde(default)]
+    /// `FIELD` (an earlier integer field), `rest`, or a fixed number (an integer or a
+    /// constant's name). Integers are kept as their decimal text.
+    #[serde(default, deserialize_with = "int_or_text")]
     pub count: Option<String>,
     #[serde(default)]
     pub count_where: Option<CountWhere>,
@@ -280,6 +313,9 @@ pub struct Field {
     /// How the field is shown: `hex` or `decimal` for integers, `summary` for arrays.
     #[serde(default)]
     pub display: Option<Display>,
+    /// For `blob`: what its octets hold.
+    #[serde(default)]
+    pub layout: Option<BlobLayout>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,4 +375,18 @@ pub struct OrderRule {
     #[serde(default)]
     pub level: Option<LevelName>,
     pub doc: String,
+}
+
+/// An optional key that may be written as an integer or as a name; kept as text.
+fn int_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrText {
+        Int(u64),
+        Text(String),
+    }
+    Ok(Option::<IntOrText>::deserialize(d)?.map(|v| match v {
+        IntOrText::Int(n) => n.to_string(),
+        IntOrText::Text(t) => t,
+    }))
 }

@@ -145,6 +145,7 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
     } else {
         g.record_enums()
     };
+    let framing = f.framing.as_ref().map(|fr| g.framing(fr));
     let format_name = &f.format;
     quote! {
         #doc
@@ -164,11 +165,174 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
             #(#structs)*
             #(#records)*
             #record_enums
+            #framing
         }
     }
 }
 
 impl<'s> Gen<'s> {
+    /// `Frame`, `Frames` and their walk, for a format whose records fill a blob.
+    fn framing(&self, fr: &Framing) -> TokenStream {
+        let spec = self.spec;
+        let header = type_ident(&fr.header);
+        let header_name = &fr.header;
+        let tf = ident(&fr.type_field);
+        let lf = ident(&fr.length);
+        let end = spec
+            .file
+            .records
+            .iter()
+            .find(|r| r.role == Some(Role::End))
+            .map(|r| r.record_type as u32);
+        let is_end = match end {
+            Some(t) => quote!(t == #t),
+            None => quote!({
+                let _ = t;
+                false
+            }),
+        };
+        let doc = doc_attr(&format!(
+            "The records of this format, one after another: each is a `{}` header, then as many \
+             octets of body as its `{}` says, with no padding. {}",
+            fr.header,
+            fr.length,
+            fr.doc.trim()
+        ));
+        quote! {
+            /// One record inside a blob of records: where its header starts, the header, and its body.
+            #[derive(Debug, Clone, Copy)]
+            pub struct Frame<'a> {
+                pub offset: usize,
+                pub header: #header,
+                pub body: &'a [u8],
+            }
+
+            impl<'a> Frame<'a> {
+                /// The record type its header names.
+                pub fn record_type(&self) -> RecordType {
+                    RecordType::from(self.header.#tf as u32)
+                }
+                /// The record, decoded from its body (an unknown type is `Record::Unknown`).
+                pub fn decode(&self, ctx: &__w::DecodeCtx) -> Result<Record<'a>, __w::DecodeError> {
+                    Record::decode(self.header.#tf as u32, self.body, ctx)
+                }
+            }
+
+            #doc
+            #[derive(Debug, Clone, Copy)]
+            pub struct Frames<'a> {
+                bytes: &'a [u8],
+            }
+
+            impl<'a> Frames<'a> {
+                pub fn new(bytes: &'a [u8]) -> Self {
+                    Frames { bytes }
+                }
+                /// Every record up to and including the end record, or up to the first that does
+                /// not fit (reported as an error, after which the iteration stops).
+                pub fn iter(&self) -> FrameIter<'a> {
+                    FrameIter { bytes: self.bytes, pos: 0, done: false }
+                }
+            }
+
+            /// Iterates over [`Frames`].
+            #[derive(Debug, Clone)]
+            pub struct FrameIter<'a> {
+                bytes: &'a [u8],
+                pos: usize,
+                done: bool,
+            }
+
+            impl<'a> FrameIter<'a> {
+                /// The octets after the end record (or after the record that did not fit).
+                pub fn rest(&self) -> &'a [u8] {
+                    self.bytes.get(self.pos..).unwrap_or(&[])
+                }
+            }
+
+            impl<'a> Iterator for FrameIter<'a> {
+                type Item = Result<Frame<'a>, __w::DecodeError>;
+                fn next(&mut self) -> Option<Self::Item> {
+                    if self.done || self.pos >= self.bytes.len() {
+                        return None;
+                    }
+                    let at = self.pos;
+                    let left = self.bytes.len() - at;
+                    let hsize = <#header as __w::Element>::SIZE;
+                    if left < hsize {
+                        self.done = true;
+                        return Some(Err(__w::DecodeError {
+                            item: #header_name, rule: "truncated", level: __w::Level::Required, offset: at,
+                            detail: format!("{} octets remain, a record header takes {}", left, hsize),
+                        }));
+                    }
+                    let header = <#header as __w::Element>::read(&self.bytes[at..at + hsize], __w::Endian::Little);
+                    let len = usize::try_from(header.#lf).unwrap_or(usize::MAX);
+                    let start = at + hsize;
+                    if len > self.bytes.len() - start {
+                        self.done = true;
+                        return Some(Err(__w::DecodeError {
+                            item: #header_name, rule: "length", level: __w::Level::Required, offset: at,
+                            detail: format!("the record's body is {} octets, {} remain", len, self.bytes.len() - start),
+                        }));
+                    }
+                    self.pos = start + len;
+                    let t = header.#tf as u32;
+                    if #is_end {
+                        self.done = true;
+                    }
+                    Some(Ok(Frame { offset: at, header, body: &self.bytes[start..start + len] }))
+                }
+            }
+
+            impl __w::Walk for Frames<'_> {
+                fn item_name(&self) -> &'static str {
+                    FORMAT
+                }
+                fn walk(&self, v: &mut dyn __w::Visitor) {
+                    let ctx = __w::DecodeCtx::new(REVISION).with_strictness(__w::Strictness::Lenient);
+                    let count = self.iter().count();
+                    v.array_begin("records", __w::ArrayInfo { count, count_field: None, show: __w::ArrayShow::List });
+                    let mut it = self.iter();
+                    for item in &mut it {
+                        v.struct_begin("records", "record");
+                        match item {
+                            Ok(fr) => {
+                                let rt = fr.record_type();
+                                let name = match rt { RecordType::Unknown(_) => None, known => Some(known.name()) };
+                                v.scalar("record", __w::Value::Enum { value: u32::from(rt) as u64, name, enum_name: "record_type" }, false);
+                                v.scalar("offset", __w::Value::Int { value: fr.offset as u64, hex: true }, false);
+                                __w::Walk::walk(&fr.header, v);
+                                match fr.decode(&ctx) {
+                                    Ok(Record::Unknown { body, .. }) => v.blob("body", body, __w::BlobKind::Opaque, None),
+                                    Ok(r) => {
+                                        v.struct_begin("body", rt.name());
+                                        __w::Walk::walk(&r, v);
+                                        v.struct_end();
+                                    }
+                                    Err(e) => {
+                                        v.blob("body", fr.body, __w::BlobKind::Opaque, None);
+                                        v.scalar("error", __w::Value::Text(&e.to_string()), false);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                v.scalar("offset", __w::Value::Int { value: e.offset as u64, hex: true }, false);
+                                v.scalar("error", __w::Value::Text(&e.to_string()), false);
+                            }
+                        }
+                        v.struct_end();
+                    }
+                    v.array_end();
+                    let rest = it.rest();
+                    if !rest.is_empty() {
+                        v.blob("trailing", rest, __w::BlobKind::Opaque, None);
+                    }
+                }
+            }
+        }
+    }
+
     fn constant(&self, c: &Constant) -> TokenStream {
         let name = format_ident!("{}", c.name);
         let doc = doc_attr(&c.doc);
@@ -485,10 +649,7 @@ impl<'s> Gen<'s> {
     fn count_fields<'f>(&self, fields: &'f [Field]) -> Vec<(&'f str, &'f str)> {
         fields
             .iter()
-            .filter_map(|f| match &f.count {
-                Some(c) if c != "rest" => Some((c.as_str(), f.name.as_str())),
-                _ => None,
-            })
+            .filter_map(|f| Some((self.spec.count_field(f)?, f.name.as_str())))
             .collect()
     }
 
@@ -613,6 +774,18 @@ impl<'s> Gen<'s> {
                                         #cf, __n, #esize, __len, __c.remaining())));
                                 }
                                 let __bytes = __c.take(#fname, __len)?;
+                            }
+                        }
+                        Count::Fixed { n, .. } => {
+                            let rule = format!("{}.length", f.name);
+                            let len = (*n as usize).saturating_mul(esize);
+                            quote! {
+                                if #len > __c.remaining() {
+                                    return Err(__c.fail(#rule, __w::Level::Required, #at, format!(
+                                        "{} elements of {} octets need {} octets, {} remain",
+                                        #n, #esize, #len, __c.remaining())));
+                                }
+                                let __bytes = __c.take(#fname, #len)?;
                             }
                         }
                         Count::Rest => {
@@ -1123,9 +1296,9 @@ impl<'s> Gen<'s> {
             let name = ident(&f.name);
             let reserved = f.reserved;
             let Some(kind) = spec.kind(f) else { continue };
-            let count_field = match &f.count {
-                Some(c) if c != "rest" => quote!(Some(#c)),
-                _ => quote!(None),
+            let count_field = match spec.count_field(f) {
+                Some(c) => quote!(Some(#c)),
+                None => quote!(None),
             };
             let show = if f.display == Some(Display::Summary) {
                 quote!(__w::ArrayShow::Summary)
@@ -1184,9 +1357,7 @@ impl<'s> Gen<'s> {
                         Elem::Bytes(_) => {}
                     }
                 }
-                FieldKind::Blob => {
-                    out.push(quote!(v.blob(#fname, self.#name, __w::BlobKind::Opaque, None);));
-                }
+                FieldKind::Blob => out.push(self.walk_blob(f)),
                 FieldKind::Pages { .. } => {
                     let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
                     out.push(quote! {
@@ -1199,6 +1370,47 @@ impl<'s> Gen<'s> {
             }
         }
         quote!(let _ = &v; #(#out)*)
+    }
+
+    /// The walk of a `blob` field: with its declared layout when the spec gives one.
+    fn walk_blob(&self, f: &Field) -> TokenStream {
+        let spec = self.spec;
+        let fname = &f.name;
+        let name = ident(&f.name);
+        let opaque = quote!(v.blob(#fname, self.#name, __w::BlobKind::Opaque, None););
+        let Some(l) = &f.layout else { return opaque };
+        let module = |fmt: &str| {
+            if fmt == spec.file.format {
+                quote!(self)
+            } else {
+                let m = format_ident!("{}", fmt);
+                quote!(super::#m)
+            }
+        };
+        if let Some(fmt) = &l.records {
+            let m = module(fmt);
+            return quote! {
+                v.blob(#fname, self.#name, __w::BlobKind::Opaque, Some(&#m::Frames::new(self.#name)));
+            };
+        }
+        let arms = l.structs.iter().filter_map(|q| {
+            let (other, st) = spec.layout_struct(q)?;
+            let m = module(&other.file.format);
+            let t = type_ident(&st.name);
+            let order = endian_expr(other.struct_order(st));
+            Some(quote! {
+                n if n == <#m::#t as __w::Element>::SIZE => {
+                    let s = <#m::#t as __w::Element>::read(self.#name, #order);
+                    v.blob(#fname, self.#name, __w::BlobKind::Opaque, Some(&s));
+                }
+            })
+        });
+        quote! {
+            match self.#name.len() {
+                #(#arms)*
+                _ => #opaque
+            }
+        }
     }
 
     /// The encoder's copy of the decoder's `required` checks, over locals bound from `self`
@@ -1219,9 +1431,26 @@ impl<'s> Gen<'s> {
                     }
                     out.push(self.constraints(Mode::Encode, f, e));
                 }
-                FieldKind::Array { elem, .. } => {
+                FieldKind::Array { elem, count } => {
                     let len_name = format_ident!("len_{}", f.name);
                     let esize = spec.elem_size(elem) as usize;
+                    if let Count::Fixed { n, .. } = count {
+                        let rule = format!("{}.length", f.name);
+                        let len = (n as usize).saturating_mul(esize);
+                        let have = match elem {
+                            Elem::Int(Scalar::U8) | Elem::Bytes(_) => quote!(self.#name.len()),
+                            _ => quote!(self.#name.encoded_len()),
+                        };
+                        out.push(quote! {
+                            if #have != #len {
+                                return Err(__w::EncodeError {
+                                    item: Self::NAME, field: #fname, rule: Some(#rule),
+                                    detail: format!("{} elements of {} octets make {} octets, {} given",
+                                        #n, #esize, #len, #have),
+                                });
+                            }
+                        });
+                    }
                     let len = match elem {
                         Elem::Int(Scalar::U8) | Elem::Bytes(_) => {
                             quote!((self.#name.len() / #esize) as u64)

@@ -4,7 +4,7 @@
 use crate::expr::{self, Expr, Kind, Scope};
 use crate::locate::Locations;
 use crate::model::*;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +64,9 @@ pub struct Spec {
     pub file: SpecFile,
     /// The file it was loaded from.
     pub path: PathBuf,
+    /// The formats this one's blob layouts name, read from the spec files beside it (each is
+    /// checked when it is loaded on its own).
+    pub others: BTreeMap<String, Spec>,
 }
 
 /// Integer widths.
@@ -126,6 +129,11 @@ pub enum Elem<'s> {
 pub enum Count {
     Field(String),
     Rest,
+    /// A fixed number of elements: `count: 3` or `count: CONSTANT` (records only).
+    Fixed {
+        n: u64,
+        constant: Option<String>,
+    },
 }
 
 /// The resolved shape of a field.
@@ -222,11 +230,67 @@ impl Spec {
                     },
                     Some(c) => FieldKind::Array {
                         elem,
-                        count: Count::Field(c.clone()),
+                        count: self.count_of(c),
                     },
                 }
             }
         })
+    }
+
+    /// A struct named by a blob layout: `FORMAT.struct` (another format's) or `struct` (this
+    /// one's), with the spec that defines it.
+    pub fn layout_struct(&self, name: &str) -> Option<(&Spec, &Struct)> {
+        let (spec, s) = match name.split_once('.') {
+            Some((fmt, s)) if fmt == self.file.format => (self, s),
+            Some((fmt, s)) => (self.others.get(fmt)?, s),
+            None => (self, name),
+        };
+        Some((spec, spec.struct_(s)?))
+    }
+
+    /// The format named by a `records:` layout, when it declares its framing.
+    pub fn framed_format(&self, name: &str) -> Option<&Spec> {
+        let spec = if name == self.file.format {
+            self
+        } else {
+            self.others.get(name)?
+        };
+        spec.file.framing.is_some().then_some(spec)
+    }
+
+    /// What a `count:` other than `rest` means: a number, a constant's value, or a field.
+    pub fn count_of(&self, c: &str) -> Count {
+        if let Ok(n) = c.parse::<u64>() {
+            return Count::Fixed { n, constant: None };
+        }
+        match self.constant(c).and_then(|k| k.value) {
+            Some(n) => Count::Fixed {
+                n,
+                constant: Some(c.to_string()),
+            },
+            None => Count::Field(c.to_string()),
+        }
+    }
+
+    /// The field that `f` is counted by, when an earlier field counts it.
+    pub fn count_field<'f>(&self, f: &'f Field) -> Option<&'f str> {
+        match f.count.as_deref() {
+            Some("rest") | None => None,
+            Some(c) => matches!(self.count_of(c), Count::Field(_)).then_some(c),
+        }
+    }
+
+    /// Octets a field takes when that does not depend on the data: a single element, or a
+    /// fixed number of them.
+    pub fn field_size(&self, f: &Field) -> Option<u64> {
+        match self.kind(f)? {
+            FieldKind::One(e) => Some(self.elem_size(e)),
+            FieldKind::Array {
+                elem,
+                count: Count::Fixed { n, .. },
+            } => self.elem_size(elem).checked_mul(n),
+            _ => None,
+        }
     }
 
     /// Octets one element takes (structs: the sum of their fields).
@@ -243,10 +307,7 @@ impl Spec {
     pub fn fixed_size(&self, fields: &[Field]) -> Option<u64> {
         let mut total = 0u64;
         for f in fields {
-            match self.kind(f)? {
-                FieldKind::One(e) => total = total.checked_add(self.elem_size(e))?,
-                _ => return None,
-            }
+            total = total.checked_add(self.field_size(f)?)?;
         }
         Some(total)
     }
@@ -258,9 +319,9 @@ impl Spec {
         let mut at = 0u64;
         for f in fields {
             out.push((f, at));
-            match self.kind(f) {
-                Some(FieldKind::One(e)) => at = at.saturating_add(self.elem_size(e)),
-                _ => break,
+            match self.field_size(f) {
+                Some(n) => at = at.saturating_add(n),
+                None => break,
             }
         }
         out
@@ -276,9 +337,9 @@ impl Spec {
     pub fn min_size(&self, fields: &[Field]) -> u64 {
         let mut total = 0u64;
         for f in fields {
-            match self.kind(f) {
-                Some(FieldKind::One(e)) => total = total.saturating_add(self.elem_size(e)),
-                _ => break,
+            match self.field_size(f) {
+                Some(n) => total = total.saturating_add(n),
+                None => break,
             }
         }
         total
@@ -293,6 +354,26 @@ impl Spec {
     pub fn domain_type_enum(&self) -> Option<&Enum> {
         self.enum_("domain_type")
     }
+}
+
+/// The other formats that blob layouts name (`records: F`, `structs: [F.s]`).
+fn layout_formats(file: &SpecFile) -> BTreeSet<String> {
+    let fields = file
+        .records
+        .iter()
+        .flat_map(|r| &r.fields)
+        .chain(file.structs.iter().flat_map(|s| &s.fields));
+    let mut out = BTreeSet::new();
+    for f in fields {
+        let Some(l) = &f.layout else { continue };
+        out.extend(l.records.iter().cloned());
+        out.extend(
+            l.structs
+                .iter()
+                .filter_map(|q| q.split_once('.').map(|(fmt, _)| fmt.to_string())),
+        );
+    }
+    out
 }
 
 /// Loads and checks a spec file.
@@ -336,9 +417,26 @@ pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
             }]));
         }
     };
+    let others = layout_formats(&file)
+        .into_iter()
+        .filter_map(|name| {
+            let other = path.with_file_name(format!("{name}.yaml"));
+            let text = std::fs::read_to_string(&other).ok()?;
+            let file = serde_yaml::from_str::<SpecFile>(&text).ok()?;
+            (file.format == name).then(|| {
+                let spec = Spec {
+                    file,
+                    path: other,
+                    others: BTreeMap::new(),
+                };
+                (name, spec)
+            })
+        })
+        .collect();
     let spec = Spec {
         file,
         path: path.to_path_buf(),
+        others,
     };
     let locs = Locations::scan(text);
     let mut v = Checker {
@@ -447,6 +545,126 @@ impl<'a> Checker<'a> {
         }
         self.records();
         self.layouts();
+        self.framing();
+    }
+
+    /// `framing`: a fixed-size header struct with integer type and length fields wide enough
+    /// for every record type.
+    fn framing(&mut self) {
+        let spec = self.spec;
+        let Some(fr) = &spec.file.framing else { return };
+        self.doc("framing", &fr.doc);
+        let Some(h) = spec.struct_(&fr.header) else {
+            self.err(
+                "framing",
+                Some("header"),
+                format!("`{}` is not a struct of this format", fr.header),
+            );
+            return;
+        };
+        if spec.fixed_size(&h.fields).is_none() {
+            self.err(
+                "framing",
+                Some("header"),
+                format!("struct `{}` must have a fixed size", h.name),
+            );
+        }
+        if matches!(spec.struct_order(h), ByteOrder::Stream) {
+            self.err("framing", Some("header"), "a framed format's header needs a fixed byte order (big, little or host), not `stream`");
+        }
+        let int_field = |name: &str| {
+            h.fields
+                .iter()
+                .find(|g| g.name == name && g.count.is_none())
+                .and_then(|g| Scalar::parse(&g.ty))
+        };
+        match int_field(&fr.type_field) {
+            None => self.err(
+                "framing",
+                Some("type"),
+                format!(
+                    "`{}` is not an integer field of `{}`",
+                    fr.type_field, h.name
+                ),
+            ),
+            Some(sc) => {
+                let max = if sc.size() >= 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * sc.size())) - 1
+                };
+                for (i, r) in spec.file.records.iter().enumerate() {
+                    if r.record_type > max {
+                        self.err(
+                            &format!("records[{i}]"),
+                            Some("type"),
+                            format!(
+                                "type {:#x} does not fit the framing's {}-octet `{}`",
+                                r.record_type,
+                                sc.size(),
+                                fr.type_field
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if int_field(&fr.length).is_none() {
+            self.err(
+                "framing",
+                Some("length"),
+                format!("`{}` is not an integer field of `{}`", fr.length, h.name),
+            );
+        }
+    }
+
+    /// A blob's `layout`: another format's framed records, or structs told apart by size.
+    fn blob_layout(&mut self, fp: &str, f: &Field, l: &BlobLayout) {
+        let spec = self.spec;
+        if f.ty != "blob" {
+            self.err(fp, Some("layout"), "`layout` applies to `blob` fields only");
+            return;
+        }
+        match (&l.records, l.structs.is_empty()) {
+            (Some(_), false) | (None, true) => {
+                self.err(
+                    fp,
+                    Some("layout"),
+                    "a layout names either `records: FORMAT` or `structs: [FORMAT.struct, ...]`",
+                );
+            }
+            (Some(fmt), true) => {
+                if spec.framed_format(fmt).is_none() {
+                    let why = if fmt == &spec.file.format || spec.others.contains_key(fmt) {
+                        format!("format `{fmt}` declares no `framing`")
+                    } else {
+                        format!("no spec `{fmt}.yaml` of format `{fmt}` is beside this one")
+                    };
+                    self.err(fp, Some("layout"), why);
+                }
+            }
+            (None, false) => {
+                let mut sizes: HashMap<u64, &str> = HashMap::new();
+                for q in &l.structs {
+                    match spec.layout_struct(q) {
+                        None => self.err(fp, Some("layout"), format!("`{q}` names no struct (write FORMAT.struct, with spec FORMAT.yaml beside this one)")),
+                        Some((other, st)) => {
+                            if matches!(other.struct_order(st), ByteOrder::Stream) {
+                                self.err(fp, Some("layout"), format!("struct `{q}` needs a fixed byte order to lay out a blob"));
+                            }
+                            match other.fixed_size(&st.fields) {
+                                None => self.err(fp, Some("layout"), format!("struct `{q}` has no fixed size")),
+                                Some(n) => {
+                                    if let Some(prev) = sizes.insert(n, q) {
+                                        self.err(fp, Some("layout"), format!("`{q}` and `{prev}` are both {n} octets: the blob's length cannot tell them apart"));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Every named item: naming convention and uniqueness across kinds.
@@ -885,6 +1103,19 @@ impl<'a> Checker<'a> {
                                         self.err(&fp, Some("count"), "`count: rest` fills the rest of the body and must be the last field");
                                     }
                                 }
+                                Some(c) if !matches!(spec.count_of(c), Count::Field(_)) => {
+                                    arrays.insert(&f.name);
+                                    if p.starts_with("structs") {
+                                        self.err(&fp, Some("count"), format!("a fixed count (`count: {c}`) is allowed in records only: a struct's fields are single values"));
+                                    }
+                                    if matches!(spec.count_of(c), Count::Fixed { n: 0, .. }) {
+                                        self.err(
+                                            &fp,
+                                            Some("count"),
+                                            "a fixed count must be at least 1",
+                                        );
+                                    }
+                                }
                                 Some(c) => {
                                     arrays.insert(&f.name);
                                     let earlier = fields[..j].iter().find(|g| g.name == c);
@@ -921,6 +1152,9 @@ impl<'a> Checker<'a> {
             }
             if f.size.is_some() && f.ty != "bytes" {
                 self.err(&fp, Some("size"), "`size` applies to `bytes` only");
+            }
+            if let Some(l) = &f.layout {
+                self.blob_layout(&fp, f, l);
             }
             if f.count_where.is_some() && f.ty != "pages" {
                 self.err(

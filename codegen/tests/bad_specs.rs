@@ -914,3 +914,136 @@ records:
         mentions: &["display", "hex"],
     });
 }
+
+#[test]
+fn fixed_count_in_a_struct() {
+    check(&Case {
+        name: "fixed_count_in_a_struct",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+constants:
+  - { name: N, type: u32, value: 3, doc: Three. }
+structs:
+  - name: head
+    doc: A header.
+    fields:
+      - { name: values, type: u32, count: N, doc: Three values. }   # <-
+"#,
+        token: "count",
+        mentions: &["count: N", "records only"],
+    });
+}
+
+#[test]
+fn layout_on_a_non_blob() {
+    check(&Case {
+        name: "layout_on_a_non_blob",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: inner
+    doc: What the blob holds.
+    fields:
+      - { name: a, type: u32, doc: A value. }
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: value, type: u32, layout: { structs: [inner] }, doc: One value. }   # <-
+"#,
+        token: "layout",
+        mentions: &["layout", "blob"],
+    });
+}
+
+#[test]
+fn layout_structs_of_one_size() {
+    check(&Case {
+        name: "layout_structs_of_one_size",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: one
+    doc: One shape.
+    fields:
+      - { name: a, type: u32, doc: A value. }
+  - name: two
+    doc: Another shape of the same size.
+    fields:
+      - { name: b, type: u32, doc: A value. }
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: payload, type: blob, layout: { structs: [one, two] }, doc: Octets. }   # <-
+"#,
+        token: "layout",
+        mentions: &["`two`", "`one`", "4 octets"],
+    });
+}
+
+#[test]
+fn layout_of_a_missing_format() {
+    check(&Case {
+        name: "layout_of_a_missing_format",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - { name: payload, type: blob, layout: { records: nowhere }, doc: Octets. }   # <-
+"#,
+        token: "layout",
+        mentions: &["nowhere.yaml"],
+    });
+}
+
+#[test]
+fn framing_type_too_narrow() {
+    check(&Case {
+        name: "framing_type_too_narrow",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+framing:
+  header: head
+  type: code
+  length: length
+  doc: Records one after another.
+structs:
+  - name: head
+    doc: The header.
+    fields:
+      - { name: code, type: u8, doc: The type. }
+      - { name: length, type: u8, doc: The length. }
+records:
+  - name: END
+    type: 0x00
+    role: end
+    doc: Last record.
+  - name: WIDE
+    type: 0x100   # <-
+    doc: A type that does not fit.
+"#,
+        token: "type",
+        mentions: &["0x100", "code"],
+    });
+}

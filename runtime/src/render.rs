@@ -214,6 +214,7 @@ fn scalar_val(value: Value<'_>) -> Val {
             }
             Val::List(l)
         }
+        Value::Text(t) => Val::Str(t.to_string()),
         Value::Bytes(b) => {
             let texty = b.iter().any(u8::is_ascii_graphic)
                 && b.iter().all(|&c| {
@@ -423,6 +424,7 @@ impl Visitor for Collector {
         let val = match (layout, kind) {
             (Some(inner), _) => Val::Obj(vec![
                 ("length", Val::Int(bytes.len() as u64)),
+                ("layout", Val::Name(inner.item_name().to_string())),
                 ("contents", Val::Obj(fields_of(inner))),
             ]),
             (None, BlobKind::Opaque) => Val::Len(bytes.len()),

@@ -686,6 +686,8 @@ pub enum Value<'v> {
     },
     /// A fixed-size byte string.
     Bytes(&'v [u8]),
+    /// Text the walk itself reports (why a nested layout could not be decoded).
+    Text(&'v str),
 }
 
 impl Value<'_> {
@@ -755,7 +757,8 @@ pub trait Visitor {
     fn array_begin(&mut self, name: &'static str, info: ArrayInfo);
     fn array_end(&mut self);
     /// Octets the spec does not break into fields. `layout` walks their contents when the spec
-    /// declares a layout for them (none does yet: it is `None`).
+    /// declares a layout for them (`layout:` on a blob field: another format's framed records,
+    /// or a struct chosen by the blob's length).
     fn blob(&mut self, name: &'static str, bytes: &[u8], kind: BlobKind, layout: Option<&dyn Walk>);
     /// NUL-terminated strings; `pairs` when they are keys and values.
     fn strings(&mut self, name: &'static str, strings: CStrings<'_>, pairs: bool);
