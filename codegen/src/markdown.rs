@@ -439,7 +439,7 @@ impl Placer {
         let id = self.grid.new_id();
         let lines: Vec<String> = lines.iter().flat_map(|l| wrap(l, FULL_TEXT)).collect();
         self.full_rows(id, &lines);
-        self.col = (size % ROW_OCTETS as u64 == 0).then_some(ROW_OCTETS);
+        self.col = size.is_multiple_of(ROW_OCTETS as u64).then_some(ROW_OCTETS);
     }
 
     /// A variable part described by `lines` (the first one names it); `keeps_alignment`
