@@ -14,6 +14,8 @@ pub enum Expr {
     Ctx(String),
     /// `len(ARRAY)`.
     Len(String),
+    /// An integer constant of the format (an `UPPER_SNAKE` name).
+    Const(String),
     Not(Box<Expr>),
     Bin(BinOp, Box<Expr>, Box<Expr>),
 }
@@ -196,6 +198,7 @@ impl P {
                     _ => Err("missing `)` after `len(NAME`".into()),
                 }
             }
+            Some(Tok::Ident(id)) if is_constant_name(&id) => Ok(Expr::Const(id)),
             Some(Tok::Ident(id)) => Ok(Expr::Name(id)),
             Some(t) => Err(format!("unexpected `{t:?}`")),
             None => Err("unexpected end of expression".into()),
@@ -217,12 +220,24 @@ pub fn parse(s: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// Whether an identifier names a constant: constants are `UPPER_SNAKE`, fields `lower_snake`.
+fn is_constant_name(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_uppercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// What the names in an expression may refer to.
 pub trait Scope {
     /// Whether `name` is an integer in scope.
     fn has_int(&self, name: &str) -> bool;
     /// Whether `name` is an array in scope.
     fn has_array(&self, name: &str) -> bool;
+    /// Whether `name` is an integer constant of the format.
+    fn has_const(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 impl Expr {
@@ -248,6 +263,12 @@ impl Expr {
             Expr::Len(n) => {
                 if !scope.has_array(n) {
                     return Err(format!("`len({n})` does not name an array field"));
+                }
+                Kind::Int
+            }
+            Expr::Const(n) => {
+                if !scope.has_const(n) {
+                    return Err(format!("`{n}` is not an integer constant of this format"));
                 }
                 Kind::Int
             }
@@ -286,7 +307,7 @@ impl Expr {
     /// Every name, context value and array the expression mentions, each once, in order.
     pub fn names(&self, out: &mut Vec<Expr>) {
         match self {
-            Expr::Int(_) => {}
+            Expr::Int(_) | Expr::Const(_) => {}
             Expr::Name(_) | Expr::Ctx(_) | Expr::Len(_) => {
                 if !out.contains(self) {
                     out.push(self.clone());
@@ -330,6 +351,10 @@ impl Expr {
                 let id = format_ident!("len_{}", n);
                 quote!(#id)
             }
+            Expr::Const(n) => {
+                let id = format_ident!("{}", n);
+                quote!((#id as u64))
+            }
             Expr::Not(e) => {
                 let e = e.to_rust();
                 quote!((!#e))
@@ -368,7 +393,7 @@ impl Expr {
     /// How the value is spelled in the spec.
     pub fn spelling(&self) -> String {
         match self {
-            Expr::Name(n) => n.clone(),
+            Expr::Name(n) | Expr::Const(n) => n.clone(),
             Expr::Ctx(n) => format!("ctx.{n}"),
             Expr::Len(n) => format!("len({n})"),
             _ => String::new(),

@@ -1408,7 +1408,7 @@ impl<'s> Gen<'s> {
         quote! {
             match self.#name.len() {
                 #(#arms)*
-                _ => #opaque
+                _ => { #opaque }
             }
         }
     }
@@ -1612,7 +1612,14 @@ impl<'s> Gen<'s> {
                         quote!(#lit)
                     }
                 }
-                _ => quote!(::core::default::Default::default()),
+                _ => match self.spec.kind(f) {
+                    // `Default` stops at 32 elements; byte strings may be longer.
+                    Some(FieldKind::One(Elem::Bytes(k))) => {
+                        let k = k as usize;
+                        quote!([0u8; #k])
+                    }
+                    _ => quote!(::core::default::Default::default()),
+                },
             };
             quote!(#n: #v,)
         });

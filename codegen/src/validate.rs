@@ -476,6 +476,8 @@ fn is_lower(s: &str) -> bool {
 struct FieldScope<'s> {
     ints: HashSet<&'s str>,
     arrays: HashSet<&'s str>,
+    /// The format's integer constants.
+    consts: HashSet<&'s str>,
 }
 
 impl Scope for FieldScope<'_> {
@@ -485,6 +487,19 @@ impl Scope for FieldScope<'_> {
     fn has_array(&self, name: &str) -> bool {
         self.arrays.contains(name)
     }
+    fn has_const(&self, name: &str) -> bool {
+        self.consts.contains(name)
+    }
+}
+
+/// The integer constants of a spec, which rules may name.
+fn int_constants(spec: &Spec) -> HashSet<&str> {
+    spec.file
+        .constants
+        .iter()
+        .filter(|c| c.value.is_some())
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 impl<'a> Checker<'a> {
@@ -1189,7 +1204,11 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let scope = FieldScope { ints, arrays };
+        let scope = FieldScope {
+            ints,
+            arrays,
+            consts: int_constants(spec),
+        };
         let mut rule_names = HashSet::new();
         for (j, r) in rules.iter().enumerate() {
             let rp = format!("{p}.rules[{j}]");
@@ -1532,5 +1551,9 @@ fn record_scope<'s>(spec: &'s Spec, r: &'s Record) -> FieldScope<'s> {
             _ => {}
         }
     }
-    FieldScope { ints, arrays }
+    FieldScope {
+        ints,
+        arrays,
+        consts: int_constants(spec),
+    }
 }

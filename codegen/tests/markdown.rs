@@ -36,6 +36,11 @@ fn xl() {
     insta::assert_snapshot!("xl", markdown::emit(&spec("xl.yaml")));
 }
 
+#[test]
+fn x86_state() {
+    insta::assert_snapshot!("x86_state", markdown::emit(&spec("x86_state.yaml")));
+}
+
 /// Layouts the committed specs do not (yet) use: unaligned and row-spanning fields, labels
 /// too long for their box, fields after a variable part, bitfields with gaps.
 const EDGE: &str = r#"

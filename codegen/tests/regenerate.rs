@@ -83,9 +83,15 @@ fn edited_text(record: &str) -> String {
     )
 }
 
+/// Writes the copy, with the spec its blob layouts name beside it.
 fn write_copy(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("libxc.yaml");
     std::fs::write(&path, text).expect("write the copy");
+    std::fs::copy(
+        spec_dir().join("x86_state.yaml"),
+        dir.join("x86_state.yaml"),
+    )
+    .expect("copy spec/x86_state.yaml");
     path
 }
 

@@ -35,3 +35,8 @@ fn libxl_rust() {
 fn xl_rust() {
     insta::assert_snapshot!("xl_rust", generated("xl.yaml"));
 }
+
+#[test]
+fn x86_state_rust() {
+    insta::assert_snapshot!("x86_state_rust", generated("x86_state.yaml"));
+}

@@ -15,6 +15,7 @@ pub mod wire;
 xenmig_macros::include_spec!("../spec/libxc.yaml");
 xenmig_macros::include_spec!("../spec/libxl.yaml");
 xenmig_macros::include_spec!("../spec/xl.yaml");
+xenmig_macros::include_spec!("../spec/x86_state.yaml");
 
 pub mod convert;
 pub mod dm;

@@ -28,6 +28,18 @@ use std::fmt::Write as _;
 /// Elements of a list shown in text before it is cut short (JSON always has them all).
 pub const TEXT_LIST_MAX: usize = 16;
 
+/// Octets of a byte string shown in text before it is cut short (JSON has them all).
+pub const TEXT_OCTETS_MAX: usize = 32;
+
+/// Octets as lower-case hex.
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .fold(String::with_capacity(2 * b.len()), |mut s, c| {
+            let _ = write!(s, "{c:02x}");
+            s
+        })
+}
+
 /// A field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
@@ -41,6 +53,9 @@ pub enum Val {
     Str(String),
     /// Octets shown by their length.
     Len(usize),
+    /// A fixed-size byte string that is not text: hex (in text, only the first
+    /// [`TEXT_OCTETS_MAX`] octets of a long one).
+    Octets(Vec<u8>),
     /// Whole pages: `octets` in `pages` pages.
     Pages {
         octets: usize,
@@ -61,6 +76,7 @@ impl Val {
             Val::Int(v) | Val::Hex(v) => json!(v),
             Val::Name(s) | Val::Str(s) => json!(s),
             Val::Len(n) => json!({ "length": n }),
+            Val::Octets(b) => json!(hex(b)),
             Val::Pages { octets, pages } => json!({ "length": octets, "pages": pages }),
             Val::List(l) => Json::Array(l.iter().map(Val::to_json).collect()),
             Val::Obj(f) => fields_json(f),
@@ -82,6 +98,13 @@ impl Val {
             }
             Val::Len(n) => {
                 let _ = write!(out, "<{n} octets>");
+            }
+            Val::Octets(b) if b.len() <= TEXT_OCTETS_MAX => out.push_str(&hex(b)),
+            Val::Octets(b) if b.iter().all(|&c| c == 0) => {
+                let _ = write!(out, "<{} zero octets>", b.len());
+            }
+            Val::Octets(b) => {
+                let _ = write!(out, "<{} octets: {}…>", b.len(), hex(&b[..TEXT_OCTETS_MAX]));
             }
             Val::Pages { pages, .. } => {
                 let _ = write!(out, "<{pages} pages>");
@@ -223,10 +246,7 @@ fn scalar_val(value: Value<'_>) -> Val {
             if texty {
                 Val::Str(String::from_utf8_lossy(b).into_owned())
             } else {
-                Val::Name(b.iter().fold(String::new(), |mut s, c| {
-                    let _ = write!(s, "{c:02x}");
-                    s
-                }))
+                Val::Octets(b.to_vec())
             }
         }
     }

@@ -40,6 +40,8 @@ const NEW_TSC_FIELD: &str = r#"      - name: tsc_walk_extra
 /// The scratch crate's program: writes, reads, decodes with the copy and renders.
 const MAIN: &str = r#"
 xenmig_macros::include_spec!("libxc.yaml");
+// The format whose structs and records the copy's blob layouts name.
+xenmig_macros::include_spec!("x86_state.yaml");
 
 use xenmig::wire::{DecodeCtx, Endian};
 
@@ -140,6 +142,7 @@ xenmig-macros = {{ path = "{}" }}
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     std::fs::write(dir.join("libxc.yaml"), spec).unwrap();
+    std::fs::copy(root.join("spec/x86_state.yaml"), dir.join("x86_state.yaml")).unwrap();
     std::fs::write(dir.join("src/main.rs"), MAIN).unwrap();
 }
 

@@ -25,6 +25,7 @@ const DOCS: &[(&str, &str)] = &[
     ("spec/libxc.yaml", "docs/libxc-migration-stream.md"),
     ("spec/libxl.yaml", "docs/libxl-migration-stream.md"),
     ("spec/xl.yaml", "docs/xl-save-file.md"),
+    ("spec/x86_state.yaml", "docs/x86-state.md"),
 ];
 
 const USAGE: &str = "\
