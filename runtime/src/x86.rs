@@ -1,9 +1,10 @@
 //! x86 facts the PV hooks need about guest structures: where the frame numbers sit in a vcpu
 //! context and in shared info, how cr3 encodes a frame, and what a page-table entry holds.
-//! Offsets are those of Xen's public ABI (`arch-x86/xen.h`, `xen.h`) for 64-bit and 32-bit
-//! (PAE) guests.
+//! The offsets are generated from `spec/x86_state.yaml` (the layouts of Xen's public ABI for
+//! 64-bit and 32-bit PAE guests); the tests pin them to Xen's figures.
 
 use crate::limits::PAGE_SHIFT;
+use crate::x86_state;
 
 /// Layout of one guest width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,42 +40,66 @@ pub struct PvLayout {
     pub arch_max_pfn: usize,
 }
 
-/// 64-bit PV guests (4 levels).
-pub const PV64: PvLayout = PvLayout {
-    width: 8,
-    levels: 4,
-    vcpu_context_size: 5168,
-    edx: 616,
-    gdt_frames: 4832,
-    gdt_ents: 4960,
-    ctrlreg: 4984,
-    shinfo_vcpu_info: (0, 2048),
-    vcpu_info_size: 64,
-    evtchn_pending_sel: 8,
-    shinfo_evtchn_pending: (2048, 512),
-    shinfo_evtchn_mask: (2560, 512),
-    shinfo_arch: (3088, 48),
-    pfn_to_mfn_frame_list_list: 3096,
-    arch_max_pfn: 3088,
+/// 64-bit PV guests (4 levels). Every offset comes from `spec/x86_state.yaml`.
+pub const PV64: PvLayout = {
+    use x86_state::{
+        ArchSharedInfoX8664 as Arch, CpuUserRegsX8664 as Regs, SharedInfoX8664 as Shinfo,
+        VcpuContextX8664 as Ctx, VcpuInfoX8664 as VcpuInfo,
+    };
+    PvLayout {
+        width: 8,
+        levels: 4,
+        vcpu_context_size: Ctx::SIZE,
+        edx: Ctx::USER_REGS_OFFSET + Regs::RDX_OFFSET,
+        gdt_frames: Ctx::GDT_FRAME0_OFFSET,
+        gdt_ents: Ctx::GDT_ENTS_OFFSET,
+        ctrlreg: Ctx::CR0_OFFSET,
+        shinfo_vcpu_info: (Shinfo::VCPU_INFO_OFFSET, Shinfo::EVTCHN_PENDING_OFFSET),
+        vcpu_info_size: VcpuInfo::SIZE,
+        evtchn_pending_sel: VcpuInfo::EVTCHN_PENDING_SEL_OFFSET,
+        shinfo_evtchn_pending: (
+            Shinfo::EVTCHN_PENDING_OFFSET,
+            Shinfo::EVTCHN_MASK_OFFSET - Shinfo::EVTCHN_PENDING_OFFSET,
+        ),
+        shinfo_evtchn_mask: (
+            Shinfo::EVTCHN_MASK_OFFSET,
+            Shinfo::WC_VERSION_OFFSET - Shinfo::EVTCHN_MASK_OFFSET,
+        ),
+        shinfo_arch: (Shinfo::ARCH_OFFSET, Arch::SIZE),
+        pfn_to_mfn_frame_list_list: Shinfo::ARCH_OFFSET + Arch::PFN_TO_MFN_FRAME_LIST_LIST_OFFSET,
+        arch_max_pfn: Shinfo::ARCH_OFFSET + Arch::MAX_PFN_OFFSET,
+    }
 };
 
-/// 32-bit PAE PV guests (3 levels).
-pub const PV32: PvLayout = PvLayout {
-    width: 4,
-    levels: 3,
-    vcpu_context_size: 2800,
-    edx: 524,
-    gdt_frames: 2640,
-    gdt_ents: 2704,
-    ctrlreg: 2716,
-    shinfo_vcpu_info: (0, 2048),
-    vcpu_info_size: 64,
-    evtchn_pending_sel: 4,
-    shinfo_evtchn_pending: (2048, 128),
-    shinfo_evtchn_mask: (2176, 128),
-    shinfo_arch: (2316, 28),
-    pfn_to_mfn_frame_list_list: 2320,
-    arch_max_pfn: 2316,
+/// 32-bit PAE PV guests (3 levels). Every offset comes from `spec/x86_state.yaml`.
+pub const PV32: PvLayout = {
+    use x86_state::{
+        ArchSharedInfoX8632 as Arch, CpuUserRegsX8632 as Regs, SharedInfoX8632 as Shinfo,
+        VcpuContextX8632 as Ctx, VcpuInfoX8632 as VcpuInfo,
+    };
+    PvLayout {
+        width: 4,
+        levels: 3,
+        vcpu_context_size: Ctx::SIZE,
+        edx: Ctx::USER_REGS_OFFSET + Regs::EDX_OFFSET,
+        gdt_frames: Ctx::GDT_FRAME0_OFFSET,
+        gdt_ents: Ctx::GDT_ENTS_OFFSET,
+        ctrlreg: Ctx::CR0_OFFSET,
+        shinfo_vcpu_info: (Shinfo::VCPU_INFO_OFFSET, Shinfo::EVTCHN_PENDING_OFFSET),
+        vcpu_info_size: VcpuInfo::SIZE,
+        evtchn_pending_sel: VcpuInfo::EVTCHN_PENDING_SEL_OFFSET,
+        shinfo_evtchn_pending: (
+            Shinfo::EVTCHN_PENDING_OFFSET,
+            Shinfo::EVTCHN_MASK_OFFSET - Shinfo::EVTCHN_PENDING_OFFSET,
+        ),
+        shinfo_evtchn_mask: (
+            Shinfo::EVTCHN_MASK_OFFSET,
+            Shinfo::WC_VERSION_OFFSET - Shinfo::EVTCHN_MASK_OFFSET,
+        ),
+        shinfo_arch: (Shinfo::ARCH_OFFSET, Arch::SIZE),
+        pfn_to_mfn_frame_list_list: Shinfo::ARCH_OFFSET + Arch::PFN_TO_MFN_FRAME_LIST_LIST_OFFSET,
+        arch_max_pfn: Shinfo::ARCH_OFFSET + Arch::MAX_PFN_OFFSET,
+    }
 };
 
 impl PvLayout {
@@ -162,25 +187,31 @@ pub struct StartInfo {
 }
 
 impl StartInfo {
-    /// 64-bit guests: words are 8 octets and aligned.
-    pub const PV64: StartInfo = StartInfo {
-        nr_pages: 32,
-        shared_info: 40,
-        flags: 48,
-        store_mfn: 56,
-        store_evtchn: 64,
-        console_mfn: 72,
-        console_evtchn: 80,
+    /// 64-bit guests (offsets from `spec/x86_state.yaml`).
+    pub const PV64: StartInfo = {
+        use x86_state::StartInfoX8664 as S;
+        StartInfo {
+            nr_pages: S::NR_PAGES_OFFSET,
+            shared_info: S::SHARED_INFO_OFFSET,
+            flags: S::FLAGS_OFFSET,
+            store_mfn: S::STORE_MFN_OFFSET,
+            store_evtchn: S::STORE_EVTCHN_OFFSET,
+            console_mfn: S::CONSOLE_MFN_OFFSET,
+            console_evtchn: S::CONSOLE_EVTCHN_OFFSET,
+        }
     };
-    /// 32-bit guests.
-    pub const PV32: StartInfo = StartInfo {
-        nr_pages: 32,
-        shared_info: 36,
-        flags: 40,
-        store_mfn: 44,
-        store_evtchn: 48,
-        console_mfn: 52,
-        console_evtchn: 56,
+    /// 32-bit guests (offsets from `spec/x86_state.yaml`).
+    pub const PV32: StartInfo = {
+        use x86_state::StartInfoX8632 as S;
+        StartInfo {
+            nr_pages: S::NR_PAGES_OFFSET,
+            shared_info: S::SHARED_INFO_OFFSET,
+            flags: S::FLAGS_OFFSET,
+            store_mfn: S::STORE_MFN_OFFSET,
+            store_evtchn: S::STORE_EVTCHN_OFFSET,
+            console_mfn: S::CONSOLE_MFN_OFFSET,
+            console_evtchn: S::CONSOLE_EVTCHN_OFFSET,
+        }
     };
 
     pub fn for_width(width: u8) -> &'static StartInfo {
@@ -223,6 +254,101 @@ mod tests {
         assert_eq!(PV32.cr(0) + 8 * 4 + 8 * 4 + 5 * 4, PV32.vcpu_context_size);
         assert_eq!(PV64.gdt_frames + 16 * 8, PV64.gdt_ents);
         assert_eq!(PV32.gdt_frames + 16 * 4, PV32.gdt_ents);
+    }
+
+    /// The offsets of Xen's public ABI, pinned: an edit of the spec that moves one fails here.
+    #[test]
+    fn offsets_are_xens() {
+        assert_eq!(
+            (
+                PV64.vcpu_context_size,
+                PV64.edx,
+                PV64.gdt_frames,
+                PV64.gdt_ents,
+                PV64.ctrlreg
+            ),
+            (5168, 616, 4832, 4960, 4984)
+        );
+        assert_eq!(
+            (
+                PV32.vcpu_context_size,
+                PV32.edx,
+                PV32.gdt_frames,
+                PV32.gdt_ents,
+                PV32.ctrlreg
+            ),
+            (2800, 524, 2640, 2704, 2716)
+        );
+        assert_eq!(
+            (
+                PV64.shinfo_vcpu_info,
+                PV64.vcpu_info_size,
+                PV64.evtchn_pending_sel,
+                PV64.shinfo_evtchn_pending,
+                PV64.shinfo_evtchn_mask,
+                PV64.shinfo_arch,
+                PV64.pfn_to_mfn_frame_list_list,
+                PV64.arch_max_pfn
+            ),
+            (
+                (0, 2048),
+                64,
+                8,
+                (2048, 512),
+                (2560, 512),
+                (3088, 48),
+                3096,
+                3088
+            )
+        );
+        assert_eq!(
+            (
+                PV32.shinfo_vcpu_info,
+                PV32.vcpu_info_size,
+                PV32.evtchn_pending_sel,
+                PV32.shinfo_evtchn_pending,
+                PV32.shinfo_evtchn_mask,
+                PV32.shinfo_arch,
+                PV32.pfn_to_mfn_frame_list_list,
+                PV32.arch_max_pfn
+            ),
+            (
+                (0, 2048),
+                64,
+                4,
+                (2048, 128),
+                (2176, 128),
+                (2316, 28),
+                2320,
+                2316
+            )
+        );
+        let s64 = StartInfo::PV64;
+        assert_eq!(
+            (
+                s64.nr_pages,
+                s64.shared_info,
+                s64.flags,
+                s64.store_mfn,
+                s64.store_evtchn,
+                s64.console_mfn,
+                s64.console_evtchn
+            ),
+            (32, 40, 48, 56, 64, 72, 80)
+        );
+        let s32 = StartInfo::PV32;
+        assert_eq!(
+            (
+                s32.nr_pages,
+                s32.shared_info,
+                s32.flags,
+                s32.store_mfn,
+                s32.store_evtchn,
+                s32.console_mfn,
+                s32.console_evtchn
+            ),
+            (32, 36, 40, 44, 48, 52, 56)
+        );
     }
 
     #[test]

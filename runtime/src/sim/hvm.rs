@@ -6,6 +6,8 @@ use super::memory::{seeded_page, Rng};
 use super::{SimConfig, SimDomain};
 use crate::domain::PAGE_SIZE;
 use crate::limits::PAGE_SHIFT;
+use crate::wire::{Element, Endian, Put};
+use crate::x86_state;
 
 /// The legacy VGA hole, never populated.
 pub const VGA_HOLE: std::ops::Range<u64> = 0xa0..0xc0;
@@ -22,18 +24,24 @@ const IDENT_PT: u64 = 3;
 const CONSOLE: u64 = 4;
 const VM86_TSS: u64 = 5;
 
-/// HVM save record type codes (`xen/include/public/arch-x86/hvm/save.h`).
-const HVM_SAVE_END: u16 = 0;
-const HVM_SAVE_HEADER: u16 = 1;
-const HVM_SAVE_CPU: u16 = 2;
-const HVM_SAVE_PIC: u16 = 3;
-const HVM_SAVE_MAGIC: u32 = 0x5438_1286;
-
-fn record(out: &mut Vec<u8>, code: u16, instance: u16, body: &[u8]) {
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&instance.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+/// Appends one save record: its descriptor, then its body (`spec/x86_state.yaml`'s framing).
+fn record(out: &mut Vec<u8>, record_type: u32, instance: u16, body: &[u8]) {
+    let d = x86_state::SaveDescriptor {
+        typecode: record_type as u16,
+        instance,
+        length: body.len() as u32,
+    };
+    d.write(&mut Put {
+        out,
+        endian: Endian::Little,
+    });
     out.extend_from_slice(body);
+}
+
+/// The encoding of a generated save record (the simulator builds only records the spec's
+/// encoders accept).
+fn encoded<E: std::fmt::Debug>(r: Result<Vec<u8>, E>) -> Vec<u8> {
+    r.unwrap_or_else(|e| unreachable!("the simulator built a save record its spec refuses: {e:?}"))
 }
 
 /// Builds an HVM source domain into `dom` (a blank one).
@@ -95,20 +103,58 @@ pub(crate) fn build(dom: &mut SimDomain, cfg: &SimConfig) {
 
     // The context: header, a CPU record per vcpu, two PICs, end.
     let mut ctx = Vec::new();
-    let mut header = Vec::with_capacity(24);
-    header.extend_from_slice(&HVM_SAVE_MAGIC.to_le_bytes());
-    header.extend_from_slice(&1u32.to_le_bytes());
-    header.extend_from_slice(&rng.next_u64().to_le_bytes());
-    header.extend_from_slice(&(0x0009_06e0u32 | rng.below(16) as u32).to_le_bytes());
-    header.extend_from_slice(&dom.tsc.khz.to_le_bytes());
-    record(&mut ctx, HVM_SAVE_HEADER, 0, &header);
+    let header = x86_state::Header {
+        magic: x86_state::HVM_FILE_MAGIC,
+        version: x86_state::HVM_FILE_VERSION,
+        changeset: rng.next_u64(),
+        cpuid: 0x0009_06e0 | rng.below(16) as u32,
+        gtsc_khz: dom.tsc.khz,
+    };
+    let le = Endian::Little;
+    record(
+        &mut ctx,
+        x86_state::Header::TYPE,
+        0,
+        &encoded(header.encode(le)),
+    );
     for v in 0..dom.vcpus.len() {
-        record(&mut ctx, HVM_SAVE_CPU, v as u16, &rng.bytes(1016));
+        // A 64-bit guest in long mode, stopped somewhere in its kernel.
+        let mut fpu_regs = [0u8; 512];
+        fpu_regs.copy_from_slice(&rng.bytes(512));
+        let cpu = x86_state::Cpu {
+            fpu_regs,
+            rax: rng.next_u64(),
+            rbx: rng.next_u64(),
+            rcx: rng.next_u64(),
+            rdx: rng.next_u64(),
+            rsp: 0xffff_c900_0000_0000 | (rng.next_u64() & 0xff_fff0),
+            rip: 0xffff_ffff_8100_0000 | (rng.next_u64() & 0xff_ffff),
+            rflags: 0x202,
+            cr0: 0x8005_0033,
+            cr3: rng.below(1 << 20) << PAGE_SHIFT,
+            cr4: 0x0035_06f0,
+            msr_efer: 0xd01,
+            tsc: rng.next_u64() >> 8,
+            flags: 1,
+            ..Default::default()
+        };
+        record(
+            &mut ctx,
+            x86_state::Cpu::TYPE,
+            v as u16,
+            &encoded(cpu.encode(le)),
+        );
     }
     for i in 0..2 {
-        record(&mut ctx, HVM_SAVE_PIC, i, &rng.bytes(8));
+        let pic = x86_state::Pic {
+            irr: rng.below(256) as u8,
+            imr: rng.below(256) as u8,
+            irq_base: if i == 0 { 0x20 } else { 0x28 },
+            ..Default::default()
+        };
+        record(&mut ctx, x86_state::Pic::TYPE, i, &encoded(pic.encode(le)));
     }
-    record(&mut ctx, HVM_SAVE_END, 0, &[]);
+    record(&mut ctx, x86_state::End::TYPE, 0, &[]);
     dom.hvm_context = ctx;
 }
 
