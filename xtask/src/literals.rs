@@ -78,16 +78,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "a simulated guest's memory in a table of defaults, not a cap",
     ),
     (
-        "runtime/src/x86.rs",
-        "store_mfn: 44,",
-        "the offset of store_mfn in a 64-bit start_info (xen.h), not the xl header",
-    ),
-    (
-        "runtime/src/x86.rs",
-        "shared_info: 40,",
-        "the offset of shared_info in a 64-bit start_info (xen.h)",
-    ),
-    (
         "cli/src/progress.rs",
         "pub const LONG_INPUT: u64 = 64 << 20;",
         "when a progress bar is worth showing: a display threshold, not a cap",
