@@ -1711,7 +1711,15 @@ impl<'s> Doc<'s> {
             items.push(format!("**Used by:** {}", uses.join(", ")));
         }
         for a in &e.attributes {
-            items.push(format!("**Attribute `{}`:** {}", a.name, cell(&a.doc)));
+            let kind = match &a.ty {
+                Some(t) => format!(" ({t})"),
+                None => String::new(),
+            };
+            items.push(format!(
+                "**Attribute `{}`{kind}:** {}",
+                a.name,
+                cell(&a.doc)
+            ));
         }
         self.bullets(&items);
         let with_attrs = !e.attributes.is_empty();
@@ -1722,8 +1730,14 @@ impl<'s> Doc<'s> {
                 let set: Vec<String> = e
                     .attributes
                     .iter()
-                    .filter(|a| v.attrs.get(&a.name).and_then(|x| x.as_bool()) == Some(true))
-                    .map(|a| format!("`{}`", a.name))
+                    .filter_map(|a| {
+                        let val = v.attrs.get(&a.name)?;
+                        match (&a.ty, val.as_bool(), val.as_u64()) {
+                            (None, Some(true), _) => Some(format!("`{}`", a.name)),
+                            (Some(_), _, Some(n)) => Some(format!("`{}` = {n}", a.name)),
+                            _ => None,
+                        }
+                    })
                     .collect();
                 row.push(if set.is_empty() {
                     "—".to_string()

@@ -108,9 +108,14 @@ pub struct Enum {
 pub struct Attribute {
     pub name: String,
     pub doc: String,
+    /// `u8`..`u64` for an integer attribute (a variant may give it a value); absent for a
+    /// boolean one (a variant may set it to true).
+    #[serde(default, rename = "type")]
+    pub ty: Option<String>,
 }
 
-/// An enum variant; keys other than name/value/doc are the variant's boolean attributes.
+/// An enum variant; keys other than name/value/doc are the variant's attributes (booleans, or
+/// integers for attributes declared with a `type`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Variant {
     pub name: String,

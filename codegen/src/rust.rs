@@ -376,6 +376,17 @@ impl<'s> Gen<'s> {
         let attrs = e.attributes.iter().map(|a| {
             let an = ident(&a.name);
             let d = doc_attr(&a.doc);
+            if let Some(t) = a.ty.as_deref().and_then(Scalar::parse) {
+                // An integer attribute: the value each variant gives, `None` for the others.
+                let rt = scalar_ty(t);
+                let arms = e.values.iter().filter_map(|v| {
+                    let n = v.attrs.get(&a.name)?.as_u64()?;
+                    let val = int_lit(s, v.value);
+                    let n = int_lit(t, n);
+                    Some(quote!(#val => Some(#n),))
+                });
+                return quote!(#d pub fn #an(self) -> Option<#rt> { match self.0 { #(#arms)* _ => None } });
+            }
             let vals: Vec<Literal> = e
                 .values
                 .iter()

@@ -775,10 +775,19 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             };
-            let attrs: HashSet<&str> = e.attributes.iter().map(|a| a.name.as_str()).collect();
+            let attrs: HashMap<&str, Option<Scalar>> = e
+                .attributes
+                .iter()
+                .map(|a| (a.name.as_str(), a.ty.as_deref().and_then(Scalar::parse)))
+                .collect();
             for (j, a) in e.attributes.iter().enumerate() {
                 let ap = format!("{p}.attributes[{j}]");
                 self.doc(&ap, &a.doc);
+                if let Some(t) = &a.ty {
+                    if Scalar::parse(t).is_none() {
+                        self.err(&ap, Some("type"), format!("attribute type `{t}` must be u8, u16, u32 or u64 (leave it out for a boolean)"));
+                    }
+                }
                 if !is_lower(&a.name) || ["name", "value", "doc"].contains(&a.name.as_str()) {
                     self.err(
                         &ap,
@@ -827,21 +836,32 @@ impl<'a> Checker<'a> {
                     );
                 }
                 for (k, val) in &v.attrs {
-                    if !attrs.contains(k.as_str()) {
-                        self.err(
+                    match attrs.get(k.as_str()) {
+                        None => self.err(
                             &vp,
                             Some(k),
                             format!(
                                 "unknown key `{k}`: not a declared attribute of enum `{}`",
                                 e.name
                             ),
-                        );
-                    } else if !val.is_bool() {
-                        self.err(
+                        ),
+                        Some(None) if !val.is_bool() => self.err(
                             &vp,
                             Some(k),
                             format!("attribute `{k}` must be true or false"),
-                        );
+                        ),
+                        Some(Some(t)) => match val.as_u64() {
+                            Some(n) if n <= t.max() => {}
+                            _ => self.err(
+                                &vp,
+                                Some(k),
+                                format!(
+                                    "attribute `{k}` must be an integer that fits in {}",
+                                    t.name()
+                                ),
+                            ),
+                        },
+                        Some(None) => {}
                     }
                 }
             }
@@ -1079,11 +1099,18 @@ impl<'a> Checker<'a> {
                                 ),
                             ),
                             (Some(_), Some(e)) => {
-                                if !e.attributes.iter().any(|a| a.name == cw.attr) {
+                                if !e
+                                    .attributes
+                                    .iter()
+                                    .any(|a| a.name == cw.attr && a.ty.is_none())
+                                {
                                     self.err(
                                         &fp,
                                         Some("count_where"),
-                                        format!("enum `{}` has no attribute `{}`", e.name, cw.attr),
+                                        format!(
+                                            "enum `{}` has no boolean attribute `{}`",
+                                            e.name, cw.attr
+                                        ),
                                     );
                                 }
                             }

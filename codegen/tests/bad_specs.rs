@@ -1047,3 +1047,27 @@ records:
         mentions: &["0x100", "code"],
     });
 }
+
+#[test]
+fn integer_attribute_too_wide() {
+    check(&Case {
+        name: "integer_attribute_too_wide",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: kind
+    type: u8
+    doc: Kinds.
+    attributes:
+      - { name: level, type: u8, doc: A small number. }
+    values:
+      - { name: A, value: 1, level: 1, doc: First. }
+      - { name: B, value: 2, level: 300, doc: Second. }   # <-
+"#,
+        token: "level",
+        mentions: &["level", "u8"],
+    });
+}

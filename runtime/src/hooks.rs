@@ -120,8 +120,8 @@ pub fn rewrite_page_table(
     page: &mut [u8],
     mut map: impl FnMut(u64) -> BResult<u64>,
 ) -> BResult<()> {
-    // Callers pass page tables only; the bits are read as they stand either way.
-    let level = (page_type.0 & libxc::PAGE_TYPE_LEVEL_MASK) as u8;
+    // Callers pass page tables only; any other type has no level and no Xen slots.
+    let level = page_type.level().unwrap_or(0);
     let xen = layout.xen_slots(level);
     for (i, chunk) in page.chunks_exact_mut(8).enumerate() {
         let mut b = [0u8; 8];

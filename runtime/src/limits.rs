@@ -51,13 +51,9 @@ pub const fn padded_body_len(len: usize) -> usize {
 pub const PAGE_ENTRY_SIZE: usize = <libxc::PageEntry as crate::wire::Element>::SIZE;
 
 /// The page-table level (1 to 4) of a page type, pinned or not; `None` for every type that
-/// is not a page table. The level is the low bits of the type ([`libxc::PAGE_TYPE_LEVEL_MASK`]),
-/// as Xen's `XEN_DOMCTL_PFINFO_LTABTYPE_MASK` reads it.
+/// is not a page table (the spec's `level` attribute of `page_type`).
 pub fn table_level(t: libxc::PageType) -> Option<u32> {
-    let level = t.0 & libxc::PAGE_TYPE_LEVEL_MASK;
-    (libxc::PageType::L1TAB.0..=libxc::PageType::L4TAB.0)
-        .contains(&level)
-        .then_some(level)
+    t.level().map(u32::from)
 }
 
 // ---------------------------------------------------------------------------------------
