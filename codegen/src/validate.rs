@@ -19,6 +19,31 @@ pub struct SpecError {
     /// The offending key, if the problem is one key's value.
     pub key: Option<String>,
     pub message: String,
+    /// The text of line `line`, shown under the message with a caret at `col`.
+    pub source: Option<String>,
+    /// A second place that explains the first (where a duplicated name or number was first
+    /// defined).
+    pub note: Option<Box<SpecNote>>,
+}
+
+/// A second location attached to an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecNote {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+    pub source: Option<String>,
+}
+
+/// The source line and a caret under column `col`, as compilers show them.
+fn excerpt(f: &mut fmt::Formatter<'_>, line: usize, col: usize, source: &str) -> fmt::Result {
+    let num = line.to_string();
+    let pad = " ".repeat(num.len());
+    write!(
+        f,
+        "\n{pad} |\n{num} | {source}\n{pad} | {}^",
+        " ".repeat(col.saturating_sub(1))
+    )
 }
 
 impl fmt::Display for SpecError {
@@ -36,7 +61,24 @@ impl fmt::Display for SpecError {
             (_, Some(k)) => write!(f, " (key `{k}`)"),
             (p, None) if !p.is_empty() => write!(f, " (at `{p}`)"),
             _ => Ok(()),
+        }?;
+        if let Some(src) = &self.source {
+            excerpt(f, self.line, self.col, src)?;
         }
+        if let Some(n) = &self.note {
+            write!(
+                f,
+                "\n{}:{}:{}: note: {}",
+                self.file.display(),
+                n.line,
+                n.col,
+                n.message
+            )?;
+            if let Some(src) = &n.source {
+                excerpt(f, n.line, n.col, src)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -386,6 +428,8 @@ pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
             path: String::new(),
             key: None,
             message: format!("cannot read the spec: {e}"),
+            source: None,
+            note: None,
         }])
     })?;
     load_str(&text, path)
@@ -414,6 +458,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
                 path: String::new(),
                 key: None,
                 message: msg,
+                source: text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .map(|l| l.trim_end().to_string()),
+                note: None,
             }]));
         }
     };
@@ -439,9 +488,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
         others,
     };
     let locs = Locations::scan(text);
+    let lines: Vec<&str> = text.lines().collect();
     let mut v = Checker {
         spec: &spec,
         locs: &locs,
+        lines: &lines,
         errors: Vec::new(),
     };
     v.check();
@@ -455,6 +506,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
 struct Checker<'a> {
     spec: &'a Spec,
     locs: &'a Locations,
+    /// The spec's text, for the source lines shown under errors.
+    lines: &'a [&'a str],
     errors: Vec<SpecError>,
 }
 
@@ -512,7 +565,36 @@ impl<'a> Checker<'a> {
             path: path.to_string(),
             key: key.map(str::to_string),
             message: message.into(),
+            source: self.source_line(line),
+            note: None,
         });
+    }
+
+    /// An error with a note pointing at a second place (`note_path`'s `note_key`).
+    fn err_noted(
+        &mut self,
+        path: &str,
+        key: Option<&str>,
+        message: impl Into<String>,
+        note_path: &str,
+        note: impl Into<String>,
+    ) {
+        self.err(path, key, message);
+        let (line, col) = self.locs.find(note_path, key);
+        let source = self.source_line(line);
+        if let Some(e) = self.errors.last_mut() {
+            e.note = Some(Box::new(SpecNote {
+                line,
+                col,
+                message: note.into(),
+                source,
+            }));
+        }
+    }
+
+    fn source_line(&self, line: usize) -> Option<String> {
+        let l = self.lines.get(line.checked_sub(1)?)?;
+        Some(l.trim_end().to_string())
     }
 
     fn doc(&mut self, path: &str, doc: &str) {
@@ -720,10 +802,12 @@ impl<'a> Checker<'a> {
                 );
             }
             if let Some(first) = types.insert(name, path.clone()) {
-                self.err(
+                self.err_noted(
                     &path,
                     Some("name"),
                     format!("`{name}` is already defined at `{first}`"),
+                    &first,
+                    format!("`{name}` is first defined here"),
                 );
             }
         }
@@ -802,7 +886,7 @@ impl<'a> Checker<'a> {
             if e.values.is_empty() {
                 self.err(&p, Some("values"), "an enum needs at least one value");
             }
-            let mut names = HashSet::new();
+            let mut names = HashMap::new();
             let mut values = HashMap::new();
             for (j, v) in e.values.iter().enumerate() {
                 let vp = format!("{p}.values[{j}]");
@@ -814,18 +898,22 @@ impl<'a> Checker<'a> {
                         format!("`{}` must be UPPER_SNAKE", v.name),
                     );
                 }
-                if !names.insert(v.name.as_str()) {
-                    self.err(
+                if let Some(first) = names.insert(v.name.as_str(), j) {
+                    self.err_noted(
                         &vp,
                         Some("name"),
                         format!("variant `{}` is defined twice", v.name),
+                        &format!("{p}.values[{first}]"),
+                        "first defined here",
                     );
                 }
-                if let Some(other) = values.insert(v.value, v.name.as_str()) {
-                    self.err(
+                if let Some((other, first)) = values.insert(v.value, (v.name.as_str(), j)) {
+                    self.err_noted(
                         &vp,
                         Some("value"),
                         format!("value {:#x} is already used by `{other}`", v.value),
+                        &format!("{p}.values[{first}]"),
+                        format!("`{other}` has it here"),
                     );
                 }
                 if v.value > s.max() {
@@ -1016,7 +1104,7 @@ impl<'a> Checker<'a> {
     /// Checks a field list and its rules.
     fn fields(&mut self, p: &str, fields: &'a [Field], rules: &'a [Rule]) {
         let spec = self.spec;
-        let mut names = HashSet::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
         let mut ints: HashSet<&str> = HashSet::new();
         let mut arrays: HashSet<&str> = HashSet::new();
         let n = fields.len();
@@ -1037,11 +1125,13 @@ impl<'a> Checker<'a> {
                     format!("`{}` is reserved for rules", f.name),
                 );
             }
-            if !names.insert(f.name.as_str()) {
-                self.err(
+            if let Some(first) = names.insert(f.name.as_str(), j) {
+                self.err_noted(
                     &fp,
                     Some("name"),
                     format!("field `{}` is defined twice", f.name),
+                    &format!("{p}.fields[{first}]"),
+                    "first defined here",
                 );
             }
             let is_last = j + 1 == n;
@@ -1416,8 +1506,8 @@ impl<'a> Checker<'a> {
     fn records(&mut self) {
         let spec = self.spec;
         let recs = &spec.file.records;
-        let mut types: HashMap<u64, &str> = HashMap::new();
-        let mut names = HashSet::new();
+        let mut types: HashMap<u64, (&str, usize)> = HashMap::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
         let mut roles = HashMap::new();
         let accepted: Option<&Vec<u32>> = spec.file.versions.as_ref().map(|v| &v.accepted);
         let guests: Option<BTreeSet<&str>> = spec
@@ -1433,11 +1523,13 @@ impl<'a> Checker<'a> {
                     format!("record name `{}` must be UPPER_SNAKE", r.name),
                 );
             }
-            if !names.insert(r.name.as_str()) {
-                self.err(
+            if let Some(first) = names.insert(r.name.as_str(), i) {
+                self.err_noted(
                     &p,
                     Some("name"),
                     format!("record `{}` is defined twice", r.name),
+                    &format!("records[{first}]"),
+                    "first defined here",
                 );
             }
             if r.record_type > u32::MAX as u64 {
@@ -1446,14 +1538,16 @@ impl<'a> Checker<'a> {
                     Some("type"),
                     format!("type {:#x} does not fit in u32", r.record_type),
                 );
-            } else if let Some(other) = types.insert(r.record_type, &r.name) {
-                self.err(
+            } else if let Some((other, first)) = types.insert(r.record_type, (&r.name, i)) {
+                self.err_noted(
                     &p,
                     Some("type"),
                     format!(
                         "duplicate type number {:#x}: already used by `{other}`",
                         r.record_type
                     ),
+                    &format!("records[{first}]"),
+                    format!("`{other}` has it here"),
                 );
             }
             if let Some(role) = r.role {

@@ -1071,3 +1071,35 @@ enums:
         mentions: &["level", "u8"],
     });
 }
+
+/// A duplicate shows the offending line with a caret, and a note at the first definition.
+#[test]
+fn duplicate_type_number_notes_the_first_definition() {
+    let text = r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+records:
+  - name: FIRST
+    type: 0x07
+    doc: The first record.
+  - name: SECOND
+    type: 0x07
+    doc: A second record with the same number.
+"#;
+    let errors = load_str(text, Path::new("bad-specs/dup.yaml"))
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let shown = errors[0].to_string();
+    let expected = "bad-specs/dup.yaml:11:5: error: duplicate type number 0x7: already used by `FIRST` (key `type` of `records[1]`)
+   |
+11 |     type: 0x07
+   |     ^
+bad-specs/dup.yaml:8:5: note: `FIRST` has it here
+  |
+8 |     type: 0x07
+  |     ^";
+    assert_eq!(shown, expected);
+}
