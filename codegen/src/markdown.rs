@@ -11,7 +11,6 @@
 //! six columns per octet, one box per field. A field longer than a row spans several rows;
 //! variable parts (arrays, blobs, pages, strings) are drawn as full-width boxes.
 
-use crate::expr;
 use crate::model::*;
 use crate::{parse_bits, Count, Elem, FieldKind, Scalar, Spec};
 use std::collections::BTreeSet;
@@ -1406,7 +1405,7 @@ impl<'s> Doc<'s> {
         let mut ctx: BTreeSet<String> = BTreeSet::new();
         let mut rows = Vec::new();
         for r in rules {
-            if let Ok(e) = expr::parse(&r.check) {
+            if let Some(e) = self.spec.expr(&r.check) {
                 ctx.extend(e.ctx_names());
             }
             rows.push(vec![

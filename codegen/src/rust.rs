@@ -6,7 +6,7 @@
 //! and no `unwrap`: every read goes through a bounds-checked cursor, every length is checked
 //! before use, and arithmetic in rules is checked.
 
-use crate::expr::{self, ident, Expr};
+use crate::expr::{ident, Expr};
 use crate::model::*;
 use crate::validate::{Count, Elem, FieldKind, Scalar, Spec, PAGE_SIZE_CONSTANT};
 use proc_macro2::{Ident, Literal, TokenStream};
@@ -1089,7 +1089,7 @@ impl<'s> Gen<'s> {
     fn rules(&self, mode: Mode, fields: &[Field], rules: &[Rule]) -> TokenStream {
         let mut out = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            let Ok(e) = expr::parse(&r.check) else {
+            let Some(e) = self.spec.expr(&r.check) else {
                 continue;
             };
             let mut names = Vec::new();
@@ -2137,7 +2137,7 @@ impl<'s> Gen<'s> {
     /// A function deciding whether a record body meets a layout requirement's condition.
     fn requirement_fn(&self, f: &Ident, rec: &Record, cond: &str) -> TokenStream {
         let t = type_ident(&rec.name);
-        let Ok(e) = expr::parse(cond) else {
+        let Some(e) = self.spec.expr(cond) else {
             return quote!();
         };
         let mut names = Vec::new();

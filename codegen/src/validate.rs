@@ -109,6 +109,9 @@ pub struct Spec {
     /// The formats this one's blob layouts name, read from the spec files beside it (each is
     /// checked when it is loaded on its own).
     pub others: BTreeMap<String, Spec>,
+    /// Every rule check and layout condition, parsed once at load (by its text); the checker
+    /// and both emitters read them from here.
+    pub exprs: BTreeMap<String, Result<Expr, String>>,
 }
 
 /// Integer widths.
@@ -216,6 +219,12 @@ pub fn parse_bits(s: &str) -> Option<(u32, u32)> {
 }
 
 impl Spec {
+    /// A rule check or layout condition, as parsed at load (`None` only for text the spec
+    /// does not hold, or that did not parse, which a loaded spec cannot contain).
+    pub fn expr(&self, text: &str) -> Option<&Expr> {
+        self.exprs.get(text)?.as_ref().ok()
+    }
+
     pub fn enum_(&self, name: &str) -> Option<&Enum> {
         self.file.enums.iter().find(|e| e.name == name)
     }
@@ -418,6 +427,23 @@ fn layout_formats(file: &SpecFile) -> BTreeSet<String> {
     out
 }
 
+/// The text of every expression in a spec: rule checks of structs and records, and the
+/// conditions of layout requirements.
+fn expression_texts(file: &SpecFile) -> BTreeSet<String> {
+    let rules = file
+        .structs
+        .iter()
+        .flat_map(|s| &s.rules)
+        .chain(file.records.iter().flat_map(|r| &r.rules))
+        .map(|r| r.check.clone());
+    let conditions = file
+        .layouts
+        .iter()
+        .flat_map(|l| &l.required)
+        .filter_map(|q| q.condition.clone());
+    rules.chain(conditions).collect()
+}
+
 /// Loads and checks a spec file.
 pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -477,15 +503,24 @@ pub fn load_str(text: &str, path: &Path) -> Result<Spec, SpecErrors> {
                     file,
                     path: other,
                     others: BTreeMap::new(),
+                    exprs: BTreeMap::new(),
                 };
                 (name, spec)
             })
+        })
+        .collect();
+    let exprs = expression_texts(&file)
+        .into_iter()
+        .map(|t| {
+            let e = expr::parse(&t);
+            (t, e)
         })
         .collect();
     let spec = Spec {
         file,
         path: path.to_path_buf(),
         others,
+        exprs,
     };
     let locs = Locations::scan(text);
     let lines: Vec<&str> = text.lines().collect();
@@ -1342,7 +1377,11 @@ impl<'a> Checker<'a> {
     }
 
     fn expr(&mut self, path: &str, key: &str, text: &str, scope: &dyn Scope) -> Option<Expr> {
-        match expr::parse(text) {
+        let parsed = match self.spec.exprs.get(text) {
+            Some(p) => p.clone(),
+            None => expr::parse(text),
+        };
+        match parsed {
             Err(e) => {
                 self.err(path, Some(key), format!("cannot parse `{text}`: {e}"));
                 None
