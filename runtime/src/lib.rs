@@ -7,22 +7,15 @@
 //! checks a whole stream, and [`convert`] turns legacy (Xen 4.5 and older) streams into v2.
 //! Every limit the code enforces, and the format facts it indexes with, are in [`limits`].
 
-extern crate self as xenmig;
-
-pub mod render;
-pub mod wire;
-
-xenmig_macros::include_spec!("../spec/libxc.yaml");
-xenmig_macros::include_spec!("../spec/libxl.yaml");
-xenmig_macros::include_spec!("../spec/xl.yaml");
+// The format core (xenmig-core): generated records and codecs, their support types, limits,
+// errors and rendering.
+pub use xenmig_core::{error, libxc, libxl, limits, render, wire, xl};
 
 pub mod convert;
 pub mod dm;
 pub mod domain;
-pub mod error;
 pub mod hooks;
 pub mod libxl_stream;
-pub mod limits;
 pub mod migrate;
 pub mod policy;
 pub mod reader;

@@ -3,7 +3,7 @@
 //! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
 //! - `check`: loads every spec, printing each problem at file:line:col, fails if a
 //!   document in `docs/` is not what `docs` would write, and fails on a framing, page-size,
-//!   alignment or cap literal outside generated code and `runtime/src/limits.rs`
+//!   alignment or cap literal outside generated code and `runtime/core/src/limits.rs`
 //!   (`literals.rs`).
 //! - `realxen`: boots Xen 4.17 under QEMU and runs `xl` save/restore/migrate/Remus scenarios
 //!   with xenmig as libxl's save helper (`realxen.rs`).
@@ -33,7 +33,7 @@ usage: cargo xtask <command>
 commands:
   docs    regenerate docs/*.md from spec/*.yaml
   check   check every spec, that docs/ is up to date, and that no format fact or cap
-          is written as a literal outside generated code and runtime/src/limits.rs
+          is written as a literal outside generated code and runtime/core/src/limits.rs
   realxen boot Xen under QEMU and run xl scenarios with xenmig as save helper
           (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
@@ -183,7 +183,7 @@ fn check() -> Result<()> {
     let mut problems = Vec::new();
     if !findings.is_empty() {
         problems.push(format!(
-            "{} format-fact literal(s) outside generated code and runtime/src/limits.rs",
+            "{} format-fact literal(s) outside generated code and runtime/core/src/limits.rs",
             findings.len()
         ));
     }
