@@ -10,6 +10,8 @@
 // The format core (xenmig-core): generated records and codecs, their support types, limits,
 // errors and rendering.
 pub use xenmig_core::{error, libxc, libxl, limits, render, wire, xl};
+// The stream layer (xenmig-stream): sources, reader, writer, verifier, xl save files.
+pub use xenmig_stream::{reader, source, verify, writer, xlfile};
 
 pub mod convert;
 pub mod dm;
@@ -18,18 +20,13 @@ pub mod hooks;
 pub mod libxl_stream;
 pub mod migrate;
 pub mod policy;
-pub mod reader;
 pub mod restore;
 pub mod save;
 pub mod savehelper;
 pub mod sim;
-pub mod source;
-pub mod verify;
-pub mod writer;
 pub mod x86;
 #[cfg(feature = "xen")]
 pub mod xen;
-pub mod xlfile;
 
 pub use error::{ErrorKind, Layer, StreamError};
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};

@@ -6,7 +6,7 @@
 //! Also the JSON domain config of simulated guests ([`SimDomainConfig`]), shaped like libxl's
 //! own (`c_info`, `b_info`), so that a restore can build the same kind of destination.
 
-use crate::domain::GuestType;
+use xenmig_core::GuestType;
 use crate::error::{Layer, StreamError};
 use crate::wire::{DecodeCtx, Endian, Strictness};
 use crate::writer::{StreamWriter, WriteError};
