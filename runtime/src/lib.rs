@@ -12,8 +12,9 @@
 pub use xenmig_core::{error, libxc, libxl, limits, render, wire, xl};
 // The stream layer (xenmig-stream): sources, reader, writer, verifier, xl save files.
 pub use xenmig_stream::{reader, source, verify, writer, xlfile};
+// Legacy stream conversion (xenmig-convert).
+pub use xenmig_convert as convert;
 
-pub mod convert;
 pub mod dm;
 pub mod domain;
 pub mod hooks;

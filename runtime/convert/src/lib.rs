@@ -1,4 +1,4 @@
-//! Legacy (Xen <= 4.5) to v2 stream conversion.
+//! xenmig-convert: legacy (Xen <= 4.5) to v2 stream conversion.
 //!
 //! [`convert`] reads a legacy libxc stream with [`legacy::LegacyReader`] and emits the
 //! records the reference converter (`convert-legacy-stream`) writes, in the same order
@@ -25,7 +25,9 @@ use legacy::{
 };
 pub use mapped::MappedFile;
 
-use crate::{libxc, libxl};
+// The formats (xenmig-core) and the writer (xenmig-stream) the converter builds on.
+pub(crate) use xenmig_core::{libxc, libxl, limits, wire, xl};
+pub(crate) use xenmig_stream::writer;
 
 /// libxc domain type (the generated one).
 pub use crate::libxc::DomainType;

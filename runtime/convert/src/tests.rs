@@ -135,7 +135,7 @@ fn assert_unsupported(err: &ConvertError, offset: u64) {
 
 /// The repository's test vectors (`tests/vectors`, see its README).
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors")
 }
 
 struct ConvertCase {
