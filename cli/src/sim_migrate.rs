@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use xenmig::dm::SimGuest;
+use xenmig::dm::{SimGuest, SimGuestExt};
 use xenmig::domain::RestoreCallbacks;
 use xenmig::libxl_stream::Destination;
 use xenmig::migrate::{

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::time::Duration;
-use xenmig::dm::{DeviceModel, SimDeviceModel, SimGuest};
+use xenmig::dm::{DeviceModel, SimDeviceModel, SimGuest, SimGuestExt};
 use xenmig::domain::{CheckpointAnswer, GuestType, RestoreCallbacks, SaveCallbacks};
 use xenmig::libxl_stream::{
     colo_primary_round, colo_secondary_round, read_checkpoint_state, restore_from_read,

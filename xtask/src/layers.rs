@@ -69,7 +69,9 @@ pub fn check_stream_deps(root: &Path) -> Result<()> {
         return Ok(());
     }
     for (name, what) in &bad {
-        eprintln!("{STREAM} depends on {name} ({what}); see `cargo tree -p {STREAM} -e normal -i {name}`");
+        eprintln!(
+            "{STREAM} depends on {name} ({what}); see `cargo tree -p {STREAM} -e normal -i {name}`"
+        );
     }
     bail!(
         "the stream layer ({STREAM}) depends on {}: it must not pull in drivers, simulator, save helper, Xen backend, sha2 or zstd",
@@ -87,7 +89,10 @@ mod tests {
                     xenmig-core v0.1.0 (/w/runtime/core)\n\
                     zstd v0.13.3\n\
                     zstd-sys v2.0.0 (*)\n";
-        assert_eq!(forbidden_in(tree), vec![("zstd", "the migration's compression")]);
+        assert_eq!(
+            forbidden_in(tree),
+            vec![("zstd", "the migration's compression")]
+        );
         let clean = "xenmig-stream v0.1.0 (/w/runtime/stream)\nserde v1.0.0\n";
         assert!(forbidden_in(clean).is_empty());
     }

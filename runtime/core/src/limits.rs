@@ -8,7 +8,7 @@
 //! the figure was chosen.
 //!
 //! `cargo xtask check` refuses framing, page-size, alignment and cap literals in the rest of
-//! `runtime/src` and `cli/src`, so a new limit is added here or not at all.
+//! the runtime crates' `src` and `cli/src`, so a new limit is added here or not at all.
 
 use crate::{libxc, libxl};
 

@@ -6,12 +6,12 @@
 //! Also the JSON domain config of simulated guests ([`SimDomainConfig`]), shaped like libxl's
 //! own (`c_info`, `b_info`), so that a restore can build the same kind of destination.
 
-use xenmig_core::GuestType;
 use crate::error::{Layer, StreamError};
 use crate::wire::{DecodeCtx, Endian, Strictness};
 use crate::writer::{StreamWriter, WriteError};
 use crate::xl;
 use std::io::{self, Read, Write};
+use xenmig_core::GuestType;
 
 /// What an xl header and its optional data say.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -253,7 +253,7 @@ pub trait Domain {
 /// forgets). A wrapper that counts the pages a save reads:
 ///
 /// ```
-/// use xenmig::domain::{BResult, Domain};
+/// use xenmig_drivers::domain::{BResult, Domain};
 ///
 /// struct Counted<D> {
 ///     dom: D,
@@ -261,7 +261,7 @@ pub trait Domain {
 /// }
 ///
 /// impl<D: Domain> Domain for Counted<D> {
-///     xenmig::forward_domain!(
+///     xenmig_drivers::forward_domain!(
 ///         dom:
 ///         info, p2m_size, pfn_to_gfn, page_types, write_pages, populate, set_page_types,
 ///         vcpu_state, set_vcpu_state, online_vcpus, hvm_context, set_hvm_context, hvm_param,

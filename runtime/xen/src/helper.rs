@@ -1,15 +1,15 @@
-//! The save helper over real Xen: the backend arm of [`crate::savehelper::run`].
+//! The save helper over real Xen: the backend arm of [`xenmig_savehelper::run_with`].
 //!
 //! libxl suspends and resumes the guest itself when it answers `suspend` and `postcopy`, and
 //! [`XenDomain`] sees that through getdomaininfo, so the [`HelperDomain`] hooks keep their
 //! defaults.
 
 use super::domain::{RingBackends, XenDomain};
-use crate::domain::errno;
-use crate::savehelper::{flow, run_restore, run_save, Args, HelperDomain, Outcome, Pipe};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::time::Instant;
+use xenmig_drivers::domain::errno;
+use xenmig_savehelper::{flow, run_restore, run_save, Args, HelperDomain, Outcome, Pipe};
 
 impl HelperDomain for XenDomain {}
 

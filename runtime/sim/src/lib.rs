@@ -1,4 +1,4 @@
-//! SimDomain: an in-memory simulated Xen domain implementing [`Domain`], for driving the save
+//! xenmig-sim: SimDomain, an in-memory simulated Xen domain implementing [`Domain`], for driving the save
 //! and restore algorithms without a hypervisor.
 //!
 //! A source domain is built deterministically from a seed ([`SimDomain::build`]): sparse guest
@@ -13,7 +13,14 @@
 //! [`SimDomain::state_digest`] hashes the whole guest state in a form that is independent of
 //! machine frame numbers, so a correct save→restore gives equal digests on both sides.
 
+// The formats (xenmig-core) and the drivers' traits and x86 facts (xenmig-drivers), at the
+// paths the simulator names them by.
+pub(crate) use xenmig_core::{libxc, limits};
+pub(crate) use xenmig_drivers::{domain, x86};
+
 mod digest;
+pub mod dm;
+pub mod helper;
 mod hvm;
 mod memory;
 mod pv;
@@ -26,6 +33,9 @@ pub use digest::hex;
 pub use hvm::{MMIO_HOLE_PAGES, SPECIAL_PAGES, VGA_HOLE};
 pub use pv::PvGuestLayout;
 pub use workload::Workload;
+
+pub use dm::{SimDeviceModel, SimGuest, SimGuestExt};
+pub use helper::SimBackend;
 
 use crate::domain::{
     errno, BResult, BackendError, Bitmap, Domain, DomainInfo, GuestType, PageType, TscInfo,

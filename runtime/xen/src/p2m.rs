@@ -7,8 +7,8 @@
 //!
 //! The walks read guest frames through a callback, so they run on any memory.
 
-use crate::domain::{errno, BResult, BackendError, PAGE_SIZE};
 use crate::x86::{self, PvLayout};
+use xenmig_drivers::domain::{errno, BResult, BackendError, PAGE_SIZE};
 
 /// Reads whole frames (machine frame numbers) and returns their contents, concatenated.
 pub type ReadFrames<'a> = dyn FnMut(&[u64]) -> BResult<Vec<u8>> + 'a;

@@ -3,15 +3,15 @@
 use super::ffi::{self, cmd, dominf, shadow_op, XenDomctl};
 use super::p2m::{self, arch_field, ArchField};
 use super::sys::{HypercallBuffer, Mapping, Xc};
-use crate::domain::{
-    errno, BResult, BackendError, Bitmap, Domain, DomainInfo, GuestType, PageType, TscInfo,
-    VcpuState, PAGE_SIZE,
-};
 use crate::x86::{PvLayout, StartInfo};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use xenmig_drivers::domain::{
+    errno, BResult, BackendError, Bitmap, Domain, DomainInfo, GuestType, PageType, TscInfo,
+    VcpuState, PAGE_SIZE,
+};
 
 use crate::limits::PFINFO_BATCH;
 /// `HVM_PARAM_STORE_PFN` and `HVM_PARAM_CONSOLE_PFN`.
@@ -410,11 +410,11 @@ impl Domain for XenDomain {
 
     /// Xen's `max_pages` for the domain (what libxl allowed it when it created it), and the
     /// pfns that allowance can reach; a pfn Xen already has beyond that counts too.
-    fn memory_limits(&mut self) -> BResult<crate::domain::MemoryLimits> {
+    fn memory_limits(&mut self) -> BResult<xenmig_drivers::domain::MemoryLimits> {
         let _t = self.timings.start("memory_limits");
         let raw = self.raw_info()?;
         let max_gpfn = self.xc.maximum_gpfn(self.domid)?;
-        Ok(crate::domain::MemoryLimits::for_pages(
+        Ok(xenmig_drivers::domain::MemoryLimits::for_pages(
             max_gpfn,
             raw.max_pages,
         ))

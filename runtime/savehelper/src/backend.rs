@@ -4,11 +4,9 @@
 //! Over real Xen, libxl itself suspends and resumes the guest when it answers `suspend` and
 //! `postcopy`, so a Xen backend leaves the [`HelperDomain`] methods at their defaults (it sees
 //! the suspension through getdomaininfo). A simulated domain has no libxl acting on it, so
-//! [`SimBackend`] plays that part.
+//! the simulator's backend (xenmig-sim's `SimBackend`) plays that part.
 
-use crate::domain::{errno, BResult, BackendError, Domain, GuestType, PAGE_SIZE};
-use crate::sim::{SimConfig, SimDomain, Workload, MAX_VCPUS};
-use std::time::Duration;
+use crate::domain::{Domain, GuestType, PAGE_SIZE};
 
 /// The environment variable that selects the backend.
 pub const BACKEND_ENV: &str = "XENMIG_SAVE_HELPER_BACKEND";
@@ -160,16 +158,6 @@ impl SimSpec {
         }
         Ok(s)
     }
-
-    fn config(&self) -> SimConfig {
-        SimConfig {
-            guest: self.guest,
-            width: self.width,
-            memory_pages: self.memory / PAGE_SIZE as u64,
-            vcpus: self.vcpus,
-            seed: self.seed,
-        }
-    }
 }
 
 fn width(s: &str) -> Option<u8> {
@@ -198,88 +186,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (t, 0),
     };
     num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-/// A simulated domain driven by the helper, with libxl's part played locally.
-#[derive(Debug, Clone)]
-pub struct SimBackend {
-    pub dom: SimDomain,
-    no_logdirty: bool,
-}
-
-/// How long a simulated guest runs between Remus checkpoints.
-pub const SIM_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-
-impl SimBackend {
-    /// The running domain to save, built from the spec.
-    pub fn for_save(spec: &SimSpec) -> BResult<SimBackend> {
-        let mut dom = SimDomain::build(spec.config())?;
-        if let Some(b) = spec.bandwidth {
-            dom.set_bandwidth(b);
-        }
-        if spec.dirty_rate > 0 {
-            dom.set_workload(Some(Workload {
-                rate_pages_per_sec: spec.dirty_rate,
-                seed: spec.seed ^ 0x5eed,
-            }));
-        }
-        Ok(SimBackend {
-            dom,
-            no_logdirty: spec.no_logdirty,
-        })
-    }
-
-    /// The empty domain libxl would have created for a restore.
-    pub fn for_restore(spec: &SimSpec) -> SimBackend {
-        SimBackend {
-            dom: SimDomain::empty_for_restore(spec.guest, 0, MAX_VCPUS, spec.seed.wrapping_add(1)),
-            no_logdirty: spec.no_logdirty,
-        }
-    }
-}
-
-impl HelperDomain for SimBackend {
-    fn toolstack_suspended(&mut self) {
-        self.dom.suspend();
-    }
-
-    fn toolstack_resumed(&mut self) {
-        self.dom.resume();
-    }
-
-    fn checkpoint_interval(&mut self) {
-        self.dom.run_for(SIM_CHECKPOINT_INTERVAL);
-    }
-}
-
-impl Domain for SimBackend {
-    crate::forward_domain!(
-        dom:
-        info, p2m_size, pfn_to_gfn, page_types, read_pages, write_pages, populate,
-        set_page_types, vcpu_state, set_vcpu_state, online_vcpus, hvm_context,
-        set_hvm_context, hvm_param, set_hvm_param, tsc_info, set_tsc_info, shared_info,
-        set_shared_info, cpu_policy, set_cpu_policy, clean_dirty, peek_dirty, pv_p2m,
-        mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
-        p2m_generation, now, reads_whole_batches, memory_limits
-    );
-    fn enable_logdirty(&mut self) -> BResult<()> {
-        if self.no_logdirty {
-            // XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY without shadow paging.
-            return Err(
-                BackendError::new("enable logdirty", "no shadow paging").errno(errno::EOPNOTSUPP)
-            );
-        }
-        self.dom.enable_logdirty()
-    }
-    fn disable_logdirty(&mut self) -> BResult<()> {
-        if self.no_logdirty {
-            // XEN_DOMCTL_SHADOW_OP_OFF on a domain that never had shadow mode.
-            return Err(
-                BackendError::new("disable logdirty", "shadow mode is off").errno(errno::EINVAL)
-            );
-        }
-        self.dom.disable_logdirty()
-    }
 }
 
 #[cfg(test)]

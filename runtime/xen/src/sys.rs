@@ -4,10 +4,10 @@
 //! as a Rust slice, since the guest may write it concurrently.
 
 use super::ffi;
-use crate::domain::{BResult, BackendError, PAGE_SIZE};
 use std::ffi::{c_int, c_uint, c_ulong, c_void};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
+use xenmig_drivers::domain::{BResult, BackendError, PAGE_SIZE};
 
 /// errno of the last failed call.
 pub fn last_errno() -> i32 {

@@ -1,56 +1,14 @@
-//! Device models: what the libxl layer ([`crate::libxl_stream`]) saves and restores besides
-//! the libxc image of an HVM guest.
-//!
-//! libxl keeps two things of the emulator (QEMU upstream) in a stream: xenstore keys under
-//! `/local/domain/<dm>/device-model/<domid>/` (the physmap entries QEMU writes for memory it
-//! has mapped) and the emulator's own context blob. [`DeviceModel`] is that interface;
-//! [`HasDeviceModel`] is a domain together with its device model, as libxl manages them;
-//! [`Guest`] pairs any [`Domain`] with any [`DeviceModel`]. [`SimDeviceModel`] is a
-//! deterministic simulated emulator, and [`SimGuest`] a simulated domain with one, whose state
-//! digest covers both.
+//! The simulated device model: a deterministic stand-in for QEMU ([`SimDeviceModel`]), and
+//! [`SimGuest`], a simulated domain with one, whose state digest covers both.
 
-use crate::domain::{BResult, BackendError, Domain};
-use crate::libxl::EmulatorId;
-use crate::sim::SimDomain;
+use crate::SimDomain;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// Xenstore key/value pairs, keys relative to the device model's directory, in the order they
-/// are written (NUL-free octets, as libxl transfers them).
-pub type XenstorePairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// What a device model saves at a suspend.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DmState {
-    /// xenstore pairs (relative keys); libxl sends them only when there are some.
-    pub xenstore: XenstorePairs,
-    /// The emulator's context blob (QEMU's begins with "QEVM").
-    pub context: Vec<u8>,
-}
-
-/// An emulator as libxl drives it across a save and a restore.
-pub trait DeviceModel {
-    /// The emulator id the records carry (libxl writes QEMU_UPSTREAM, index 0).
-    fn emulator_id(&self) -> EmulatorId {
-        EmulatorId::QEMU_UPSTREAM
-    }
-    /// Stops the emulator and saves its state: the physmap keys it keeps in xenstore and its
-    /// context blob (libxl: QMP `stop` and `xen-save-devices-state` at the guest's suspend).
-    fn save(&mut self) -> BResult<DmState>;
-    /// Lets the emulator run again (Remus/COLO primary after a checkpoint).
-    fn resume(&mut self) -> BResult<()> {
-        Ok(())
-    }
-    /// Restore: writes xenstore pairs under the device model's directory.
-    fn restore_xenstore(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> BResult<()>;
-    /// Restore: loads a context blob (the last one a stream carries wins).
-    fn restore_context(&mut self, blob: &[u8]) -> BResult<()>;
-}
-
-/// A domain together with its device model (none for PV and PVH guests).
-pub trait HasDeviceModel: Domain {
-    fn device_model(&mut self) -> Option<&mut dyn DeviceModel>;
-}
+use xenmig_core::GuestType;
+use xenmig_drivers::dm::{DeviceModel, DmState, Guest, HasDeviceModel};
+use xenmig_drivers::domain::{BResult, BackendError};
+use xenmig_drivers::libxl_stream::Destination;
+use xenmig_stream::reader::Framing;
 
 impl HasDeviceModel for SimDomain {
     fn device_model(&mut self) -> Option<&mut dyn DeviceModel> {
@@ -58,64 +16,42 @@ impl HasDeviceModel for SimDomain {
     }
 }
 
-/// A domain paired with its device model; implements [`Domain`] by handing every call to
-/// `dom`.
-#[derive(Debug, Clone)]
-pub struct Guest<D, M> {
-    pub dom: D,
-    pub dm: Option<M>,
-}
-
-impl<D, M> Guest<D, M> {
-    pub fn new(dom: D, dm: Option<M>) -> Self {
-        Guest { dom, dm }
-    }
-}
-
-impl<D: Domain, M: DeviceModel> HasDeviceModel for Guest<D, M> {
-    fn device_model(&mut self) -> Option<&mut dyn DeviceModel> {
-        match &mut self.dm {
-            Some(m) => Some(m),
-            None => None,
-        }
-    }
-}
-
-impl<D: Domain, M> Domain for Guest<D, M> {
-    crate::forward_domain!(
-        dom:
-        info, p2m_size, pfn_to_gfn, page_types, read_pages, write_pages, populate,
-        set_page_types, vcpu_state, set_vcpu_state, online_vcpus, hvm_context,
-        set_hvm_context, hvm_param, set_hvm_param, tsc_info, set_tsc_info, shared_info,
-        set_shared_info, cpu_policy, set_cpu_policy, enable_logdirty, disable_logdirty,
-        clean_dirty, peek_dirty, pv_p2m, mfn_to_pfn, set_address_size, expand_p2m,
-        write_p2m, pin_page_tables, p2m_generation, now, reads_whole_batches, memory_limits
-    );
-}
-
 /// A simulated domain with (HVM) or without (PV, or a bare libxc stream) a device model.
 pub type SimGuest = Guest<SimDomain, SimDeviceModel>;
 
-impl Guest<SimDomain, SimDeviceModel> {
+/// What a [`SimGuest`] adds to a [`Guest`]: its making for a restore and its state digest.
+/// (`Guest` is the drivers' type, so these are a trait's methods; bring it into scope.)
+pub trait SimGuestExt: Sized {
     /// The empty destination a restore of `d` fills: a simulated domain of the stream's guest
     /// type with `vcpus` vcpus, with a device model when the stream is an HVM guest's in libxl
     /// or xl framing (a bare libxc image carries no emulator records).
-    pub fn for_destination(
-        d: &crate::libxl_stream::Destination<'_>,
-        vcpus: u32,
-        seed: u64,
-    ) -> Self {
-        use crate::domain::GuestType;
-        use crate::reader::Framing;
+    fn for_destination(d: &Destination<'_>, vcpus: u32, seed: u64) -> Self;
+
+    /// The state digest: [`SimDomain::state_digest`] alone without a device model, otherwise
+    /// a digest over it and [`SimDeviceModel::state_digest`].
+    fn state_digest(&self) -> [u8; 32];
+
+    /// Starts computing [`SimGuestExt::state_digest`] of the guest as it is now on another
+    /// thread, and returns at once: the guest may be changed or dropped meanwhile. The copy
+    /// it works on shares the page buffers (a reference count per page), so starting it
+    /// costs little; pages written afterwards get new buffers.
+    fn state_digest_in_background(&self) -> std::thread::JoinHandle<[u8; 32]>;
+
+    /// [`SimGuestExt::state_digest`] in hex.
+    fn state_digest_hex(&self) -> String {
+        crate::hex(&self.state_digest())
+    }
+}
+
+impl SimGuestExt for SimGuest {
+    fn for_destination(d: &Destination<'_>, vcpus: u32, seed: u64) -> Self {
         let dom = SimDomain::empty_for_restore(d.guest, 0, vcpus, seed);
         let dm = (d.guest == GuestType::X86Hvm && d.framing != Framing::Libxc)
             .then(SimDeviceModel::empty);
         Guest::new(dom, dm)
     }
 
-    /// The state digest: [`SimDomain::state_digest`] alone without a device model, otherwise
-    /// a digest over it and [`SimDeviceModel::state_digest`].
-    pub fn state_digest(&self) -> [u8; 32] {
+    fn state_digest(&self) -> [u8; 32] {
         let dom = self.dom.state_digest();
         match &self.dm {
             None => dom,
@@ -129,18 +65,9 @@ impl Guest<SimDomain, SimDeviceModel> {
         }
     }
 
-    /// Starts computing [`SimGuest::state_digest`] of the guest as it is now on another
-    /// thread, and returns at once: the guest may be changed or dropped meanwhile. The copy
-    /// it works on shares the page buffers (a reference count per page), so starting it
-    /// costs little; pages written afterwards get new buffers.
-    pub fn state_digest_in_background(&self) -> std::thread::JoinHandle<[u8; 32]> {
+    fn state_digest_in_background(&self) -> std::thread::JoinHandle<[u8; 32]> {
         let snapshot = self.clone();
         std::thread::spawn(move || snapshot.state_digest())
-    }
-
-    /// [`SimGuest::state_digest`] in hex.
-    pub fn state_digest_hex(&self) -> String {
-        crate::sim::hex(&self.state_digest())
     }
 }
 
