@@ -641,6 +641,38 @@ pub trait SaveCallbacks<D: ?Sized> {
     fn progress(&mut self, _what: &str, _done: u64, _total: u64) {}
 }
 
+/// Why the toolstack's side of a driver failed: a [`RestoreCallbacks::libxl_record`] that
+/// refused a record, or a guest the toolstack could not act on
+/// ([`crate::migrate::GuestControl`], [`crate::libxl_stream::ColoOps`]). The driver reports
+/// it inside its own error.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolstackError {
+    /// A record broke a rule of the stream, by the toolstack's own checks (the libxl layer's).
+    #[error("{0}")]
+    Stream(#[from] crate::error::StreamError),
+    /// The domain or its device model refused an operation.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    /// A channel the toolstack uses (to the other side, to the emulator) failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else, as the toolstack words it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ToolstackError {
+    fn from(s: String) -> Self {
+        ToolstackError::Other(s)
+    }
+}
+
+impl From<&str> for ToolstackError {
+    fn from(s: &str) -> Self {
+        ToolstackError::Other(s.to_string())
+    }
+}
+
 /// What the restore tells the toolstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointAnswer {
@@ -687,7 +719,7 @@ pub trait RestoreCallbacks<D: ?Sized> {
         &mut self,
         _dom: &mut D,
         _rec: &crate::reader::RawRecord<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ToolstackError> {
         Ok(())
     }
 }

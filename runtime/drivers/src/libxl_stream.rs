@@ -33,7 +33,7 @@
 
 use crate::dm::{DmState, HasDeviceModel, XenstorePairs};
 use crate::domain::{BackendError, CheckpointAnswer, GuestType, RestoreCallbacks, SaveCallbacks};
-use crate::domain::{PrecopyDecision, PrecopyStats};
+use crate::domain::{PrecopyDecision, PrecopyStats, ToolstackError};
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
 use crate::restore::{restore_new_with_back_channel, RestoreError, RestoreOptions, RestoreResult};
@@ -688,8 +688,8 @@ impl<'a, 'c, 'b, C> RestoreLayer<'a, 'c, 'b, C> {
     }
 
     /// Keeps the first error with its detail; the driver only carries a message.
-    fn fail(&mut self, e: LibxlRestoreError) -> String {
-        let msg = e.to_string();
+    fn fail(&mut self, e: LibxlRestoreError) -> ToolstackError {
+        let msg = ToolstackError::Other(e.to_string());
         if self.error.is_none() {
             self.error = Some(e);
         }
@@ -813,7 +813,7 @@ where
         CheckpointAnswer::Success
     }
 
-    fn libxl_record(&mut self, dom: &mut D, rec: &RawRecord<'_>) -> Result<(), String> {
+    fn libxl_record(&mut self, dom: &mut D, rec: &RawRecord<'_>) -> Result<(), ToolstackError> {
         self.libxl_records += 1;
         let guest = dom.info().ok().map(|i| i.guest);
         let checked = check_record(rec, guest).map_err(|e| self.fail(e.into()))?;
@@ -1211,8 +1211,11 @@ pub enum ColoError {
     },
     #[error("COLO sequence: {0}")]
     Sequence(String),
-    #[error("COLO {step}: {detail}")]
-    Op { step: &'static str, detail: String },
+    #[error("COLO {step}: {source}")]
+    Op {
+        step: &'static str,
+        source: Box<ToolstackError>,
+    },
 }
 
 impl ColoError {
@@ -1462,15 +1465,18 @@ impl ColoSecondary {
 /// What one side does to its guest during a COLO checkpoint.
 pub trait ColoOps {
     /// Suspend the guest (and its device model).
-    fn suspend(&mut self) -> Result<(), String>;
+    fn suspend(&mut self) -> Result<(), ToolstackError>;
     /// Primary: send the checkpoint on the forward stream. Secondary: receive and apply it.
-    fn checkpoint(&mut self) -> Result<(), String>;
+    fn checkpoint(&mut self) -> Result<(), ToolstackError>;
     /// Resume the guest.
-    fn resume(&mut self) -> Result<(), String>;
+    fn resume(&mut self) -> Result<(), ToolstackError>;
 }
 
-fn op(step: &'static str, r: Result<(), String>) -> Result<(), ColoError> {
-    r.map_err(|detail| ColoError::Op { step, detail })
+fn op(step: &'static str, r: Result<(), ToolstackError>) -> Result<(), ColoError> {
+    r.map_err(|e| ColoError::Op {
+        step,
+        source: Box::new(e),
+    })
 }
 
 /// One COLO checkpoint on the primary: suspend, [read SUSPENDED], checkpoint, read READY,

@@ -27,7 +27,7 @@
 //! exactly what xl sends; both ends must agree.
 
 use crate::dm::HasDeviceModel;
-use crate::domain::{RestoreCallbacks, SaveCallbacks};
+use crate::domain::{RestoreCallbacks, SaveCallbacks, ToolstackError};
 use crate::libxl_stream::{
     restore_from_read, save_xl, Destination, LibxlRestoreError, LibxlRestoreResult, LibxlSaveError,
     LibxlSaveStats,
@@ -62,9 +62,9 @@ pub enum Phase {
 /// The toolstack's control over its copy of the guest.
 pub trait GuestControl<D> {
     /// Sender: the migration failed before the point of no return; run the guest again.
-    fn resume(&mut self, dom: &mut D) -> Result<(), String>;
+    fn resume(&mut self, dom: &mut D) -> Result<(), ToolstackError>;
     /// Receiver: the guest is ours; let it run.
-    fn unpause(&mut self, dom: &mut D) -> Result<(), String>;
+    fn unpause(&mut self, dom: &mut D) -> Result<(), ToolstackError>;
     /// This copy is not wanted any more.
     fn destroy(&mut self, dom: &mut D);
     /// A protocol point was reached.
@@ -140,7 +140,7 @@ pub enum MigrateError {
     #[error("the receiver could not unpause the guest (status {0})")]
     Status(u8),
     #[error("{0}")]
-    Guest(String),
+    Guest(ToolstackError),
 }
 
 impl From<LibxlSaveError> for MigrateError {

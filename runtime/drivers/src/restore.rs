@@ -454,7 +454,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 Item::Record(rec) => {
                     if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
                         return Err(rec
-                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .error(StreamError::invalid(rec.offset, "libxl", e.to_string()))
                             .into());
                     }
                 }
@@ -493,7 +493,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 Item::Record(rec) if rec.layer == Layer::Libxl => {
                     if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
                         return Err(rec
-                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .error(StreamError::invalid(rec.offset, "libxl", e.to_string()))
                             .into());
                     }
                     if rec.info().and_then(|i| i.role) == Some(Role::CheckpointEnd) {
@@ -575,7 +575,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 Ok(Item::Record(rec)) if rec.layer == Layer::Libxl => {
                     if let Err(e) = self.cb.libxl_record(self.dom, &rec) {
                         return Err(rec
-                            .error(StreamError::invalid(rec.offset, "libxl", e))
+                            .error(StreamError::invalid(rec.offset, "libxl", e.to_string()))
                             .into());
                     }
                 }
