@@ -18,7 +18,15 @@
 //! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
 
 pub use xenmig_core::{error, libxc, libxl, limits, render, wire, xl};
-pub use xenmig_stream::{reader, source, verify, writer, xlfile};
+pub use xenmig_stream::{reader, source, verify, writer};
+
+/// `xl save` files (xenmig-stream), and with the `sim` feature the simulated guests' JSON
+/// domain config.
+pub mod xlfile {
+    #[cfg(feature = "sim")]
+    pub use xenmig_sim::config::SimDomainConfig;
+    pub use xenmig_stream::xlfile::*;
+}
 
 pub use xenmig_convert as convert;
 

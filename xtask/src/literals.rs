@@ -74,7 +74,7 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "how much of a legacy input is mapped at once: a buffer size, not a cap",
     ),
     (
-        "runtime/stream/src/xlfile.rs",
+        "runtime/sim/src/config.rs",
         "memory: 64 << 20,",
         "a simulated guest's default memory in its JSON config, not a cap",
     ),

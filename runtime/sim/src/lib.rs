@@ -18,6 +18,7 @@
 pub(crate) use xenmig_core::{libxc, limits};
 pub(crate) use xenmig_drivers::{domain, x86};
 
+pub mod config;
 mod digest;
 pub mod dm;
 pub mod helper;
@@ -34,6 +35,7 @@ pub use hvm::{MMIO_HOLE_PAGES, SPECIAL_PAGES, VGA_HOLE};
 pub use pv::PvGuestLayout;
 pub use workload::Workload;
 
+pub use config::SimDomainConfig;
 pub use dm::{SimDeviceModel, SimGuest, SimGuestExt};
 pub use helper::SimBackend;
 
