@@ -1,9 +1,9 @@
-//! xenmig-xen: the real-Xen backend. [`XenDomain`] implements
+//! xenmig-xen: the real-Xen backend. `XenDomain` implements
 //! [`xenmig_drivers::domain::Domain`] over Debian's libxen-dev 4.17 (libxenctrl,
-//! libxenforeignmemory), for x86 PV and HVM/PVH domains; [`helper`] is the save helper's
+//! libxenforeignmemory), for x86 PV and HVM/PVH domains; `helper` is the save helper's
 //! backend arm for it.
 //!
-//! Built only with the `xen` feature (without it the crate is empty). The bindings in [`ffi`]
+//! Built only with the `xen` feature (without it the crate is empty). The bindings in `ffi`
 //! are hand-written and limited to public API; the two things libxc does through private
 //! calls are done as its reference says: page types through a raw
 //! `XEN_DOMCTL_getpageframeinfo3` (interface version 0x15) in a hypercall buffer, and the m2p
