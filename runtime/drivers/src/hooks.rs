@@ -3,12 +3,30 @@
 //! x86 HVM guests carry parameters and a hypervisor context blob.
 
 use crate::domain::{errno, BResult, BackendError, Domain, GuestType, SaveCallbacks, VcpuState};
+use crate::libxc;
 use crate::limits::{table_level, PAGE_OFFSET_MASK, PAGE_SHIFT};
 use crate::wire::Array;
-use crate::writer::StreamWriter;
+use crate::writer::{StreamWriter, WriteError};
 use crate::x86::{self, PvLayout};
-use crate::{libxc, save::SaveError};
 use std::io::Write;
+
+/// Why a save failed. It is defined here, with the hooks that return it, so that the saver
+/// ([`crate::save`], which re-exports it) depends on the hooks and not the other way round.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("the guest did not suspend: {0}")]
+    Suspend(String),
+    #[error("the precopy policy aborted the save")]
+    Aborted,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("back channel: {0}")]
+    BackChannel(String),
+}
 
 /// A writer of libxc records, whatever it writes to.
 pub type Out<'w> = dyn RecordOut + 'w;

@@ -8,7 +8,7 @@ use crate::domain::{
 };
 use crate::hooks::{self, SaveHooks};
 use crate::wire::{Array, DecodeCtx};
-use crate::writer::{StreamWriter, WriteError};
+use crate::writer::StreamWriter;
 use crate::{libxc, Reader, ReaderOptions};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -93,22 +93,8 @@ pub struct SaveStats {
     pub stop_reason: String,
 }
 
-/// Why a save failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SaveError {
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error("the guest did not suspend: {0}")]
-    Suspend(String),
-    #[error("the precopy policy aborted the save")]
-    Aborted,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("back channel: {0}")]
-    BackChannel(String),
-}
+/// Why a save failed (defined with the hooks, which return it too).
+pub use crate::hooks::SaveError;
 
 /// Pfns per PAGE_DATA record.
 pub const BATCH: usize = libxc::MAX_BATCH_SIZE as usize;
