@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
-use xenmig::dm::{SimDeviceModel, SimGuest};
+use xenmig::dm::{SimDeviceModel, SimGuest, SimGuestExt};
 use xenmig::domain::{
     CheckpointAnswer, GuestType, PrecopyDecision, PrecopyStats, RestoreCallbacks, SaveCallbacks,
 };

@@ -20,8 +20,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use xenmig::dm::SimGuest;
-use xenmig::domain::RestoreCallbacks;
+use xenmig::dm::{SimGuest, SimGuestExt};
+use xenmig::domain::{RestoreCallbacks, ToolstackError};
 use xenmig::libxl_stream::Destination;
 use xenmig::migrate::{
     self, Channel, GuestControl, MigrateOptions, Phase, ReceiveOutcome, SendOutcome,
@@ -319,16 +319,16 @@ impl Control {
 }
 
 impl GuestControl<SimGuest> for Control {
-    fn resume(&mut self, g: &mut SimGuest) -> Result<(), String> {
+    fn resume(&mut self, g: &mut SimGuest) -> Result<(), ToolstackError> {
         g.dom.resume();
         if let Some(dm) = g.dm.as_mut() {
-            xenmig::dm::DeviceModel::resume(dm).map_err(|e| e.to_string())?;
+            xenmig::dm::DeviceModel::resume(dm)?;
         }
         self.say("resumed");
         Ok(())
     }
 
-    fn unpause(&mut self, g: &mut SimGuest) -> Result<(), String> {
+    fn unpause(&mut self, g: &mut SimGuest) -> Result<(), ToolstackError> {
         if self.fault == Some(Fault::UnpauseFails) {
             return Err("unpausing failed (injected fault)".into());
         }
@@ -336,7 +336,7 @@ impl GuestControl<SimGuest> for Control {
             // A COLO secondary whose link broke while it was suspended: its device model
             // stopped with it.
             if let Some(dm) = g.dm.as_mut() {
-                xenmig::dm::DeviceModel::resume(dm).map_err(|e| e.to_string())?;
+                xenmig::dm::DeviceModel::resume(dm)?;
             }
         }
         g.dom.resume();

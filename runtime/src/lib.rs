@@ -1,43 +1,94 @@
-//! xenmig: read, write, verify and convert Xen domain save images and migration streams.
+//! xenmig: read, write, verify and convert Xen domain save images and migration streams, and
+//! save, restore and migrate domains.
 //!
-//! The record types and their codecs are generated from the YAML specs in `spec/`:
-//! [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl framing around it)
-//! and [`xl`] (the header of `xl save` files). The rest of the crate consumes them:
-//! [`reader`] yields records from bytes, [`writer`] frames records into bytes, [`verify`]
-//! checks a whole stream, and [`convert`] turns legacy (Xen 4.5 and older) streams into v2.
-//! Every limit the code enforces, and the format facts it indexes with, are in [`limits`].
+//! This crate is a facade: it re-exports the crates under `runtime/`, each with one job, at
+//! the module paths xenmig has always had.
+//!
+//! - xenmig-core: the formats. The record types and their codecs are generated from the YAML
+//!   specs in `spec/`: [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl
+//!   framing around it), [`xl`] (the header of `xl save` files) and [`x86_state`] (the guest
+//!   state inside HVM_CONTEXT and the PV vCPU records), over [`wire`]; every limit
+//!   the code enforces is in [`limits`]; [`error`] and [`render`].
+//! - xenmig-stream: [`source`], [`reader`] (records from bytes), [`writer`] (records into
+//!   bytes), [`verify`] (a whole stream) and [`xlfile`].
+//! - xenmig-convert: [`convert`], legacy (Xen 4.5 and older) streams into v2.
+//! - xenmig-drivers: [`domain`] (what the drivers ask of a hypervisor), [`save`], [`restore`],
+//!   [`hooks`], [`policy`], [`x86`], [`libxl_stream`], [`dm`] and [`migrate`].
+//! - xenmig-savehelper: [`savehelper`], the libxl-save-helper replacement.
+//! - xenmig-sim (feature `sim`): `sim`, the simulated domain, and its device model in [`dm`].
+//! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
 
-extern crate self as xenmig;
+pub use xenmig_core::{error, libxc, libxl, limits, render, wire, x86_state, xl};
+pub use xenmig_stream::{reader, source, verify, writer};
 
-pub mod render;
-pub mod wire;
+/// `xl save` files (xenmig-stream), and with the `sim` feature the simulated guests' JSON
+/// domain config.
+pub mod xlfile {
+    #[cfg(feature = "sim")]
+    pub use xenmig_sim::config::SimDomainConfig;
+    pub use xenmig_stream::xlfile::*;
+}
 
-xenmig_macros::include_spec!("../spec/libxc.yaml");
-xenmig_macros::include_spec!("../spec/libxl.yaml");
-xenmig_macros::include_spec!("../spec/xl.yaml");
-xenmig_macros::include_spec!("../spec/x86_state.yaml");
+pub use xenmig_convert as convert;
 
-pub mod convert;
-pub mod dm;
-pub mod domain;
-pub mod error;
-pub mod hooks;
-pub mod libxl_stream;
-pub mod limits;
-pub mod migrate;
-pub mod policy;
-pub mod reader;
-pub mod restore;
-pub mod save;
-pub mod savehelper;
-pub mod sim;
-pub mod source;
-pub mod verify;
-pub mod writer;
-pub mod x86;
+pub use xenmig_drivers::forward_domain;
+pub use xenmig_drivers::{domain, hooks, libxl_stream, migrate, policy, restore, save, x86};
+
+/// Device models: the drivers' traits and [`dm::Guest`], and with the `sim` feature the
+/// simulated emulator and guest.
+pub mod dm {
+    pub use xenmig_drivers::dm::*;
+    #[cfg(feature = "sim")]
+    pub use xenmig_sim::dm::*;
+}
+
+#[cfg(feature = "sim")]
+pub use xenmig_sim as sim;
+
 #[cfg(feature = "xen")]
-pub mod xen;
-pub mod xlfile;
+pub use xenmig_xen as xen;
+
+/// The libxl-save-helper replacement (xenmig-savehelper), with the backends this build has.
+pub mod savehelper {
+    pub use xenmig_savehelper::*;
+    #[cfg(feature = "sim")]
+    pub use xenmig_sim::helper::SimBackend;
+
+    /// The backend chosen by `XENMIG_SAVE_HELPER_BACKEND`, and with the `sim` feature the
+    /// simulated one.
+    pub mod backend {
+        pub use xenmig_savehelper::backend::*;
+        #[cfg(feature = "sim")]
+        pub use xenmig_sim::helper::{SimBackend, SIM_CHECKPOINT_INTERVAL};
+    }
+
+    use std::fs::File;
+    use std::io::{Read, Write};
+
+    /// Runs the helper with the backend `backend` names (the parsed [`BACKEND_ENV`], or why
+    /// it could not be parsed), with the backends of this build: the simulated one with the
+    /// `sim` feature, real Xen with the `xen` feature. `stream` is the io_fd; `back_channel`
+    /// the save's recv_fd (COLO).
+    pub fn run<R: Read, W: Write>(
+        args: &Args,
+        backend: Result<BackendSpec, String>,
+        pipe: &mut Pipe<R, W>,
+        stream: &File,
+        back_channel: Option<&File>,
+    ) -> Outcome {
+        let backends = Backends::<R, W> {
+            #[cfg(feature = "sim")]
+            sim: Some(xenmig_sim::helper::run::<R, W>),
+            #[cfg(not(feature = "sim"))]
+            sim: None,
+            #[cfg(feature = "xen")]
+            xen: Some(xenmig_xen::helper::run::<R, W>),
+            #[cfg(not(feature = "xen"))]
+            xen: None,
+        };
+        run_with(args, backend, &backends, pipe, stream, back_channel)
+    }
+}
 
 pub use error::{ErrorKind, Layer, StreamError};
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};

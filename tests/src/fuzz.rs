@@ -13,7 +13,7 @@
 use std::io::{self, Read};
 use xenmig::convert::legacy::{GuestType as LegacyGuest, Width};
 use xenmig::convert::{convert_to, ConvertOptions, OutputFormat};
-use xenmig::dm::{Guest, SimDeviceModel, SimGuest};
+use xenmig::dm::{Guest, SimDeviceModel, SimGuest, SimGuestExt};
 use xenmig::domain::{BResult, CheckpointAnswer, Domain, MemoryLimits, RestoreCallbacks};
 use xenmig::libxl_stream::{restore_stream, Destination};
 use xenmig::reader::{Framing, Item, Reader, ReaderOptions};

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use xenmig::dm::{SimDeviceModel, SimGuest};
+use xenmig::dm::{SimDeviceModel, SimGuest, SimGuestExt};
 use xenmig::domain::{GuestType, RestoreCallbacks, SaveCallbacks};
 use xenmig::libxl_stream::{
     restore_stream, save_libxl, Destination, LibxlRestoreError, LibxlRestoreResult, LibxlSaveError,

@@ -8,8 +8,10 @@
 
 use std::io::{Read, Write};
 use std::time::Duration;
-use xenmig::dm::{DeviceModel, SimDeviceModel, SimGuest};
-use xenmig::domain::{CheckpointAnswer, GuestType, RestoreCallbacks, SaveCallbacks};
+use xenmig::dm::{DeviceModel, SimDeviceModel, SimGuest, SimGuestExt};
+use xenmig::domain::{
+    CheckpointAnswer, GuestType, RestoreCallbacks, SaveCallbacks, ToolstackError,
+};
 use xenmig::libxl_stream::{
     colo_primary_round, colo_secondary_round, read_checkpoint_state, restore_from_read,
     restore_stream, save_libxl, save_xl, write_checkpoint_state, ColoError, ColoOps, ColoPrimary,
@@ -911,24 +913,24 @@ enum Side<'a> {
 }
 
 impl ColoOps for Ops<'_> {
-    fn suspend(&mut self) -> Result<(), String> {
+    fn suspend(&mut self) -> Result<(), ToolstackError> {
         self.log.push("suspend");
         Ok(())
     }
-    fn checkpoint(&mut self) -> Result<(), String> {
+    fn checkpoint(&mut self) -> Result<(), ToolstackError> {
         self.log.push("checkpoint");
         match &mut self.side {
-            Side::Primary(w) => w.write_all(b"CHECKPNT").map_err(|e| e.to_string()),
+            Side::Primary(w) => Ok(w.write_all(b"CHECKPNT")?),
             Side::Secondary(r) => {
                 let mut b = [0u8; 8];
-                r.read_exact(&mut b).map_err(|e| e.to_string())?;
+                r.read_exact(&mut b)?;
                 (&b == b"CHECKPNT")
                     .then_some(())
                     .ok_or_else(|| "not a checkpoint".into())
             }
         }
     }
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), ToolstackError> {
         self.log.push("resume");
         Ok(())
     }

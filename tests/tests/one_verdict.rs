@@ -13,7 +13,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-use xenmig::dm::{SimDeviceModel, SimGuest};
+use xenmig::dm::{SimDeviceModel, SimGuest, SimGuestExt};
 use xenmig::domain::{CheckpointAnswer, GuestType, RestoreCallbacks, SaveCallbacks};
 use xenmig::libxl_stream::{
     restore_stream, save_libxl, save_xl, Destination, LibxlRestoreError, LibxlRestoreResult,

@@ -3,8 +3,9 @@
 //! - `docs`: regenerates the Markdown documentation in `docs/` from the specs in `spec/`.
 //! - `check`: loads every spec, printing each problem at file:line:col, fails if a
 //!   document in `docs/` is not what `docs` would write, and fails on a framing, page-size,
-//!   alignment or cap literal outside generated code and `runtime/src/limits.rs`
-//!   (`literals.rs`).
+//!   alignment or cap literal outside generated code and `runtime/core/src/limits.rs`
+//!   (`literals.rs`), and fails if the stream-layer crate depends on the drivers, simulator,
+//!   save helper, Xen backend, `sha2` or `zstd` (`layers.rs`).
 //! - `realxen`: boots Xen 4.17 under QEMU and runs `xl` save/restore/migrate/Remus scenarios
 //!   with xenmig as libxl's save helper (`realxen.rs`).
 //! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
@@ -17,6 +18,7 @@ use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
 mod fuzz;
+mod layers;
 mod literals;
 mod realxen;
 
@@ -34,7 +36,9 @@ usage: cargo xtask <command>
 commands:
   docs    regenerate docs/*.md from spec/*.yaml
   check   check every spec, that docs/ is up to date, and that no format fact or cap
-          is written as a literal outside generated code and runtime/src/limits.rs
+          is written as a literal outside generated code and runtime/core/src/limits.rs,
+          and that the stream layer (xenmig-stream) depends on no driver, simulator,
+          save helper or Xen crate, nor on sha2 or zstd
   realxen boot Xen under QEMU and run xl scenarios with xenmig as save helper
           (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
@@ -182,9 +186,12 @@ fn check() -> Result<()> {
         );
     }
     let mut problems = Vec::new();
+    if let Err(e) = layers::check_stream_deps(&root) {
+        problems.push(format!("{e:#}"));
+    }
     if !findings.is_empty() {
         problems.push(format!(
-            "{} format-fact literal(s) outside generated code and runtime/src/limits.rs",
+            "{} format-fact literal(s) outside generated code and runtime/core/src/limits.rs",
             findings.len()
         ));
     }
