@@ -195,124 +195,23 @@ pub struct XlHeader {
     pub optional_data_len: u32,
 }
 
-/// Legacy metadata chunk ids (negative chunk headers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkId {
-    /// -1: another full pass follows, to be compared.
-    EnableVerifyMode = -1,
-    /// -2: `int max_vcpu_id` and the vcpu bitmap.
-    VcpuInfo = -2,
-    /// -3: EPT identity page table address.
-    HvmIdentPt = -3,
-    /// -4: VM86 TSS address.
-    HvmVm86Tss = -4,
-    /// -5: tmem state (unsupported).
-    Tmem = -5,
-    /// -6: more tmem state (unsupported).
-    TmemExtra = -6,
-    /// -7: TSC mode, nsec, khz, incarnation.
-    TscInfo = -7,
-    /// -8: console ring pfn.
-    HvmConsolePfn = -8,
-    /// -9: the stream is not checkpointed.
-    LastCheckpoint = -9,
-    /// -10: ACPI I/O port location.
-    HvmAcpiIoportsLocation = -10,
-    /// -11: Viridian enlightenments.
-    HvmViridian = -11,
-    /// -12: Remus compressed pages (unsupported).
-    CompressedData = -12,
-    /// -13: Remus compression on (unsupported).
-    EnableCompression = -13,
-    /// -14: VM generation id address.
-    HvmGenerationIdAddr = -14,
-    /// -15: paging ring pfn.
-    HvmPagingRingPfn = -15,
-    /// -16: monitor ring pfn.
-    HvmMonitorRingPfn = -16,
-    /// -17: sharing ring pfn.
-    HvmSharingRingPfn = -17,
-    /// -18: toolstack blob.
-    Toolstack = -18,
-    /// -19: first ioreq server pfn.
-    HvmIoreqServerPfn = -19,
-    /// -20: number of ioreq server pages.
-    HvmNrIoreqServerPages = -20,
-}
+// The chunk ids and chunk bodies: generated from `spec/legacy.yaml` (module `legacy` here).
+xenmig_macros::include_spec!("../spec/legacy.yaml");
+
+/// Legacy chunk ids, from `spec/legacy.yaml`: the page batch (every positive id), the end of
+/// the chunk loop (0) and the metadata chunks (negative ids).
+pub use self::legacy::ChunkId;
+
+// The spec's figures are the caps' Xen figures.
+const _: () = assert!(legacy::MAX_BATCH_SIZE == MAX_BATCH_SIZE);
+const _: () = assert!(legacy::ChunkId::PAGE_BATCH_MAX_ID as u32 == MAX_BATCH_SIZE);
+const _: () = assert!(legacy::MAX_VCPU_ID == MAX_VCPU_ID);
+const _: () = assert!(legacy::PAGE_SIZE as usize == PAGE_SIZE);
 
 impl ChunkId {
-    /// The chunk for a negative chunk header, if it is a known one.
-    pub fn from_i32(id: i32) -> Option<Self> {
-        use ChunkId::*;
-        Some(match id {
-            -1 => EnableVerifyMode,
-            -2 => VcpuInfo,
-            -3 => HvmIdentPt,
-            -4 => HvmVm86Tss,
-            -5 => Tmem,
-            -6 => TmemExtra,
-            -7 => TscInfo,
-            -8 => HvmConsolePfn,
-            -9 => LastCheckpoint,
-            -10 => HvmAcpiIoportsLocation,
-            -11 => HvmViridian,
-            -12 => CompressedData,
-            -13 => EnableCompression,
-            -14 => HvmGenerationIdAddr,
-            -15 => HvmPagingRingPfn,
-            -16 => HvmMonitorRingPfn,
-            -17 => HvmSharingRingPfn,
-            -18 => Toolstack,
-            -19 => HvmIoreqServerPfn,
-            -20 => HvmNrIoreqServerPages,
-            _ => return None,
-        })
-    }
-
-    /// The legacy name of the chunk.
-    pub fn name(self) -> &'static str {
-        use ChunkId::*;
-        match self {
-            EnableVerifyMode => "ENABLE_VERIFY_MODE",
-            VcpuInfo => "VCPU_INFO",
-            HvmIdentPt => "HVM_IDENT_PT",
-            HvmVm86Tss => "HVM_VM86_TSS",
-            Tmem => "TMEM",
-            TmemExtra => "TMEM_EXTRA",
-            TscInfo => "TSC_INFO",
-            HvmConsolePfn => "HVM_CONSOLE_PFN",
-            LastCheckpoint => "LAST_CHECKPOINT",
-            HvmAcpiIoportsLocation => "HVM_ACPI_IOPORTS_LOCATION",
-            HvmViridian => "HVM_VIRIDIAN",
-            CompressedData => "COMPRESSED_DATA",
-            EnableCompression => "ENABLE_COMPRESSION",
-            HvmGenerationIdAddr => "HVM_GENERATION_ID_ADDR",
-            HvmPagingRingPfn => "HVM_PAGING_RING_PFN",
-            HvmMonitorRingPfn => "HVM_MONITOR_RING_PFN",
-            HvmSharingRingPfn => "HVM_SHARING_RING_PFN",
-            Toolstack => "TOOLSTACK",
-            HvmIoreqServerPfn => "HVM_IOREQ_SERVER_PFN",
-            HvmNrIoreqServerPages => "HVM_NR_IOREQ_SERVER_PAGES",
-        }
-    }
-
-    /// Whether the chunk carries one HVM parameter as `u32 pad, u64 value`.
+    /// Whether the chunk carries one HVM parameter (its body is the spec's `hvm_param`).
     pub fn is_hvm_param(self) -> bool {
-        use ChunkId::*;
-        matches!(
-            self,
-            HvmIdentPt
-                | HvmVm86Tss
-                | HvmConsolePfn
-                | HvmAcpiIoportsLocation
-                | HvmViridian
-                | HvmGenerationIdAddr
-                | HvmPagingRingPfn
-                | HvmMonitorRingPfn
-                | HvmSharingRingPfn
-                | HvmIoreqServerPfn
-                | HvmNrIoreqServerPages
-        )
+        self.body_struct() == Some(legacy::HvmParam::NAME)
     }
 }
 
@@ -755,6 +654,25 @@ impl<R: LegacySource> Input<R> {
         Ok(())
     }
 
+    /// Append `len` bytes to `out`, growing it as the data arrives (see [`Input::read_vec`]).
+    fn read_more(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(), LegacyError> {
+        let start = self.offset;
+        let base = out.len();
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(READ_STEP);
+            out.resize(base + done + step, 0);
+            self.fill(&mut out[base + done..base + done + step], what, start, len as u64)?;
+            done += step;
+        }
+        Ok(())
+    }
+
     /// Consume `len` bytes: lent in place by the source when it can, else read into `out` as
     /// [`Input::read_vec`] does.
     fn take(
@@ -881,13 +799,40 @@ enum Step {
     QemuData,
 }
 
+/// The context the generated chunk decoders get (only `hvm_param` bodies look at it).
+fn chunk_ctx() -> crate::wire::DecodeCtx {
+    crate::wire::DecodeCtx::new(0)
+}
+
+/// A chunk body the generated decoder refused, as a reader error at the offending field.
+fn chunk_error(
+    chunk: ChunkId,
+    body_at: u64,
+    body: &[u8],
+    e: &crate::wire::DecodeError,
+) -> LegacyError {
+    let offset = body_at + e.offset as u64;
+    if chunk == ChunkId::VcpuInfo && e.rule == "max_vcpu_id.max" {
+        // The field is a C int: show it signed, as the saver wrote it.
+        let at = legacy::VcpuInfo::MAX_VCPU_ID_OFFSET;
+        let max = body
+            .get(at..at + 4)
+            .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        return LegacyError::malformed(
+            offset,
+            format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
+        );
+    }
+    LegacyError::malformed(offset, format!("{} chunk: {}", chunk.name(), e.detail))
+}
+
 /// Guest type from the octets at the start of the legacy stream (`ahead` holds at least
 /// `2 * ulong` bytes, and up to 8 more).
 ///
 /// PV streams continue after `p2m_size` with the ext-info signature `ulong ~0`, `u32 tot_sz`
 /// and a block id. An HVM stream whose first chunk is ENABLE_VERIFY_MODE (-1) looks the same on
 /// a 32-bit toolstack, so an all-ones word only means PV when a known block id follows it, or
-/// when the word after it cannot be a chunk id (-20..=1024).
+/// when the word after it is no chunk id the spec knows (-20..=1024).
 fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
     let signature = ahead
         .get(ulong..2 * ulong)
@@ -903,7 +848,7 @@ fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
         .get(2 * ulong..2 * ulong + 4)
         .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     match next {
-        Some(id) if (-20..=MAX_BATCH_SIZE as i32).contains(&id) => GuestType::Hvm,
+        Some(id) if ChunkId::from_i32(id).is_some() => GuestType::Hvm,
         _ => GuestType::Pv,
     }
 }
@@ -922,6 +867,8 @@ pub struct LegacyReader<S> {
     qemu_total: u64,
     words: Vec<u64>,
     data: Vec<u8>,
+    /// The body of the chunk being read, as the generated decoder reads it.
+    body: Vec<u8>,
     /// Where the page data of the last batch is.
     pages: Bytes,
     extended: [u8; EXTENDED_VCPU_CONTEXT_SIZE],
@@ -950,6 +897,7 @@ impl<S: LegacySource> LegacyReader<S> {
             qemu_total: 0,
             words: Vec::new(),
             data: Vec::new(),
+            body: Vec::new(),
             pages: Bytes::Copied,
             extended: [0; EXTENDED_VCPU_CONTEXT_SIZE],
             xsave: Vec::new(),
@@ -1392,103 +1340,30 @@ impl<S: LegacySource> LegacyReader<S> {
     fn read_chunk(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
         let id = self.input.read_i32("chunk id")?;
-        if id > 0 {
-            let count = id as u32;
-            if count > MAX_BATCH_SIZE {
-                return Err(LegacyError::malformed(
-                    start,
-                    format!(
-                        "page batch of {count} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}"
-                    ),
-                ));
-            }
-            self.input.read_ulongs(
-                &mut self.words,
-                count as usize,
-                self.width,
-                "page batch pfn_type list",
-            )?;
-            let pages = self
-                .words
-                .iter()
-                .filter(|&&e| legacy_entry_has_data(e))
-                .count();
-            self.pages = self
-                .input
-                .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
-            return Ok(Step::PageBatch);
-        }
-        if id == 0 {
-            if self.guest_type == GuestType::Pv {
-                if self.vcpus.is_none() {
-                    return Err(LegacyError::malformed(
-                        start,
-                        "end of the chunk loop without a VCPU_INFO chunk: the PV tail cannot be read",
-                    ));
-                }
-                self.state = State::PvUnmapped;
-            } else {
-                self.state = State::HvmMagicPfns;
-            }
-            return Ok(Step::EndOfChunks);
-        }
         let Some(chunk) = ChunkId::from_i32(id) else {
             return Err(LegacyError::malformed(
                 start,
-                format!("unrecognised chunk id {id}"),
+                if id > 0 {
+                    format!("page batch of {id} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}")
+                } else {
+                    format!("unrecognised chunk id {id}")
+                },
             ));
         };
-        Ok(match chunk {
-            ChunkId::EnableVerifyMode => Step::EnableVerifyMode,
-            ChunkId::VcpuInfo => {
-                let max_at = self.input.offset;
-                let max = self.input.read_i32("VCPU_INFO max_vcpu_id")?;
-                if max < 0 || max as u32 > MAX_VCPU_ID {
-                    return Err(LegacyError::malformed(
-                        max_at,
-                        format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
-                    ));
+        match chunk {
+            ChunkId::End => {
+                if self.guest_type == GuestType::Pv {
+                    if self.vcpus.is_none() {
+                        return Err(LegacyError::malformed(
+                            start,
+                            "end of the chunk loop without a VCPU_INFO chunk: the PV tail cannot be read",
+                        ));
+                    }
+                    self.state = State::PvUnmapped;
+                } else {
+                    self.state = State::HvmMagicPfns;
                 }
-                if self.vcpus.is_some() {
-                    return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
-                }
-                let mut map = VcpuMap::empty();
-                let words = (max as usize) / 64 + 1;
-                for word in map.words.iter_mut().take(words) {
-                    *word = self.input.read_u64("VCPU_INFO vcpu map")?;
-                }
-                self.vcpus = Some(map);
-                Step::VcpuInfo {
-                    max_vcpu_id: max as u32,
-                }
-            }
-            ChunkId::TscInfo => {
-                let mode = self.input.read_u32("TSC_INFO mode")?;
-                let nsec = self.input.read_u64("TSC_INFO nsec")?;
-                let khz = self.input.read_u32("TSC_INFO khz")?;
-                let incarnation = self.input.read_u32("TSC_INFO incarnation")?;
-                Step::TscInfo {
-                    mode,
-                    nsec,
-                    khz,
-                    incarnation,
-                }
-            }
-            ChunkId::LastCheckpoint => Step::LastCheckpoint,
-            ChunkId::Toolstack => {
-                let len_at = self.input.offset;
-                let len = self.input.read_u32("TOOLSTACK length")?;
-                if len > MAX_TOOLSTACK_LENGTH {
-                    return Err(LegacyError::malformed(
-                        len_at,
-                        format!(
-                            "TOOLSTACK length {len:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}"
-                        ),
-                    ));
-                }
-                self.input
-                    .read_vec(&mut self.data, len as usize, "TOOLSTACK blob")?;
-                Step::Toolstack
+                return Ok(Step::EndOfChunks);
             }
             ChunkId::Tmem
             | ChunkId::TmemExtra
@@ -1502,10 +1377,62 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ))
             }
-            _ if chunk.is_hvm_param() => {
-                let _pad = self.input.read_u32("HVM parameter chunk padding")?;
-                let value = self.input.read_u64("HVM parameter chunk value")?;
-                Step::HvmParam { chunk, value }
+            _ => {}
+        }
+        let body_at = self.read_chunk_body(start, chunk, id)?;
+        let decoded = legacy::ChunkBody::decode(id, &self.body, self.width.bytes(), &chunk_ctx());
+        let body = match decoded {
+            Ok(legacy::ChunkRead::Done { value, .. }) => value,
+            Ok(legacy::ChunkRead::Need { .. }) => {
+                return Err(LegacyError::malformed(
+                    body_at,
+                    format!("internal: {} chunk body not read whole", chunk.name()),
+                ))
+            }
+            Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
+        };
+        if let Some(param) = body.as_hvm_param() {
+            return Ok(Step::HvmParam {
+                chunk,
+                value: param.value,
+            });
+        }
+        Ok(match body {
+            legacy::ChunkBody::PageBatch(batch) => {
+                self.words.clear();
+                self.words.extend(batch.pfn_types.iter());
+                let pages = self
+                    .words
+                    .iter()
+                    .filter(|&&e| legacy_entry_has_data(e))
+                    .count();
+                self.pages = self
+                    .input
+                    .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+                Step::PageBatch
+            }
+            legacy::ChunkBody::EnableVerifyMode => Step::EnableVerifyMode,
+            legacy::ChunkBody::VcpuInfo(info) => {
+                let mut map = VcpuMap::empty();
+                for (word, bits) in map.words.iter_mut().zip(info.vcpu_map.iter()) {
+                    *word = bits;
+                }
+                self.vcpus = Some(map);
+                Step::VcpuInfo {
+                    max_vcpu_id: info.max_vcpu_id,
+                }
+            }
+            legacy::ChunkBody::TscInfo(tsc) => Step::TscInfo {
+                mode: tsc.mode,
+                nsec: tsc.nsec,
+                khz: tsc.khz,
+                incarnation: tsc.incarnation,
+            },
+            legacy::ChunkBody::LastCheckpoint => Step::LastCheckpoint,
+            legacy::ChunkBody::Toolstack(toolstack) => {
+                self.data.clear();
+                self.data.extend_from_slice(toolstack.data);
+                Step::Toolstack
             }
             _ => {
                 return Err(LegacyError::malformed(
@@ -1514,6 +1441,47 @@ impl<S: LegacySource> LegacyReader<S> {
                 ))
             }
         })
+    }
+
+    /// Read the body of chunk `id` (which started at `start`) into `self.body`, field by field
+    /// as the generated decoder asks for them; the caps are checked on each array's count
+    /// before its elements are read. Returns where the body starts.
+    fn read_chunk_body(&mut self, start: u64, chunk: ChunkId, id: i32) -> Result<u64, LegacyError> {
+        let body_at = self.input.offset;
+        self.body.clear();
+        loop {
+            let decoded =
+                legacy::ChunkBody::decode(id, &self.body, self.width.bytes(), &chunk_ctx());
+            let (len, field, counted) = match decoded {
+                Ok(legacy::ChunkRead::Done { .. }) => return Ok(body_at),
+                Ok(legacy::ChunkRead::Need {
+                    len,
+                    field,
+                    counted,
+                }) => (len, field, counted),
+                Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
+            };
+            if let Some(counted) = counted {
+                let at = body_at + counted.at as u64;
+                match (chunk, counted.array) {
+                    (ChunkId::VcpuInfo, _) if self.vcpus.is_some() => {
+                        return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
+                    }
+                    (ChunkId::Toolstack, _) if counted.count > u64::from(MAX_TOOLSTACK_LENGTH) => {
+                        return Err(LegacyError::malformed(
+                            at,
+                            format!(
+                                "TOOLSTACK length {:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}",
+                                counted.count
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            let more = len.saturating_sub(self.body.len());
+            self.input.read_more(&mut self.body, more, field)?;
+        }
     }
 
     fn read_pv_unmapped(&mut self) -> Result<(), LegacyError> {
