@@ -2328,8 +2328,9 @@ impl<'s> Gen<'s> {
                         })
                     }));
                 } else {
-                    decode_arms
-                        .push(quote!(ChunkId::#v => ChunkRead::Done { value: ChunkBody::#v, len: 0 },));
+                    decode_arms.push(
+                        quote!(ChunkId::#v => ChunkRead::Done { value: ChunkBody::#v, len: 0 },),
+                    );
                 }
                 id_of.push(quote!(ChunkBody::#v => ChunkId::#v,));
             } else {
@@ -2648,7 +2649,10 @@ impl<'s> Gen<'s> {
             if let Some(o) = fixed_at {
                 let cname = format_ident!("{}_OFFSET", f.name.to_uppercase());
                 let o = o as usize;
-                let d = format!(" Where `{}` starts, in octets from the start of the body.", f.name);
+                let d = format!(
+                    " Where `{}` starts, in octets from the start of the body.",
+                    f.name
+                );
                 offsets.push(quote!(#[doc = #d] pub const #cname: usize = #o;));
             }
             let size_expr = |e: ChunkElem<'_>, widths: &mut Vec<TokenStream>| -> TokenStream {
@@ -2662,8 +2666,12 @@ impl<'s> Gen<'s> {
                         } else {
                             quote!(Some(word_size as u64))
                         };
-                        let decl = quote!(let #wid: usize = __word_width(Self::NAME, #wname, #value)?;);
-                        if !widths.iter().any(|d: &TokenStream| d.to_string() == decl.to_string()) {
+                        let decl =
+                            quote!(let #wid: usize = __word_width(Self::NAME, #wname, #value)?;);
+                        if !widths
+                            .iter()
+                            .any(|d: &TokenStream| d.to_string() == decl.to_string())
+                        {
                             widths.push(decl);
                         }
                         quote!(#wid)
@@ -2709,13 +2717,20 @@ impl<'s> Gen<'s> {
                     let mut checks = Vec::new();
                     let bound = |v: &IntOrName| match v {
                         IntOrName::Int(n) => Some((*n, None)),
-                        IntOrName::Name(k) => spec.constant(k).and_then(|c| c.value).map(|n| (n, Some(k.clone()))),
+                        IntOrName::Name(k) => spec
+                            .constant(k)
+                            .and_then(|c| c.value)
+                            .map(|n| (n, Some(k.clone()))),
                     };
                     if matches!(elem, ChunkElem::Int(_) | ChunkElem::Word(_)) {
                         for (key, b, op) in [("max", f.max, quote!(>)), ("min", f.min, quote!(<))] {
                             if let Some(b) = b {
                                 let rule = format!("{fname}.{key}");
-                                let word = if key == "max" { "above the maximum" } else { "below the minimum" };
+                                let word = if key == "max" {
+                                    "above the maximum"
+                                } else {
+                                    "below the minimum"
+                                };
                                 checks.push(quote! {
                                     if (#fid as u64) #op #b {
                                         return Err(__w::DecodeError {
@@ -2806,10 +2821,7 @@ impl<'s> Gen<'s> {
                     let what = format!("{}.{}", c.name, f.name);
                     let (ty, conv) = match elem {
                         ChunkElem::Int(Scalar::U8) => (quote!(&'a [u8]), quote!(__b)),
-                        _ => (
-                            quote!(Words<'a>),
-                            quote!(Words::new(__b, #size, __endian)),
-                        ),
+                        _ => (quote!(Words<'a>), quote!(Words::new(__b, #size, __endian))),
                     };
                     decl.push(quote!(#fdoc pub #fid: #ty,));
                     reads.push(quote! {
@@ -2857,6 +2869,7 @@ impl<'s> Gen<'s> {
                 #(#offsets)*
                 /// Decodes the body (the octets after the id) from the octets read so far;
                 /// `word_size` gives the width of `ctx.word_size` words.
+                #[allow(clippy::needless_question_mark)]
                 pub fn decode #fn_lt (
                     __body: &'a [u8],
                     id: i32,

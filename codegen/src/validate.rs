@@ -1837,11 +1837,9 @@ impl<'a> Checker<'a> {
                 } else {
                     match spec.struct_(b) {
                         None => self.err(&p, Some("body"), format!("`{b}` is not a struct")),
-                        Some(s) if spec.fixed_size(&s.fields).is_none() => self.err(
-                            &p,
-                            Some("body"),
-                            format!("struct `{b}` has no fixed size"),
-                        ),
+                        Some(s) if spec.fixed_size(&s.fields).is_none() => {
+                            self.err(&p, Some("body"), format!("struct `{b}` has no fixed size"))
+                        }
                         Some(_) => {}
                     }
                 }
@@ -1887,7 +1885,11 @@ impl<'a> Checker<'a> {
                 ("display", f.display.is_some()),
             ];
             if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
-                self.err(&fp, Some(key), format!("`{key}` is not supported on chunk fields"));
+                self.err(
+                    &fp,
+                    Some(key),
+                    format!("`{key}` is not supported on chunk fields"),
+                );
                 continue;
             }
             if ["blob", "pages", "cstrings"].contains(&f.ty.as_str()) {
@@ -1926,7 +1928,11 @@ impl<'a> Checker<'a> {
             };
             if let ChunkElem::Struct(s) = cf.elem {
                 if spec.fixed_size(&s.fields).is_none() {
-                    self.err(&fp, Some("type"), format!("struct `{}` has no fixed size", s.name));
+                    self.err(
+                        &fp,
+                        Some("type"),
+                        format!("struct `{}` has no fixed size", s.name),
+                    );
                     continue;
                 }
             }

@@ -162,7 +162,11 @@ fn new_chunk_reaches_the_decoder_and_the_document() {
     // (a) The id is known by number and by name; the committed spec does not know it.
     assert_eq!(line(&out, "NAME "), "HVM_EXAMPLE_PARAMS");
     assert_eq!(line(&out, "ID "), "Some(-21)");
-    assert_eq!(line(&out, "FIXED64 "), "None", "a ulong's width is not fixed");
+    assert_eq!(
+        line(&out, "FIXED64 "),
+        "None",
+        "a ulong's width is not fixed"
+    );
     assert_eq!(line(&out, "COMMITTED "), "None");
 
     // (b) The body decodes from octets, one field at a time, for both toolstack widths.

@@ -667,7 +667,12 @@ impl<R: LegacySource> Input<R> {
         while done < len {
             let step = (len - done).min(READ_STEP);
             out.resize(base + done + step, 0);
-            self.fill(&mut out[base + done..base + done + step], what, start, len as u64)?;
+            self.fill(
+                &mut out[base + done..base + done + step],
+                what,
+                start,
+                len as u64,
+            )?;
             done += step;
         }
         Ok(())
@@ -1406,9 +1411,9 @@ impl<S: LegacySource> LegacyReader<S> {
                     .iter()
                     .filter(|&&e| legacy_entry_has_data(e))
                     .count();
-                self.pages = self
-                    .input
-                    .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+                self.pages =
+                    self.input
+                        .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
                 Step::PageBatch
             }
             legacy::ChunkBody::EnableVerifyMode => Step::EnableVerifyMode,
