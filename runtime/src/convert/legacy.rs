@@ -36,18 +36,18 @@ pub const VCPU_CONTEXT_SIZE_X86_32: u32 = libxc::X86_32_VCPU_CONTEXT_SIZE;
 /// vcpu_guest_context size of a 64-bit (4-level) PV guest.
 pub const VCPU_CONTEXT_SIZE_X86_64: u32 = libxc::X86_64_VCPU_CONTEXT_SIZE;
 /// Size of the extended vcpu context that follows each vcpu when "extv" is present.
-pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = 128;
+pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = legacy::EXTENDED_VCPU_CONTEXT_SIZE as usize;
 /// Length of a qemu trailer signature.
-pub const QEMU_SIGNATURE_SIZE: usize = 21;
+pub const QEMU_SIGNATURE_SIZE: usize = legacy::QEMU_SIGNATURE_LIBXL.len();
 
 /// Type nibble mask of a legacy pfn_type entry (bits 28-31).
-pub const LEGACY_TYPE_MASK: u64 = 0xF000_0000;
+pub const LEGACY_TYPE_MASK: u64 = legacy::PFN_TYPE_MASK as u64;
 /// pfn mask of a legacy pfn_type entry (bits 0-27).
-pub const LEGACY_PFN_MASK: u64 = 0x0FFF_FFFF;
+pub const LEGACY_PFN_MASK: u64 = legacy::PFN_MASK as u64;
 /// Entries whose type is below this (BROKEN) carry a page of data.
-pub const LEGACY_TYPE_BROKEN: u64 = 0xD000_0000;
+pub const LEGACY_TYPE_BROKEN: u64 = legacy::PFN_TYPE_BROKEN as u64;
 /// A bare XTAB entry (pfn 0) that the old saver wrote when mapping failed.
-pub const LEGACY_BARE_XTAB: u64 = 0xF000_0000;
+pub const LEGACY_BARE_XTAB: u64 = legacy::PFN_TYPE_XTAB as u64;
 
 /// Largest single read buffer the reader grows at once.
 const READ_STEP: usize = 1 << 20;
@@ -284,9 +284,9 @@ impl QemuRecordKind {
     /// The 21-byte signature.
     pub fn signature(self) -> &'static [u8; QEMU_SIGNATURE_SIZE] {
         match self {
-            QemuRecordKind::DeviceModelRecord0002 => b"DeviceModelRecord0002",
-            QemuRecordKind::RemusDeviceModelState => b"RemusDeviceModelState",
-            QemuRecordKind::QemuDeviceModelRecord => b"QemuDeviceModelRecord",
+            QemuRecordKind::DeviceModelRecord0002 => &legacy::QEMU_SIGNATURE_LIBXL,
+            QemuRecordKind::RemusDeviceModelState => &legacy::QEMU_SIGNATURE_REMUS,
+            QemuRecordKind::QemuDeviceModelRecord => &legacy::QEMU_SIGNATURE_XEND,
         }
     }
 }
@@ -846,7 +846,12 @@ fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
         return GuestType::Hvm;
     }
     let block_id = ahead.get(2 * ulong + 4..2 * ulong + 8);
-    if matches!(block_id, Some(b"vcpu" | b"extv" | b"xcnt")) {
+    let known = [
+        &legacy::EXT_INFO_VCPU[..],
+        &legacy::EXT_INFO_EXTV[..],
+        &legacy::EXT_INFO_XCNT[..],
+    ];
+    if block_id.is_some_and(|id| known.contains(&id)) {
         return GuestType::Pv;
     }
     let next = ahead
@@ -1251,7 +1256,7 @@ impl<S: LegacySource> LegacyReader<S> {
                 ));
             }
             match &id {
-                b"vcpu" => {
+                &legacy::EXT_INFO_VCPU => {
                     if vcpu.is_some() {
                         return Err(LegacyError::malformed(
                             block_at,
@@ -1271,12 +1276,12 @@ impl<S: LegacySource> LegacyReader<S> {
                     self.input
                         .skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
                 }
-                b"extv" => {
+                &legacy::EXT_INFO_EXTV => {
                     extended = true;
                     self.input
                         .skip(u64::from(size), "PV extended-info \"extv\" block")?;
                 }
-                b"xcnt" => {
+                &legacy::EXT_INFO_XCNT => {
                     if size < 4 {
                         return Err(LegacyError::malformed(
                             block_at,
