@@ -737,7 +737,13 @@ impl<'s> Doc<'s> {
         }
         if !elements.is_empty() {
             self.heading(2, "Structures");
-            self.block("Fixed-size structures used as record fields and array elements.");
+            if f.chunks.iter().any(|c| c.body.is_some()) {
+                self.block(
+                    "Fixed-size structures used as record fields, array elements and chunk bodies.",
+                );
+            } else {
+                self.block("Fixed-size structures used as record fields and array elements.");
+            }
             for s in elements {
                 self.struct_(s);
             }
