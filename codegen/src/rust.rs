@@ -2457,6 +2457,8 @@ impl<'s> Gen<'s> {
                 pub array: &'static str,
                 /// Its number of elements.
                 pub count: u64,
+                /// Octets per element.
+                pub size: usize,
                 /// Where the field its count comes from starts (the array's own start when the
                 /// count names no field), in octets from the start of the body.
                 pub at: usize,
@@ -2844,7 +2846,7 @@ impl<'s> Gen<'s> {
                             return Ok(ChunkRead::Need {
                                 len: __end,
                                 field: #what,
-                                counted: Some(Counted { array: #fname, count: __n, at: #count_at }),
+                                counted: Some(Counted { array: #fname, count: __n, size: #size, at: #count_at }),
                             });
                         };
                         let #fid: #ty = #conv;

@@ -1255,8 +1255,8 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ));
             }
-            match &id {
-                &legacy::EXT_INFO_VCPU => {
+            match id {
+                legacy::EXT_INFO_VCPU => {
                     if vcpu.is_some() {
                         return Err(LegacyError::malformed(
                             block_at,
@@ -1276,12 +1276,12 @@ impl<S: LegacySource> LegacyReader<S> {
                     self.input
                         .skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
                 }
-                &legacy::EXT_INFO_EXTV => {
+                legacy::EXT_INFO_EXTV => {
                     extended = true;
                     self.input
                         .skip(u64::from(size), "PV extended-info \"extv\" block")?;
                 }
-                &legacy::EXT_INFO_XCNT => {
+                legacy::EXT_INFO_XCNT => {
                     if size < 4 {
                         return Err(LegacyError::malformed(
                             block_at,
@@ -1471,13 +1471,16 @@ impl<S: LegacySource> LegacyReader<S> {
                 }) => (len, field, counted),
                 Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
             };
+            let mut more = len.saturating_sub(self.body.len());
             if let Some(counted) = counted {
                 let at = body_at + counted.at as u64;
-                match (chunk, counted.array) {
-                    (ChunkId::VcpuInfo, _) if self.vcpus.is_some() => {
+                match chunk {
+                    ChunkId::VcpuInfo if self.vcpus.is_some() => {
                         return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
                     }
-                    (ChunkId::Toolstack, _) if counted.count > u64::from(MAX_TOOLSTACK_LENGTH) => {
+                    // The vcpu map is read (and a truncation reported) one word at a time.
+                    ChunkId::VcpuInfo => more = more.min(counted.size),
+                    ChunkId::Toolstack if counted.count > u64::from(MAX_TOOLSTACK_LENGTH) => {
                         return Err(LegacyError::malformed(
                             at,
                             format!(
@@ -1489,7 +1492,6 @@ impl<S: LegacySource> LegacyReader<S> {
                     _ => {}
                 }
             }
-            let more = len.saturating_sub(self.body.len());
             self.input.read_more(&mut self.body, more, field)?;
         }
     }
@@ -1768,4 +1770,186 @@ pub fn parse_toolstack_physmap<'a>(
         pos = name_at + stored;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    //! The chunk loop on the generated decoders: ids, field-by-field reads and the offsets
+    //! errors report.
+
+    use super::*;
+
+    /// An HVM stream (64-bit toolstack) whose header is `p2m_size` 16, then `chunks`.
+    fn hvm(chunks: &[u8]) -> Vec<u8> {
+        let mut b = 16u64.to_le_bytes().to_vec();
+        b.extend_from_slice(chunks);
+        b
+    }
+
+    fn opts() -> ReaderOptions {
+        ReaderOptions {
+            width: Some(Width::Bits64),
+            guest_type: Some(GuestType::Hvm),
+            xl_header: Some(false),
+            qemu_trailer: false,
+        }
+    }
+
+    /// Reads until an error; the error.
+    fn first_error(input: &[u8]) -> LegacyError {
+        let mut r = LegacyReader::new(input, opts());
+        loop {
+            match r.next_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream was accepted"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn every_id_of_the_spec_round_trips() {
+        let known: Vec<(i32, &str)> = vec![
+            (-1, "ENABLE_VERIFY_MODE"),
+            (-2, "VCPU_INFO"),
+            (-3, "HVM_IDENT_PT"),
+            (-4, "HVM_VM86_TSS"),
+            (-5, "TMEM"),
+            (-6, "TMEM_EXTRA"),
+            (-7, "TSC_INFO"),
+            (-8, "HVM_CONSOLE_PFN"),
+            (-9, "LAST_CHECKPOINT"),
+            (-10, "HVM_ACPI_IOPORTS_LOCATION"),
+            (-11, "HVM_VIRIDIAN"),
+            (-12, "COMPRESSED_DATA"),
+            (-13, "ENABLE_COMPRESSION"),
+            (-14, "HVM_GENERATION_ID_ADDR"),
+            (-15, "HVM_PAGING_RING_PFN"),
+            (-16, "HVM_MONITOR_RING_PFN"),
+            (-17, "HVM_SHARING_RING_PFN"),
+            (-18, "TOOLSTACK"),
+            (-19, "HVM_IOREQ_SERVER_PFN"),
+            (-20, "HVM_NR_IOREQ_SERVER_PAGES"),
+            (0, "END"),
+        ];
+        for (id, name) in &known {
+            let chunk = ChunkId::from_i32(*id).unwrap_or_else(|| panic!("id {id}"));
+            assert_eq!(chunk.name(), *name);
+            assert_eq!(chunk.id(), Some(*id));
+        }
+        assert_eq!(ChunkId::from_i32(1), Some(ChunkId::PageBatch));
+        assert_eq!(ChunkId::from_i32(1024), Some(ChunkId::PageBatch));
+        assert_eq!(ChunkId::from_i32(1025), None);
+        assert_eq!(ChunkId::from_i32(-21), None);
+        let params = ChunkId::ALL.iter().filter(|c| c.is_hvm_param()).count();
+        assert_eq!(params, 11);
+        assert_eq!(ChunkId::ALL.len(), known.len() + 1);
+    }
+
+    #[test]
+    fn a_cut_inside_a_field_is_reported_at_that_field() {
+        // TSC_INFO cut in the middle of `nsec`.
+        let mut c = (-7i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(&[0, 0, 0]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset,
+                what,
+                needed,
+                got,
+            } => {
+                assert_eq!(offset, 8 + 4 + 4, "nsec starts after the id and mode");
+                assert_eq!((what, needed, got), ("TSC_INFO.nsec", 8, 3));
+            }
+            e => panic!("{e}"),
+        }
+
+        // VCPU_INFO with two map words, cut in the second: reported at that word.
+        let mut c = (-2i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&64u32.to_le_bytes());
+        c.extend_from_slice(&1u64.to_le_bytes());
+        c.extend_from_slice(&[1, 0]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset,
+                what,
+                needed,
+                got,
+            } => {
+                assert_eq!(offset, 8 + 4 + 4 + 8);
+                assert_eq!((what, needed, got), ("VCPU_INFO.vcpu_map", 8, 2));
+            }
+            e => panic!("{e}"),
+        }
+
+        // An HVM parameter chunk cut in its value.
+        let mut c = (-8i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&0u32.to_le_bytes());
+        c.extend_from_slice(&[7; 5]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset, what, got, ..
+            } => {
+                assert_eq!((offset, what, got), (8 + 4 + 4, "HVM_CONSOLE_PFN.value", 5));
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn chunk_values_reach_the_records() {
+        let mut c = (-7i32).to_le_bytes().to_vec();
+        for v in [
+            &3u32.to_le_bytes()[..],
+            &9u64.to_le_bytes(),
+            &2_000_000u32.to_le_bytes(),
+            &4u32.to_le_bytes(),
+        ] {
+            c.extend_from_slice(v);
+        }
+        c.extend_from_slice(&(-2i32).to_le_bytes());
+        c.extend_from_slice(&65u32.to_le_bytes());
+        c.extend_from_slice(&1u64.to_le_bytes());
+        c.extend_from_slice(&2u64.to_le_bytes());
+        c.extend_from_slice(&(-18i32).to_le_bytes());
+        c.extend_from_slice(&3u32.to_le_bytes());
+        c.extend_from_slice(b"abc");
+        c.extend_from_slice(&(-9i32).to_le_bytes());
+        let input = hvm(&c);
+        let mut r = LegacyReader::new(&input[..], opts());
+        let mut seen = Vec::new();
+        while let Ok(Some((offset, rec))) = r.next_record() {
+            seen.push(match rec {
+                Record::TscInfo {
+                    mode,
+                    nsec,
+                    khz,
+                    incarnation,
+                } => format!("{offset} tsc {mode} {nsec} {khz} {incarnation}"),
+                Record::VcpuInfo { max_vcpu_id, vcpus } => {
+                    format!(
+                        "{offset} vcpus {max_vcpu_id} {:?}",
+                        vcpus.iter().collect::<Vec<_>>()
+                    )
+                }
+                Record::Toolstack { blob } => format!("{offset} toolstack {blob:?}"),
+                Record::LastCheckpoint => format!("{offset} last"),
+                other => format!("{offset} {other:?}"),
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "0 Header { p2m_size: 16, width: Bits64, guest_type: Hvm }",
+                "8 tsc 3 9 2000000 4",
+                "32 vcpus 65 [0, 65]",
+                "56 toolstack [97, 98, 99]",
+                "67 last",
+            ]
+        );
+    }
 }
