@@ -570,6 +570,21 @@ impl<R: LegacySource> Input<R> {
         self.fill(buf, what, start, buf.len() as u64)
     }
 
+    /// Read a fixed-size struct of `spec/legacy.yaml` field by field: `fields` gives where
+    /// each field ends and what to call it, so that a cut reports the field it falls in.
+    fn read_fields<const N: usize>(
+        &mut self,
+        fields: &[(usize, &'static str)],
+    ) -> Result<[u8; N], LegacyError> {
+        let mut raw = [0u8; N];
+        let mut at = 0;
+        for &(end, what) in fields {
+            self.read_exact(&mut raw[at..end], what)?;
+            at = end;
+        }
+        Ok(raw)
+    }
+
     fn read_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], LegacyError> {
         let mut buf = [0u8; N];
         self.read_exact(&mut buf, what)?;
@@ -809,6 +824,14 @@ fn chunk_ctx() -> crate::wire::DecodeCtx {
     crate::wire::DecodeCtx::new(0)
 }
 
+/// A struct of `spec/legacy.yaml` decoded from octets read whole, or an error at `at`.
+fn struct_value<T>(
+    decoded: Result<T, crate::wire::DecodeError>,
+    at: u64,
+) -> Result<T, LegacyError> {
+    decoded.map_err(|e| LegacyError::malformed(at + e.offset as u64, e.to_string()))
+}
+
 /// A chunk body the generated decoder refused, as a reader error at the offending field.
 fn chunk_error(
     chunk: ChunkId,
@@ -1042,14 +1065,18 @@ impl<S: LegacySource> LegacyReader<S> {
                     Step::SharedInfo
                 }
                 State::HvmMagicPfns => {
-                    let ioreq_pfn = self.input.read_u64("HVM ioreq pfn")?;
-                    let bufioreq_pfn = self.input.read_u64("HVM bufioreq pfn")?;
-                    let store_pfn = self.input.read_u64("HVM store pfn")?;
+                    use legacy::HvmMagicPfns as P;
+                    let raw: [u8; P::SIZE] = self.input.read_fields(&[
+                        (P::BUFIOREQ_PFN_OFFSET, "HVM ioreq pfn"),
+                        (P::STORE_PFN_OFFSET, "HVM bufioreq pfn"),
+                        (P::SIZE, "HVM store pfn"),
+                    ])?;
+                    let pfns = struct_value(P::decode(&raw, &chunk_ctx()), start)?;
                     self.state = State::HvmContext;
                     Step::HvmMagicPfns {
-                        ioreq_pfn,
-                        bufioreq_pfn,
-                        store_pfn,
+                        ioreq_pfn: pfns.ioreq_pfn,
+                        bufioreq_pfn: pfns.bufioreq_pfn,
+                        store_pfn: pfns.store_pfn,
                     }
                 }
                 State::HvmContext => self.read_hvm_context()?,
@@ -1233,7 +1260,7 @@ impl<S: LegacySource> LegacyReader<S> {
         while consumed < total {
             let block_at = self.input.offset;
             let left = total - consumed;
-            if left < 8 {
+            if left < legacy::ExtInfoBlock::SIZE as u32 {
                 return Err(LegacyError::malformed(
                     block_at,
                     format!(
@@ -1242,9 +1269,13 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ));
             }
-            let id: [u8; 4] = self.input.read_array("PV extended-info block id")?;
-            let size = self.input.read_u32("PV extended-info block size")?;
-            let left = left - 8;
+            use legacy::ExtInfoBlock as B;
+            let raw: [u8; B::SIZE] = self.input.read_fields(&[
+                (B::SIZE_OFFSET, "PV extended-info block id"),
+                (B::SIZE, "PV extended-info block size"),
+            ])?;
+            let B { id, size } = struct_value(B::decode(&raw, &chunk_ctx()), block_at)?;
+            let left = left - B::SIZE as u32;
             if size > left {
                 return Err(LegacyError::malformed(
                     block_at,
@@ -1307,7 +1338,7 @@ impl<S: LegacySource> LegacyReader<S> {
                     ))
                 }
             }
-            consumed += 8 + size;
+            consumed += legacy::ExtInfoBlock::SIZE as u32 + size;
         }
         let Some(vcpu_context_size) = vcpu else {
             return Err(LegacyError::malformed(
@@ -1535,9 +1566,14 @@ impl<S: LegacySource> LegacyReader<S> {
         }
         let mut xsave_mask = None;
         if pv.xsave_size != 0 {
-            let mask = self.input.read_u64("PV xsave mask")?;
-            let size_at = self.input.offset;
-            let size = self.input.read_u64("PV xsave size")?;
+            use legacy::XsaveHeader as X;
+            let header_at = self.input.offset;
+            let raw: [u8; X::SIZE] = self.input.read_fields(&[
+                (X::SIZE_OFFSET, "PV xsave mask"),
+                (X::SIZE, "PV xsave size"),
+            ])?;
+            let X { mask, size } = struct_value(X::decode(&raw, &chunk_ctx()), header_at)?;
+            let size_at = header_at + X::SIZE_OFFSET as u64;
             let expected = u64::from(pv.xsave_size - 16);
             if size != expected {
                 return Err(LegacyError::malformed(
