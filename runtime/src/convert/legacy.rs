@@ -207,6 +207,7 @@ const _: () = assert!(legacy::MAX_BATCH_SIZE == MAX_BATCH_SIZE);
 const _: () = assert!(legacy::ChunkId::PAGE_BATCH_MAX_ID as u32 == MAX_BATCH_SIZE);
 const _: () = assert!(legacy::MAX_VCPU_ID == MAX_VCPU_ID);
 const _: () = assert!(legacy::PAGE_SIZE as usize == PAGE_SIZE);
+const _: () = assert!(legacy::PHYSMAP_ENTRY_SIZE_64 as usize >= legacy::PhysmapEntry::SIZE);
 
 impl ChunkId {
     /// Whether the chunk carries one HVM parameter (its body is the spec's `hvm_param`).
@@ -1720,16 +1721,10 @@ pub fn parse_toolstack_physmap<'a>(
     blob_offset: u64,
     mut each: impl FnMut(PhysmapEntry<'a>) -> Result<(), LegacyError>,
 ) -> Result<(), LegacyError> {
+    use legacy::{PhysmapEntry as E, PhysmapHeader as H};
     let at = |pos: usize| blob_offset + pos as u64;
-    let u32_at = |pos: usize| -> Option<u32> {
-        blob.get(pos..pos + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |pos: usize| -> Option<u64> {
-        blob.get(pos..pos + 8)
-            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-    };
-    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
+    let ctx = chunk_ctx();
+    let Some(Ok(H { version, count })) = blob.get(..H::SIZE).map(|b| H::decode(b, &ctx)) else {
         return Err(LegacyError::malformed(
             at(0),
             format!(
@@ -1738,20 +1733,29 @@ pub fn parse_toolstack_physmap<'a>(
             ),
         ));
     };
-    if version != 1 {
+    if version != legacy::PHYSMAP_VERSION {
         return Err(LegacyError::malformed(
-            at(0),
-            format!("libxl toolstack blob version {version}, expected 1"),
+            at(H::VERSION_OFFSET),
+            format!(
+                "libxl toolstack blob version {version}, expected {}",
+                legacy::PHYSMAP_VERSION
+            ),
         ));
     }
-    let mut pos = 8usize;
+    // A 64-bit toolstack steps by its C structure's size: junk follows each name.
+    let padding = match width {
+        Width::Bits32 => 0,
+        Width::Bits64 => legacy::PHYSMAP_ENTRY_SIZE_64 as usize - E::SIZE,
+    };
+    let mut pos = H::SIZE;
     for index in 0..count {
-        let (Some(phys_offset), Some(start_addr), Some(size), Some(namelen)) = (
-            u64_at(pos),
-            u64_at(pos + 8),
-            u64_at(pos + 16),
-            u32_at(pos + 24),
-        ) else {
+        let Some(Ok(E {
+            phys_offset,
+            start_addr,
+            size,
+            namelen,
+        })) = blob.get(pos..pos + E::SIZE).map(|b| E::decode(b, &ctx))
+        else {
             return Err(LegacyError::malformed(
                 at(pos),
                 format!("physmap entry {index} of {count}: blob too short for the entry header"),
@@ -1759,15 +1763,11 @@ pub fn parse_toolstack_physmap<'a>(
         };
         if namelen == 0 {
             return Err(LegacyError::malformed(
-                at(pos + 24),
+                at(pos + E::NAMELEN_OFFSET),
                 format!("physmap entry {index}: empty name"),
             ));
         }
-        let name_at = pos + 28;
-        let padding = match width {
-            Width::Bits32 => 0,
-            Width::Bits64 => 4,
-        };
+        let name_at = pos + E::SIZE;
         let stored = namelen as usize + padding;
         let Some(stored_name) = blob.get(name_at..name_at + stored) else {
             return Err(LegacyError::malformed(
@@ -1781,7 +1781,7 @@ pub fn parse_toolstack_physmap<'a>(
         };
         let Some((&last, name)) = stored_name[..namelen as usize].split_last() else {
             return Err(LegacyError::malformed(
-                at(pos + 24),
+                at(pos + E::NAMELEN_OFFSET),
                 format!("physmap entry {index}: empty name"),
             ));
         };
