@@ -17,6 +17,7 @@ pub use validate::{
     load, load_str, parse_bits, Count, Elem, FieldKind, Scalar, Spec, SpecError, SpecErrors,
     PAGE_SIZE_CONSTANT,
 };
+pub use validate::{ChunkCount, ChunkElem, ChunkField, CHUNK_ID_NAME, WORD_WIDTHS};
 
 /// Renders generated Rust as formatted source text (for snapshots and review).
 pub fn rust_source(

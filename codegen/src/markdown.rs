@@ -658,7 +658,7 @@ impl<'s> Doc<'s> {
 
     /// Structs that are no field's type: the headers of the format.
     fn is_header(&self, s: &Struct) -> bool {
-        self.uses_of_type(&s.name).is_empty()
+        self.uses_of_type(&s.name).is_empty() && !self.is_chunk_body(s)
     }
 
     /// `HOLDER.field` for every field whose type is `ty`.
@@ -715,6 +715,12 @@ impl<'s> Doc<'s> {
         if !f.constants.is_empty() {
             self.constants();
         }
+        if !f.words.is_empty() {
+            self.words();
+        }
+        if !f.chunks.is_empty() {
+            self.chunks();
+        }
         if !headers.is_empty() {
             self.heading(2, "Headers");
             for s in headers {
@@ -730,7 +736,13 @@ impl<'s> Doc<'s> {
         }
         if !elements.is_empty() {
             self.heading(2, "Structures");
-            self.block("Fixed-size structures used as record fields and array elements.");
+            if f.chunks.iter().any(|c| c.body.is_some()) {
+                self.block(
+                    "Fixed-size structures used as record fields, array elements and chunk bodies.",
+                );
+            } else {
+                self.block("Fixed-size structures used as record fields and array elements.");
+            }
             for s in elements {
                 self.struct_(s);
             }
@@ -1990,6 +2002,188 @@ impl<'s> Doc<'s> {
                     .collect();
                 self.table(&["record", "rule", "level", "meaning"], &rows);
             }
+        }
+    }
+}
+
+// -- chunks and word types --------------------------------------------------------------------
+
+use crate::validate::{ChunkCount, ChunkElem};
+
+impl<'s> Doc<'s> {
+    fn chunk_heading(c: &Chunk) -> String {
+        match &c.id {
+            ChunkIdSpec::Id(n) => format!("{} ({n})", c.name),
+            ChunkIdSpec::Range(_) => format!("{} (positive ids)", c.name),
+        }
+    }
+
+    fn chunk_id_text(&self, c: &Chunk) -> String {
+        match (&c.id, self.spec.chunk_max_id(c)) {
+            (ChunkIdSpec::Id(n), _) => format!("`{n}`"),
+            (ChunkIdSpec::Range(_), Some(m)) => format!("`1`..=`{m}`"),
+            (ChunkIdSpec::Range(_), None) => "any id above `0`".to_string(),
+        }
+    }
+
+    /// Whether a struct is the `body:` of some chunk.
+    fn is_chunk_body(&self, s: &Struct) -> bool {
+        self.spec
+            .file
+            .chunks
+            .iter()
+            .any(|c| c.body.as_deref() == Some(s.name.as_str()))
+    }
+
+    fn words(&mut self) {
+        self.heading(2, "Word types");
+        self.block(
+            "Integer types whose width is not fixed by the format but by a context value the \
+             reader is given; each is read as an unsigned 64-bit value.",
+        );
+        let rows: Vec<Vec<String>> = self
+            .spec
+            .file
+            .words
+            .iter()
+            .map(|w| {
+                vec![
+                    format!("`{}`", w.name),
+                    format!("4 or 8 octets, from `{}`", w.width),
+                    cell(&w.doc),
+                ]
+            })
+            .collect();
+        self.table(&["name", "width", "meaning"], &rows);
+    }
+
+    /// The text for one chunk field's type.
+    fn chunk_type_text(&self, f: &Field) -> String {
+        let spec = self.spec;
+        let Some(cf) = spec.chunk_field(f) else {
+            return code(&f.ty);
+        };
+        let elem = match cf.elem {
+            ChunkElem::Int(s) => s.name().to_string(),
+            ChunkElem::Word(w) => format!("`{}`", w.name),
+            ChunkElem::Bytes(n) => octets(n),
+            ChunkElem::Struct(s) => format!(
+                "{} ({})",
+                Self::link(&s.name, &Self::struct_heading(&s.name)),
+                octets(spec.fixed_size(&s.fields).unwrap_or(0))
+            ),
+        };
+        let count = match &cf.count {
+            None => return elem,
+            Some(ChunkCount::Fixed { n, .. }) => n.to_string(),
+            Some(ChunkCount::Expr(_)) => format!("`{}`", f.count.as_deref().unwrap_or("")),
+        };
+        match cf.elem {
+            ChunkElem::Int(Scalar::U8) => format!("{count} octets"),
+            _ => format!("{count} × {elem}"),
+        }
+    }
+
+    fn chunks(&mut self) {
+        let spec = self.spec;
+        self.heading(2, "Chunks");
+        self.block(
+            "Each chunk is a signed 32-bit id followed by its body. No chunk carries its \
+             length: the id alone says how to read what follows, so a reader must know every \
+             chunk it meets.",
+        );
+        let rows: Vec<Vec<String>> = spec
+            .file
+            .chunks
+            .iter()
+            .map(|c| {
+                let body = if c.opaque {
+                    "not described".to_string()
+                } else if let Some(b) = &c.body {
+                    Self::link(b, &Self::struct_heading(b))
+                } else if c.fields.is_empty() {
+                    "none".to_string()
+                } else {
+                    c.fields
+                        .iter()
+                        .map(|f| format!("`{}`", f.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                vec![
+                    self.chunk_id_text(c),
+                    format!("[`{}`](#{})", c.name, slug(&Self::chunk_heading(c))),
+                    body,
+                ]
+            })
+            .collect();
+        self.table(&["id", "chunk", "body"], &rows);
+        for c in &spec.file.chunks {
+            self.heading(3, &Self::chunk_heading(c));
+            self.block(c.doc.trim());
+            if c.opaque {
+                self.block("The body is not described: a reader cannot step over this chunk.");
+                continue;
+            }
+            if let Some(b) = &c.body {
+                let size = spec
+                    .struct_(b)
+                    .and_then(|s| spec.fixed_size(&s.fields))
+                    .unwrap_or(0);
+                self.block(&format!(
+                    "Body: one {} ({}).",
+                    Self::link(b, &Self::struct_heading(b)),
+                    octets(size)
+                ));
+                continue;
+            }
+            if c.fields.is_empty() {
+                self.block("No body: the next chunk follows the id.");
+                continue;
+            }
+            if matches!(c.id, ChunkIdSpec::Range(_)) {
+                self.block("The fields may name the chunk's id as `id`.");
+            }
+            let mut at = Some(0u64);
+            let mut rows = Vec::new();
+            for f in &c.fields {
+                let Some(cf) = spec.chunk_field(f) else {
+                    continue;
+                };
+                let offset = at.map_or("—".to_string(), |o| o.to_string());
+                at = match (at, &cf.count) {
+                    (Some(o), None) => spec.chunk_elem_size(cf.elem).map(|n| o + n),
+                    _ => None,
+                };
+                let mut cons = Vec::new();
+                if let Some(m) = f.min {
+                    cons.push(format!("at least {}", num(m)));
+                }
+                if let Some(m) = f.max {
+                    cons.push(format!("at most {}", num(m)));
+                }
+                if let Some(v) = &f.value {
+                    cons.push(match v {
+                        IntOrName::Int(n) => format!("must be {}", num(*n)),
+                        IntOrName::Name(k) => format!("must be `{k}`"),
+                    });
+                }
+                rows.push(vec![
+                    offset,
+                    format!("`{}`", f.name),
+                    self.chunk_type_text(f),
+                    cell(&f.doc),
+                    if cons.is_empty() {
+                        "—".to_string()
+                    } else {
+                        cell(&cons.join("; "))
+                    },
+                ]);
+            }
+            self.table(
+                &["offset", "field", "width/type", "meaning", "constraints"],
+                &rows,
+            );
         }
     }
 }

@@ -33,6 +33,52 @@ pub struct SpecFile {
     /// whose records sit one after another inside a blob of another format.
     #[serde(default)]
     pub framing: Option<Framing>,
+    /// Integer types whose width a context value gives (a toolstack's `unsigned long`).
+    #[serde(default)]
+    pub words: Vec<Word>,
+    /// Items told apart by a leading signed 32-bit id and not framed by any length.
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+}
+
+/// An integer type whose width (4 or 8 octets) a context value gives; decoded as u64.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Word {
+    pub name: String,
+    /// `ctx.word_size` or `ctx.guest_width`.
+    pub width: String,
+    pub doc: String,
+}
+
+/// Which ids a chunk answers to: one id (any sign), or every positive id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ChunkIdSpec {
+    Id(i64),
+    /// `positive`: every id above zero; the id is a count the fields may name as `id`.
+    Range(String),
+}
+
+/// One kind of chunk: its id, and the layout of the body after the id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    pub name: String,
+    pub id: ChunkIdSpec,
+    pub doc: String,
+    /// The body, field after field (no `blob`, `rest` or `pages`: a chunk has no length).
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    /// Instead of `fields`: the body is this fixed-size struct (shared by several chunks).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// For `id: positive`: the largest id (a number or a constant).
+    #[serde(default)]
+    pub max_id: Option<IntOrName>,
+    /// The body's layout is not described: a reader cannot step over the chunk.
+    #[serde(default)]
+    pub opaque: bool,
 }
 
 /// The header in front of every record of a format whose records fill a blob.

@@ -146,6 +146,7 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
         g.record_enums()
     };
     let framing = f.framing.as_ref().map(|fr| g.framing(fr));
+    let chunks = (!f.chunks.is_empty()).then(|| g.chunks());
     let format_name = &f.format;
     quote! {
         #doc
@@ -166,6 +167,7 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
             #(#records)*
             #record_enums
             #framing
+            #chunks
         }
     }
 }
@@ -2181,6 +2183,720 @@ impl<'s> Gen<'s> {
                 #(#binds)*
                 let check = || -> Option<bool> { Some(#body_expr) };
                 check() == Some(true)
+            }
+        }
+    }
+}
+
+// -- chunks: items chosen by a signed id, with no length --------------------------------------
+
+use crate::validate::{ChunkCount, ChunkElem, CHUNK_ID_NAME};
+
+impl<'s> Gen<'s> {
+    /// Whether a chunk's own type borrows the body (it has an array field).
+    fn chunk_borrows(&self, c: &Chunk) -> bool {
+        c.fields.iter().any(|f| f.count.is_some())
+    }
+
+    /// `ChunkId`, `ChunkRead`, `Counted`, `Words`, one type per chunk with fields and the
+    /// `ChunkBody` union with its decoder.
+    fn chunks(&self) -> TokenStream {
+        let spec = self.spec;
+        let chunks = &spec.file.chunks;
+        let variants: Vec<Ident> = chunks.iter().map(|c| type_ident(&c.name)).collect();
+        let docs: Vec<TokenStream> = chunks.iter().map(|c| doc_attr(&c.doc)).collect();
+        let names: Vec<&str> = chunks.iter().map(|c| c.name.as_str()).collect();
+        let mut from_arms = Vec::new();
+        let mut id_arms = Vec::new();
+        let mut max_consts = Vec::new();
+        for (c, v) in chunks.iter().zip(&variants) {
+            match &c.id {
+                ChunkIdSpec::Id(n) => {
+                    let n = Literal::i32_unsuffixed(*n as i32);
+                    from_arms.push(quote!(#n => Some(ChunkId::#v),));
+                    id_arms.push(quote!(ChunkId::#v => Some(#n),));
+                }
+                ChunkIdSpec::Range(_) => {
+                    let max = spec.chunk_max_id(c).map_or(i32::MAX, |m| m as i32);
+                    let max_lit = Literal::i32_unsuffixed(max);
+                    if c.max_id.is_some() {
+                        let cname = format_ident!("{}_MAX_ID", c.name);
+                        let d = format!(
+                            " The largest id that announces a `{}` chunk (ids above it are no chunk).",
+                            c.name
+                        );
+                        max_consts.push(quote!(#[doc = #d] pub const #cname: i32 = #max_lit;));
+                    }
+                    from_arms.push(quote!(1..=#max_lit => Some(ChunkId::#v),));
+                    id_arms.push(quote!(ChunkId::#v => None,));
+                }
+            }
+        }
+        let opaque: Vec<&Ident> = chunks
+            .iter()
+            .zip(&variants)
+            .filter(|(c, _)| c.opaque)
+            .map(|(_, v)| v)
+            .collect();
+        let opaque_body = if opaque.is_empty() {
+            quote!(false)
+        } else {
+            quote!(matches!(self, #(ChunkId::#opaque)|*))
+        };
+        let fixed_size: Vec<TokenStream> = chunks
+            .iter()
+            .zip(&variants)
+            .map(|(c, v)| {
+                let size = if let Some(s) = spec.chunk_body(c) {
+                    spec.fixed_size(&s.fields)
+                } else if c.opaque {
+                    None
+                } else {
+                    c.fields.iter().try_fold(0u64, |acc, f| {
+                        let cf = spec.chunk_field(f)?;
+                        if cf.count.is_some() {
+                            return None;
+                        }
+                        Some(acc + spec.chunk_elem_size(cf.elem)?)
+                    })
+                };
+                match size {
+                    Some(n) => {
+                        let n = n as usize;
+                        quote!(ChunkId::#v => Some(#n),)
+                    }
+                    None => quote!(ChunkId::#v => None,),
+                }
+            })
+            .collect();
+
+        let body_struct_arms: Vec<TokenStream> = chunks
+            .iter()
+            .zip(&variants)
+            .map(|(c, v)| match &c.body {
+                Some(b) => quote!(ChunkId::#v => Some(#b),),
+                None => quote!(ChunkId::#v => None,),
+            })
+            .collect();
+        let any_lt = chunks.iter().any(|c| self.chunk_borrows(c));
+        let (lt, lt_impl) = if any_lt {
+            (quote!(<'a>), quote!(<'a>))
+        } else {
+            (quote!(), quote!(<'a>))
+        };
+        let mut union_variants = Vec::new();
+        let mut decode_arms = Vec::new();
+        let mut id_of = Vec::new();
+        let mut types = Vec::new();
+        let mut bodies: Vec<&str> = Vec::new();
+        for (c, v) in chunks.iter().zip(&variants) {
+            let doc = doc_attr(&c.doc);
+            let name = &c.name;
+            if let Some(b) = &c.body {
+                let t = type_ident(b);
+                union_variants.push(quote!(#doc #v(#t),));
+                let size = spec
+                    .struct_(b)
+                    .and_then(|s| spec.fixed_size(&s.fields))
+                    .unwrap_or(0) as usize;
+                // One field at a time, so that a reader reads (and reports) field by field.
+                let needs = spec
+                    .struct_(b)
+                    .map(|s| spec.fixed_offsets(&s.fields))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(f, at)| {
+                        let end = (at + spec.field_size(f).unwrap_or(0)) as usize;
+                        let what = format!("{}.{}", c.name, f.name);
+                        quote!(if body.len() < #end {
+                            return Ok(ChunkRead::Need { len: #end, field: #what, counted: None });
+                        })
+                    });
+                decode_arms.push(quote!(ChunkId::#v => {
+                    #(#needs)*
+                    match body.get(..#size) {
+                        None => ChunkRead::Need { len: #size, field: #name, counted: None },
+                        Some(b) => ChunkRead::Done {
+                            value: ChunkBody::#v(#t::decode(b, ctx)?),
+                            len: #size,
+                        },
+                    }
+                },));
+                id_of.push(quote!(ChunkBody::#v(_) => ChunkId::#v,));
+                if !bodies.contains(&b.as_str()) {
+                    bodies.push(b);
+                }
+            } else if c.fields.is_empty() {
+                union_variants.push(quote!(#doc #v,));
+                if c.opaque {
+                    decode_arms.push(quote!(ChunkId::#v => {
+                        return Err(__w::DecodeError {
+                            item: #name,
+                            rule: "opaque",
+                            level: __w::Level::Required,
+                            offset: 0,
+                            detail: format!("the body of a {} chunk is not described: it cannot be read", #name),
+                        })
+                    }));
+                } else {
+                    decode_arms.push(
+                        quote!(ChunkId::#v => ChunkRead::Done { value: ChunkBody::#v, len: 0 },),
+                    );
+                }
+                id_of.push(quote!(ChunkBody::#v => ChunkId::#v,));
+            } else {
+                let t_lt = if self.chunk_borrows(c) {
+                    quote!(<'a>)
+                } else {
+                    quote!()
+                };
+                union_variants.push(quote!(#doc #v(#v #t_lt),));
+                decode_arms.push(
+                    quote!(ChunkId::#v => #v::decode(body, id, word_size, ctx)?.map(ChunkBody::#v),),
+                );
+                id_of.push(quote!(ChunkBody::#v(_) => ChunkId::#v,));
+                types.push(self.chunk_type(c));
+            }
+        }
+        let accessors = bodies.iter().map(|b| {
+            let t = type_ident(b);
+            let f = format_ident!("as_{}", b);
+            let arms = chunks
+                .iter()
+                .zip(&variants)
+                .filter(|(c, _)| c.body.as_deref() == Some(*b))
+                .map(|(_, v)| quote!(ChunkBody::#v(x)));
+            let d = format!(" The `{b}` body, for each chunk whose body is one.");
+            quote! {
+                #[doc = #d]
+                pub fn #f(&self) -> Option<&#t> {
+                    match self {
+                        #(#arms)|* => Some(x),
+                        _ => None,
+                    }
+                }
+            }
+        });
+        let body_fn_lt = if any_lt { quote!() } else { quote!(<'a>) };
+        let _ = lt_impl;
+        quote! {
+            /// Octets of the signed id in front of every chunk.
+            pub const CHUNK_ID_SIZE: usize = 4usize;
+
+            /// Which chunk an id announces.
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+            pub enum ChunkId {
+                #(#docs #variants,)*
+            }
+
+            impl ChunkId {
+                /// Every chunk, in spec order.
+                pub const ALL: &'static [ChunkId] = &[#(ChunkId::#variants),*];
+                #(#max_consts)*
+                /// The chunk an id announces, if the spec knows it.
+                pub fn from_i32(id: i32) -> Option<Self> {
+                    match id {
+                        #(#from_arms)*
+                        _ => None,
+                    }
+                }
+                /// The one id of the chunk; `None` for the chunk every positive id announces.
+                pub fn id(self) -> Option<i32> {
+                    match self {
+                        #(#id_arms)*
+                    }
+                }
+                /// The spec's name for the chunk.
+                pub fn name(self) -> &'static str {
+                    match self {
+                        #(ChunkId::#variants => #names,)*
+                    }
+                }
+                /// Whether the spec leaves the body undescribed (a reader cannot step over it).
+                pub fn is_opaque(self) -> bool {
+                    #opaque_body
+                }
+                /// The struct (its spec name) that is the whole body, for chunks declared with `body:`.
+                pub fn body_struct(self) -> Option<&'static str> {
+                    match self {
+                        #(#body_struct_arms)*
+                    }
+                }
+                /// Octets of the body after the id, when they do not depend on the data.
+                pub fn fixed_size(self) -> Option<usize> {
+                    match self {
+                        #(#fixed_size)*
+                    }
+                }
+            }
+
+            impl ::core::fmt::Display for ChunkId {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.write_str(self.name())
+                }
+            }
+
+            /// What decoding a chunk body from the octets read so far gives.
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub enum ChunkRead<T> {
+                /// The body is longer than the octets given: read until there are `len`, then
+                /// decode again. `counted` tells which array the last read count sized.
+                Need {
+                    len: usize,
+                    /// The field the missing octets belong to, as `CHUNK.field`.
+                    field: &'static str,
+                    counted: Option<Counted>,
+                },
+                /// The body, and the octets it took.
+                Done { value: T, len: usize },
+            }
+
+            impl<T> ChunkRead<T> {
+                /// The same outcome with the decoded value mapped.
+                pub fn map<U>(self, f: impl FnOnce(T) -> U) -> ChunkRead<U> {
+                    match self {
+                        ChunkRead::Need { len, field, counted } => ChunkRead::Need { len, field, counted },
+                        ChunkRead::Done { value, len } => ChunkRead::Done { value: f(value), len },
+                    }
+                }
+            }
+
+            /// An array whose count a decoder has just read, before its elements arrive.
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+            pub struct Counted {
+                /// The array field.
+                pub array: &'static str,
+                /// Its number of elements.
+                pub count: u64,
+                /// Octets per element.
+                pub size: usize,
+                /// Where the field its count comes from starts (the array's own start when the
+                /// count names no field), in octets from the start of the body.
+                pub at: usize,
+            }
+
+            /// An array of integers or words, each read as u64.
+            #[derive(Clone, Copy, PartialEq, Eq)]
+            pub struct Words<'w> {
+                bytes: &'w [u8],
+                size: usize,
+                endian: __w::Endian,
+            }
+
+            impl<'w> Words<'w> {
+                /// Elements of `size` octets (1, 2, 4 or 8) in `bytes`.
+                pub fn new(bytes: &'w [u8], size: usize, endian: __w::Endian) -> Self {
+                    Words { bytes, size, endian }
+                }
+                /// Octets per element.
+                pub fn word_size(&self) -> usize {
+                    self.size
+                }
+                /// The encoded elements.
+                pub fn as_bytes(&self) -> &'w [u8] {
+                    self.bytes
+                }
+                /// Number of elements.
+                pub fn len(&self) -> usize {
+                    self.bytes.len().checked_div(self.size).unwrap_or(0)
+                }
+                pub fn is_empty(&self) -> bool {
+                    self.len() == 0
+                }
+                /// Element `i`.
+                pub fn get(&self, i: usize) -> Option<u64> {
+                    let at = i.checked_mul(self.size)?;
+                    self.bytes
+                        .get(at..at.checked_add(self.size)?)
+                        .map(|b| __uint(b, self.endian))
+                }
+                /// The elements in order.
+                pub fn iter(&self) -> impl Iterator<Item = u64> + 'w {
+                    let endian = self.endian;
+                    self.bytes
+                        .chunks_exact(self.size.max(1))
+                        .map(move |b| __uint(b, endian))
+                }
+            }
+
+            impl ::core::fmt::Debug for Words<'_> {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.debug_list().entries(self.iter()).finish()
+                }
+            }
+
+            /// An unsigned integer of up to 8 octets.
+            fn __uint(b: &[u8], endian: __w::Endian) -> u64 {
+                let mut v = 0u64;
+                match endian {
+                    __w::Endian::Little => {
+                        for x in b.iter().rev() {
+                            v = (v << 8) | (*x as u64);
+                        }
+                    }
+                    __w::Endian::Big => {
+                        for x in b {
+                            v = (v << 8) | (*x as u64);
+                        }
+                    }
+                }
+                v
+            }
+
+            /// A word type's width: 4 or 8 octets.
+            fn __word_width(
+                item: &'static str,
+                source: &'static str,
+                width: Option<u64>,
+            ) -> Result<usize, __w::DecodeError> {
+                match width {
+                    Some(4) => Ok(4),
+                    Some(8) => Ok(8),
+                    other => Err(__w::DecodeError {
+                        item,
+                        rule: "word_width",
+                        level: __w::Level::Required,
+                        offset: 0,
+                        detail: format!("`{}` is {:?}, not 4 or 8", source, other),
+                    }),
+                }
+            }
+
+            #(#types)*
+
+            /// A chunk's body, decoded.
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub enum ChunkBody #lt {
+                #(#union_variants)*
+            }
+
+            impl #lt_impl ChunkBody #lt {
+                /// Decodes the body of the chunk `id` announces from the octets read so far
+                /// (`word_size`: octets of the format's `ctx.word_size` words).
+                pub fn decode #body_fn_lt (
+                    id: i32,
+                    body: &'a [u8],
+                    word_size: usize,
+                    ctx: &__w::DecodeCtx,
+                ) -> Result<ChunkRead<Self>, __w::DecodeError> {
+                    let _ = (word_size, ctx);
+                    let Some(chunk) = ChunkId::from_i32(id) else {
+                        return Err(__w::DecodeError {
+                            item: "chunk",
+                            rule: "id",
+                            level: __w::Level::Required,
+                            offset: 0,
+                            detail: format!("no chunk has id {}", id),
+                        });
+                    };
+                    Ok(match chunk {
+                        #(#decode_arms)*
+                    })
+                }
+                /// Which chunk this is.
+                pub fn id(&self) -> ChunkId {
+                    match self {
+                        #(#id_of)*
+                    }
+                }
+                #(#accessors)*
+            }
+        }
+    }
+
+    /// The type of one chunk with fields, and its streaming decoder.
+    fn chunk_type(&self, c: &Chunk) -> TokenStream {
+        let spec = self.spec;
+        let t = type_ident(&c.name);
+        let doc = doc_attr(&c.doc);
+        let name = &c.name;
+        let borrows = self.chunk_borrows(c);
+        let (lt, fn_lt) = if borrows {
+            (quote!(<'a>), quote!())
+        } else {
+            (quote!(), quote!(<'a>))
+        };
+        let endian = match spec.file.byte_order {
+            ByteOrder::Stream => quote!(ctx.endian),
+            o => endian_expr(o),
+        };
+        let id_const = match &c.id {
+            ChunkIdSpec::Id(n) => {
+                let n = Literal::i32_unsuffixed(*n as i32);
+                quote!(
+                    /// The chunk's id.
+                    pub const ID: i32 = #n;
+                )
+            }
+            ChunkIdSpec::Range(_) => quote!(),
+        };
+        let positive = matches!(c.id, ChunkIdSpec::Range(_));
+        let mut decl = Vec::new();
+        let mut reads = Vec::new();
+        let mut inits = Vec::new();
+        let mut offsets = Vec::new();
+        let mut fixed_at: Option<u64> = Some(0);
+        let mut widths = Vec::new();
+        let positive_check = positive.then(|| {
+            quote! {
+                if id < 1 {
+                    return Err(__w::DecodeError {
+                        item: Self::NAME,
+                        rule: "id",
+                        level: __w::Level::Required,
+                        offset: 0,
+                        detail: format!("id {} announces no {} chunk", id, Self::NAME),
+                    });
+                }
+                let __id: u64 = id as u64;
+            }
+        });
+        for f in &c.fields {
+            let Some(cf) = spec.chunk_field(f) else {
+                continue;
+            };
+            let fid = ident(&f.name);
+            let fname = &f.name;
+            let fdoc = doc_attr(&f.doc);
+            let at = format_ident!("__at_{}", f.name);
+            if let Some(o) = fixed_at {
+                let cname = format_ident!("{}_OFFSET", f.name.to_uppercase());
+                let o = o as usize;
+                let d = format!(
+                    " Where `{}` starts, in octets from the start of the body.",
+                    f.name
+                );
+                offsets.push(quote!(#[doc = #d] pub const #cname: usize = #o;));
+            }
+            let size_expr = |e: ChunkElem<'_>, widths: &mut Vec<TokenStream>| -> TokenStream {
+                match e {
+                    ChunkElem::Word(w) => {
+                        let wid = format_ident!("__ws_{}", w.name);
+                        let src = spec.word_width(w).unwrap_or_default();
+                        let wname = format!("ctx.{src}");
+                        let value = if src == "guest_width" {
+                            quote!(ctx.guest_width)
+                        } else {
+                            quote!(Some(word_size as u64))
+                        };
+                        let decl =
+                            quote!(let #wid: usize = __word_width(Self::NAME, #wname, #value)?;);
+                        if !widths
+                            .iter()
+                            .any(|d: &TokenStream| d.to_string() == decl.to_string())
+                        {
+                            widths.push(decl);
+                        }
+                        quote!(#wid)
+                    }
+                    e => {
+                        let n = spec.chunk_elem_size(e).unwrap_or(0) as usize;
+                        quote!(#n)
+                    }
+                }
+            };
+            let size = size_expr(cf.elem, &mut widths);
+            match (&cf.count, cf.elem) {
+                (None, elem) => {
+                    let (ty, conv) = match elem {
+                        ChunkElem::Int(s) => {
+                            let ty = scalar_ty(s);
+                            (ty.clone(), quote!(__uint(__b, __endian) as #ty))
+                        }
+                        ChunkElem::Word(_) => (quote!(u64), quote!(__uint(__b, __endian))),
+                        ChunkElem::Bytes(n) => {
+                            let n = n as usize;
+                            (
+                                quote!([u8; #n]),
+                                quote!({
+                                    let mut __a = [0u8; #n];
+                                    __a.copy_from_slice(__b);
+                                    __a
+                                }),
+                            )
+                        }
+                        ChunkElem::Struct(s) => {
+                            let st = type_ident(&s.name);
+                            (
+                                quote!(#st),
+                                quote!(#st::decode(__b, ctx).map_err(|mut e| {
+                                    e.offset += #at;
+                                    e
+                                })?),
+                            )
+                        }
+                    };
+                    decl.push(quote!(#fdoc pub #fid: #ty,));
+                    let mut checks = Vec::new();
+                    let bound = |v: &IntOrName| match v {
+                        IntOrName::Int(n) => Some((*n, None)),
+                        IntOrName::Name(k) => spec
+                            .constant(k)
+                            .and_then(|c| c.value)
+                            .map(|n| (n, Some(k.clone()))),
+                    };
+                    if matches!(elem, ChunkElem::Int(_) | ChunkElem::Word(_)) {
+                        for (key, b, op) in [("max", f.max, quote!(>)), ("min", f.min, quote!(<))] {
+                            if let Some(b) = b {
+                                let rule = format!("{fname}.{key}");
+                                let word = if key == "max" {
+                                    "above the maximum"
+                                } else {
+                                    "below the minimum"
+                                };
+                                checks.push(quote! {
+                                    if (#fid as u64) #op #b {
+                                        return Err(__w::DecodeError {
+                                            item: Self::NAME,
+                                            rule: #rule,
+                                            level: __w::Level::Required,
+                                            offset: #at,
+                                            detail: format!("`{}` is {:#x}, {} {:#x}", #fname, #fid as u64, #word, #b),
+                                        });
+                                    }
+                                });
+                            }
+                        }
+                        if let Some((v, _)) = f.value.as_ref().and_then(bound) {
+                            let rule = format!("{fname}.value");
+                            checks.push(quote! {
+                                if (#fid as u64) != #v {
+                                    return Err(__w::DecodeError {
+                                        item: Self::NAME,
+                                        rule: #rule,
+                                        level: __w::Level::Required,
+                                        offset: #at,
+                                        detail: format!("`{}` is {:#x}, must be {:#x}", #fname, #fid as u64, #v),
+                                    });
+                                }
+                            });
+                        }
+                    }
+                    let what = format!("{}.{}", c.name, f.name);
+                    reads.push(quote! {
+                        let #at = __pos;
+                        let __end = __pos.checked_add(#size).unwrap_or(usize::MAX);
+                        let Some(__b) = __body.get(__pos..__end) else {
+                            return Ok(ChunkRead::Need { len: __end, field: #what, counted: None });
+                        };
+                        let #fid: #ty = #conv;
+                        __pos = __end;
+                        #(#checks)*
+                    });
+                    inits.push(quote!(#fid,));
+                    fixed_at = match (fixed_at, elem) {
+                        (Some(o), ChunkElem::Word(_)) => {
+                            let _ = o;
+                            None
+                        }
+                        (Some(o), e) => spec.chunk_elem_size(e).map(|n| o + n),
+                        (None, _) => None,
+                    };
+                }
+                (Some(count), elem) => {
+                    let (n_expr, count_at) = match count {
+                        ChunkCount::Fixed { n, .. } => (quote!(Some(#n)), quote!(#at)),
+                        ChunkCount::Expr(e) => {
+                            let mut named = Vec::new();
+                            e.names(&mut named);
+                            let lets = named.iter().filter_map(|n| match n {
+                                Expr::Name(x) if x == CHUNK_ID_NAME && positive => {
+                                    let id = ident(x);
+                                    Some(quote!(let #id: u64 = __id;))
+                                }
+                                Expr::Name(x) => {
+                                    let id = ident(x);
+                                    Some(quote!(let #id: u64 = #id as u64;))
+                                }
+                                _ => None,
+                            });
+                            let body = e.to_rust();
+                            let first = named.iter().find_map(|n| match n {
+                                Expr::Name(x) if x != CHUNK_ID_NAME => {
+                                    Some(format_ident!("__at_{}", x))
+                                }
+                                _ => None,
+                            });
+                            let count_at = match first {
+                                Some(a) => quote!(#a),
+                                None => quote!(#at),
+                            };
+                            (
+                                quote!((|| -> Option<u64> {
+                                    #(#lets)*
+                                    Some(#body)
+                                })()),
+                                count_at,
+                            )
+                        }
+                    };
+                    let rule = format!("{fname}.count");
+                    let what = format!("{}.{}", c.name, f.name);
+                    let (ty, conv) = match elem {
+                        ChunkElem::Int(Scalar::U8) => (quote!(&'a [u8]), quote!(__b)),
+                        _ => (quote!(Words<'a>), quote!(Words::new(__b, #size, __endian))),
+                    };
+                    decl.push(quote!(#fdoc pub #fid: #ty,));
+                    reads.push(quote! {
+                        let #at = __pos;
+                        let Some(__n) = #n_expr else {
+                            return Err(__w::DecodeError {
+                                item: Self::NAME,
+                                rule: #rule,
+                                level: __w::Level::Required,
+                                offset: #at,
+                                detail: format!("the count of `{}` overflows", #fname),
+                            });
+                        };
+                        let __end = usize::try_from(__n)
+                            .ok()
+                            .and_then(|n| n.checked_mul(#size))
+                            .and_then(|l| __pos.checked_add(l))
+                            .unwrap_or(usize::MAX);
+                        let Some(__b) = __body.get(__pos..__end) else {
+                            return Ok(ChunkRead::Need {
+                                len: __end,
+                                field: #what,
+                                counted: Some(Counted { array: #fname, count: __n, size: #size, at: #count_at }),
+                            });
+                        };
+                        let #fid: #ty = #conv;
+                        __pos = __end;
+                    });
+                    inits.push(quote!(#fid,));
+                    fixed_at = None;
+                }
+            }
+        }
+        quote! {
+            #doc
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub struct #t #lt {
+                #(#decl)*
+            }
+
+            impl #lt #t #lt {
+                /// The spec's name for the chunk.
+                pub const NAME: &'static str = #name;
+                #id_const
+                #(#offsets)*
+                /// Decodes the body (the octets after the id) from the octets read so far;
+                /// `word_size` gives the width of `ctx.word_size` words.
+                #[allow(clippy::needless_question_mark)]
+                pub fn decode #fn_lt (
+                    __body: &'a [u8],
+                    id: i32,
+                    word_size: usize,
+                    ctx: &__w::DecodeCtx,
+                ) -> Result<ChunkRead<Self>, __w::DecodeError> {
+                    let _ = (id, word_size, ctx);
+                    let __endian: __w::Endian = #endian;
+                    let mut __pos = 0usize;
+                    #positive_check
+                    #(#widths)*
+                    #(#reads)*
+                    Ok(ChunkRead::Done { value: Self { #(#inits)* }, len: __pos })
+                }
             }
         }
     }

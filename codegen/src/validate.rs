@@ -678,6 +678,8 @@ impl<'a> Checker<'a> {
         self.records();
         self.layouts();
         self.framing();
+        self.words();
+        self.chunks();
     }
 
     /// `framing`: a fixed-size header struct with integer type and length fields wide enough
@@ -1247,6 +1249,11 @@ impl<'a> Checker<'a> {
                         None if ty == "bytes" => {
                             self.err(&fp, Some("size"), "a `bytes` field needs `size: N`")
                         }
+                        None if spec.word(ty).is_some() => self.err(
+                            &fp,
+                            Some("type"),
+                            format!("`{ty}` is a word type, whose width the chunk reader's context gives: it is allowed in chunk fields only"),
+                        ),
                         None => self.err(&fp, Some("type"), format!("unknown type `{ty}`")),
                         Some(elem) => {
                             if let Elem::Bytes(0) = elem {
@@ -1715,5 +1722,490 @@ fn record_scope<'s>(spec: &'s Spec, r: &'s Record) -> FieldScope<'s> {
         ints,
         arrays,
         consts: int_constants(spec),
+    }
+}
+
+// -- chunks and word types --------------------------------------------------------------------
+
+/// The context values a word type may take its width from.
+pub const WORD_WIDTHS: &[&str] = &["word_size", "guest_width"];
+
+/// What one element of a chunk field is.
+#[derive(Debug, Clone, Copy)]
+pub enum ChunkElem<'s> {
+    Int(Scalar),
+    /// A word type: 4 or 8 octets as the context says, read as u64.
+    Word(&'s Word),
+    Bytes(u64),
+    /// A fixed-size struct of the format (single values only).
+    Struct(&'s Struct),
+}
+
+/// How many elements a chunk array has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkCount {
+    /// A number or a constant.
+    Fixed { n: u64, constant: Option<String> },
+    /// An expression over earlier integer fields and, in the positive chunk, `id`
+    /// (a plain field name is the common case).
+    Expr(Expr),
+}
+
+/// The resolved shape of a chunk field.
+#[derive(Debug, Clone)]
+pub struct ChunkField<'s> {
+    pub elem: ChunkElem<'s>,
+    pub count: Option<ChunkCount>,
+}
+
+/// The name the positive chunk's fields use for its id.
+pub const CHUNK_ID_NAME: &str = "id";
+
+impl Spec {
+    pub fn word(&self, name: &str) -> Option<&Word> {
+        self.file.words.iter().find(|w| w.name == name)
+    }
+
+    /// The context value a word type's width comes from (`word_size` or `guest_width`).
+    pub fn word_width(&self, w: &Word) -> Option<String> {
+        match expr::parse(&w.width) {
+            Ok(Expr::Ctx(n)) if WORD_WIDTHS.contains(&n.as_str()) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The struct a chunk's `body:` names.
+    pub fn chunk_body(&self, c: &Chunk) -> Option<&Struct> {
+        c.body.as_deref().and_then(|b| self.struct_(b))
+    }
+
+    /// The largest id of the positive chunk, when it declares one.
+    pub fn chunk_max_id(&self, c: &Chunk) -> Option<u64> {
+        match c.max_id.as_ref()? {
+            IntOrName::Int(n) => Some(*n),
+            IntOrName::Name(k) => self.constant(k)?.value,
+        }
+    }
+
+    /// The resolved shape of a chunk field (the spec has been validated).
+    pub fn chunk_field(&self, f: &Field) -> Option<ChunkField<'_>> {
+        let elem = if let Some(s) = Scalar::parse(&f.ty) {
+            ChunkElem::Int(s)
+        } else if let Some(w) = self.word(&f.ty) {
+            ChunkElem::Word(w)
+        } else if f.ty == "bytes" {
+            ChunkElem::Bytes(f.size?)
+        } else {
+            ChunkElem::Struct(self.struct_(&f.ty)?)
+        };
+        let count = match f.count.as_deref() {
+            None => None,
+            Some(c) => Some(match expr::parse(c).ok()? {
+                Expr::Int(n) => ChunkCount::Fixed { n, constant: None },
+                Expr::Const(k) => ChunkCount::Fixed {
+                    n: self.constant(&k)?.value?,
+                    constant: Some(k),
+                },
+                e => ChunkCount::Expr(e),
+            }),
+        };
+        Some(ChunkField { elem, count })
+    }
+
+    /// Octets of one chunk element; `None` for a word (its width is known at run time).
+    pub fn chunk_elem_size(&self, e: ChunkElem<'_>) -> Option<u64> {
+        match e {
+            ChunkElem::Int(s) => Some(s.size()),
+            ChunkElem::Word(_) => None,
+            ChunkElem::Bytes(n) => Some(n),
+            ChunkElem::Struct(s) => self.fixed_size(&s.fields),
+        }
+    }
+}
+
+/// The integers of a chunk's field list that counts may name.
+struct ChunkScope<'s> {
+    ints: HashSet<&'s str>,
+    consts: HashSet<&'s str>,
+}
+
+impl Scope for ChunkScope<'_> {
+    fn has_int(&self, name: &str) -> bool {
+        self.ints.contains(name)
+    }
+    fn has_array(&self, _name: &str) -> bool {
+        false
+    }
+    fn has_const(&self, name: &str) -> bool {
+        self.consts.contains(name)
+    }
+}
+
+impl<'a> Checker<'a> {
+    /// `words`: lower_snake names no other type uses, width from a known context value.
+    fn words(&mut self) {
+        let spec = self.spec;
+        let f = &spec.file;
+        let builtin = [
+            "u8", "u16", "u32", "u64", "bytes", "blob", "pages", "cstrings",
+        ];
+        let mut seen = HashSet::new();
+        for (i, w) in f.words.iter().enumerate() {
+            let p = format!("words[{i}]");
+            self.doc(&p, &w.doc);
+            let taken = builtin.contains(&w.name.as_str())
+                || spec.enum_(&w.name).is_some()
+                || spec.flags_(&w.name).is_some()
+                || spec.bitfield(&w.name).is_some()
+                || spec.struct_(&w.name).is_some();
+            if !is_lower(&w.name) || taken || !seen.insert(w.name.as_str()) {
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!(
+                        "word type `{}` must be lower_snake and name no other type",
+                        w.name
+                    ),
+                );
+            }
+            if spec.word_width(w).is_none() {
+                self.err(
+                    &p,
+                    Some("width"),
+                    format!(
+                        "`{}` is not a context value a width can come from (known: {})",
+                        w.width,
+                        WORD_WIDTHS
+                            .iter()
+                            .map(|n| format!("ctx.{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `chunks`: unique names and ids, at most one positive chunk, bodies a reader can step
+    /// over without a length.
+    fn chunks(&mut self) {
+        let spec = self.spec;
+        let mut names = HashSet::new();
+        let mut ids: HashMap<i64, &str> = HashMap::new();
+        let mut positive: Option<&str> = None;
+        let type_names: HashSet<String> = spec
+            .file
+            .structs
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(spec.file.records.iter().map(|r| r.name.as_str()))
+            .map(crate::rust::camel)
+            .collect();
+        for (i, c) in spec.file.chunks.iter().enumerate() {
+            let p = format!("chunks[{i}]");
+            self.doc(&p, &c.doc);
+            if !is_upper(&c.name) || !names.insert(c.name.as_str()) {
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!("chunk name `{}` must be unique and UPPER_SNAKE", c.name),
+                );
+            } else if !c.fields.is_empty() && type_names.contains(&crate::rust::camel(&c.name)) {
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!(
+                        "chunk `{}` would share its Rust type name with a struct or record",
+                        c.name
+                    ),
+                );
+            }
+            let is_positive = match &c.id {
+                ChunkIdSpec::Id(n) => {
+                    if *n < i64::from(i32::MIN) || *n > i64::from(i32::MAX) {
+                        self.err(&p, Some("id"), format!("id {n} does not fit in i32"));
+                    } else if *n > 0 && positive.is_some() {
+                        self.err(
+                            &p,
+                            Some("id"),
+                            format!(
+                                "id {n} is positive, and every positive id belongs to `{}`",
+                                positive.unwrap_or_default()
+                            ),
+                        );
+                    } else if let Some(other) = ids.insert(*n, &c.name) {
+                        self.err(
+                            &p,
+                            Some("id"),
+                            format!("id {n} is already used by `{other}`"),
+                        );
+                    }
+                    false
+                }
+                ChunkIdSpec::Range(r) if r == "positive" => {
+                    if let Some(other) = positive {
+                        self.err(
+                            &p,
+                            Some("id"),
+                            format!("`{other}` already takes every positive id"),
+                        );
+                    } else if let Some((n, other)) = ids.iter().find(|(n, _)| **n > 0) {
+                        self.err(
+                            &p,
+                            Some("id"),
+                            format!("positive id {n} is already used by `{other}`"),
+                        );
+                    }
+                    positive = Some(&c.name);
+                    true
+                }
+                ChunkIdSpec::Range(r) => {
+                    self.err(
+                        &p,
+                        Some("id"),
+                        format!("`{r}` is not an id: write an integer or `positive`"),
+                    );
+                    false
+                }
+            };
+            if let Some(m) = &c.max_id {
+                let value = spec.chunk_max_id(c);
+                if !is_positive {
+                    self.err(&p, Some("max_id"), "`max_id` applies to `id: positive`");
+                } else if !value.is_some_and(|v| v >= 1 && v <= i32::MAX as u64) {
+                    let shown = match m {
+                        IntOrName::Int(n) => n.to_string(),
+                        IntOrName::Name(k) => k.clone(),
+                    };
+                    self.err(
+                        &p,
+                        Some("max_id"),
+                        format!("`{shown}` is not a number or integer constant in 1..=i32::MAX"),
+                    );
+                }
+            }
+            if c.opaque && (!c.fields.is_empty() || c.body.is_some()) {
+                self.err(
+                    &p,
+                    Some("opaque"),
+                    "an opaque chunk has no `fields` or `body`",
+                );
+            }
+            if let Some(b) = &c.body {
+                if !c.fields.is_empty() {
+                    self.err(&p, Some("body"), "a chunk has `body` or `fields`, not both");
+                } else {
+                    match spec.struct_(b) {
+                        None => self.err(&p, Some("body"), format!("`{b}` is not a struct")),
+                        Some(s) if spec.fixed_size(&s.fields).is_none() => {
+                            self.err(&p, Some("body"), format!("struct `{b}` has no fixed size"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            self.chunk_fields(&p, &c.fields, is_positive);
+        }
+    }
+
+    fn chunk_fields(&mut self, p: &str, fields: &'a [Field], positive: bool) {
+        let spec = self.spec;
+        let mut names = HashSet::new();
+        let mut ints: HashSet<&str> = HashSet::new();
+        if positive {
+            ints.insert(CHUNK_ID_NAME);
+        }
+        for (j, f) in fields.iter().enumerate() {
+            let fp = format!("{p}.fields[{j}]");
+            self.doc(&fp, &f.doc);
+            if !is_lower(&f.name)
+                || [CHUNK_ID_NAME, "ctx", "len", "body_length"].contains(&f.name.as_str())
+                || !names.insert(f.name.as_str())
+            {
+                self.err(
+                    &fp,
+                    Some("name"),
+                    format!(
+                        "`{}` must be a unique lower_snake name other than id, ctx, len and body_length",
+                        f.name
+                    ),
+                );
+            }
+            let unsupported = [
+                ("enum", f.enum_name.is_some()),
+                ("flags", f.flags.is_some()),
+                ("one_of", f.one_of.is_some()),
+                ("default", f.default.is_some()),
+                ("known", f.known.is_some()),
+                ("reserved", f.reserved),
+                ("level", f.level.is_some()),
+                ("layout", f.layout.is_some()),
+                ("count_where", f.count_where.is_some()),
+                ("pairs", f.pairs),
+                ("display", f.display.is_some()),
+            ];
+            if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
+                self.err(
+                    &fp,
+                    Some(key),
+                    format!("`{key}` is not supported on chunk fields"),
+                );
+                continue;
+            }
+            if ["blob", "pages", "cstrings"].contains(&f.ty.as_str()) {
+                self.err(
+                    &fp,
+                    Some("type"),
+                    format!(
+                        "a chunk has no length, so a `{}` would not know where it ends",
+                        f.ty
+                    ),
+                );
+                continue;
+            }
+            if f.ty == "bytes" && f.size.is_none() {
+                self.err(&fp, Some("size"), "a `bytes` field needs `size: N`");
+                continue;
+            }
+            if f.size.is_some() && f.ty != "bytes" {
+                self.err(&fp, Some("size"), "`size` applies to `bytes` only");
+                continue;
+            }
+            let Some(cf) = spec.chunk_field(f).or_else(|| {
+                // The count may be what failed to resolve; report the type first.
+                let mut g = f.clone();
+                g.count = None;
+                spec.chunk_field(&g).map(|cf| ChunkField {
+                    elem: cf.elem,
+                    count: Some(ChunkCount::Fixed {
+                        n: 0,
+                        constant: None,
+                    }),
+                })
+            }) else {
+                self.err(&fp, Some("type"), format!("unknown type `{}`", f.ty));
+                continue;
+            };
+            if let ChunkElem::Struct(s) = cf.elem {
+                if spec.fixed_size(&s.fields).is_none() {
+                    self.err(
+                        &fp,
+                        Some("type"),
+                        format!("struct `{}` has no fixed size", s.name),
+                    );
+                    continue;
+                }
+            }
+            match (&f.count, cf.elem) {
+                (None, ChunkElem::Int(_) | ChunkElem::Word(_)) => {
+                    ints.insert(&f.name);
+                }
+                (Some(_), ChunkElem::Struct(_) | ChunkElem::Bytes(_)) => {
+                    self.err(
+                        &fp,
+                        Some("count"),
+                        "chunk arrays hold integers or words, not structs or strings",
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(c) = &f.count {
+                if c == "rest" {
+                    self.err(
+                        &fp,
+                        Some("count"),
+                        "a chunk has no length, so `count: rest` would not know where it ends",
+                    );
+                    continue;
+                }
+                let scope = ChunkScope {
+                    ints: ints.iter().copied().filter(|n| *n != f.name).collect(),
+                    consts: int_constants(spec),
+                };
+                match expr::parse(c) {
+                    Err(e) => self.err(&fp, Some("count"), format!("cannot parse `{c}`: {e}")),
+                    Ok(e) => {
+                        let mut named = Vec::new();
+                        e.names(&mut named);
+                        if named.iter().any(|n| matches!(n, Expr::Ctx(_))) {
+                            self.err(
+                                &fp,
+                                Some("count"),
+                                format!("`{c}`: a count names fields, not context values"),
+                            );
+                        } else {
+                            match e.check(&scope) {
+                                Err(m) => self.err(&fp, Some("count"), format!("in `{c}`: {m}")),
+                                Ok(Kind::Bool) => self.err(
+                                    &fp,
+                                    Some("count"),
+                                    format!("`{c}` is a condition, not a number"),
+                                ),
+                                Ok(Kind::Int) => {
+                                    if matches!(
+                                        spec.chunk_field(f).and_then(|cf| cf.count),
+                                        Some(ChunkCount::Fixed { n: 0, .. })
+                                    ) {
+                                        self.err(
+                                            &fp,
+                                            Some("count"),
+                                            "a fixed count must be at least 1",
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if f.value.is_some() || f.min.is_some() || f.max.is_some() {
+                    self.err(
+                        &fp,
+                        Some("count"),
+                        "constraints apply to single values, not to arrays",
+                    );
+                }
+                continue;
+            }
+            // Single values: `value`, `min` and `max` on integers and words.
+            let max = match cf.elem {
+                ChunkElem::Int(s) => Some(s.max()),
+                ChunkElem::Word(_) => Some(u64::MAX),
+                _ => None,
+            };
+            for (key, bound) in [("min", f.min), ("max", f.max)] {
+                match (bound, max) {
+                    (Some(_), None) => {
+                        self.err(&fp, Some(key), format!("`{key}` applies to integer fields"))
+                    }
+                    (Some(b), Some(m)) if b > m => self.err(
+                        &fp,
+                        Some(key),
+                        format!("bound {b:#x} does not fit in {}", f.ty),
+                    ),
+                    _ => {}
+                }
+            }
+            if let Some(v) = &f.value {
+                let n = match v {
+                    IntOrName::Int(n) => Some(*n),
+                    IntOrName::Name(k) => spec.constant(k).and_then(|c| c.value),
+                };
+                match (n, max) {
+                    (_, None) => self.err(&fp, Some("value"), "`value` applies to integer fields"),
+                    (None, _) => self.err(
+                        &fp,
+                        Some("value"),
+                        "`value` must be a number or an integer constant",
+                    ),
+                    (Some(n), Some(m)) if n > m => self.err(
+                        &fp,
+                        Some("value"),
+                        format!("{n:#x} does not fit in {}", f.ty),
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
 }

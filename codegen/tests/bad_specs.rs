@@ -791,7 +791,13 @@ fn committed_specs_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("spec");
-    for name in ["libxc.yaml", "libxl.yaml", "xl.yaml"] {
+    for name in [
+        "libxc.yaml",
+        "libxl.yaml",
+        "xl.yaml",
+        "x86_state.yaml",
+        "legacy.yaml",
+    ] {
         if let Err(e) = load(&root.join(name)) {
             panic!("{name}:\n{e}");
         }
@@ -1102,4 +1108,384 @@ bad-specs/dup.yaml:8:5: note: `FIRST` has it here
 8 |     type: 0x07
   |     ^";
     assert_eq!(shown, expected);
+}
+
+#[test]
+fn chunk_id_used_twice() {
+    check(&Case {
+        name: "chunk_id_used_twice",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: FIRST
+    id: -1
+    doc: One chunk.
+  - name: SECOND
+    id: -1   # <-
+    doc: Another chunk with the same id.
+"#,
+        token: "id",
+        mentions: &["-1", "FIRST"],
+    });
+}
+
+#[test]
+fn chunk_positive_twice() {
+    check(&Case {
+        name: "chunk_positive_twice",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: BATCH
+    id: positive
+    doc: Every positive id.
+  - name: OTHER
+    id: positive   # <-
+    doc: Every positive id again.
+"#,
+        token: "id",
+        mentions: &["BATCH"],
+    });
+}
+
+#[test]
+fn chunk_positive_id_taken() {
+    check(&Case {
+        name: "chunk_positive_id_taken",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: BATCH
+    id: positive
+    doc: Every positive id.
+  - name: SEVEN
+    id: 7   # <-
+    doc: A positive id of its own.
+"#,
+        token: "id",
+        mentions: &["7", "BATCH"],
+    });
+}
+
+#[test]
+fn chunk_id_not_a_number() {
+    check(&Case {
+        name: "chunk_id_not_a_number",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: ODD
+    id: negative   # <-
+    doc: Not an id.
+"#,
+        token: "id",
+        mentions: &["negative", "positive"],
+    });
+}
+
+#[test]
+fn chunk_max_id_on_one_id() {
+    check(&Case {
+        name: "chunk_max_id_on_one_id",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: ONE
+    id: -1
+    max_id: 4   # <-
+    doc: One id cannot have a maximum.
+"#,
+        token: "max_id",
+        mentions: &["max_id", "positive"],
+    });
+}
+
+#[test]
+fn chunk_blob_field() {
+    check(&Case {
+        name: "chunk_blob_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: DATA
+    id: -1
+    doc: Data.
+    fields:
+      - name: rest
+        type: blob   # <-
+        doc: Everything else.
+"#,
+        token: "type",
+        mentions: &["blob", "length"],
+    });
+}
+
+#[test]
+fn chunk_count_rest() {
+    check(&Case {
+        name: "chunk_count_rest",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: DATA
+    id: -1
+    doc: Data.
+    fields:
+      - name: values
+        type: u32
+        count: rest   # <-
+        doc: Everything else.
+"#,
+        token: "count",
+        mentions: &["rest", "length"],
+    });
+}
+
+#[test]
+fn chunk_count_names_unknown_field() {
+    check(&Case {
+        name: "chunk_count_names_unknown_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: DATA
+    id: -1
+    doc: Data.
+    fields:
+      - name: n
+        type: u32
+        doc: A count.
+      - name: values
+        type: u32
+        count: m / 2 + 1   # <-
+        doc: The values.
+"#,
+        token: "count",
+        mentions: &["`m`"],
+    });
+}
+
+#[test]
+fn chunk_count_id_outside_positive() {
+    check(&Case {
+        name: "chunk_count_id_outside_positive",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: DATA
+    id: -3
+    doc: Data.
+    fields:
+      - name: values
+        type: u32
+        count: id   # <-
+        doc: The values.
+"#,
+        token: "count",
+        mentions: &["`id`"],
+    });
+}
+
+#[test]
+fn chunk_body_and_fields() {
+    check(&Case {
+        name: "chunk_body_and_fields",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: param
+    doc: A parameter.
+    fields:
+      - { name: value, type: u64, doc: The value. }
+chunks:
+  - name: ONE_PARAM
+    id: -1
+    body: param   # <-
+    doc: A parameter.
+    fields:
+      - name: extra
+        type: u32
+        doc: Something else.
+"#,
+        token: "body",
+        mentions: &["body", "fields"],
+    });
+}
+
+#[test]
+fn chunk_body_unknown_struct() {
+    check(&Case {
+        name: "chunk_body_unknown_struct",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: PARAM
+    id: -1
+    body: missing   # <-
+    doc: A parameter.
+"#,
+        token: "body",
+        mentions: &["missing"],
+    });
+}
+
+#[test]
+fn chunk_opaque_with_fields() {
+    check(&Case {
+        name: "chunk_opaque_with_fields",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: SECRET
+    id: -1
+    opaque: true   # <-
+    doc: Undescribed.
+    fields:
+      - name: value
+        type: u32
+        doc: Yet described.
+"#,
+        token: "opaque",
+        mentions: &["opaque"],
+    });
+}
+
+#[test]
+fn chunk_field_unsupported_key() {
+    check(&Case {
+        name: "chunk_field_unsupported_key",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+enums:
+  - name: kind
+    type: u32
+    doc: Kinds.
+    values:
+      - { name: A, value: 0, doc: A. }
+chunks:
+  - name: DATA
+    id: -1
+    doc: Data.
+    fields:
+      - name: kind
+        type: u32
+        enum: kind   # <-
+        doc: The kind.
+"#,
+        token: "enum",
+        mentions: &["enum", "chunk"],
+    });
+}
+
+#[test]
+fn word_width_unknown_context() {
+    check(&Case {
+        name: "word_width_unknown_context",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+words:
+  - name: ulong
+    width: ctx.version   # <-
+    doc: A native word.
+"#,
+        token: "width",
+        mentions: &["ctx.version", "ctx.word_size"],
+    });
+}
+
+#[test]
+fn word_type_in_a_record() {
+    check(&Case {
+        name: "word_type_in_a_record",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+words:
+  - name: ulong
+    width: ctx.word_size
+    doc: A native word.
+records:
+  - name: DATA
+    type: 0x01
+    doc: Data.
+    fields:
+      - name: value
+        type: ulong   # <-
+        doc: A word in a framed record.
+"#,
+        token: "type",
+        mentions: &["ulong", "chunk"],
+    });
+}
+
+#[test]
+fn chunk_type_name_collision() {
+    check(&Case {
+        name: "chunk_type_name_collision",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: tsc_info
+    doc: A struct whose Rust name is TscInfo.
+    fields:
+      - { name: value, type: u64, doc: The value. }
+chunks:
+  - name: TSC_INFO   # <-
+    id: -7
+    doc: A chunk whose Rust name would be TscInfo too.
+    fields:
+      - name: mode
+        type: u32
+        doc: The mode.
+"#,
+        token: "name",
+        mentions: &["TSC_INFO"],
+    });
 }

@@ -9,6 +9,7 @@ const SPECS: &[(&str, &str)] = &[
     ("libxc", "libxc.yaml"),
     ("libxl", "libxl.yaml"),
     ("xl", "xl.yaml"),
+    ("legacy", "legacy.yaml"),
 ];
 
 fn spec_path(file: &str) -> PathBuf {
@@ -39,6 +40,11 @@ fn xl() {
 #[test]
 fn x86_state() {
     insta::assert_snapshot!("x86_state", markdown::emit(&spec("x86_state.yaml")));
+}
+
+#[test]
+fn legacy() {
+    insta::assert_snapshot!("legacy", markdown::emit(&spec("legacy.yaml")));
 }
 
 /// Layouts the committed specs do not (yet) use: unaligned and row-spanning fields, labels

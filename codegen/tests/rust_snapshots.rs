@@ -40,3 +40,8 @@ fn xl_rust() {
 fn x86_state_rust() {
     insta::assert_snapshot!("x86_state_rust", generated("x86_state.yaml"));
 }
+
+#[test]
+fn legacy_rust() {
+    insta::assert_snapshot!("legacy_rust", generated("legacy.yaml"));
+}

@@ -28,6 +28,7 @@ const DOCS: &[(&str, &str)] = &[
     ("spec/libxl.yaml", "docs/libxl-migration-stream.md"),
     ("spec/xl.yaml", "docs/xl-save-file.md"),
     ("spec/x86_state.yaml", "docs/x86-state.md"),
+    ("spec/legacy.yaml", "docs/legacy-stream.md"),
 ];
 
 const USAGE: &str = "\

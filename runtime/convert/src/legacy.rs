@@ -36,18 +36,18 @@ pub const VCPU_CONTEXT_SIZE_X86_32: u32 = libxc::X86_32_VCPU_CONTEXT_SIZE;
 /// vcpu_guest_context size of a 64-bit (4-level) PV guest.
 pub const VCPU_CONTEXT_SIZE_X86_64: u32 = libxc::X86_64_VCPU_CONTEXT_SIZE;
 /// Size of the extended vcpu context that follows each vcpu when "extv" is present.
-pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = 128;
+pub const EXTENDED_VCPU_CONTEXT_SIZE: usize = legacy::EXTENDED_VCPU_CONTEXT_SIZE as usize;
 /// Length of a qemu trailer signature.
-pub const QEMU_SIGNATURE_SIZE: usize = 21;
+pub const QEMU_SIGNATURE_SIZE: usize = legacy::QEMU_SIGNATURE_LIBXL.len();
 
 /// Type nibble mask of a legacy pfn_type entry (bits 28-31).
-pub const LEGACY_TYPE_MASK: u64 = 0xF000_0000;
+pub const LEGACY_TYPE_MASK: u64 = legacy::PFN_TYPE_MASK as u64;
 /// pfn mask of a legacy pfn_type entry (bits 0-27).
-pub const LEGACY_PFN_MASK: u64 = 0x0FFF_FFFF;
+pub const LEGACY_PFN_MASK: u64 = legacy::PFN_MASK as u64;
 /// Entries whose type is below this (BROKEN) carry a page of data.
-pub const LEGACY_TYPE_BROKEN: u64 = 0xD000_0000;
+pub const LEGACY_TYPE_BROKEN: u64 = legacy::PFN_TYPE_BROKEN as u64;
 /// A bare XTAB entry (pfn 0) that the old saver wrote when mapping failed.
-pub const LEGACY_BARE_XTAB: u64 = 0xF000_0000;
+pub const LEGACY_BARE_XTAB: u64 = legacy::PFN_TYPE_XTAB as u64;
 
 /// Largest single read buffer the reader grows at once.
 const READ_STEP: usize = 1 << 20;
@@ -195,125 +195,24 @@ pub struct XlHeader {
     pub optional_data_len: u32,
 }
 
-/// Legacy metadata chunk ids (negative chunk headers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkId {
-    /// -1: another full pass follows, to be compared.
-    EnableVerifyMode = -1,
-    /// -2: `int max_vcpu_id` and the vcpu bitmap.
-    VcpuInfo = -2,
-    /// -3: EPT identity page table address.
-    HvmIdentPt = -3,
-    /// -4: VM86 TSS address.
-    HvmVm86Tss = -4,
-    /// -5: tmem state (unsupported).
-    Tmem = -5,
-    /// -6: more tmem state (unsupported).
-    TmemExtra = -6,
-    /// -7: TSC mode, nsec, khz, incarnation.
-    TscInfo = -7,
-    /// -8: console ring pfn.
-    HvmConsolePfn = -8,
-    /// -9: the stream is not checkpointed.
-    LastCheckpoint = -9,
-    /// -10: ACPI I/O port location.
-    HvmAcpiIoportsLocation = -10,
-    /// -11: Viridian enlightenments.
-    HvmViridian = -11,
-    /// -12: Remus compressed pages (unsupported).
-    CompressedData = -12,
-    /// -13: Remus compression on (unsupported).
-    EnableCompression = -13,
-    /// -14: VM generation id address.
-    HvmGenerationIdAddr = -14,
-    /// -15: paging ring pfn.
-    HvmPagingRingPfn = -15,
-    /// -16: monitor ring pfn.
-    HvmMonitorRingPfn = -16,
-    /// -17: sharing ring pfn.
-    HvmSharingRingPfn = -17,
-    /// -18: toolstack blob.
-    Toolstack = -18,
-    /// -19: first ioreq server pfn.
-    HvmIoreqServerPfn = -19,
-    /// -20: number of ioreq server pages.
-    HvmNrIoreqServerPages = -20,
-}
+// The chunk ids and chunk bodies: generated from `spec/legacy.yaml` in xenmig-core, with the
+// other formats.
+use xenmig_core::legacy;
 
-impl ChunkId {
-    /// The chunk for a negative chunk header, if it is a known one.
-    pub fn from_i32(id: i32) -> Option<Self> {
-        use ChunkId::*;
-        Some(match id {
-            -1 => EnableVerifyMode,
-            -2 => VcpuInfo,
-            -3 => HvmIdentPt,
-            -4 => HvmVm86Tss,
-            -5 => Tmem,
-            -6 => TmemExtra,
-            -7 => TscInfo,
-            -8 => HvmConsolePfn,
-            -9 => LastCheckpoint,
-            -10 => HvmAcpiIoportsLocation,
-            -11 => HvmViridian,
-            -12 => CompressedData,
-            -13 => EnableCompression,
-            -14 => HvmGenerationIdAddr,
-            -15 => HvmPagingRingPfn,
-            -16 => HvmMonitorRingPfn,
-            -17 => HvmSharingRingPfn,
-            -18 => Toolstack,
-            -19 => HvmIoreqServerPfn,
-            -20 => HvmNrIoreqServerPages,
-            _ => return None,
-        })
-    }
+/// Legacy chunk ids, from `spec/legacy.yaml`: the page batch (every positive id), the end of
+/// the chunk loop (0) and the metadata chunks (negative ids).
+pub use self::legacy::ChunkId;
 
-    /// The legacy name of the chunk.
-    pub fn name(self) -> &'static str {
-        use ChunkId::*;
-        match self {
-            EnableVerifyMode => "ENABLE_VERIFY_MODE",
-            VcpuInfo => "VCPU_INFO",
-            HvmIdentPt => "HVM_IDENT_PT",
-            HvmVm86Tss => "HVM_VM86_TSS",
-            Tmem => "TMEM",
-            TmemExtra => "TMEM_EXTRA",
-            TscInfo => "TSC_INFO",
-            HvmConsolePfn => "HVM_CONSOLE_PFN",
-            LastCheckpoint => "LAST_CHECKPOINT",
-            HvmAcpiIoportsLocation => "HVM_ACPI_IOPORTS_LOCATION",
-            HvmViridian => "HVM_VIRIDIAN",
-            CompressedData => "COMPRESSED_DATA",
-            EnableCompression => "ENABLE_COMPRESSION",
-            HvmGenerationIdAddr => "HVM_GENERATION_ID_ADDR",
-            HvmPagingRingPfn => "HVM_PAGING_RING_PFN",
-            HvmMonitorRingPfn => "HVM_MONITOR_RING_PFN",
-            HvmSharingRingPfn => "HVM_SHARING_RING_PFN",
-            Toolstack => "TOOLSTACK",
-            HvmIoreqServerPfn => "HVM_IOREQ_SERVER_PFN",
-            HvmNrIoreqServerPages => "HVM_NR_IOREQ_SERVER_PAGES",
-        }
-    }
+// The spec's figures are the caps' Xen figures.
+const _: () = assert!(legacy::MAX_BATCH_SIZE == MAX_BATCH_SIZE);
+const _: () = assert!(legacy::ChunkId::PAGE_BATCH_MAX_ID as u32 == MAX_BATCH_SIZE);
+const _: () = assert!(legacy::MAX_VCPU_ID == MAX_VCPU_ID);
+const _: () = assert!(legacy::PAGE_SIZE as usize == PAGE_SIZE);
+const _: () = assert!(legacy::PHYSMAP_ENTRY_SIZE_64 as usize >= legacy::PhysmapEntry::SIZE);
 
-    /// Whether the chunk carries one HVM parameter as `u32 pad, u64 value`.
-    pub fn is_hvm_param(self) -> bool {
-        use ChunkId::*;
-        matches!(
-            self,
-            HvmIdentPt
-                | HvmVm86Tss
-                | HvmConsolePfn
-                | HvmAcpiIoportsLocation
-                | HvmViridian
-                | HvmGenerationIdAddr
-                | HvmPagingRingPfn
-                | HvmMonitorRingPfn
-                | HvmSharingRingPfn
-                | HvmIoreqServerPfn
-                | HvmNrIoreqServerPages
-        )
-    }
+/// Whether a chunk carries one HVM parameter (its body is the spec's `hvm_param`).
+pub fn is_hvm_param(chunk: ChunkId) -> bool {
+    chunk.body_struct() == Some(legacy::HvmParam::NAME)
 }
 
 /// What the PV extended-info block says about the guest.
@@ -385,9 +284,9 @@ impl QemuRecordKind {
     /// The 21-byte signature.
     pub fn signature(self) -> &'static [u8; QEMU_SIGNATURE_SIZE] {
         match self {
-            QemuRecordKind::DeviceModelRecord0002 => b"DeviceModelRecord0002",
-            QemuRecordKind::RemusDeviceModelState => b"RemusDeviceModelState",
-            QemuRecordKind::QemuDeviceModelRecord => b"QemuDeviceModelRecord",
+            QemuRecordKind::DeviceModelRecord0002 => &legacy::QEMU_SIGNATURE_LIBXL,
+            QemuRecordKind::RemusDeviceModelState => &legacy::QEMU_SIGNATURE_REMUS,
+            QemuRecordKind::QemuDeviceModelRecord => &legacy::QEMU_SIGNATURE_XEND,
         }
     }
 }
@@ -671,6 +570,21 @@ impl<R: LegacySource> Input<R> {
         self.fill(buf, what, start, buf.len() as u64)
     }
 
+    /// Read a fixed-size struct of `spec/legacy.yaml` field by field: `fields` gives where
+    /// each field ends and what to call it, so that a cut reports the field it falls in.
+    fn read_fields<const N: usize>(
+        &mut self,
+        fields: &[(usize, &'static str)],
+    ) -> Result<[u8; N], LegacyError> {
+        let mut raw = [0u8; N];
+        let mut at = 0;
+        for &(end, what) in fields {
+            self.read_exact(&mut raw[at..end], what)?;
+            at = end;
+        }
+        Ok(raw)
+    }
+
     fn read_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], LegacyError> {
         let mut buf = [0u8; N];
         self.read_exact(&mut buf, what)?;
@@ -752,6 +666,30 @@ impl<R: LegacySource> Input<R> {
             done += step;
         }
         out.truncate(len);
+        Ok(())
+    }
+
+    /// Append `len` bytes to `out`, growing it as the data arrives (see [`Input::read_vec`]).
+    fn read_more(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(), LegacyError> {
+        let start = self.offset;
+        let base = out.len();
+        let mut done = 0;
+        while done < len {
+            let step = (len - done).min(READ_STEP);
+            out.resize(base + done + step, 0);
+            self.fill(
+                &mut out[base + done..base + done + step],
+                what,
+                start,
+                len as u64,
+            )?;
+            done += step;
+        }
         Ok(())
     }
 
@@ -881,13 +819,48 @@ enum Step {
     QemuData,
 }
 
+/// The context the generated chunk decoders get (only `hvm_param` bodies look at it).
+fn chunk_ctx() -> crate::wire::DecodeCtx {
+    crate::wire::DecodeCtx::new(0)
+}
+
+/// A struct of `spec/legacy.yaml` decoded from octets read whole, or an error at `at`.
+fn struct_value<T>(
+    decoded: Result<T, crate::wire::DecodeError>,
+    at: u64,
+) -> Result<T, LegacyError> {
+    decoded.map_err(|e| LegacyError::malformed(at + e.offset as u64, e.to_string()))
+}
+
+/// A chunk body the generated decoder refused, as a reader error at the offending field.
+fn chunk_error(
+    chunk: ChunkId,
+    body_at: u64,
+    body: &[u8],
+    e: &crate::wire::DecodeError,
+) -> LegacyError {
+    let offset = body_at + e.offset as u64;
+    if chunk == ChunkId::VcpuInfo && e.rule == "max_vcpu_id.max" {
+        // The field is a C int: show it signed, as the saver wrote it.
+        let at = legacy::VcpuInfo::MAX_VCPU_ID_OFFSET;
+        let max = body
+            .get(at..at + 4)
+            .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        return LegacyError::malformed(
+            offset,
+            format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
+        );
+    }
+    LegacyError::malformed(offset, format!("{} chunk: {}", chunk.name(), e.detail))
+}
+
 /// Guest type from the octets at the start of the legacy stream (`ahead` holds at least
 /// `2 * ulong` bytes, and up to 8 more).
 ///
 /// PV streams continue after `p2m_size` with the ext-info signature `ulong ~0`, `u32 tot_sz`
 /// and a block id. An HVM stream whose first chunk is ENABLE_VERIFY_MODE (-1) looks the same on
 /// a 32-bit toolstack, so an all-ones word only means PV when a known block id follows it, or
-/// when the word after it cannot be a chunk id (-20..=1024).
+/// when the word after it is no chunk id the spec knows (-20..=1024).
 fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
     let signature = ahead
         .get(ulong..2 * ulong)
@@ -896,14 +869,19 @@ fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
         return GuestType::Hvm;
     }
     let block_id = ahead.get(2 * ulong + 4..2 * ulong + 8);
-    if matches!(block_id, Some(b"vcpu" | b"extv" | b"xcnt")) {
+    let known = [
+        &legacy::EXT_INFO_VCPU[..],
+        &legacy::EXT_INFO_EXTV[..],
+        &legacy::EXT_INFO_XCNT[..],
+    ];
+    if block_id.is_some_and(|id| known.contains(&id)) {
         return GuestType::Pv;
     }
     let next = ahead
         .get(2 * ulong..2 * ulong + 4)
         .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     match next {
-        Some(id) if (-20..=MAX_BATCH_SIZE as i32).contains(&id) => GuestType::Hvm,
+        Some(id) if ChunkId::from_i32(id).is_some() => GuestType::Hvm,
         _ => GuestType::Pv,
     }
 }
@@ -922,6 +900,8 @@ pub struct LegacyReader<S> {
     qemu_total: u64,
     words: Vec<u64>,
     data: Vec<u8>,
+    /// The body of the chunk being read, as the generated decoder reads it.
+    body: Vec<u8>,
     /// Where the page data of the last batch is.
     pages: Bytes,
     extended: [u8; EXTENDED_VCPU_CONTEXT_SIZE],
@@ -950,6 +930,7 @@ impl<S: LegacySource> LegacyReader<S> {
             qemu_total: 0,
             words: Vec::new(),
             data: Vec::new(),
+            body: Vec::new(),
             pages: Bytes::Copied,
             extended: [0; EXTENDED_VCPU_CONTEXT_SIZE],
             xsave: Vec::new(),
@@ -1084,14 +1065,18 @@ impl<S: LegacySource> LegacyReader<S> {
                     Step::SharedInfo
                 }
                 State::HvmMagicPfns => {
-                    let ioreq_pfn = self.input.read_u64("HVM ioreq pfn")?;
-                    let bufioreq_pfn = self.input.read_u64("HVM bufioreq pfn")?;
-                    let store_pfn = self.input.read_u64("HVM store pfn")?;
+                    use legacy::HvmMagicPfns as P;
+                    let raw: [u8; P::SIZE] = self.input.read_fields(&[
+                        (P::BUFIOREQ_PFN_OFFSET, "HVM ioreq pfn"),
+                        (P::STORE_PFN_OFFSET, "HVM bufioreq pfn"),
+                        (P::SIZE, "HVM store pfn"),
+                    ])?;
+                    let pfns = struct_value(P::decode(&raw, &chunk_ctx()), start)?;
                     self.state = State::HvmContext;
                     Step::HvmMagicPfns {
-                        ioreq_pfn,
-                        bufioreq_pfn,
-                        store_pfn,
+                        ioreq_pfn: pfns.ioreq_pfn,
+                        bufioreq_pfn: pfns.bufioreq_pfn,
+                        store_pfn: pfns.store_pfn,
                     }
                 }
                 State::HvmContext => self.read_hvm_context()?,
@@ -1275,7 +1260,7 @@ impl<S: LegacySource> LegacyReader<S> {
         while consumed < total {
             let block_at = self.input.offset;
             let left = total - consumed;
-            if left < 8 {
+            if left < legacy::ExtInfoBlock::SIZE as u32 {
                 return Err(LegacyError::malformed(
                     block_at,
                     format!(
@@ -1284,9 +1269,13 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ));
             }
-            let id: [u8; 4] = self.input.read_array("PV extended-info block id")?;
-            let size = self.input.read_u32("PV extended-info block size")?;
-            let left = left - 8;
+            use legacy::ExtInfoBlock as B;
+            let raw: [u8; B::SIZE] = self.input.read_fields(&[
+                (B::SIZE_OFFSET, "PV extended-info block id"),
+                (B::SIZE, "PV extended-info block size"),
+            ])?;
+            let B { id, size } = struct_value(B::decode(&raw, &chunk_ctx()), block_at)?;
+            let left = left - B::SIZE as u32;
             if size > left {
                 return Err(LegacyError::malformed(
                     block_at,
@@ -1297,8 +1286,8 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ));
             }
-            match &id {
-                b"vcpu" => {
+            match id {
+                legacy::EXT_INFO_VCPU => {
                     if vcpu.is_some() {
                         return Err(LegacyError::malformed(
                             block_at,
@@ -1318,12 +1307,12 @@ impl<S: LegacySource> LegacyReader<S> {
                     self.input
                         .skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
                 }
-                b"extv" => {
+                legacy::EXT_INFO_EXTV => {
                     extended = true;
                     self.input
                         .skip(u64::from(size), "PV extended-info \"extv\" block")?;
                 }
-                b"xcnt" => {
+                legacy::EXT_INFO_XCNT => {
                     if size < 4 {
                         return Err(LegacyError::malformed(
                             block_at,
@@ -1349,7 +1338,7 @@ impl<S: LegacySource> LegacyReader<S> {
                     ))
                 }
             }
-            consumed += 8 + size;
+            consumed += legacy::ExtInfoBlock::SIZE as u32 + size;
         }
         let Some(vcpu_context_size) = vcpu else {
             return Err(LegacyError::malformed(
@@ -1392,103 +1381,30 @@ impl<S: LegacySource> LegacyReader<S> {
     fn read_chunk(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
         let id = self.input.read_i32("chunk id")?;
-        if id > 0 {
-            let count = id as u32;
-            if count > MAX_BATCH_SIZE {
-                return Err(LegacyError::malformed(
-                    start,
-                    format!(
-                        "page batch of {count} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}"
-                    ),
-                ));
-            }
-            self.input.read_ulongs(
-                &mut self.words,
-                count as usize,
-                self.width,
-                "page batch pfn_type list",
-            )?;
-            let pages = self
-                .words
-                .iter()
-                .filter(|&&e| legacy_entry_has_data(e))
-                .count();
-            self.pages = self
-                .input
-                .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
-            return Ok(Step::PageBatch);
-        }
-        if id == 0 {
-            if self.guest_type == GuestType::Pv {
-                if self.vcpus.is_none() {
-                    return Err(LegacyError::malformed(
-                        start,
-                        "end of the chunk loop without a VCPU_INFO chunk: the PV tail cannot be read",
-                    ));
-                }
-                self.state = State::PvUnmapped;
-            } else {
-                self.state = State::HvmMagicPfns;
-            }
-            return Ok(Step::EndOfChunks);
-        }
         let Some(chunk) = ChunkId::from_i32(id) else {
             return Err(LegacyError::malformed(
                 start,
-                format!("unrecognised chunk id {id}"),
+                if id > 0 {
+                    format!("page batch of {id} entries exceeds MAX_BATCH_SIZE {MAX_BATCH_SIZE}")
+                } else {
+                    format!("unrecognised chunk id {id}")
+                },
             ));
         };
-        Ok(match chunk {
-            ChunkId::EnableVerifyMode => Step::EnableVerifyMode,
-            ChunkId::VcpuInfo => {
-                let max_at = self.input.offset;
-                let max = self.input.read_i32("VCPU_INFO max_vcpu_id")?;
-                if max < 0 || max as u32 > MAX_VCPU_ID {
-                    return Err(LegacyError::malformed(
-                        max_at,
-                        format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
-                    ));
+        match chunk {
+            ChunkId::End => {
+                if self.guest_type == GuestType::Pv {
+                    if self.vcpus.is_none() {
+                        return Err(LegacyError::malformed(
+                            start,
+                            "end of the chunk loop without a VCPU_INFO chunk: the PV tail cannot be read",
+                        ));
+                    }
+                    self.state = State::PvUnmapped;
+                } else {
+                    self.state = State::HvmMagicPfns;
                 }
-                if self.vcpus.is_some() {
-                    return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
-                }
-                let mut map = VcpuMap::empty();
-                let words = (max as usize) / 64 + 1;
-                for word in map.words.iter_mut().take(words) {
-                    *word = self.input.read_u64("VCPU_INFO vcpu map")?;
-                }
-                self.vcpus = Some(map);
-                Step::VcpuInfo {
-                    max_vcpu_id: max as u32,
-                }
-            }
-            ChunkId::TscInfo => {
-                let mode = self.input.read_u32("TSC_INFO mode")?;
-                let nsec = self.input.read_u64("TSC_INFO nsec")?;
-                let khz = self.input.read_u32("TSC_INFO khz")?;
-                let incarnation = self.input.read_u32("TSC_INFO incarnation")?;
-                Step::TscInfo {
-                    mode,
-                    nsec,
-                    khz,
-                    incarnation,
-                }
-            }
-            ChunkId::LastCheckpoint => Step::LastCheckpoint,
-            ChunkId::Toolstack => {
-                let len_at = self.input.offset;
-                let len = self.input.read_u32("TOOLSTACK length")?;
-                if len > MAX_TOOLSTACK_LENGTH {
-                    return Err(LegacyError::malformed(
-                        len_at,
-                        format!(
-                            "TOOLSTACK length {len:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}"
-                        ),
-                    ));
-                }
-                self.input
-                    .read_vec(&mut self.data, len as usize, "TOOLSTACK blob")?;
-                Step::Toolstack
+                return Ok(Step::EndOfChunks);
             }
             ChunkId::Tmem
             | ChunkId::TmemExtra
@@ -1502,10 +1418,62 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ))
             }
-            _ if chunk.is_hvm_param() => {
-                let _pad = self.input.read_u32("HVM parameter chunk padding")?;
-                let value = self.input.read_u64("HVM parameter chunk value")?;
-                Step::HvmParam { chunk, value }
+            _ => {}
+        }
+        let body_at = self.read_chunk_body(start, chunk, id)?;
+        let decoded = legacy::ChunkBody::decode(id, &self.body, self.width.bytes(), &chunk_ctx());
+        let body = match decoded {
+            Ok(legacy::ChunkRead::Done { value, .. }) => value,
+            Ok(legacy::ChunkRead::Need { .. }) => {
+                return Err(LegacyError::malformed(
+                    body_at,
+                    format!("internal: {} chunk body not read whole", chunk.name()),
+                ))
+            }
+            Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
+        };
+        if let Some(param) = body.as_hvm_param() {
+            return Ok(Step::HvmParam {
+                chunk,
+                value: param.value,
+            });
+        }
+        Ok(match body {
+            legacy::ChunkBody::PageBatch(batch) => {
+                self.words.clear();
+                self.words.extend(batch.pfn_types.iter());
+                let pages = self
+                    .words
+                    .iter()
+                    .filter(|&&e| legacy_entry_has_data(e))
+                    .count();
+                self.pages =
+                    self.input
+                        .take(&mut self.data, pages * PAGE_SIZE, "page batch data")?;
+                Step::PageBatch
+            }
+            legacy::ChunkBody::EnableVerifyMode => Step::EnableVerifyMode,
+            legacy::ChunkBody::VcpuInfo(info) => {
+                let mut map = VcpuMap::empty();
+                for (word, bits) in map.words.iter_mut().zip(info.vcpu_map.iter()) {
+                    *word = bits;
+                }
+                self.vcpus = Some(map);
+                Step::VcpuInfo {
+                    max_vcpu_id: info.max_vcpu_id,
+                }
+            }
+            legacy::ChunkBody::TscInfo(tsc) => Step::TscInfo {
+                mode: tsc.mode,
+                nsec: tsc.nsec,
+                khz: tsc.khz,
+                incarnation: tsc.incarnation,
+            },
+            legacy::ChunkBody::LastCheckpoint => Step::LastCheckpoint,
+            legacy::ChunkBody::Toolstack(toolstack) => {
+                self.data.clear();
+                self.data.extend_from_slice(toolstack.data);
+                Step::Toolstack
             }
             _ => {
                 return Err(LegacyError::malformed(
@@ -1514,6 +1482,49 @@ impl<S: LegacySource> LegacyReader<S> {
                 ))
             }
         })
+    }
+
+    /// Read the body of chunk `id` (which started at `start`) into `self.body`, field by field
+    /// as the generated decoder asks for them; the caps are checked on each array's count
+    /// before its elements are read. Returns where the body starts.
+    fn read_chunk_body(&mut self, start: u64, chunk: ChunkId, id: i32) -> Result<u64, LegacyError> {
+        let body_at = self.input.offset;
+        self.body.clear();
+        loop {
+            let decoded =
+                legacy::ChunkBody::decode(id, &self.body, self.width.bytes(), &chunk_ctx());
+            let (len, field, counted) = match decoded {
+                Ok(legacy::ChunkRead::Done { .. }) => return Ok(body_at),
+                Ok(legacy::ChunkRead::Need {
+                    len,
+                    field,
+                    counted,
+                }) => (len, field, counted),
+                Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
+            };
+            let mut more = len.saturating_sub(self.body.len());
+            if let Some(counted) = counted {
+                let at = body_at + counted.at as u64;
+                match chunk {
+                    ChunkId::VcpuInfo if self.vcpus.is_some() => {
+                        return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
+                    }
+                    // The vcpu map is read (and a truncation reported) one word at a time.
+                    ChunkId::VcpuInfo => more = more.min(counted.size),
+                    ChunkId::Toolstack if counted.count > u64::from(MAX_TOOLSTACK_LENGTH) => {
+                        return Err(LegacyError::malformed(
+                            at,
+                            format!(
+                                "TOOLSTACK length {:#x} exceeds the cap {MAX_TOOLSTACK_LENGTH:#x}",
+                                counted.count
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            self.input.read_more(&mut self.body, more, field)?;
+        }
     }
 
     fn read_pv_unmapped(&mut self) -> Result<(), LegacyError> {
@@ -1555,9 +1566,14 @@ impl<S: LegacySource> LegacyReader<S> {
         }
         let mut xsave_mask = None;
         if pv.xsave_size != 0 {
-            let mask = self.input.read_u64("PV xsave mask")?;
-            let size_at = self.input.offset;
-            let size = self.input.read_u64("PV xsave size")?;
+            use legacy::XsaveHeader as X;
+            let header_at = self.input.offset;
+            let raw: [u8; X::SIZE] = self.input.read_fields(&[
+                (X::SIZE_OFFSET, "PV xsave mask"),
+                (X::SIZE, "PV xsave size"),
+            ])?;
+            let X { mask, size } = struct_value(X::decode(&raw, &chunk_ctx()), header_at)?;
+            let size_at = header_at + X::SIZE_OFFSET as u64;
             let expected = u64::from(pv.xsave_size - 16);
             if size != expected {
                 return Err(LegacyError::malformed(
@@ -1704,16 +1720,10 @@ pub fn parse_toolstack_physmap<'a>(
     blob_offset: u64,
     mut each: impl FnMut(PhysmapEntry<'a>) -> Result<(), LegacyError>,
 ) -> Result<(), LegacyError> {
+    use legacy::{PhysmapEntry as E, PhysmapHeader as H};
     let at = |pos: usize| blob_offset + pos as u64;
-    let u32_at = |pos: usize| -> Option<u32> {
-        blob.get(pos..pos + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |pos: usize| -> Option<u64> {
-        blob.get(pos..pos + 8)
-            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-    };
-    let (Some(version), Some(count)) = (u32_at(0), u32_at(4)) else {
+    let ctx = chunk_ctx();
+    let Some(Ok(H { version, count })) = blob.get(..H::SIZE).map(|b| H::decode(b, &ctx)) else {
         return Err(LegacyError::malformed(
             at(0),
             format!(
@@ -1722,20 +1732,29 @@ pub fn parse_toolstack_physmap<'a>(
             ),
         ));
     };
-    if version != 1 {
+    if version != legacy::PHYSMAP_VERSION {
         return Err(LegacyError::malformed(
-            at(0),
-            format!("libxl toolstack blob version {version}, expected 1"),
+            at(H::VERSION_OFFSET),
+            format!(
+                "libxl toolstack blob version {version}, expected {}",
+                legacy::PHYSMAP_VERSION
+            ),
         ));
     }
-    let mut pos = 8usize;
+    // A 64-bit toolstack steps by its C structure's size: junk follows each name.
+    let padding = match width {
+        Width::Bits32 => 0,
+        Width::Bits64 => legacy::PHYSMAP_ENTRY_SIZE_64 as usize - E::SIZE,
+    };
+    let mut pos = H::SIZE;
     for index in 0..count {
-        let (Some(phys_offset), Some(start_addr), Some(size), Some(namelen)) = (
-            u64_at(pos),
-            u64_at(pos + 8),
-            u64_at(pos + 16),
-            u32_at(pos + 24),
-        ) else {
+        let Some(Ok(E {
+            phys_offset,
+            start_addr,
+            size,
+            namelen,
+        })) = blob.get(pos..pos + E::SIZE).map(|b| E::decode(b, &ctx))
+        else {
             return Err(LegacyError::malformed(
                 at(pos),
                 format!("physmap entry {index} of {count}: blob too short for the entry header"),
@@ -1743,15 +1762,11 @@ pub fn parse_toolstack_physmap<'a>(
         };
         if namelen == 0 {
             return Err(LegacyError::malformed(
-                at(pos + 24),
+                at(pos + E::NAMELEN_OFFSET),
                 format!("physmap entry {index}: empty name"),
             ));
         }
-        let name_at = pos + 28;
-        let padding = match width {
-            Width::Bits32 => 0,
-            Width::Bits64 => 4,
-        };
+        let name_at = pos + E::SIZE;
         let stored = namelen as usize + padding;
         let Some(stored_name) = blob.get(name_at..name_at + stored) else {
             return Err(LegacyError::malformed(
@@ -1765,7 +1780,7 @@ pub fn parse_toolstack_physmap<'a>(
         };
         let Some((&last, name)) = stored_name[..namelen as usize].split_last() else {
             return Err(LegacyError::malformed(
-                at(pos + 24),
+                at(pos + E::NAMELEN_OFFSET),
                 format!("physmap entry {index}: empty name"),
             ));
         };
@@ -1790,4 +1805,186 @@ pub fn parse_toolstack_physmap<'a>(
         pos = name_at + stored;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    //! The chunk loop on the generated decoders: ids, field-by-field reads and the offsets
+    //! errors report.
+
+    use super::*;
+
+    /// An HVM stream (64-bit toolstack) whose header is `p2m_size` 16, then `chunks`.
+    fn hvm(chunks: &[u8]) -> Vec<u8> {
+        let mut b = 16u64.to_le_bytes().to_vec();
+        b.extend_from_slice(chunks);
+        b
+    }
+
+    fn opts() -> ReaderOptions {
+        ReaderOptions {
+            width: Some(Width::Bits64),
+            guest_type: Some(GuestType::Hvm),
+            xl_header: Some(false),
+            qemu_trailer: false,
+        }
+    }
+
+    /// Reads until an error; the error.
+    fn first_error(input: &[u8]) -> LegacyError {
+        let mut r = LegacyReader::new(input, opts());
+        loop {
+            match r.next_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream was accepted"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn every_id_of_the_spec_round_trips() {
+        let known: Vec<(i32, &str)> = vec![
+            (-1, "ENABLE_VERIFY_MODE"),
+            (-2, "VCPU_INFO"),
+            (-3, "HVM_IDENT_PT"),
+            (-4, "HVM_VM86_TSS"),
+            (-5, "TMEM"),
+            (-6, "TMEM_EXTRA"),
+            (-7, "TSC_INFO"),
+            (-8, "HVM_CONSOLE_PFN"),
+            (-9, "LAST_CHECKPOINT"),
+            (-10, "HVM_ACPI_IOPORTS_LOCATION"),
+            (-11, "HVM_VIRIDIAN"),
+            (-12, "COMPRESSED_DATA"),
+            (-13, "ENABLE_COMPRESSION"),
+            (-14, "HVM_GENERATION_ID_ADDR"),
+            (-15, "HVM_PAGING_RING_PFN"),
+            (-16, "HVM_MONITOR_RING_PFN"),
+            (-17, "HVM_SHARING_RING_PFN"),
+            (-18, "TOOLSTACK"),
+            (-19, "HVM_IOREQ_SERVER_PFN"),
+            (-20, "HVM_NR_IOREQ_SERVER_PAGES"),
+            (0, "END"),
+        ];
+        for (id, name) in &known {
+            let chunk = ChunkId::from_i32(*id).unwrap_or_else(|| panic!("id {id}"));
+            assert_eq!(chunk.name(), *name);
+            assert_eq!(chunk.id(), Some(*id));
+        }
+        assert_eq!(ChunkId::from_i32(1), Some(ChunkId::PageBatch));
+        assert_eq!(ChunkId::from_i32(1024), Some(ChunkId::PageBatch));
+        assert_eq!(ChunkId::from_i32(1025), None);
+        assert_eq!(ChunkId::from_i32(-21), None);
+        let params = ChunkId::ALL.iter().filter(|c| is_hvm_param(**c)).count();
+        assert_eq!(params, 11);
+        assert_eq!(ChunkId::ALL.len(), known.len() + 1);
+    }
+
+    #[test]
+    fn a_cut_inside_a_field_is_reported_at_that_field() {
+        // TSC_INFO cut in the middle of `nsec`.
+        let mut c = (-7i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&1u32.to_le_bytes());
+        c.extend_from_slice(&[0, 0, 0]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset,
+                what,
+                needed,
+                got,
+            } => {
+                assert_eq!(offset, 8 + 4 + 4, "nsec starts after the id and mode");
+                assert_eq!((what, needed, got), ("TSC_INFO.nsec", 8, 3));
+            }
+            e => panic!("{e}"),
+        }
+
+        // VCPU_INFO with two map words, cut in the second: reported at that word.
+        let mut c = (-2i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&64u32.to_le_bytes());
+        c.extend_from_slice(&1u64.to_le_bytes());
+        c.extend_from_slice(&[1, 0]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset,
+                what,
+                needed,
+                got,
+            } => {
+                assert_eq!(offset, 8 + 4 + 4 + 8);
+                assert_eq!((what, needed, got), ("VCPU_INFO.vcpu_map", 8, 2));
+            }
+            e => panic!("{e}"),
+        }
+
+        // An HVM parameter chunk cut in its value.
+        let mut c = (-8i32).to_le_bytes().to_vec();
+        c.extend_from_slice(&0u32.to_le_bytes());
+        c.extend_from_slice(&[7; 5]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset, what, got, ..
+            } => {
+                assert_eq!((offset, what, got), (8 + 4 + 4, "HVM_CONSOLE_PFN.value", 5));
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn chunk_values_reach_the_records() {
+        let mut c = (-7i32).to_le_bytes().to_vec();
+        for v in [
+            &3u32.to_le_bytes()[..],
+            &9u64.to_le_bytes(),
+            &2_000_000u32.to_le_bytes(),
+            &4u32.to_le_bytes(),
+        ] {
+            c.extend_from_slice(v);
+        }
+        c.extend_from_slice(&(-2i32).to_le_bytes());
+        c.extend_from_slice(&65u32.to_le_bytes());
+        c.extend_from_slice(&1u64.to_le_bytes());
+        c.extend_from_slice(&2u64.to_le_bytes());
+        c.extend_from_slice(&(-18i32).to_le_bytes());
+        c.extend_from_slice(&3u32.to_le_bytes());
+        c.extend_from_slice(b"abc");
+        c.extend_from_slice(&(-9i32).to_le_bytes());
+        let input = hvm(&c);
+        let mut r = LegacyReader::new(&input[..], opts());
+        let mut seen = Vec::new();
+        while let Ok(Some((offset, rec))) = r.next_record() {
+            seen.push(match rec {
+                Record::TscInfo {
+                    mode,
+                    nsec,
+                    khz,
+                    incarnation,
+                } => format!("{offset} tsc {mode} {nsec} {khz} {incarnation}"),
+                Record::VcpuInfo { max_vcpu_id, vcpus } => {
+                    format!(
+                        "{offset} vcpus {max_vcpu_id} {:?}",
+                        vcpus.iter().collect::<Vec<_>>()
+                    )
+                }
+                Record::Toolstack { blob } => format!("{offset} toolstack {blob:?}"),
+                Record::LastCheckpoint => format!("{offset} last"),
+                other => format!("{offset} {other:?}"),
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "0 Header { p2m_size: 16, width: Bits64, guest_type: Hvm }",
+                "8 tsc 3 9 2000000 4",
+                "32 vcpus 65 [0, 65]",
+                "56 toolstack [97, 98, 99]",
+                "67 last",
+            ]
+        );
+    }
 }

@@ -17,6 +17,7 @@ xenmig_macros::include_spec!("../../spec/libxc.yaml");
 xenmig_macros::include_spec!("../../spec/libxl.yaml");
 xenmig_macros::include_spec!("../../spec/xl.yaml");
 xenmig_macros::include_spec!("../../spec/x86_state.yaml");
+xenmig_macros::include_spec!("../../spec/legacy.yaml");
 
 pub mod error;
 mod guest;
