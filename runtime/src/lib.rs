@@ -6,8 +6,9 @@
 //!
 //! - xenmig-core: the formats. The record types and their codecs are generated from the YAML
 //!   specs in `spec/`: [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl
-//!   framing around it), [`xl`] (the header of `xl save` files) and [`x86_state`] (the guest
-//!   state inside HVM_CONTEXT and the PV vCPU records), over [`wire`]; every limit
+//!   framing around it), [`xl`] (the header of `xl save` files), [`x86_state`] (the guest
+//!   state inside HVM_CONTEXT and the PV vCPU records) and [`legacy`] (the pre-4.6 stream's
+//!   chunks), over [`wire`]; every limit
 //!   the code enforces is in [`limits`]; [`error`] and [`render`].
 //! - xenmig-stream: [`source`], [`reader`] (records from bytes), [`writer`] (records into
 //!   bytes), [`verify`] (a whole stream) and [`xlfile`].
@@ -18,7 +19,7 @@
 //! - xenmig-sim (feature `sim`): `sim`, the simulated domain, and its device model in [`dm`].
 //! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
 
-pub use xenmig_core::{error, libxc, libxl, limits, render, wire, x86_state, xl};
+pub use xenmig_core::{error, legacy, libxc, libxl, limits, render, wire, x86_state, xl};
 pub use xenmig_stream::{reader, source, verify, writer};
 
 /// `xl save` files (xenmig-stream), and with the `sim` feature the simulated guests' JSON

@@ -1,8 +1,10 @@
 //! xenmig-core: the formats, and nothing that reads or writes a stream.
 //!
 //! The record types and their codecs are generated from the YAML specs in `spec/`:
-//! [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl framing around it)
-//! and [`xl`] (the header of `xl save` files), over the support types in [`wire`]. Every limit
+//! [`libxc`] (the domain image, migration stream v2), [`libxl`] (the libxl framing around it),
+//! [`xl`] (the header of `xl save` files), [`x86_state`] (x86 guest state: the HVM save records
+//! inside HVM_CONTEXT, the PV vCPU context, start_info and shared_info) and [`legacy`] (the
+//! pre-4.6 stream's chunks), over the support types in [`wire`]. Every limit
 //! the code enforces, and the format facts it indexes with, are in [`limits`]; [`error`] is
 //! the one error of the stream layers, [`render`] prints any decoded record, and
 //! [`GuestType`] names the guest types the domain header knows.
