@@ -107,6 +107,7 @@ options:
   --asan            the helper built with AddressSanitizer (needs the nightly toolchain)
   --xen-opts OPTS   more options on Xen's command line (e.g. \"pcid=0 xpti=0\")
   --cpu MODEL       QEMU's CPU model (default max)
+  --smp N           emulated CPUs (default 2)
   --tcg single|multi  QEMU's TCG threading (default multi: one host thread per vCPU)
   --no-setup        do not check for or install packages
   --list            list the scenarios
@@ -126,6 +127,8 @@ struct Options {
     asan: bool,
     xen_opts: String,
     cpu: String,
+    /// Emulated CPUs.
+    smp: u32,
     tcg: String,
 }
 
@@ -298,6 +301,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
         asan: false,
         xen_opts: String::new(),
         cpu: "max".into(),
+        smp: 2,
         tcg: "multi".into(),
     };
     let mut it = args.iter();
@@ -334,6 +338,13 @@ fn parse(root: &Path, args: &[String]) -> Result<Option<Options>> {
             "--asan" => o.asan = true,
             "--xen-opts" => o.xen_opts = value("--xen-opts")?,
             "--cpu" => o.cpu = value("--cpu")?,
+            "--smp" => {
+                o.smp = value("--smp")?
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=8).contains(&n))
+                    .context("--smp takes a number from 1 to 8")?
+            }
             "--tcg" => {
                 o.tcg = value("--tcg")?;
                 if o.tcg != "single" && o.tcg != "multi" {
@@ -883,9 +894,10 @@ fn boot_once(
         bail!("--xen-opts may not contain commas (QEMU's multiboot module separator)");
     }
     step(&format!(
-        "boot {boot}: Xen under qemu-system-x86_64 -accel tcg,thread={} -cpu {}, Xen options `{}`, scenarios {}",
+        "boot {boot}: Xen under qemu-system-x86_64 -accel tcg,thread={} -cpu {} -smp {}, Xen options `{}`, scenarios {}",
         opts.tcg,
         opts.cpu,
+        opts.smp,
         opts.xen_opts,
         scenarios.join(" ")
     ));
@@ -894,9 +906,8 @@ fn boot_once(
         .arg("-accel")
         .arg(format!("tcg,thread={}", opts.tcg))
         .args(["-cpu", &opts.cpu, "-machine", "pc"])
-        .args([
-            "-m", "3072", "-smp", "2", "-display", "none", "-monitor", "none",
-        ])
+        .args(["-m", "3072", "-smp", &opts.smp.to_string()])
+        .args(["-display", "none", "-monitor", "none"])
         .args(["-no-reboot", "-net", "none"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
