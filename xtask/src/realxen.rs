@@ -55,8 +55,8 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "tlb-probe",
-        "platform: does dom0's memory read what was last written after munmap/MADV_DONTNEED \
-         (realxen-probe, idle and with a PVH guest running)",
+        "platform: do dom0's memory and vector registers read what was last written \
+         (realxen-probe, and busybox pipelines, idle and with a PVH guest running)",
     ),
     (
         "xen-pv-save",
