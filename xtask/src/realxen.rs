@@ -876,9 +876,13 @@ fn boot_once(
     let serial = work.join(format!("serial-{boot}.log"));
     let _ = fs::remove_file(&serial);
     // smap=0: with SMAP, the 64-bit PV dom0 faults on its first iret under QEMU's TCG.
+    // spec-ctrl=eager-fpu: Xen's lazy FPU switching (CR0.TS and #NM, its default on the AMD
+    // CPU QEMU emulates) loses vector registers between vCPUs sharing a CPU under TCG: dom0
+    // processes read another vCPU's xmm values (realxen/README.md, scenario tlb-probe). Eager
+    // switching saves and restores them at every switch, and the probe reads none wrong.
     let xen_cmdline = format!(
         "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 \
-         loglvl=all guest_loglvl=all console_timestamps=boot smap=0 {}",
+         loglvl=all guest_loglvl=all console_timestamps=boot smap=0 spec-ctrl=eager-fpu {}",
         opts.xen_opts
     );
     let dom0_cmdline = format!(
