@@ -288,6 +288,10 @@ remus_checkpoints() {
   n=$(grep -c 'Checkpointed save: .*100%' /tmp/remus.out 2> /dev/null)
   if [ "${n:-0}" -gt 0 ]; then echo $((n + 1)); else echo 0; fi
 }
+receiver_log() { # receiver_log OFFSET: what the Remus receiver wrote after OFFSET, to steps.log
+  echo "--- the receiving side after the primary stopped:" >> /out/steps.log
+  tail -c +$(($1 + 1)) /tmp/remus.out >> /out/steps.log
+}
 remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is killed: failover
   g=$1; sc=$2
   destroy_all
@@ -312,6 +316,9 @@ remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is kil
   wait $xlpid
   rrc=$?
   cat /tmp/remus.out >> /out/steps.log
+  # The receiving xl (under fakessh) goes on writing here after the primary's xl is gone: its
+  # failover is appended to steps.log once the secondary has been judged.
+  seen=$(wc -c < /tmp/remus.out)
   say "remus rc=$rrc in $(since "$start")s after $taken checkpoints (143: stopped by our SIGTERM while checkpointing)"
   grep -E 'Remus|failover|Failover|error|ERROR' /tmp/remus.out | tail -n 8 | sed 's/^/REALXEN    | /'
   bad=$(trouble /tmp/remus.out)
@@ -335,8 +342,13 @@ remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is kil
   run xl list
   incoming=$(start_tick "$g--incoming")
   if still_ticking "$g--incoming" "$incoming"; then
+    receiver_log "$seen"
     result "$sc" PASS "${checkpoints:-?} checkpoints through $(who), primary killed, the secondary failed over and ticks on ($incoming -> $(start_tick "$g--incoming"))"
   else
+    receiver_log "$seen"
+    # Xen's view of the secondary: its vCPUs here, domain and vCPU state in Xen's log.
+    run xl vcpu-list
+    run xl debug-keys q
     result "$sc" FAIL "after the failover the secondary does not tick (${checkpoints:-?} checkpoints)"
   fi
   destroy_all
