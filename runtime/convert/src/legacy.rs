@@ -9,6 +9,8 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use crate::wire::{Element, Endian};
+
 use crate::{libxc, xl};
 
 /// The 32-byte magic at the start of an xl save file.
@@ -629,18 +631,7 @@ impl<R: LegacySource> Input<R> {
             let n = remaining.min(block.len() / size);
             let bytes = &mut block[..n * size];
             self.fill(bytes, what, start, needed)?;
-            match width {
-                Width::Bits32 => out.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-                ),
-                Width::Bits64 => {
-                    out.extend(bytes.chunks_exact(8).map(|c| {
-                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }))
-                }
-            }
+            out.extend(legacy::Words::new(bytes, size, Endian::Little).iter());
             remaining -= n;
         }
         Ok(())
@@ -843,9 +834,7 @@ fn chunk_error(
     if chunk == ChunkId::VcpuInfo && e.rule == "max_vcpu_id.max" {
         // The field is a C int: show it signed, as the saver wrote it.
         let at = legacy::VcpuInfo::MAX_VCPU_ID_OFFSET;
-        let max = body
-            .get(at..at + 4)
-            .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let max = signed_word_at(body, at).unwrap_or(0);
         return LegacyError::malformed(
             offset,
             format!("VCPU_INFO max_vcpu_id {max} out of range 0..={MAX_VCPU_ID}"),
@@ -854,13 +843,19 @@ fn chunk_error(
     LegacyError::malformed(offset, format!("{} chunk: {}", chunk.name(), e.detail))
 }
 
+/// The C `int` at `at` (a chunk id, a vCPU count), as the little-endian saver wrote it.
+fn signed_word_at(bytes: &[u8], at: usize) -> Option<i32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(<u32 as Element>::read(b, Endian::Little) as i32)
+}
+
 /// Guest type from the octets at the start of the legacy stream (`ahead` holds at least
 /// `2 * ulong` bytes, and up to 8 more).
 ///
 /// PV streams continue after `p2m_size` with the ext-info signature `ulong ~0`, `u32 tot_sz`
 /// and a block id. An HVM stream whose first chunk is ENABLE_VERIFY_MODE (-1) looks the same on
 /// a 32-bit toolstack, so an all-ones word only means PV when a known block id follows it, or
-/// when the word after it is no chunk id the spec knows (-20..=1024).
+/// when the word after it is no chunk id the spec knows (`ChunkId::from_i32`).
 fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
     let signature = ahead
         .get(ulong..2 * ulong)
@@ -877,9 +872,7 @@ fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
     if block_id.is_some_and(|id| known.contains(&id)) {
         return GuestType::Pv;
     }
-    let next = ahead
-        .get(2 * ulong..2 * ulong + 4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let next = signed_word_at(ahead, 2 * ulong);
     match next {
         Some(id) if ChunkId::from_i32(id).is_some() => GuestType::Hvm,
         _ => GuestType::Pv,
@@ -1873,8 +1866,9 @@ mod chunk_tests {
             assert_eq!(chunk.id(), Some(*id));
         }
         assert_eq!(ChunkId::from_i32(1), Some(ChunkId::PageBatch));
-        assert_eq!(ChunkId::from_i32(1024), Some(ChunkId::PageBatch));
-        assert_eq!(ChunkId::from_i32(1025), None);
+        let max = ChunkId::PAGE_BATCH_MAX_ID;
+        assert_eq!(ChunkId::from_i32(max), Some(ChunkId::PageBatch));
+        assert_eq!(ChunkId::from_i32(max + 1), None);
         assert_eq!(ChunkId::from_i32(-21), None);
         let params = ChunkId::ALL.iter().filter(|c| is_hvm_param(**c)).count();
         assert_eq!(params, 11);

@@ -4,6 +4,7 @@
 //! 64-bit and 32-bit PAE guests); the tests pin them to Xen's figures.
 
 use crate::limits::PAGE_SHIFT;
+use crate::wire::{Element, Endian};
 use crate::x86_state;
 
 /// Layout of one guest width.
@@ -40,67 +41,64 @@ pub struct PvLayout {
     pub arch_max_pfn: usize,
 }
 
-/// 64-bit PV guests (4 levels). Every offset comes from `spec/x86_state.yaml`.
-pub const PV64: PvLayout = {
-    use x86_state::{
-        ArchSharedInfoX8664 as Arch, CpuUserRegsX8664 as Regs, SharedInfoX8664 as Shinfo,
-        VcpuContextX8664 as Ctx, VcpuInfoX8664 as VcpuInfo,
-    };
-    PvLayout {
-        width: 8,
-        levels: 4,
-        vcpu_context_size: Ctx::SIZE,
-        edx: Ctx::USER_REGS_OFFSET + Regs::RDX_OFFSET,
-        gdt_frames: Ctx::GDT_FRAME0_OFFSET,
-        gdt_ents: Ctx::GDT_ENTS_OFFSET,
-        ctrlreg: Ctx::CR0_OFFSET,
-        shinfo_vcpu_info: (Shinfo::VCPU_INFO_OFFSET, Shinfo::EVTCHN_PENDING_OFFSET),
-        vcpu_info_size: VcpuInfo::SIZE,
-        evtchn_pending_sel: VcpuInfo::EVTCHN_PENDING_SEL_OFFSET,
-        shinfo_evtchn_pending: (
-            Shinfo::EVTCHN_PENDING_OFFSET,
-            Shinfo::EVTCHN_MASK_OFFSET - Shinfo::EVTCHN_PENDING_OFFSET,
-        ),
-        shinfo_evtchn_mask: (
-            Shinfo::EVTCHN_MASK_OFFSET,
-            Shinfo::WC_VERSION_OFFSET - Shinfo::EVTCHN_MASK_OFFSET,
-        ),
-        shinfo_arch: (Shinfo::ARCH_OFFSET, Arch::SIZE),
-        pfn_to_mfn_frame_list_list: Shinfo::ARCH_OFFSET + Arch::PFN_TO_MFN_FRAME_LIST_LIST_OFFSET,
-        arch_max_pfn: Shinfo::ARCH_OFFSET + Arch::MAX_PFN_OFFSET,
-    }
-};
+/// A [`PvLayout`] from the generated structs of one guest width: every offset comes from
+/// `spec/x86_state.yaml`.
+macro_rules! pv_layout {
+    ($width:expr, $levels:expr, $ctx:ident, $regs:ident, $edx:ident, $shinfo:ident,
+     $vcpu_info:ident, $arch:ident) => {{
+        use x86_state::{
+            $arch as Arch, $ctx as Ctx, $regs as Regs, $shinfo as Shinfo, $vcpu_info as VcpuInfo,
+        };
+        PvLayout {
+            width: $width,
+            levels: $levels,
+            vcpu_context_size: Ctx::SIZE,
+            edx: Ctx::USER_REGS_OFFSET + Regs::$edx,
+            gdt_frames: Ctx::GDT_FRAME0_OFFSET,
+            gdt_ents: Ctx::GDT_ENTS_OFFSET,
+            ctrlreg: Ctx::CR0_OFFSET,
+            shinfo_vcpu_info: (Shinfo::VCPU_INFO_OFFSET, Shinfo::EVTCHN_PENDING_OFFSET),
+            vcpu_info_size: VcpuInfo::SIZE,
+            evtchn_pending_sel: VcpuInfo::EVTCHN_PENDING_SEL_OFFSET,
+            shinfo_evtchn_pending: (
+                Shinfo::EVTCHN_PENDING_OFFSET,
+                Shinfo::EVTCHN_MASK_OFFSET - Shinfo::EVTCHN_PENDING_OFFSET,
+            ),
+            shinfo_evtchn_mask: (
+                Shinfo::EVTCHN_MASK_OFFSET,
+                Shinfo::WC_VERSION_OFFSET - Shinfo::EVTCHN_MASK_OFFSET,
+            ),
+            shinfo_arch: (Shinfo::ARCH_OFFSET, Arch::SIZE),
+            pfn_to_mfn_frame_list_list: Shinfo::ARCH_OFFSET
+                + Arch::PFN_TO_MFN_FRAME_LIST_LIST_OFFSET,
+            arch_max_pfn: Shinfo::ARCH_OFFSET + Arch::MAX_PFN_OFFSET,
+        }
+    }};
+}
 
-/// 32-bit PAE PV guests (3 levels). Every offset comes from `spec/x86_state.yaml`.
-pub const PV32: PvLayout = {
-    use x86_state::{
-        ArchSharedInfoX8632 as Arch, CpuUserRegsX8632 as Regs, SharedInfoX8632 as Shinfo,
-        VcpuContextX8632 as Ctx, VcpuInfoX8632 as VcpuInfo,
-    };
-    PvLayout {
-        width: 4,
-        levels: 3,
-        vcpu_context_size: Ctx::SIZE,
-        edx: Ctx::USER_REGS_OFFSET + Regs::EDX_OFFSET,
-        gdt_frames: Ctx::GDT_FRAME0_OFFSET,
-        gdt_ents: Ctx::GDT_ENTS_OFFSET,
-        ctrlreg: Ctx::CR0_OFFSET,
-        shinfo_vcpu_info: (Shinfo::VCPU_INFO_OFFSET, Shinfo::EVTCHN_PENDING_OFFSET),
-        vcpu_info_size: VcpuInfo::SIZE,
-        evtchn_pending_sel: VcpuInfo::EVTCHN_PENDING_SEL_OFFSET,
-        shinfo_evtchn_pending: (
-            Shinfo::EVTCHN_PENDING_OFFSET,
-            Shinfo::EVTCHN_MASK_OFFSET - Shinfo::EVTCHN_PENDING_OFFSET,
-        ),
-        shinfo_evtchn_mask: (
-            Shinfo::EVTCHN_MASK_OFFSET,
-            Shinfo::WC_VERSION_OFFSET - Shinfo::EVTCHN_MASK_OFFSET,
-        ),
-        shinfo_arch: (Shinfo::ARCH_OFFSET, Arch::SIZE),
-        pfn_to_mfn_frame_list_list: Shinfo::ARCH_OFFSET + Arch::PFN_TO_MFN_FRAME_LIST_LIST_OFFSET,
-        arch_max_pfn: Shinfo::ARCH_OFFSET + Arch::MAX_PFN_OFFSET,
-    }
-};
+/// 64-bit PV guests (4 levels).
+pub const PV64: PvLayout = pv_layout!(
+    8,
+    4,
+    VcpuContextX8664,
+    CpuUserRegsX8664,
+    RDX_OFFSET,
+    SharedInfoX8664,
+    VcpuInfoX8664,
+    ArchSharedInfoX8664
+);
+
+/// 32-bit PAE PV guests (3 levels).
+pub const PV32: PvLayout = pv_layout!(
+    4,
+    3,
+    VcpuContextX8632,
+    CpuUserRegsX8632,
+    EDX_OFFSET,
+    SharedInfoX8632,
+    VcpuInfoX8632,
+    ArchSharedInfoX8632
+);
 
 impl PvLayout {
     /// The layout for a guest width in octets.
@@ -114,11 +112,11 @@ impl PvLayout {
 
     /// Reads a guest word at `off`.
     pub fn get(&self, buf: &[u8], off: usize) -> Option<u64> {
-        let b = buf.get(off..off + self.width)?;
+        let b = buf.get(off..off.checked_add(self.width)?)?;
         Some(if self.width == 8 {
-            u64::from_le_bytes(b.try_into().ok()?)
+            <u64 as Element>::read(b, Endian::Little)
         } else {
-            u32::from_le_bytes(b.try_into().ok()?) as u64
+            u64::from(<u32 as Element>::read(b, Endian::Little))
         })
     }
 
@@ -174,6 +172,22 @@ impl PvLayout {
     }
 }
 
+/// A [`StartInfo`] from the generated `start_info` struct of one guest width.
+macro_rules! start_info {
+    ($s:ident) => {{
+        use x86_state::$s as S;
+        StartInfo {
+            nr_pages: S::NR_PAGES_OFFSET,
+            shared_info: S::SHARED_INFO_OFFSET,
+            flags: S::FLAGS_OFFSET,
+            store_mfn: S::STORE_MFN_OFFSET,
+            store_evtchn: S::STORE_EVTCHN_OFFSET,
+            console_mfn: S::CONSOLE_MFN_OFFSET,
+            console_evtchn: S::CONSOLE_EVTCHN_OFFSET,
+        }
+    }};
+}
+
 /// Offsets in the `start_info` page (`xen.h`) that a restore rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartInfo {
@@ -188,31 +202,9 @@ pub struct StartInfo {
 
 impl StartInfo {
     /// 64-bit guests (offsets from `spec/x86_state.yaml`).
-    pub const PV64: StartInfo = {
-        use x86_state::StartInfoX8664 as S;
-        StartInfo {
-            nr_pages: S::NR_PAGES_OFFSET,
-            shared_info: S::SHARED_INFO_OFFSET,
-            flags: S::FLAGS_OFFSET,
-            store_mfn: S::STORE_MFN_OFFSET,
-            store_evtchn: S::STORE_EVTCHN_OFFSET,
-            console_mfn: S::CONSOLE_MFN_OFFSET,
-            console_evtchn: S::CONSOLE_EVTCHN_OFFSET,
-        }
-    };
+    pub const PV64: StartInfo = start_info!(StartInfoX8664);
     /// 32-bit guests (offsets from `spec/x86_state.yaml`).
-    pub const PV32: StartInfo = {
-        use x86_state::StartInfoX8632 as S;
-        StartInfo {
-            nr_pages: S::NR_PAGES_OFFSET,
-            shared_info: S::SHARED_INFO_OFFSET,
-            flags: S::FLAGS_OFFSET,
-            store_mfn: S::STORE_MFN_OFFSET,
-            store_evtchn: S::STORE_EVTCHN_OFFSET,
-            console_mfn: S::CONSOLE_MFN_OFFSET,
-            console_evtchn: S::CONSOLE_EVTCHN_OFFSET,
-        }
-    };
+    pub const PV32: StartInfo = start_info!(StartInfoX8632);
 
     pub fn for_width(width: u8) -> &'static StartInfo {
         if width == 4 {
