@@ -2,6 +2,7 @@
 //! read their manifests.
 
 pub mod fuzz;
+pub mod scratch;
 
 use std::path::{Path, PathBuf};
 use xenmig::wire::{DecodeCtx, Endian};

@@ -9,8 +9,8 @@
 //! The scratch crate builds in `target/regenerate-walk` (shared with `regenerate_walk.rs`,
 //! so the runtime's dependencies are compiled once), offline, with the workspace's lockfile.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use xenmig_tests::scratch;
 
 /// The new chunk, appended to `chunks:` (the last list of the spec).
 const NEW_CHUNK: &str = r#"
@@ -79,13 +79,9 @@ fn main() {
 }
 "#;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// spec/legacy.yaml with the new chunk at the end of its `chunks:` list.
 fn edited_spec() -> String {
-    let text = std::fs::read_to_string(root().join("spec/legacy.yaml")).unwrap();
+    let text = std::fs::read_to_string(scratch::root().join("spec/legacy.yaml")).unwrap();
     let chunks = text.find("\nchunks:\n").expect("a chunks list");
     assert!(
         !text[chunks + 1..]
@@ -97,59 +93,14 @@ fn edited_spec() -> String {
     format!("{}{}", text.trim_end(), NEW_CHUNK)
 }
 
+/// The scratch crate: the spec copy, and MAIN.
 fn write_scratch_crate(dir: &Path, spec: &str) {
-    let root = root().canonicalize().unwrap();
-    let manifest = format!(
-        r#"[package]
-name = "regenerate-legacy-scratch"
-version = "0.0.0"
-edition = "2021"
-publish = false
-
-[dependencies]
-xenmig = {{ path = "{}" }}
-xenmig-macros = {{ path = "{}" }}
-
-[workspace]
-"#,
-        root.join("runtime").display(),
-        root.join("codegen/macros").display()
+    scratch::write_crate(
+        dir,
+        "regenerate-legacy-scratch",
+        &[("legacy.yaml", spec)],
+        MAIN,
     );
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
-    std::fs::write(dir.join("legacy.yaml"), spec).unwrap();
-    std::fs::write(dir.join("src/main.rs"), MAIN).unwrap();
-}
-
-/// Builds and runs the scratch crate; its standard output.
-fn run_scratch(dir: &Path) -> String {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("regenerate-walk");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["run", "--offline", "--quiet", "--manifest-path"])
-        .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the scratch crate failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// The line starting with `prefix`.
-fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
 }
 
 #[test]
@@ -157,17 +108,17 @@ fn new_chunk_reaches_the_decoder_and_the_document() {
     let spec = edited_spec();
     let dir = tempfile::tempdir().unwrap();
     write_scratch_crate(dir.path(), &spec);
-    let out = run_scratch(dir.path());
+    let out = scratch::run(dir.path());
 
     // (a) The id is known by number and by name; the committed spec does not know it.
-    assert_eq!(line(&out, "NAME "), "HVM_EXAMPLE_PARAMS");
-    assert_eq!(line(&out, "ID "), "Some(-21)");
+    assert_eq!(scratch::line(&out, "NAME "), "HVM_EXAMPLE_PARAMS");
+    assert_eq!(scratch::line(&out, "ID "), "Some(-21)");
     assert_eq!(
-        line(&out, "FIXED64 "),
+        scratch::line(&out, "FIXED64 "),
         "None",
         "a ulong's width is not fixed"
     );
-    assert_eq!(line(&out, "COMMITTED "), "None");
+    assert_eq!(scratch::line(&out, "COMMITTED "), "None");
 
     // (b) The body decodes from octets, one field at a time, for both toolstack widths.
     let needs = |w: usize| -> Vec<&str> {
@@ -189,14 +140,14 @@ fn new_chunk_reaches_the_decoder_and_the_document() {
             "8 HVM_EXAMPLE_PARAMS.example_addr"
         ]
     );
-    let done = line(&out, "DONE8 ");
+    let done = scratch::line(&out, "DONE8 ");
     assert!(
         done.starts_with("12 ")
             && done.contains("example_vcpu: 7")
             && done.contains(&format!("example_addr: {}", 0x1234_5678_9abc_def0u64)),
         "{done}"
     );
-    let done = line(&out, "DONE4 ");
+    let done = scratch::line(&out, "DONE4 ");
     assert!(
         done.starts_with("8 ")
             && done.contains("example_vcpu: 7")
@@ -204,7 +155,7 @@ fn new_chunk_reaches_the_decoder_and_the_document() {
         "{done}"
     );
     assert!(
-        line(&out, "REFUSED ").starts_with("example_vcpu.max 0 "),
+        scratch::line(&out, "REFUSED ").starts_with("example_vcpu.max 0 "),
         "{out}"
     );
 
@@ -212,7 +163,7 @@ fn new_chunk_reaches_the_decoder_and_the_document() {
     // committed spec does not.
     let copy = dir.path().join("legacy.yaml");
     let edited = xenmig_codegen::load(&copy).unwrap_or_else(|e| panic!("{e}"));
-    let original = xenmig_codegen::load(&root().join("spec/legacy.yaml")).unwrap();
+    let original = xenmig_codegen::load(&scratch::root().join("spec/legacy.yaml")).unwrap();
     let md_new = xenmig_codegen::markdown::emit(&edited);
     let md_old = xenmig_codegen::markdown::emit(&original);
     for s in [

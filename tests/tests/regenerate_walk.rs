@@ -10,8 +10,8 @@
 //! The scratch crate builds in `target/regenerate-walk` (kept between runs, so only the first
 //! run compiles the runtime's dependencies), offline, with the workspace's lockfile.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+use xenmig_tests::scratch;
 
 /// The new optional record, inserted before `layouts:`.
 const NEW_RECORD: &str = r#"  - name: X86_WALK_EXAMPLE
@@ -95,10 +95,6 @@ fn main() {
 }
 "#;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Inserts `what` just before `anchor`, which must occur once.
 fn insert_before(text: &str, anchor: &str, what: &str) -> String {
     assert_eq!(text.matches(anchor).count(), 1, "anchor {anchor:?}");
@@ -108,7 +104,7 @@ fn insert_before(text: &str, anchor: &str, what: &str) -> String {
 
 /// spec/libxc.yaml with the new record and the new X86_TSC_INFO field.
 fn edited_spec() -> String {
-    let text = std::fs::read_to_string(root().join("spec/libxc.yaml")).unwrap();
+    let text = std::fs::read_to_string(scratch::root().join("spec/libxc.yaml")).unwrap();
     let tsc = text.find("  - name: X86_TSC_INFO\n").expect("X86_TSC_INFO");
     let hvm = text.find("  - name: HVM_CONTEXT\n").expect("HVM_CONTEXT");
     assert!(tsc < hvm, "X86_TSC_INFO must come right before HVM_CONTEXT");
@@ -120,60 +116,15 @@ fn edited_spec() -> String {
     )
 }
 
+/// The scratch crate: the spec copy and the spec its layouts name, and MAIN.
 fn write_scratch_crate(dir: &Path, spec: &str) {
-    let root = root().canonicalize().unwrap();
-    let manifest = format!(
-        r#"[package]
-name = "regenerate-walk-scratch"
-version = "0.0.0"
-edition = "2021"
-publish = false
-
-[dependencies]
-xenmig = {{ path = "{}" }}
-xenmig-macros = {{ path = "{}" }}
-
-[workspace]
-"#,
-        root.join("runtime").display(),
-        root.join("codegen/macros").display()
+    let x86 = std::fs::read_to_string(scratch::root().join("spec/x86_state.yaml")).unwrap();
+    scratch::write_crate(
+        dir,
+        "regenerate-walk-scratch",
+        &[("libxc.yaml", spec), ("x86_state.yaml", &x86)],
+        MAIN,
     );
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
-    std::fs::write(dir.join("libxc.yaml"), spec).unwrap();
-    std::fs::copy(root.join("spec/x86_state.yaml"), dir.join("x86_state.yaml")).unwrap();
-    std::fs::write(dir.join("src/main.rs"), MAIN).unwrap();
-}
-
-/// Builds and runs the scratch crate; its standard output.
-fn run_scratch(dir: &Path) -> String {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("regenerate-walk");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["run", "--offline", "--quiet", "--manifest-path"])
-        .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the scratch crate failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// The line starting with `prefix`.
-fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
 }
 
 #[test]
@@ -181,29 +132,29 @@ fn new_record_and_field_reach_decoder_rendering_and_docs() {
     let spec = edited_spec();
     let dir = tempfile::tempdir().unwrap();
     write_scratch_crate(dir.path(), &spec);
-    let out = run_scratch(dir.path());
+    let out = scratch::run(dir.path());
 
     // (a) The copy's decoder read both records from the stream, the new field included.
-    let decoded = line(&out, "DECODED X86_WALK_EXAMPLE ");
+    let decoded = scratch::line(&out, "DECODED X86_WALK_EXAMPLE ");
     assert!(
         decoded.contains("walk_vcpu: 3") && decoded.contains("walk_rip: 18446603339957124847"),
         "{decoded}"
     );
-    let decoded = line(&out, "DECODED X86_TSC_INFO ");
+    let decoded = scratch::line(&out, "DECODED X86_TSC_INFO ");
     assert!(decoded.contains("tsc_walk_extra: 123456789"), "{decoded}");
 
     // (b) The walk-based rendering names the new fields with their values, in spec order and
     // with the spec's display (hex for walk_rip), as text and as JSON.
     assert_eq!(
-        line(&out, "TEXT X86_WALK_EXAMPLE "),
+        scratch::line(&out, "TEXT X86_WALK_EXAMPLE "),
         "walk_vcpu=3 walk_rip=0xffff8000deadbeef"
     );
     assert_eq!(
-        line(&out, "TEXT X86_TSC_INFO "),
+        scratch::line(&out, "TEXT X86_TSC_INFO "),
         "mode=1 khz=2400000 nsec=77 incarnation=5 reserved=0x0 tsc_walk_extra=123456789"
     );
     let json = |name: &str| -> serde_json::Value {
-        serde_json::from_str(line(&out, &format!("JSON {name} "))).unwrap()
+        serde_json::from_str(scratch::line(&out, &format!("JSON {name} "))).unwrap()
     };
     assert_eq!(
         json("X86_WALK_EXAMPLE"),
@@ -212,13 +163,13 @@ fn new_record_and_field_reach_decoder_rendering_and_docs() {
     let tsc = json("X86_TSC_INFO");
     assert_eq!(tsc["tsc_walk_extra"], 123_456_789, "{tsc}");
     assert_eq!(tsc["khz"], 2_400_000, "{tsc}");
-    assert_eq!(line(&out, "TEXT END "), "", "END has no fields");
+    assert_eq!(scratch::line(&out, "TEXT END "), "", "END has no fields");
 
     // (c) The document regenerated from the copy describes the new record and fields; the one
     // from the committed spec does not.
     let copy = dir.path().join("libxc.yaml");
     let edited = xenmig_codegen::load(&copy).unwrap_or_else(|e| panic!("{e}"));
-    let original = xenmig_codegen::load(&root().join("spec/libxc.yaml")).unwrap();
+    let original = xenmig_codegen::load(&scratch::root().join("spec/libxc.yaml")).unwrap();
     let md_new = xenmig_codegen::markdown::emit(&edited);
     let md_old = xenmig_codegen::markdown::emit(&original);
     for s in [
