@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod convert_legacy;
+mod forensics;
 mod inspect;
 mod io;
 mod out;
@@ -37,6 +38,9 @@ enum Command {
     Dump(inspect::DumpArgs),
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),
+    /// Write a saved or captured guest's memory and vCPU registers as an ELF core (or Xen
+    /// dump-core, raw, LiME) for Volatility, gdb and crash (exit 0 written, 1 invalid, 2 usage/IO).
+    ExtractMemory(forensics::ExtractMemoryArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
     /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Info(a) => inspect::info(a),
         Command::Dump(a) => inspect::dump(a),
         Command::ConvertLegacy(a) => convert_legacy::run(a),
+        Command::ExtractMemory(a) => forensics::extract_memory(a),
         Command::Sim(a) => sim::run(a),
         Command::SaveHelper { args } => {
             let argv: Vec<String> = std::iter::once("save-helper".to_string())

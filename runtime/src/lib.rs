@@ -31,6 +31,7 @@ pub mod xlfile {
 }
 
 pub use xenmig_convert as convert;
+pub use xenmig_forensics as forensics;
 
 pub use xenmig_drivers::forward_domain;
 pub use xenmig_drivers::{domain, hooks, libxl_stream, migrate, policy, restore, save, x86};
