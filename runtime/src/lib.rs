@@ -19,7 +19,9 @@
 //! - xenmig-sim (feature `sim`): `sim`, the simulated domain, and its device model in [`dm`].
 //! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
 
-pub use xenmig_core::{error, legacy, libxc, libxl, limits, render, wire, x86_state, xl};
+pub use xenmig_core::{
+    core_dump, error, legacy, libxc, libxl, limits, render, wire, x86_state, xl,
+};
 pub use xenmig_stream::{reader, source, verify, writer};
 
 /// `xl save` files (xenmig-stream), and with the `sim` feature the simulated guests' JSON
