@@ -558,3 +558,35 @@ fn a_refused_stream_is_refused_with_verifys_rule() {
     assert!(verify_says.contains("truncated"), "{verify_says}");
     assert!(!dir.path().join("cut.elf").exists());
 }
+
+#[test]
+fn info_shows_each_vcpus_registers_from_a_pipe_too() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, rip0, mode, efer) in [
+        ("pv64.xl", 0xffff_ffff_81a4_42b5u64, "long", None),
+        ("hvm64.xl", 0xffff_ffff_94c4_3c83, "long", Some(0xd01u64)),
+    ] {
+        let img = real(dir.path(), name);
+        // Standard input as a pipe: one pass gives the verdict and the registers.
+        let out = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cat '{}' | '{}' info --json -",
+                img.display(),
+                env!("CARGO_BIN_EXE_xenmig")
+            )));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["valid"], true, "{name}");
+        let regs = v["vcpu_registers"].as_array().unwrap();
+        assert_eq!(regs.len(), 2, "{name}");
+        assert_eq!(regs[0]["vcpu"], 0);
+        assert_eq!(regs[0]["rip"], rip0, "{name}");
+        assert_eq!(regs[0]["mode"], mode, "{name}");
+        assert_eq!(regs[0]["efer"].as_u64(), efer, "{name}");
+        let text = run(xenmig().arg("info").arg(&img));
+        assert!(
+            text.contains(&format!("vcpu 0:         {mode} mode, rip {rip0:#x}")),
+            "{name}: {text}"
+        );
+    }
+}

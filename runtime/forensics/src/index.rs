@@ -15,7 +15,7 @@ use crate::cpu::{PvWidth, VcpuRegs};
 use crate::ForensicsError;
 use std::collections::{BTreeMap, HashMap};
 use xenmig_core::limits::PAGE_SIZE;
-use xenmig_core::{libxc, libxl, Layer};
+use xenmig_core::{libxc, libxl, ErrorKind, Layer};
 use xenmig_stream::reader::{Item, Reader};
 use xenmig_stream::source::Source;
 use xenmig_stream::verify::check_as_read;
@@ -122,90 +122,117 @@ impl Builder {
     }
 }
 
-impl PageIndex {
-    /// Reads `reader` (any framing; a fresh reader, so that every item is checked) and
-    /// indexes the image `which` selects.
-    pub fn build<S: Source>(
-        mut reader: Reader<S>,
-        which: Which,
-    ) -> Result<PageIndex, ForensicsError> {
-        if !check_as_read(&mut reader) {
-            return Err(ForensicsError::Usage(
-                "the reader has already handed out items; the index needs the stream from its start".into(),
-            ));
+/// Follows a stream item by item and keeps what [`PageIndex`] needs: feed it every item a
+/// checked reader yields (from the stream's start), then [`Tracker::finish`]. Reading can
+/// stop once [`Tracker::item`] returns false: the chosen checkpoint is complete.
+#[derive(Default)]
+pub struct Tracker {
+    b: Builder,
+    which: Which,
+    /// Keep the page map (false: registers and guest state only).
+    pages: bool,
+    /// A libxl header was seen: the libxc image is nested in libxl framing.
+    nested: bool,
+}
+
+impl Tracker {
+    /// A tracker of the image `which` selects, pages included.
+    pub fn new(which: Which) -> Tracker {
+        Tracker {
+            which,
+            pages: true,
+            ..Tracker::default()
         }
-        let mut b = Builder::default();
-        loop {
-            if let Which::Checkpoint(n) = which {
-                if b.checkpoints >= n {
-                    break;
-                }
+    }
+
+    /// A tracker of the vCPU state only (no page map): what `xenmig info` shows.
+    pub fn registers_only(which: Which) -> Tracker {
+        Tracker {
+            which,
+            ..Tracker::default()
+        }
+    }
+
+    /// Complete checkpoints seen so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.b.checkpoints
+    }
+
+    /// Takes one item. False once the chosen checkpoint is complete (later items would not
+    /// change the image).
+    pub fn item(&mut self, item: &Item<'_>) -> Result<bool, ForensicsError> {
+        let b = &mut self.b;
+        match item {
+            Item::LibxlHeader { .. } => self.nested = true,
+            Item::DomainHeader { header, .. } => {
+                b.guest = Some(if header.r#type == libxc::DomainType::X86_PV {
+                    Guest::Pv(None)
+                } else {
+                    Guest::Hvm
+                });
             }
-            let nested = reader.nested();
-            match reader.next_item()? {
-                Item::DomainHeader { header, .. } => {
-                    b.guest = Some(if header.r#type == libxc::DomainType::X86_PV {
-                        Guest::Pv(None)
-                    } else {
-                        Guest::Hvm
-                    });
+            Item::Record(rec)
+                if rec.layer == Layer::Libxl && rec.record_type == libxl::CheckpointEnd::TYPE =>
+            {
+                b.checkpointed = true;
+                b.checkpoints += 1;
+                b.commit();
+            }
+            Item::Record(rec) if rec.layer == Layer::Libxl => {}
+            Item::Record(rec) => match rec.libxc()? {
+                libxc::Record::PageData(p) if self.pages => {
+                    // The page octets end the body.
+                    let first =
+                        rec.body_offset() + rec.body.len().saturating_sub(p.pages.len()) as u64;
+                    let mut next = first;
+                    for e in p.entries.iter() {
+                        let t = e.page_type();
+                        if t.has_data() {
+                            b.page(e.pfn(), PageAt::Stream(next));
+                            next += PAGE_SIZE as u64;
+                        } else if t == libxc::PageType::XALLOC {
+                            b.page(e.pfn(), PageAt::Zero);
+                        }
+                    }
                 }
-                Item::Record(rec)
-                    if rec.layer == Layer::Libxl
-                        && rec.record_type == libxl::CheckpointEnd::TYPE =>
-                {
+                libxc::Record::X86PvInfo(i) => {
+                    b.guest = Some(Guest::Pv(PvWidth::from_octets(i.guest_width)));
+                }
+                libxc::Record::X86PvVcpuBasic(v) => {
+                    b.pending_state
+                        .pv_vcpus
+                        .insert(v.vcpu_id, v.context.to_vec());
+                }
+                libxc::Record::SharedInfo(s) => {
+                    b.pending_state.shared_info = Some(s.shared_info.to_vec());
+                }
+                libxc::Record::HvmContext(h) => {
+                    b.pending_state.hvm_context = Some(h.context.to_vec());
+                }
+                libxc::Record::Checkpoint(_) => {
                     b.checkpointed = true;
-                    b.checkpoints += 1;
-                    b.commit();
+                    // Inside libxl framing the checkpoint ends with libxl's CHECKPOINT_END,
+                    // after the device model's records.
+                    if !self.nested {
+                        b.checkpoints += 1;
+                        b.commit();
+                    }
                 }
-                Item::Record(rec) if rec.layer == Layer::Libxl => {}
-                Item::Record(rec) => match rec.libxc()? {
-                    libxc::Record::PageData(p) => {
-                        // The page octets end the body.
-                        let first =
-                            rec.body_offset() + rec.body.len().saturating_sub(p.pages.len()) as u64;
-                        let mut next = first;
-                        for e in p.entries.iter() {
-                            let t = e.page_type();
-                            if t.has_data() {
-                                b.page(e.pfn(), PageAt::Stream(next));
-                                next += PAGE_SIZE as u64;
-                            } else if t == libxc::PageType::XALLOC {
-                                b.page(e.pfn(), PageAt::Zero);
-                            }
-                        }
-                    }
-                    libxc::Record::X86PvInfo(i) => {
-                        b.guest = Some(Guest::Pv(PvWidth::from_octets(i.guest_width)));
-                    }
-                    libxc::Record::X86PvVcpuBasic(v) => {
-                        b.pending_state
-                            .pv_vcpus
-                            .insert(v.vcpu_id, v.context.to_vec());
-                    }
-                    libxc::Record::SharedInfo(s) => {
-                        b.pending_state.shared_info = Some(s.shared_info.to_vec());
-                    }
-                    libxc::Record::HvmContext(h) => {
-                        b.pending_state.hvm_context = Some(h.context.to_vec());
-                    }
-                    libxc::Record::Checkpoint(_) => {
-                        b.checkpointed = true;
-                        // Inside libxl framing the checkpoint ends with libxl's
-                        // CHECKPOINT_END, after the device model's records.
-                        if !nested {
-                            b.checkpoints += 1;
-                            b.commit();
-                        }
-                    }
-                    libxc::Record::End(_) => b.commit(),
-                    _ => {}
-                },
-                Item::Eof { .. } => break,
+                libxc::Record::End(_) => b.commit(),
                 _ => {}
-            }
+            },
+            _ => {}
         }
-        if let Which::Checkpoint(n) = which {
+        Ok(match self.which {
+            Which::Checkpoint(n) => b.checkpoints < n,
+            Which::Last => true,
+        })
+    }
+
+    /// The image: the chosen checkpoint, the last complete one, or the whole plain image.
+    pub fn finish(self) -> Result<PageIndex, ForensicsError> {
+        let b = self.b;
+        if let Which::Checkpoint(n) = self.which {
             if !b.checkpointed {
                 return Err(ForensicsError::Usage(format!(
                     "checkpoint {n} was asked for, but the stream is not checkpointed"
@@ -260,6 +287,36 @@ impl PageIndex {
             checkpointed: b.checkpointed,
             checkpoints: b.checkpoints,
         })
+    }
+}
+
+impl PageIndex {
+    /// Reads `reader` (any framing; a fresh reader, so that every item is checked as
+    /// `verify` checks it) and indexes the image `which` selects.
+    pub fn build<S: Source>(
+        mut reader: Reader<S>,
+        which: Which,
+    ) -> Result<PageIndex, ForensicsError> {
+        if !check_as_read(&mut reader) {
+            return Err(ForensicsError::Usage(
+                "the reader has already handed out items; the index needs the stream from its start".into(),
+            ));
+        }
+        let mut t = Tracker::new(which);
+        loop {
+            let item = match reader.next_item() {
+                Ok(item) => item,
+                // As `verify` does: a checkpointed stream may stop inside a record; what
+                // counts is its last complete checkpoint.
+                Err(e) if e.kind == ErrorKind::Truncated && t.checkpoints() > 0 => break,
+                Err(e) => return Err(e.into()),
+            };
+            let eof = matches!(item, Item::Eof { .. });
+            if !t.item(&item)? || eof {
+                break;
+            }
+        }
+        t.finish()
     }
 
     /// The kind of guest.
