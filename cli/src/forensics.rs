@@ -9,18 +9,23 @@
 //! failure removes it. Exit status: 0 written, 1 the stream is refused, 2 usage or I/O.
 
 use crate::io::temp_path;
-use serde_json::json;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use xenmig::forensics::cpu::PvWidth;
+use xenmig::forensics::Guest;
 use xenmig::forensics::{
-    cpu::mode_text, write_dump, DumpFormat, ForensicsError, GuestMemory, PageIndex, Which,
+    cpu::mode_text, write_dump, DumpFormat, ForensicsError, GuestMemory, PageIndex, Tracker, Which,
 };
 use xenmig::reader::{Reader, ReaderOptions};
+use xenmig::render;
 use xenmig::source::MappedSource;
-use xenmig::wire::Strictness;
+use xenmig::wire::{DecodeCtx, Strictness};
+use xenmig::{libxc, libxl, x86_state, Layer};
 
 const EXIT_OK: u8 = 0;
 const EXIT_INVALID: u8 = 1;
@@ -145,14 +150,19 @@ impl Drop for Partial {
 }
 
 pub fn extract_memory(a: ExtractMemoryArgs) -> ExitCode {
-    match run(&a) {
+    exit(&a.input, run(&a))
+}
+
+/// The exit status of a command's result, with its error reported.
+fn exit(input: &str, r: Result<(), ForensicsError>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(ForensicsError::Stream(e)) => {
-            eprintln!("xenmig: {} is refused: {e}", a.input);
+            eprintln!("xenmig: {input} is refused: {e}");
             ExitCode::from(EXIT_INVALID)
         }
         Err(e) => {
-            eprintln!("xenmig: extract-memory: {e}");
+            eprintln!("xenmig: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -162,19 +172,21 @@ fn io_error(what: String) -> impl FnOnce(io::Error) -> ForensicsError {
     move |source| ForensicsError::Io { what, source }
 }
 
-fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
-    let file = open_input(&a.input).map_err(io_error(format!("cannot open {}", a.input)))?;
+/// Opens `input` (a file, or standard input spooled to one) and indexes it with `tracker`,
+/// through a reader checked as `verify --lenient` checks.
+fn index_input(input: &str, tracker: Tracker) -> Result<(File, PageIndex), ForensicsError> {
+    let file = open_input(input).map_err(io_error(format!("cannot open {input}")))?;
     let len = file
         .metadata()
-        .map_err(io_error(format!("cannot read {}", a.input)))?
+        .map_err(io_error(format!("cannot read {input}")))?
         .len();
     if len == 0 {
-        return Err(ForensicsError::Usage(format!("{} is empty", a.input)));
+        return Err(ForensicsError::Usage(format!("{input} is empty")));
     }
     // Safety: the input is mapped read-only and only read through bounds-checked slices;
     // changing the file while it is read gives unspecified octets, never unsafety here.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(io_error(format!("cannot map {}", a.input)))?;
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io_error(format!("cannot map {input}")))?;
     let reader = Reader::new(
         MappedSource::new(map, 0),
         ReaderOptions {
@@ -182,8 +194,13 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
             strictness: Strictness::Lenient,
         },
     );
+    let index = PageIndex::build_with(reader, tracker)?;
+    Ok((file, index))
+}
+
+fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
     let which = a.checkpoint.map_or(Which::Last, Which::Checkpoint);
-    let index = PageIndex::build(reader, which)?;
+    let (file, index) = index_input(&a.input, Tracker::new(which))?;
     let mem = GuestMemory::new(&file, 0, &index);
     let format = match a.format {
         MemFormat::Elf => DumpFormat::Elf,
@@ -238,5 +255,250 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
         }
         crate::out::say(&s);
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// extract
+
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// The save image or captured stream (any framing; `-` for standard input).
+    input: String,
+    /// The directory the files go to (made if missing; files of the same names are
+    /// replaced, each through a temporary file).
+    dir: PathBuf,
+    /// For a checkpointed stream, the checkpoint to extract, from 1 (default: the last
+    /// complete one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint: Option<u64>,
+}
+
+/// Files written, with what each holds.
+struct Written {
+    dir: PathBuf,
+    files: Vec<(String, String)>,
+}
+
+impl Written {
+    /// Writes `bytes` to `name` in the directory through a temporary file.
+    fn file(&mut self, name: &str, what: &str, bytes: &[u8]) -> Result<(), ForensicsError> {
+        let target = self.dir.join(name);
+        let (partial, mut f) = Partial::create(&target)
+            .map_err(io_error(format!("cannot create {}", target.display())))?;
+        f.write_all(bytes)
+            .map_err(io_error(format!("cannot write {}", target.display())))?;
+        partial
+            .finish(f)
+            .map_err(io_error(format!("cannot complete {}", target.display())))?;
+        self.files.push((name.to_string(), what.to_string()));
+        Ok(())
+    }
+
+    fn json(&mut self, name: &str, what: &str, v: &Value) -> Result<(), ForensicsError> {
+        let mut text = format!("{v:#}");
+        text.push('\n');
+        self.file(name, what, text.as_bytes())
+    }
+}
+
+/// A file-name part from a type or id name (`QEMU_UPSTREAM` → `qemu-upstream`).
+fn slug(s: &str) -> String {
+    s.to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+pub fn extract(a: ExtractArgs) -> ExitCode {
+    exit(&a.input, run_extract(&a))
+}
+
+fn run_extract(a: &ExtractArgs) -> Result<(), ForensicsError> {
+    let which = a.checkpoint.map_or(Which::Last, Which::Checkpoint);
+    let (_file, index) = index_input(&a.input, Tracker::registers_only(which))?;
+    std::fs::create_dir_all(&a.dir)
+        .map_err(io_error(format!("cannot make {}", a.dir.display())))?;
+    let mut w = Written {
+        dir: a.dir.clone(),
+        files: Vec::new(),
+    };
+
+    if let Some((header, optional)) = index.xl_header() {
+        let info = xenmig::xlfile::parse(header, optional)?;
+        if let Some(config) = &info.config {
+            let name = if info.json {
+                "xl-config.json"
+            } else {
+                "xl-config.cfg"
+            };
+            w.file(name, "the domain config from the xl header", config)?;
+        }
+    }
+
+    // Per-vCPU state: the decoded registers, then each context record of the vCPU.
+    let mut vcpus: BTreeMap<u32, Map<String, Value>> = BTreeMap::new();
+    for v in index.vcpus() {
+        vcpus
+            .entry(v.vcpu)
+            .or_default()
+            .insert("registers".into(), json!(v));
+    }
+    for (id, ctx) in index.pv_contexts() {
+        let width = match index.guest() {
+            Guest::Pv(Some(w)) => w,
+            _ => continue,
+        };
+        let lenient = DecodeCtx::new(x86_state::REVISION).with_strictness(Strictness::Lenient);
+        let decoded = match width {
+            PvWidth::W64 => {
+                x86_state::VcpuContextX8664::decode(ctx, &lenient).map(|c| render::json(&c))
+            }
+            PvWidth::W32 => {
+                x86_state::VcpuContextX8632::decode(ctx, &lenient).map(|c| render::json(&c))
+            }
+        };
+        if let Ok(j) = decoded {
+            vcpus.entry(*id).or_default().insert("context".into(), j);
+        }
+    }
+
+    if let Some(ctx) = index.hvm_context() {
+        w.file(
+            "hvm-context.bin",
+            "the HVM context (Xen's save records), as the stream carries it",
+            ctx,
+        )?;
+        let frames = x86_state::Frames::new(ctx);
+        w.json(
+            "hvm-context.json",
+            "the HVM context's save records, decoded",
+            &render::json(&frames),
+        )?;
+        let lenient = DecodeCtx::new(x86_state::REVISION).with_strictness(Strictness::Lenient);
+        for f in frames.iter().flatten() {
+            if u32::from(f.header.typecode) == x86_state::Cpu::TYPE {
+                if let Ok(c) = x86_state::Cpu::decode(f.body, &lenient) {
+                    vcpus
+                        .entry(u32::from(f.header.instance))
+                        .or_default()
+                        .insert("cpu_save_record".into(), render::json(&c));
+                }
+            }
+        }
+    }
+    if let Some(s) = index.shared_info() {
+        w.file("shared-info.bin", "the shared info page", s)?;
+    }
+
+    for r in index.records() {
+        match r.layer {
+            Layer::Libxl => match libxl::Record::decode(r.record_type, &r.body, &r.ctx) {
+                Ok(libxl::Record::EmulatorContext(c)) => {
+                    let name = format!("emulator-{}-context.bin", slug(&c.emulator_id.to_string()));
+                    w.file(&name, "the device model's saved state", c.context)?;
+                }
+                Ok(libxl::Record::EmulatorXenstoreData(d)) => {
+                    let keys: Map<String, Value> = d
+                        .entries
+                        .pairs()
+                        .map(|(k, v)| {
+                            (
+                                String::from_utf8_lossy(k).into_owned(),
+                                v.map_or(Value::Null, |v| {
+                                    Value::String(String::from_utf8_lossy(v).into_owned())
+                                }),
+                            )
+                        })
+                        .collect();
+                    let name = format!(
+                        "emulator-{}-xenstore.json",
+                        slug(&d.emulator_id.to_string())
+                    );
+                    w.json(
+                        &name,
+                        "the device model's xenstore keys",
+                        &Value::Object(keys),
+                    )?;
+                }
+                _ => {}
+            },
+            _ => {
+                let Ok(rec) = libxc::Record::decode(r.record_type, &r.body, &r.ctx) else {
+                    continue;
+                };
+                let vcpu_part = |key: &str, vcpus: &mut BTreeMap<u32, Map<String, Value>>| {
+                    vcpus
+                        .entry(r.key)
+                        .or_default()
+                        .insert(key.into(), render::json(&rec));
+                };
+                match &rec {
+                    libxc::Record::X86PvVcpuExtended(_) => vcpu_part("extended", &mut vcpus),
+                    libxc::Record::X86PvVcpuXsave(_) => vcpu_part("xsave", &mut vcpus),
+                    libxc::Record::X86PvVcpuMsrs(_) => vcpu_part("msrs", &mut vcpus),
+                    libxc::Record::HvmParams(p) => {
+                        let by_name: Map<String, Value> = p
+                            .params
+                            .iter()
+                            .map(|e| (e.index.to_string(), json!(e.value)))
+                            .collect();
+                        w.json(
+                            "hvm-params.json",
+                            "HVM params by name",
+                            &Value::Object(by_name),
+                        )?;
+                    }
+                    libxc::Record::X86TscInfo(_) => w.json(
+                        "tsc-info.json",
+                        "the TSC mode and frequency",
+                        &render::json(&rec),
+                    )?,
+                    libxc::Record::X86CpuidPolicy(_) => {
+                        w.json("cpuid-policy.json", "the CPUID policy", &render::json(&rec))?
+                    }
+                    libxc::Record::X86MsrPolicy(_) => {
+                        w.json("msr-policy.json", "the MSR policy", &render::json(&rec))?
+                    }
+                    libxc::Record::X86PvP2mFrames(_) => w.json(
+                        "p2m-frames.json",
+                        "the PV guest's p2m frame list",
+                        &render::json(&rec),
+                    )?,
+                    other => {
+                        let name = format!(
+                            "record-{}-{}.json",
+                            slug(&libxc::RecordType::from_u32(r.record_type).to_string()),
+                            r.key
+                        );
+                        w.json(&name, "a state record, decoded", &render::json(other))?;
+                    }
+                }
+            }
+        }
+    }
+    for (id, v) in vcpus {
+        w.json(
+            &format!("vcpu-{id}.json"),
+            "a vCPU's registers and context records, decoded",
+            &Value::Object(v),
+        )?;
+    }
+    let files: Vec<Value> = w
+        .files
+        .iter()
+        .map(|(n, what)| json!({ "file": n, "holds": what }))
+        .collect();
+    let manifest = json!({
+        "input": a.input,
+        "checkpoint": index.checkpoints().map(|n| a.checkpoint.unwrap_or(n)),
+        "files": files,
+    });
+    w.json("manifest.json", "this list", &manifest)?;
+    let mut text = format!("wrote {} files to {}", w.files.len(), a.dir.display());
+    for (n, what) in &w.files {
+        text.push_str(&format!("\n  {n:<40} {what}"));
+    }
+    crate::out::say(&text);
     Ok(())
 }

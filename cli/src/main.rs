@@ -41,6 +41,10 @@ enum Command {
     /// Write a saved or captured guest's memory and vCPU registers as an ELF core (or Xen
     /// dump-core, raw, LiME) for Volatility, gdb and crash (exit 0 written, 1 invalid, 2 usage/IO).
     ExtractMemory(forensics::ExtractMemoryArgs),
+    /// Write every blob a saved or captured guest carries into a directory: the xl config,
+    /// the device model's state and xenstore keys, the HVM context (raw and decoded), each
+    /// vCPU's registers and contexts, CPUID/MSR policies, TSC info, HVM params.
+    Extract(forensics::ExtractArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
     /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Dump(a) => inspect::dump(a),
         Command::ConvertLegacy(a) => convert_legacy::run(a),
         Command::ExtractMemory(a) => forensics::extract_memory(a),
+        Command::Extract(a) => forensics::extract(a),
         Command::Sim(a) => sim::run(a),
         Command::SaveHelper { args } => {
             let argv: Vec<String> = std::iter::once("save-helper".to_string())

@@ -568,13 +568,11 @@ fn info_shows_each_vcpus_registers_from_a_pipe_too() {
     ] {
         let img = real(dir.path(), name);
         // Standard input as a pipe: one pass gives the verdict and the registers.
-        let out = run(Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cat '{}' | '{}' info --json -",
-                img.display(),
-                env!("CARGO_BIN_EXE_xenmig")
-            )));
+        let out = run(Command::new("sh").arg("-c").arg(format!(
+            "cat '{}' | '{}' info --json -",
+            img.display(),
+            env!("CARGO_BIN_EXE_xenmig")
+        )));
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["valid"], true, "{name}");
         let regs = v["vcpu_registers"].as_array().unwrap();
@@ -589,4 +587,64 @@ fn info_shows_each_vcpus_registers_from_a_pipe_too() {
             "{name}: {text}"
         );
     }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn extract_writes_every_blob_of_the_real_hvm_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = real(dir.path(), "hvm64.xl");
+    let out = dir.path().join("out");
+    run(xenmig().arg("extract").arg(&img).arg(&out));
+    let config = read_json(&out.join("xl-config.json"));
+    assert!(
+        config.get("c_info").is_some(),
+        "libxl's JSON config: {config}"
+    );
+    // QEMU's saved state starts with its own magic.
+    let qemu = std::fs::read(out.join("emulator-qemu-upstream-context.bin")).unwrap();
+    assert_eq!(&qemu[..4], b"QEVM");
+    let params = read_json(&out.join("hvm-params.json"));
+    assert_eq!(params["STORE_PFN"], 0xfeffc);
+    assert_eq!(params["CONSOLE_PFN"], 0xfefff);
+    let ctx = std::fs::read(out.join("hvm-context.bin")).unwrap();
+    assert_eq!(ctx.len(), 11976);
+    let decoded = read_json(&out.join("hvm-context.json"));
+    assert_eq!(decoded["records"][0]["record"], "HEADER");
+    for (id, rip) in [(0, 0xffff_ffff_94c4_3c83u64), (1, 0xffff_ffff_9439_2872)] {
+        let v = read_json(&out.join(format!("vcpu-{id}.json")));
+        assert_eq!(v["registers"]["rip"], rip);
+        assert_eq!(v["registers"]["mode"], "long");
+        assert_eq!(v["cpu_save_record"]["rip"], rip);
+        assert_eq!(v["cpu_save_record"]["msr_efer"], 0xd01);
+    }
+    for f in ["cpuid-policy.json", "msr-policy.json", "tsc-info.json"] {
+        read_json(&out.join(f));
+    }
+    let manifest = read_json(&out.join("manifest.json"));
+    let listed = manifest["files"].as_array().unwrap().len();
+    // Every file but the manifest itself is listed.
+    assert_eq!(listed + 1, std::fs::read_dir(&out).unwrap().count());
+}
+
+#[test]
+fn extract_writes_the_pv_captures_vcpu_contexts_and_shared_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = real(dir.path(), "pv64.xl");
+    let out = dir.path().join("out");
+    run(xenmig().arg("extract").arg(&img).arg(&out));
+    assert_eq!(
+        std::fs::read(out.join("shared-info.bin")).unwrap().len(),
+        PAGE_SIZE
+    );
+    let v0 = read_json(&out.join("vcpu-0.json"));
+    assert_eq!(v0["context"]["user_regs"]["rip"], 0xffff_ffff_81a4_42b5u64);
+    assert_eq!(v0["registers"]["rip"], 0xffff_ffff_81a4_42b5u64);
+    assert_eq!(v0["registers"]["pv"], true);
+    read_json(&out.join("p2m-frames.json"));
+    assert!(!out.join("hvm-context.bin").exists());
 }

@@ -15,8 +15,9 @@ use crate::cpu::{PvWidth, VcpuRegs};
 use crate::ForensicsError;
 use std::collections::{BTreeMap, HashMap};
 use xenmig_core::limits::PAGE_SIZE;
-use xenmig_core::{libxc, libxl, ErrorKind, Layer};
-use xenmig_stream::reader::{Item, Reader};
+use xenmig_core::wire::DecodeCtx;
+use xenmig_core::{libxc, libxl, xl, ErrorKind, Layer};
+use xenmig_stream::reader::{Item, RawRecord, Reader};
 use xenmig_stream::source::Source;
 use xenmig_stream::verify::check_as_read;
 
@@ -48,6 +49,19 @@ pub enum Guest {
     Hvm,
 }
 
+/// A record of guest or device state, kept as it was read (the latest of its kind).
+#[derive(Debug, Clone)]
+pub struct KeptRecord {
+    pub layer: Layer,
+    pub record_type: u32,
+    /// What tells records of one type apart: the vCPU id of per-vCPU records, the emulator
+    /// id of libxl's emulator records, else 0.
+    pub key: u32,
+    /// How to decode the body.
+    pub ctx: DecodeCtx,
+    pub body: Vec<u8>,
+}
+
 /// The state one consistent image carries besides its pages.
 #[derive(Debug, Clone, Default)]
 struct State {
@@ -55,11 +69,28 @@ struct State {
     pv_vcpus: BTreeMap<u32, Vec<u8>>,
     hvm_context: Option<Vec<u8>>,
     shared_info: Option<Vec<u8>>,
+    /// Every other state record by (layer, type, key).
+    records: BTreeMap<(Layer, u32, u32), KeptRecord>,
 }
 
 impl State {
+    /// Keeps `rec` as the latest record of its kind.
+    fn keep(&mut self, rec: &RawRecord<'_>, key: u32) {
+        self.records.insert(
+            (rec.layer, rec.record_type, key),
+            KeptRecord {
+                layer: rec.layer,
+                record_type: rec.record_type,
+                key,
+                ctx: rec.ctx,
+                body: rec.body.to_vec(),
+            },
+        );
+    }
+
     /// Lays `newer` over `self`.
     fn apply(&mut self, newer: State) {
+        self.records.extend(newer.records);
         self.pv_vcpus.extend(newer.pv_vcpus);
         if newer.hvm_context.is_some() {
             self.hvm_context = newer.hvm_context;
@@ -79,6 +110,9 @@ pub struct PageIndex {
     vcpus: Vec<VcpuRegs>,
     shared_info: Option<Vec<u8>>,
     hvm_context: Option<Vec<u8>>,
+    records: Vec<KeptRecord>,
+    /// The xl header and its optional data (the domain config), for an xl save file.
+    xl: Option<(xl::XlHeader, Vec<u8>)>,
     /// PV vCPU contexts as the stream has them, by vCPU id.
     pv_contexts: Vec<(u32, Vec<u8>)>,
     checkpointed: bool,
@@ -96,6 +130,7 @@ struct Builder {
     pending: HashMap<u64, PageAt>,
     committed_state: State,
     pending_state: State,
+    xl: Option<(xl::XlHeader, Vec<u8>)>,
     /// A boundary was reached at least once (the image, or a first checkpoint, is whole).
     whole: bool,
     checkpointed: bool,
@@ -164,6 +199,13 @@ impl Tracker {
         let b = &mut self.b;
         match item {
             Item::LibxlHeader { .. } => self.nested = true,
+            Item::XlHeader {
+                header,
+                optional_data,
+                ..
+            } => {
+                b.xl = Some((*header, optional_data.to_vec()));
+            }
             Item::DomainHeader { header, .. } => {
                 b.guest = Some(if header.r#type == libxc::DomainType::X86_PV {
                     Guest::Pv(None)
@@ -178,7 +220,15 @@ impl Tracker {
                 b.checkpoints += 1;
                 b.commit();
             }
-            Item::Record(rec) if rec.layer == Layer::Libxl => {}
+            Item::Record(rec) if rec.layer == Layer::Libxl => match rec.libxl()? {
+                libxl::Record::EmulatorXenstoreData(d) => {
+                    b.pending_state.keep(rec, d.emulator_id.0)
+                }
+                libxl::Record::EmulatorContext(c) => b.pending_state.keep(rec, c.emulator_id.0),
+                // A plain libxl stream's device model records follow the libxc END.
+                libxl::Record::End(_) => b.commit(),
+                _ => {}
+            },
             Item::Record(rec) => match rec.libxc()? {
                 libxc::Record::PageData(p) if self.pages => {
                     // The page octets end the body.
@@ -219,7 +269,19 @@ impl Tracker {
                     }
                 }
                 libxc::Record::End(_) => b.commit(),
-                _ => {}
+                libxc::Record::PageData(_)
+                | libxc::Record::Verify(_)
+                | libxc::Record::StaticDataEnd(_)
+                | libxc::Record::CheckpointDirtyPfnList(_) => {}
+                r => {
+                    let key = match r {
+                        libxc::Record::X86PvVcpuExtended(v) => v.vcpu_id,
+                        libxc::Record::X86PvVcpuXsave(v) => v.vcpu_id,
+                        libxc::Record::X86PvVcpuMsrs(v) => v.vcpu_id,
+                        _ => 0,
+                    };
+                    b.pending_state.keep(rec, key);
+                }
             },
             _ => {}
         }
@@ -283,6 +345,8 @@ impl Tracker {
             vcpus,
             shared_info: state.shared_info,
             hvm_context: state.hvm_context,
+            records: state.records.into_values().collect(),
+            xl: b.xl,
             pv_contexts: state.pv_vcpus.into_iter().collect(),
             checkpointed: b.checkpointed,
             checkpoints: b.checkpoints,
@@ -293,16 +357,21 @@ impl Tracker {
 impl PageIndex {
     /// Reads `reader` (any framing; a fresh reader, so that every item is checked as
     /// `verify` checks it) and indexes the image `which` selects.
-    pub fn build<S: Source>(
+    pub fn build<S: Source>(reader: Reader<S>, which: Which) -> Result<PageIndex, ForensicsError> {
+        PageIndex::build_with(reader, Tracker::new(which))
+    }
+
+    /// [`PageIndex::build`] with a tracker of one's own (e.g. [`Tracker::registers_only`],
+    /// for the guest state without the page map).
+    pub fn build_with<S: Source>(
         mut reader: Reader<S>,
-        which: Which,
+        mut t: Tracker,
     ) -> Result<PageIndex, ForensicsError> {
         if !check_as_read(&mut reader) {
             return Err(ForensicsError::Usage(
                 "the reader has already handed out items; the index needs the stream from its start".into(),
             ));
         }
-        let mut t = Tracker::new(which);
         loop {
             let item = match reader.next_item() {
                 Ok(item) => item,
@@ -358,6 +427,17 @@ impl PageIndex {
     /// The shared info page (PV images carry it).
     pub fn shared_info(&self) -> Option<&[u8]> {
         self.shared_info.as_deref()
+    }
+
+    /// The image's other state records (libxc's and libxl's, besides pages, vCPU basic
+    /// contexts, HVM_CONTEXT and SHARED_INFO), the latest of each kind, by layer, type and key.
+    pub fn records(&self) -> &[KeptRecord] {
+        &self.records
+    }
+
+    /// The xl header and its optional data (for an `xl save` file).
+    pub fn xl_header(&self) -> Option<(&xl::XlHeader, &[u8])> {
+        self.xl.as_ref().map(|(h, d)| (h, d.as_slice()))
     }
 
     /// The PV vCPU contexts (X86_PV_VCPU_BASIC's, in the guest's width) by vCPU id.

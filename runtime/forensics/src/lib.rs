@@ -15,7 +15,7 @@ pub mod memory;
 
 pub use cpu::VcpuRegs;
 pub use dump::{write_dump, DumpFormat, DumpSummary};
-pub use index::{Guest, PageAt, PageIndex, Tracker, Which};
+pub use index::{Guest, KeptRecord, PageAt, PageIndex, Tracker, Which};
 pub use memory::GuestMemory;
 
 use xenmig_core::StreamError;
