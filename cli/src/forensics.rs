@@ -17,6 +17,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use xenmig::forensics::cpu::PvWidth;
+use xenmig::forensics::diff::{diff_images, Status};
 use xenmig::forensics::Guest;
 use xenmig::forensics::{
     cpu::mode_text, write_dump, DumpFormat, ForensicsError, GuestMemory, PageIndex, Tracker, Which,
@@ -501,4 +502,146 @@ fn run_extract(a: &ExtractArgs) -> Result<(), ForensicsError> {
     }
     crate::out::say(&text);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// diff
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The first image or captured stream.
+    a: String,
+    /// The second (may be the same file, with different checkpoints).
+    b: String,
+    /// The checkpoint of both inputs to compare (default: the last complete one of each).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint: Option<u64>,
+    /// The checkpoint of the first input (overrides --checkpoint for it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_a: Option<u64>,
+    /// The checkpoint of the second input (overrides --checkpoint for it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_b: Option<u64>,
+    /// Also list the records that are the same.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The comparison as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit status of images that differ (as diff(1)); 0 when the same, 2 on trouble.
+const EXIT_DIFFERENT: u8 = 1;
+
+pub fn diff(a: DiffArgs) -> ExitCode {
+    match run_diff(&a) {
+        Ok(true) => ExitCode::from(EXIT_OK),
+        Ok(false) => ExitCode::from(EXIT_DIFFERENT),
+        Err(e) => {
+            eprintln!("xenmig: diff: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs as `0x10-0x1f, 0x30` (the first few, and how many more).
+fn runs_text(runs: &[(u64, u64)]) -> String {
+    const SHOWN: usize = 8;
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(SHOWN)
+        .map(|&(a, b)| {
+            if a == b {
+                format!("{a:#x}")
+            } else {
+                format!("{a:#x}-{b:#x}")
+            }
+        })
+        .collect();
+    if runs.len() > SHOWN {
+        parts.push(format!("and {} more runs", runs.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+fn run_diff(a: &DiffArgs) -> Result<bool, ForensicsError> {
+    let which = |n: Option<u64>| n.or(a.checkpoint).map_or(Which::Last, Which::Checkpoint);
+    let (fa, ia) = index_input(&a.a, Tracker::new(which(a.checkpoint_a)))?;
+    let (fb, ib) = index_input(&a.b, Tracker::new(which(a.checkpoint_b)))?;
+    let d = diff_images(
+        &GuestMemory::new(&fa, 0, &ia),
+        &GuestMemory::new(&fb, 0, &ib),
+    )?;
+    if a.json {
+        let mut v = json!(d);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("identical".into(), json!(d.identical()));
+        }
+        crate::out::say(&format!("{v:#}"));
+        return Ok(d.identical());
+    }
+    let p = &d.pages;
+    let mut o = format!(
+        "pages: {} in A, {} in B: {} the same, {} changed, {} added, {} removed",
+        p.pages_a, p.pages_b, p.same, p.changed_count, p.added_count, p.removed_count
+    );
+    for (what, runs) in [
+        ("changed", &p.changed),
+        ("added", &p.added),
+        ("removed", &p.removed),
+    ] {
+        if !runs.is_empty() {
+            o.push_str(&format!("\n  {what:<8} pfns {}", runs_text(runs)));
+        }
+    }
+    let same = d
+        .records
+        .iter()
+        .filter(|r| r.status == Status::Same)
+        .count();
+    o.push_str(&format!(
+        "\nrecords: {} compared, {same} the same",
+        d.records.len()
+    ));
+    for r in &d.records {
+        let status = match r.status {
+            Status::Same if !a.verbose => continue,
+            Status::Same => "same",
+            Status::Changed => "changed",
+            Status::Added => "only in B",
+            Status::Removed => "only in A",
+        };
+        o.push_str(&format!("\n  {status:<10} {}", r.record));
+        for c in &r.changes {
+            let short = |v: &Value| {
+                let s = match v {
+                    Value::Number(n) => n
+                        .as_u64()
+                        .map_or_else(|| n.to_string(), |n| format!("{n:#x}")),
+                    other => other.to_string(),
+                };
+                if s.len() > 40 {
+                    format!("{}…", &s[..s.floor_char_boundary(40)])
+                } else {
+                    s
+                }
+            };
+            o.push_str(&format!(
+                "\n      {}: {} -> {}",
+                c.path,
+                short(&c.a),
+                short(&c.b)
+            ));
+        }
+        if r.more_changes > 0 {
+            o.push_str(&format!("\n      … and {} more fields", r.more_changes));
+        }
+    }
+    o.push_str(if d.identical() {
+        "\nthe images are the same"
+    } else {
+        "\nthe images differ"
+    });
+    crate::out::say(&o);
+    Ok(d.identical())
 }

@@ -45,6 +45,10 @@ enum Command {
     /// the device model's state and xenstore keys, the HVM context (raw and decoded), each
     /// vCPU's registers and contexts, CPUID/MSR policies, TSC info, HVM params.
     Extract(forensics::ExtractArgs),
+    /// Compare two images (two saves, or two checkpoints of one stream): frames added,
+    /// removed and changed, and each state record's changed fields (exit 0 same, 1
+    /// different, 2 trouble).
+    Diff(forensics::DiffArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
     /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Command::ConvertLegacy(a) => convert_legacy::run(a),
         Command::ExtractMemory(a) => forensics::extract_memory(a),
         Command::Extract(a) => forensics::extract(a),
+        Command::Diff(a) => forensics::diff(a),
         Command::Sim(a) => sim::run(a),
         Command::SaveHelper { args } => {
             let argv: Vec<String> = std::iter::once("save-helper".to_string())

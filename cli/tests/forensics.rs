@@ -12,7 +12,7 @@
 //! - The other formats (LiME, raw, Xen dump-core) hold the same octets at the same addresses,
 //!   and `--checkpoint` picks a checkpoint of the Remus capture.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -647,4 +647,82 @@ fn extract_writes_the_pv_captures_vcpu_contexts_and_shared_info() {
     assert_eq!(v0["registers"]["pv"], true);
     read_json(&out.join("p2m-frames.json"));
     assert!(!out.join("hvm-context.bin").exists());
+}
+
+/// `xenmig diff --json` and its exit status.
+fn diff_json(args: &[&std::ffi::OsStr]) -> (i32, Value) {
+    let out = xenmig()
+        .arg("diff")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v)
+}
+
+#[test]
+fn diff_names_the_frames_and_fields_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, plant: Option<&str>| {
+        let img = dir.path().join(name);
+        let mut c = xenmig();
+        c.args([
+            "sim", "save", "--guest", "hvm", "--memory", "16M", "--seed", "3",
+        ])
+        .args(["--frame", "libxl", "-o"])
+        .arg(&img);
+        if let Some(p) = plant {
+            c.args(["--plant", p]);
+        }
+        run(&mut c);
+        img
+    };
+    let a = save("a.img", None);
+    let b = save("b.img", Some("0x100010:a change"));
+    let (code, v) = diff_json(&[a.as_os_str(), a.as_os_str()]);
+    assert_eq!(code, 0, "an image is the same as itself");
+    assert_eq!(v["identical"], true);
+    let (code, v) = diff_json(&[a.as_os_str(), b.as_os_str()]);
+    assert_eq!(code, 1);
+    assert_eq!(v["pages"]["changed_count"], 1);
+    assert_eq!(v["pages"]["changed"], json!([[0x100, 0x100]]));
+    assert_eq!(v["pages"]["added_count"], 0);
+    assert!(v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "same"));
+
+    // Two checkpoints of the real Remus capture: pages and vCPU registers moved on.
+    let remus = real(dir.path(), "hvm64.remus-stream-unterminated");
+    let (code, v) = diff_json(&[
+        remus.as_os_str(),
+        remus.as_os_str(),
+        "--checkpoint-a".as_ref(),
+        "1".as_ref(),
+        "--checkpoint-b".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(v["pages"]["changed_count"].as_u64().unwrap() > 0);
+    assert_eq!(v["pages"]["pages_a"], v["pages"]["pages_b"]);
+    let ctx = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"] == "HVM_CONTEXT")
+        .expect("HVM_CONTEXT compared");
+    assert_eq!(ctx["status"], "changed");
+    let paths: Vec<&str> = ctx["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("records[CPU/0].body.")),
+        "{paths:?}"
+    );
 }

@@ -6,14 +6,17 @@
 //! [`memory::GuestMemory`] answers guest-physical reads from the stream's file through that
 //! index, without extracting anything, and [`dump::write_dump`] writes the image as an ELF
 //! core, a Xen dump-core file, a sparse raw image or LiME, for Volatility, gdb, crash and the
-//! other tools that read those.
+//! other tools that read those. [`diff::diff_images`] compares two images (two saves, or two
+//! checkpoints of one stream) frame by frame and record by record.
 
 pub mod cpu;
+pub mod diff;
 pub mod dump;
 pub mod index;
 pub mod memory;
 
 pub use cpu::VcpuRegs;
+pub use diff::{diff_images, ImageDiff};
 pub use dump::{write_dump, DumpFormat, DumpSummary};
 pub use index::{Guest, KeptRecord, PageAt, PageIndex, Tracker, Which};
 pub use memory::GuestMemory;
