@@ -134,7 +134,9 @@ impl Partial {
     }
 
     fn finish(mut self, f: File) -> io::Result<()> {
-        f.sync_all()?;
+        // As the other outputs: written, closed, then renamed (no sync: the file system
+        // orders a rename over a file after its data, and a sync of a large dump would cost
+        // more than writing it).
         drop(f);
         std::fs::rename(&self.temp, &self.target)?;
         self.done = true;

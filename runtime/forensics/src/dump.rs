@@ -3,7 +3,7 @@
 //! is encoded by the code `spec/core_dump.yaml` generates.
 
 use crate::cpu::VcpuRegs;
-use crate::index::{Guest, PageAt, PageIndex};
+use crate::index::{Guest, PageIndex};
 use crate::memory::GuestMemory;
 use crate::ForensicsError;
 use std::fs::File;
@@ -330,16 +330,20 @@ fn raw(mem: &GuestMemory<'_>, out: &mut File) -> Result<DumpSummary, ForensicsEr
     let index = mem.index();
     let runs = index.runs();
     let end = runs.last().map_or(0, |&(pfn, n)| (pfn + n) << PAGE_SHIFT);
-    // The file's length covers the highest frame; absent and zero frames stay holes.
+    // The file's length covers the highest frame; absent frames stay holes.
     out.set_len(end).map_err(io_err("sizing the raw image"))?;
-    let mut page = vec![0u8; PAGE_SIZE];
-    for &(pfn, at) in index.pages() {
-        if at == PageAt::Zero {
-            continue;
+    let mut buf = Vec::new();
+    for &(first, count) in &runs {
+        let end = first + count;
+        let mut pfn = first;
+        while pfn < end {
+            let n = ((end - pfn) as usize).min(COPY_PAGES);
+            buf.resize(n * PAGE_SIZE, 0);
+            mem.read(pfn << PAGE_SHIFT, &mut buf)?;
+            out.write_all_at(&buf, pfn << PAGE_SHIFT)
+                .map_err(io_err("writing the dump"))?;
+            pfn += n as u64;
         }
-        mem.read_page(pfn, &mut page)?;
-        out.write_all_at(&page, pfn << PAGE_SHIFT)
-            .map_err(io_err("writing the dump"))?;
     }
     Ok(DumpSummary {
         runs: runs.len() as u64,

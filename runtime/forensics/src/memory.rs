@@ -37,12 +37,22 @@ impl<'a> GuestMemory<'a> {
                 .ok_or(ForensicsError::Absent { paddr: u64::MAX })?;
             let pfn = addr >> PAGE_SHIFT;
             let in_page = (addr as usize) & (PAGE_SIZE - 1);
-            let n = (PAGE_SIZE - in_page).min(buf.len() - done);
-            let out = buf
-                .get_mut(done..done + n)
-                .ok_or(ForensicsError::Absent { paddr: addr })?;
+            let mut n = (PAGE_SIZE - in_page).min(buf.len() - done);
             match self.index.find(pfn) {
                 Some(PageAt::Stream(at)) => {
+                    // Frames whose copies follow each other in the stream (a batch of
+                    // consecutive pfns) are read with one call.
+                    let mut next = pfn + 1;
+                    while done + n < buf.len()
+                        && self.index.find(next)
+                            == Some(PageAt::Stream(at + ((next - pfn) << PAGE_SHIFT)))
+                    {
+                        n += (buf.len() - done - n).min(PAGE_SIZE);
+                        next += 1;
+                    }
+                    let out = buf
+                        .get_mut(done..done + n)
+                        .ok_or(ForensicsError::Absent { paddr: addr })?;
                     self.file
                         .read_exact_at(out, self.base + at + in_page as u64)
                         .map_err(|e| ForensicsError::Io {
@@ -50,7 +60,11 @@ impl<'a> GuestMemory<'a> {
                             source: e,
                         })?;
                 }
-                Some(PageAt::Zero) => out.fill(0),
+                Some(PageAt::Zero) => {
+                    if let Some(out) = buf.get_mut(done..done + n) {
+                        out.fill(0);
+                    }
+                }
                 None => return Err(ForensicsError::Absent { paddr: addr }),
             }
             done += n;
