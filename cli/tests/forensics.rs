@@ -480,6 +480,38 @@ fn every_format_holds_the_same_pages() {
             "core pfn {p:#x}"
         );
     }
+    // Volatility's own dump-core layer reads the same octets (it skips frame 0).
+    let probe = [pfns[1], pfns[pfns.len() / 2], *pfns.last().unwrap()];
+    let args: Vec<String> = probe
+        .iter()
+        .flat_map(|p| {
+            [
+                "--read".to_string(),
+                format!("{:#x}:{PAGE_SIZE}", p << PAGE_SHIFT),
+            ]
+        })
+        .collect();
+    let mut all = vec!["--xen-core".to_string()];
+    all.push(core.display().to_string());
+    all.extend(args);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/vol_check.py");
+    let out = run(Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args(&all));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for (i, p) in probe.iter().enumerate() {
+        let want: String = dom
+            .page(*p)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            v["reads"][i]["hex"],
+            want.as_str(),
+            "dump-core via Volatility, pfn {p:#x}"
+        );
+    }
     let notes_sec = section(&cd::SECTION_NOTE_XEN);
     let n = &c[notes_sec.sh_offset as usize..(notes_sec.sh_offset + notes_sec.sh_size) as usize];
     // The header note follows the empty NONE note: 12 + 4 (name "Xen\0") octets each.

@@ -1,6 +1,8 @@
 """Reads an ELF core with Volatility 3's own layers and prints JSON, for cli/tests/forensics.rs.
 
-usage: vol_check.py ELF [--read PADDR:LEN]... [--scan-virtual CR3:START:LEN:NEEDLE]
+usage: vol_check.py [--xen-core] ELF [--read PADDR:LEN]... [--scan-virtual CR3:START:LEN:NEEDLE]
+
+--xen-core opens the file with Volatility's Xen dump-core layer instead of its ELF layer.
 
 --read prints the hex of LEN octets at guest-physical PADDR, through Volatility's Elf64Layer.
 --scan-virtual builds Volatility's Intel32e (4-level, long mode) translation layer over the
@@ -14,16 +16,21 @@ import pathlib
 import sys
 
 from volatility3.framework import contexts, exceptions
-from volatility3.framework.layers import elf, intel, physical
+from volatility3.framework.layers import elf, intel, physical, xen
 
 
 def main(argv):
+    argv = list(argv)
+    layer = elf.Elf64Layer
+    if argv[1] == "--xen-core":
+        layer = xen.XenCoreDumpLayer
+        del argv[1]
     path = os.path.abspath(argv[1])
     ctx = contexts.Context()
     ctx.config["file.location"] = pathlib.Path(path).as_uri()
     ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
     ctx.config["elf.base_layer"] = "file"
-    ctx.add_layer(elf.Elf64Layer(ctx, "elf", "elf"))
+    ctx.add_layer(layer(ctx, "elf", "elf"))
     out = {"reads": [], "scan": None}
     args = argv[2:]
     while args:

@@ -415,44 +415,58 @@ fn seeded_tsc(seed: u64) -> TscInfo {
     }
 }
 
-/// A plausible CPUID policy (24-octet leaves) and MSR policy (16-octet entries).
+/// A plausible CPUID policy and MSR policy, as the generated `cpuid_leaf` and `msr_entry`
+/// elements of X86_CPUID_POLICY and X86_MSR_POLICY lay them out.
 fn seeded_policies(seed: u64) -> (Vec<u8>, Vec<u8>) {
-    const NO_SUBLEAF: u32 = u32::MAX;
+    use libxc::{CpuidLeaf, MsrEntry, XEN_CPUID_NO_SUBLEAF as NO_SUBLEAF};
+    use wire::{Element, Endian, Put};
     let mut r = Rng::stream(seed, 0x0063_7075_6964);
     let stepping = r.below(16) as u32;
-    let leaves: [[u32; 6]; 8] = [
-        [0, NO_SUBLEAF, 0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
-        [
+    let leaf = |leaf, subleaf, a, b, c, d| CpuidLeaf {
+        leaf,
+        subleaf,
+        a,
+        b,
+        c,
+        d,
+    };
+    let leaves = [
+        leaf(0, NO_SUBLEAF, 0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
+        leaf(
             1,
             NO_SUBLEAF,
             0x0009_06e0 | stepping,
             (r.below(256) as u32) << 24 | 0x0080_0800,
             0xf7fa_3203,
             0x1f8b_fbff,
-        ],
-        [
+        ),
+        leaf(
             7,
             0,
             0,
             0x009c_27ab & r.next_u64() as u32 | 0x0000_0001,
             0,
             0,
-        ],
-        [0xd, 0, 0x7, 0x340, 0x340, 0],
-        [0xd, 1, 0x1, 0, 0, 0],
-        [0x8000_0000, NO_SUBLEAF, 0x8000_0008, 0, 0, 0],
-        [0x8000_0001, NO_SUBLEAF, 0, 0, 0x121, 0x2c10_0800],
-        [0x8000_0008, NO_SUBLEAF, 0x3027, 0, 0, 0],
+        ),
+        leaf(0xd, 0, 0x7, 0x340, 0x340, 0),
+        leaf(0xd, 1, 0x1, 0, 0, 0),
+        leaf(0x8000_0000, NO_SUBLEAF, 0x8000_0008, 0, 0, 0),
+        leaf(0x8000_0001, NO_SUBLEAF, 0, 0, 0x121, 0x2c10_0800),
+        leaf(0x8000_0008, NO_SUBLEAF, 0x3027, 0, 0, 0),
     ];
-    let cpuid = leaves
-        .iter()
-        .flat_map(|l| l.iter().flat_map(|w| w.to_le_bytes()))
-        .collect();
+    let mut cpuid = Vec::new();
+    for l in &leaves {
+        l.write(&mut Put {
+            out: &mut cpuid,
+            endian: Endian::Little,
+        });
+    }
     let mut msrs = Vec::new();
     for (idx, val) in [(0xceu32, r.below(1 << 16) << 8), (0x10a, r.below(256))] {
-        msrs.extend_from_slice(&idx.to_le_bytes());
-        msrs.extend_from_slice(&0u32.to_le_bytes());
-        msrs.extend_from_slice(&val.to_le_bytes());
+        MsrEntry { idx, flags: 0, val }.write(&mut Put {
+            out: &mut msrs,
+            endian: Endian::Little,
+        });
     }
     (cpuid, msrs)
 }
@@ -749,13 +763,18 @@ impl Domain for SimDomain {
     }
 
     fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()> {
-        if !cpuid.len().is_multiple_of(24) || !msrs.len().is_multiple_of(16) {
+        use libxc::{CpuidLeaf, MsrEntry};
+        if !cpuid.len().is_multiple_of(CpuidLeaf::SIZE)
+            || !msrs.len().is_multiple_of(MsrEntry::SIZE)
+        {
             return Err(einval(
                 "set CPU policy",
                 format!(
-                    "{} octets of CPUID leaves (24 each), {} of MSRs (16 each)",
+                    "{} octets of CPUID leaves ({} each), {} of MSRs ({} each)",
                     cpuid.len(),
-                    msrs.len()
+                    CpuidLeaf::SIZE,
+                    msrs.len(),
+                    MsrEntry::SIZE
                 ),
             ));
         }
