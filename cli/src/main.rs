@@ -4,12 +4,14 @@
 //! converter of that name, so `LIBXL_CONVERT_HELPER` can point at it. Started as
 //! `libxl-save-helper`, it is libxl's save/restore helper (`LIBXL_SAVE_HELPER`).
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod convert_legacy;
 mod inspect;
 mod io;
+mod manual;
 mod out;
 mod progress;
 mod render;
@@ -29,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a stream against every rule of the formats (exit 0 valid, 1 invalid, 2 usage/IO).
+    /// Check a stream against every rule of the formats.
     Verify(inspect::VerifyArgs),
     /// Describe a stream: guest, versions, framing, records, pages, vcpus, checkpoints.
     Info(inspect::InfoArgs),
@@ -39,12 +41,37 @@ enum Command {
     ConvertLegacy(convert_legacy::Args),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
-    /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
-    /// LIBXL_SAVE_HELPER runs it.
+    /// libxl's save/restore helper, as LIBXL_SAVE_HELPER runs it.
+    #[command(override_usage = save_helper::SYNOPSIS, long_about = save_helper::ABOUT)]
     SaveHelper {
-        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        #[arg(
+            num_args = 0..,
+            allow_hyphen_values = true,
+            trailing_var_arg = true,
+            hide = true
+        )]
         args: Vec<String>,
     },
+    /// Print a shell completion script for xenmig.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+// `xenmig manpages DIR`, for packaging. Parsed on its own, outside `Cli`, so that neither
+// `--help`, the completion scripts nor the pages themselves offer it.
+#[derive(Parser)]
+#[command(
+    name = "xenmig manpages",
+    bin_name = "xenmig manpages",
+    about = "Write the manual pages (xenmig.1 and one per subcommand) into DIR"
+)]
+struct ManpagesCli {
+    /// Where the pages go (created if missing).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -66,7 +93,20 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("save-helper") {
         save_helper::main(argv.get(1..).unwrap_or_default());
     }
-    let cli = match Cli::try_parse() {
+    if argv.get(1).map(String::as_str) == Some("manpages") {
+        return match ManpagesCli::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(m) => out::finish(manual::manpages(&m.dir)),
+            Err(e) => {
+                let _ = e.print();
+                ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+            }
+        };
+    }
+    let mut cmd = manual::command();
+    let parsed = cmd
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd)));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -86,6 +126,7 @@ fn main() -> ExitCode {
                 .collect();
             save_helper::main(&argv)
         }
+        Command::Completions { shell } => manual::completions(shell),
     };
     // Output that could not be written is an error, whatever the command concluded.
     out::finish(code)
