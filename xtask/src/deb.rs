@@ -640,7 +640,8 @@ fn check_installed(version: &str, paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         if fs::symlink_metadata(p).is_err() {
             bail!(
-                "{} is in the package but not on the system after dpkg -i",
+                "{} is in the package but not on the system after dpkg -i (does a \
+                 path-exclude in /etc/dpkg/dpkg.cfg.d/ leave it out?)",
                 p.display()
             );
         }
