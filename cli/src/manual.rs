@@ -63,6 +63,13 @@ const ENV_LIBXL_CONVERT_HELPER: (&str, &str) = (
      on restore. Set it to /usr/lib/xenmig/convert-legacy-stream to use xenmig's converter.",
 );
 
+const ENV_NO_COLOR: (&str, &str) = (
+    "NO_COLOR, CLICOLOR, CLICOLOR_FORCE",
+    "The colour of help and usage errors, which is used only on a terminal: NO_COLOR set (not \
+     empty) turns it off, CLICOLOR=0 too; CLICOLOR_FORCE set (not empty) turns it on even when \
+     the output is not a terminal.",
+);
+
 /// Every command's manual; a test checks that each visible command has one.
 pub const MANUALS: &[Manual] = &[
     Manual {
@@ -84,6 +91,7 @@ pub const MANUALS: &[Manual] = &[
             ENV_TIMING,
             ENV_LIBXL_SAVE_HELPER,
             ENV_LIBXL_CONVERT_HELPER,
+            ENV_NO_COLOR,
         ],
         examples: &[
             (
