@@ -15,8 +15,11 @@ use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use xenmig::error::ErrorKind;
+use xenmig::forensics::cpu::mode_text;
+use xenmig::forensics::{Tracker, VcpuRegs, Which};
 use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
 use xenmig::source::{MappedSource, ReadSource, SliceSource, Source};
+use xenmig::verify::verify_reader_observed;
 use xenmig::verify::Report;
 use xenmig::wire::Strictness;
 use xenmig::{libxc, verify_reader, Layer, StreamError, VerifyOptions};
@@ -463,24 +466,58 @@ fn pages_text(r: &Report) -> String {
 // ---------------------------------------------------------------------------------------------
 // info
 
+/// `info`'s pass: the verifier's report, and each vCPU's registers from the same items.
+struct InfoJob(VerifyOptions);
+
+impl Job for InfoJob {
+    type Out = (Report, Vec<VcpuRegs>);
+    fn run<S: Source>(self, mut reader: Reader<S>) -> Self::Out {
+        let mut t = Tracker::registers_only(Which::Last);
+        let mut failed = false;
+        let report = verify_reader_observed(&mut reader, self.0, &mut |_| {}, &mut |item| {
+            if !failed && t.item(item).is_err() {
+                failed = true;
+            }
+        });
+        // Registers are shown for a whole image (or a complete checkpoint) only.
+        let vcpus = match (failed, t.finish()) {
+            (false, Ok(index)) => index.vcpus().to_vec(),
+            _ => Vec::new(),
+        };
+        (report, vcpus)
+    }
+}
+
 pub fn info(a: InfoArgs) -> ExitCode {
     let input = Input::from_path_arg(&a.file);
-    let report = match run_on(
+    let (report, vcpus) = match run_on(
         &input,
         a.read.reader_options(),
         true,
-        VerifyJob(a.read.verify_options()),
+        InfoJob(a.read.verify_options()),
     ) {
         Ok(r) => r,
         Err(e) => return cannot_open(&input, &e),
     };
     let code = status(&report);
     if a.json {
-        if !print_json(&report) {
+        let mut v = match serde_json::to_value(&report) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("xenmig: cannot write JSON: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("vcpu_registers".into(), json!(vcpus));
+        }
+        if !print_json(&v) {
             return ExitCode::from(EXIT_ERROR);
         }
     } else {
-        crate::out::say(&info_text(&report, &input.describe()));
+        let mut text = info_text(&report, &input.describe());
+        registers_text(&mut text, &vcpus);
+        crate::out::say(&text);
     }
     if code == EXIT_ERROR {
         if let Some(e) = &report.error {
@@ -503,6 +540,29 @@ fn list_or_none(v: &[String]) -> String {
         "none".into()
     } else {
         v.join(", ")
+    }
+}
+
+/// Per vCPU, the registers an analyst looks at first, after the report's lines.
+fn registers_text(o: &mut String, vcpus: &[VcpuRegs]) {
+    for v in vcpus {
+        let _ = write!(
+            o,
+            "vcpu {}:         {} mode, rip {:#x}, rsp {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}",
+            v.vcpu,
+            mode_text(v.mode),
+            v.rip,
+            v.rsp,
+            v.cr0,
+            v.cr3,
+            v.cr4
+        );
+        match v.efer {
+            Some(e) => {
+                let _ = writeln!(o, ", efer {e:#x}");
+            }
+            None => o.push('\n'),
+        }
     }
 }
 

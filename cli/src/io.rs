@@ -221,7 +221,7 @@ impl OutputSpec {
     }
 }
 
-fn temp_path(target: &Path) -> PathBuf {
+pub fn temp_path(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod convert_legacy;
+mod forensics;
 mod inspect;
 mod io;
 mod manual;
@@ -39,6 +40,17 @@ enum Command {
     Dump(inspect::DumpArgs),
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),
+    /// Write a saved or captured guest's memory and vCPU registers as an ELF core (or Xen
+    /// dump-core, raw, LiME) for Volatility, gdb and crash (exit 0 written, 1 invalid, 2 usage/IO).
+    ExtractMemory(forensics::ExtractMemoryArgs),
+    /// Write every blob a saved or captured guest carries into a directory: the xl config,
+    /// the device model's state and xenstore keys, the HVM context (raw and decoded), each
+    /// vCPU's registers and contexts, CPUID/MSR policies, TSC info, HVM params.
+    Extract(forensics::ExtractArgs),
+    /// Compare two images (two saves, or two checkpoints of one stream): frames added,
+    /// removed and changed, and each state record's changed fields (exit 0 same, 1
+    /// different, 2 trouble).
+    Diff(forensics::DiffArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
     /// libxl's save/restore helper, as LIBXL_SAVE_HELPER runs it.
@@ -119,6 +131,9 @@ fn main() -> ExitCode {
         Command::Info(a) => inspect::info(a),
         Command::Dump(a) => inspect::dump(a),
         Command::ConvertLegacy(a) => convert_legacy::run(a),
+        Command::ExtractMemory(a) => forensics::extract_memory(a),
+        Command::Extract(a) => forensics::extract(a),
+        Command::Diff(a) => forensics::diff(a),
         Command::Sim(a) => sim::run(a),
         Command::SaveHelper { args } => {
             let argv: Vec<String> = std::iter::once("save-helper".to_string())

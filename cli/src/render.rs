@@ -7,7 +7,7 @@
 //! a header the reader accepted) and the page contents of `dump --pages`.
 
 use std::fmt::Write as _;
-pub use xenmig::render::{fields_json, fields_of, write_fields, Fields, Val};
+pub use xenmig::render::{fields_json, fields_of, hex_string, write_fields, Fields, Val};
 use xenmig::xl;
 
 /// The xl header's fields, then those of its optional data when they decode.
@@ -64,15 +64,6 @@ pub fn hexdump(bytes: &[u8], indent: &str, out: &mut String) {
     if starred {
         let _ = writeln!(out, "{indent}{:08x}", bytes.len());
     }
-}
-
-/// Octets as one lowercase hex string.
-pub fn hex_string(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -79,6 +79,22 @@ pub(crate) struct DomainArgs {
     /// Domain name written in the xl config.
     #[arg(long, default_value = "xenmig-sim")]
     name: String,
+    /// Write TEXT into guest memory at guest-physical address PADDR before the guest runs
+    /// (a marker for forensic tests; the frames must be populated data pages). Repeatable.
+    #[arg(long, value_name = "PADDR:TEXT", value_parser = parse_plant)]
+    plant: Vec<(u64, String)>,
+}
+
+fn parse_plant(s: &str) -> Result<(u64, String), String> {
+    let (at, text) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not PADDR:TEXT"))?;
+    let at = match at.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => at.parse(),
+    }
+    .map_err(|_| format!("`{at}` is not an address"))?;
+    Ok((at, text.to_string()))
 }
 
 #[derive(clap::Args)]
@@ -349,6 +365,10 @@ pub(crate) fn build_guest(a: &DomainArgs, with_dm: bool) -> Result<Built> {
         seed: a.seed,
     })
     .map_err(|e| anyhow!("{e}"))?;
+    for (at, text) in &a.plant {
+        dom.plant(*at, text.as_bytes())
+            .map_err(|e| anyhow!("--plant {at:#x}: {e}"))?;
+    }
     dom.set_bandwidth(parse_size(&a.bandwidth)?);
     if a.dirty_rate > 0 {
         dom.set_workload(Some(Workload {

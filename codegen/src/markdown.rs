@@ -721,6 +721,9 @@ impl<'s> Doc<'s> {
         if !f.chunks.is_empty() {
             self.chunks();
         }
+        if !f.parts.is_empty() {
+            self.parts();
+        }
         if !headers.is_empty() {
             self.heading(2, "Headers");
             for s in headers {
@@ -2144,46 +2147,75 @@ impl<'s> Doc<'s> {
             if matches!(c.id, ChunkIdSpec::Range(_)) {
                 self.block("The fields may name the chunk's id as `id`.");
             }
-            let mut at = Some(0u64);
-            let mut rows = Vec::new();
-            for f in &c.fields {
-                let Some(cf) = spec.chunk_field(f) else {
-                    continue;
-                };
-                let offset = at.map_or("—".to_string(), |o| o.to_string());
-                at = match (at, &cf.count) {
-                    (Some(o), None) => spec.chunk_elem_size(cf.elem).map(|n| o + n),
-                    _ => None,
-                };
-                let mut cons = Vec::new();
-                if let Some(m) = f.min {
-                    cons.push(format!("at least {}", num(m)));
-                }
-                if let Some(m) = f.max {
-                    cons.push(format!("at most {}", num(m)));
-                }
-                if let Some(v) = &f.value {
-                    cons.push(match v {
-                        IntOrName::Int(n) => format!("must be {}", num(*n)),
-                        IntOrName::Name(k) => format!("must be `{k}`"),
-                    });
-                }
-                rows.push(vec![
-                    offset,
-                    format!("`{}`", f.name),
-                    self.chunk_type_text(f),
-                    cell(&f.doc),
-                    if cons.is_empty() {
-                        "—".to_string()
-                    } else {
-                        cell(&cons.join("; "))
-                    },
-                ]);
+            self.unframed_fields(&c.fields);
+        }
+    }
+
+    /// The field table of a chunk or a part.
+    fn unframed_fields(&mut self, fields: &[Field]) {
+        let spec = self.spec;
+        let mut at = Some(0u64);
+        let mut rows = Vec::new();
+        for f in fields {
+            let Some(cf) = spec.chunk_field(f) else {
+                continue;
+            };
+            let offset = at.map_or("—".to_string(), |o| o.to_string());
+            at = match (at, &cf.count) {
+                (Some(o), None) => spec.chunk_elem_size(cf.elem).map(|n| o + n),
+                _ => None,
+            };
+            let mut cons = Vec::new();
+            if let Some(m) = f.min {
+                cons.push(format!("at least {}", num(m)));
             }
-            self.table(
-                &["offset", "field", "width/type", "meaning", "constraints"],
-                &rows,
-            );
+            if let Some(m) = f.max {
+                cons.push(format!("at most {}", num(m)));
+            }
+            if let Some(v) = &f.value {
+                cons.push(match v {
+                    IntOrName::Int(n) => format!("must be {}", num(*n)),
+                    IntOrName::Name(k) => format!("must be `{k}`"),
+                });
+            }
+            rows.push(vec![
+                offset,
+                format!("`{}`", f.name),
+                self.chunk_type_text(f),
+                cell(&f.doc),
+                if cons.is_empty() {
+                    "—".to_string()
+                } else {
+                    cell(&cons.join("; "))
+                },
+            ]);
+        }
+        self.table(
+            &["offset", "field", "width/type", "meaning", "constraints"],
+            &rows,
+        );
+    }
+
+    fn parts(&mut self) {
+        let spec = self.spec;
+        self.heading(2, "Parts");
+        self.block(
+            "Items that no id announces: where the reader is in the stream says which comes \
+             next. Each is read like a chunk body, field after field; a count may name the \
+             part's parameters, values the reader knows from earlier in the stream.",
+        );
+        for p in &spec.file.parts {
+            self.heading(3, &p.name);
+            self.block(p.doc.trim());
+            if !p.params.is_empty() {
+                let rows: Vec<Vec<String>> = p
+                    .params
+                    .iter()
+                    .map(|x| vec![format!("`{}`", x.name), cell(&x.doc)])
+                    .collect();
+                self.table(&["parameter", "meaning"], &rows);
+            }
+            self.unframed_fields(&p.fields);
         }
     }
 }

@@ -39,6 +39,31 @@ pub struct SpecFile {
     /// Items told apart by a leading signed 32-bit id and not framed by any length.
     #[serde(default)]
     pub chunks: Vec<Chunk>,
+    /// Items of an unframed stream that no id announces: the reader knows from where it is
+    /// which one comes next (a header, a tail, a trailer).
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
+/// A piece of an unframed stream read at a place the reader knows, laid out like a chunk
+/// body; its counts may name values the reader passes in (`params`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    pub name: String,
+    pub doc: String,
+    /// Integers the reader knows from earlier in the stream, named by counts.
+    #[serde(default)]
+    pub params: Vec<Param>,
+    pub fields: Vec<Field>,
+}
+
+/// An integer a part's reader passes to its decoder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    pub name: String,
+    pub doc: String,
 }
 
 /// An integer type whose width (4 or 8 octets) a context value gives; decoded as u64.

@@ -146,7 +146,9 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
         g.record_enums()
     };
     let framing = f.framing.as_ref().map(|fr| g.framing(fr));
+    let unframed = (!f.chunks.is_empty() || !f.parts.is_empty()).then(|| g.unframed_helpers());
     let chunks = (!f.chunks.is_empty()).then(|| g.chunks());
+    let parts = f.parts.iter().map(|p| g.part_type(p));
     let format_name = &f.format;
     quote! {
         #doc
@@ -167,7 +169,9 @@ pub fn emit(spec: &Spec, path: Option<&Path>) -> TokenStream {
             #(#records)*
             #record_enums
             #framing
+            #unframed
             #chunks
+            #(#parts)*
         }
     }
 }
@@ -2287,6 +2291,7 @@ impl<'s> Gen<'s> {
         let mut union_variants = Vec::new();
         let mut decode_arms = Vec::new();
         let mut id_of = Vec::new();
+        let mut walk_arms = Vec::new();
         let mut types = Vec::new();
         let mut bodies: Vec<&str> = Vec::new();
         for (c, v) in chunks.iter().zip(&variants) {
@@ -2323,6 +2328,7 @@ impl<'s> Gen<'s> {
                     }
                 },));
                 id_of.push(quote!(ChunkBody::#v(_) => ChunkId::#v,));
+                walk_arms.push(quote!(ChunkBody::#v(x) => __w::Walk::walk(x, v),));
                 if !bodies.contains(&b.as_str()) {
                     bodies.push(b);
                 }
@@ -2344,6 +2350,7 @@ impl<'s> Gen<'s> {
                     );
                 }
                 id_of.push(quote!(ChunkBody::#v => ChunkId::#v,));
+                walk_arms.push(quote!(ChunkBody::#v => {}));
             } else {
                 let t_lt = if self.chunk_borrows(c) {
                     quote!(<'a>)
@@ -2355,6 +2362,7 @@ impl<'s> Gen<'s> {
                     quote!(ChunkId::#v => #v::decode(body, id, word_size, ctx)?.map(ChunkBody::#v),),
                 );
                 id_of.push(quote!(ChunkBody::#v(_) => ChunkId::#v,));
+                walk_arms.push(quote!(ChunkBody::#v(x) => __w::Walk::walk(x, v),));
                 types.push(self.chunk_type(c));
             }
         }
@@ -2378,7 +2386,6 @@ impl<'s> Gen<'s> {
             }
         });
         let body_fn_lt = if any_lt { quote!() } else { quote!(<'a>) };
-        let _ = lt_impl;
         quote! {
             /// Octets of the signed id in front of every chunk.
             pub const CHUNK_ID_SIZE: usize = 4usize;
@@ -2436,6 +2443,64 @@ impl<'s> Gen<'s> {
                 }
             }
 
+            #(#types)*
+
+            /// A chunk's body, decoded.
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub enum ChunkBody #lt {
+                #(#union_variants)*
+            }
+
+            impl #lt_impl ChunkBody #lt {
+                /// Decodes the body of the chunk `id` announces from the octets read so far
+                /// (`word_size`: octets of the format's `ctx.word_size` words).
+                pub fn decode #body_fn_lt (
+                    id: i32,
+                    body: &'a [u8],
+                    word_size: usize,
+                    ctx: &__w::DecodeCtx,
+                ) -> Result<ChunkRead<Self>, __w::DecodeError> {
+                    let _ = (word_size, ctx);
+                    let Some(chunk) = ChunkId::from_i32(id) else {
+                        return Err(__w::DecodeError {
+                            item: "chunk",
+                            rule: "id",
+                            level: __w::Level::Required,
+                            offset: 0,
+                            detail: format!("no chunk has id {}", id),
+                        });
+                    };
+                    Ok(match chunk {
+                        #(#decode_arms)*
+                    })
+                }
+                /// Which chunk this is.
+                pub fn id(&self) -> ChunkId {
+                    match self {
+                        #(#id_of)*
+                    }
+                }
+                #(#accessors)*
+            }
+
+            /// A chunk body walks as its fields (none for a chunk without a body).
+            impl #lt_impl __w::Walk for ChunkBody #lt {
+                fn item_name(&self) -> &'static str {
+                    self.id().name()
+                }
+                fn walk(&self, v: &mut dyn __w::Visitor) {
+                    let _ = &v;
+                    match self {
+                        #(#walk_arms)*
+                    }
+                }
+            }
+        }
+    }
+
+    /// What chunks and parts share: `ChunkRead`, `Counted`, `Words` and the word-width check.
+    fn unframed_helpers(&self) -> TokenStream {
+        quote! {
             /// What decoding a chunk body from the octets read so far gives.
             #[derive(Debug, Clone, PartialEq, Eq)]
             pub enum ChunkRead<T> {
@@ -2562,55 +2627,32 @@ impl<'s> Gen<'s> {
                 }
             }
 
-            #(#types)*
-
-            /// A chunk's body, decoded.
-            #[derive(Debug, Clone, PartialEq, Eq)]
-            pub enum ChunkBody #lt {
-                #(#union_variants)*
-            }
-
-            impl #lt_impl ChunkBody #lt {
-                /// Decodes the body of the chunk `id` announces from the octets read so far
-                /// (`word_size`: octets of the format's `ctx.word_size` words).
-                pub fn decode #body_fn_lt (
-                    id: i32,
-                    body: &'a [u8],
-                    word_size: usize,
-                    ctx: &__w::DecodeCtx,
-                ) -> Result<ChunkRead<Self>, __w::DecodeError> {
-                    let _ = (word_size, ctx);
-                    let Some(chunk) = ChunkId::from_i32(id) else {
-                        return Err(__w::DecodeError {
-                            item: "chunk",
-                            rule: "id",
-                            level: __w::Level::Required,
-                            offset: 0,
-                            detail: format!("no chunk has id {}", id),
-                        });
-                    };
-                    Ok(match chunk {
-                        #(#decode_arms)*
-                    })
-                }
-                /// Which chunk this is.
-                pub fn id(&self) -> ChunkId {
-                    match self {
-                        #(#id_of)*
-                    }
-                }
-                #(#accessors)*
-            }
         }
     }
 
     /// The type of one chunk with fields, and its streaming decoder.
     fn chunk_type(&self, c: &Chunk) -> TokenStream {
+        self.unframed_type(&c.name, &c.doc, &c.fields, Unframed::Chunk(&c.id))
+    }
+
+    /// The type of one part, and its streaming decoder.
+    fn part_type(&self, p: &Part) -> TokenStream {
+        self.unframed_type(&p.name, &p.doc, &p.fields, Unframed::Part(&p.params))
+    }
+
+    /// The type of a chunk with fields or of a part: its fields, offsets, streaming decoder and
+    /// walk.
+    fn unframed_type(
+        &self,
+        name: &str,
+        doc: &str,
+        fields: &[Field],
+        kind: Unframed<'_>,
+    ) -> TokenStream {
         let spec = self.spec;
-        let t = type_ident(&c.name);
-        let doc = doc_attr(&c.doc);
-        let name = &c.name;
-        let borrows = self.chunk_borrows(c);
+        let t = type_ident(name);
+        let doc = doc_attr(doc);
+        let borrows = fields.iter().any(|f| f.count.is_some());
         let (lt, fn_lt) = if borrows {
             (quote!(<'a>), quote!())
         } else {
@@ -2620,21 +2662,26 @@ impl<'s> Gen<'s> {
             ByteOrder::Stream => quote!(ctx.endian),
             o => endian_expr(o),
         };
-        let id_const = match &c.id {
-            ChunkIdSpec::Id(n) => {
+        let id_const = match kind {
+            Unframed::Chunk(ChunkIdSpec::Id(n)) => {
                 let n = Literal::i32_unsuffixed(*n as i32);
                 quote!(
                     /// The chunk's id.
                     pub const ID: i32 = #n;
                 )
             }
-            ChunkIdSpec::Range(_) => quote!(),
+            _ => quote!(),
         };
-        let positive = matches!(c.id, ChunkIdSpec::Range(_));
+        let positive = matches!(kind, Unframed::Chunk(ChunkIdSpec::Range(_)));
+        let params: Vec<Ident> = match kind {
+            Unframed::Part(ps) => ps.iter().map(|p| ident(&p.name)).collect(),
+            Unframed::Chunk(_) => Vec::new(),
+        };
         let mut decl = Vec::new();
         let mut reads = Vec::new();
         let mut inits = Vec::new();
         let mut offsets = Vec::new();
+        let mut walks = Vec::new();
         let mut fixed_at: Option<u64> = Some(0);
         let mut widths = Vec::new();
         let positive_check = positive.then(|| {
@@ -2651,7 +2698,7 @@ impl<'s> Gen<'s> {
                 let __id: u64 = id as u64;
             }
         });
-        for f in &c.fields {
+        for f in fields {
             let Some(cf) = spec.chunk_field(f) else {
                 continue;
             };
@@ -2772,7 +2819,7 @@ impl<'s> Gen<'s> {
                             });
                         }
                     }
-                    let what = format!("{}.{}", c.name, f.name);
+                    let what = format!("{}.{}", name, f.name);
                     reads.push(quote! {
                         let #at = __pos;
                         let __end = __pos.checked_add(#size).unwrap_or(usize::MAX);
@@ -2784,6 +2831,23 @@ impl<'s> Gen<'s> {
                         #(#checks)*
                     });
                     inits.push(quote!(#fid,));
+                    walks.push(match elem {
+                        ChunkElem::Int(_) | ChunkElem::Word(_) => {
+                            let hex = Self::hex(f.display, false);
+                            quote!(v.scalar(#fname, __w::Value::Int { value: self.#fid as u64, hex: #hex }, false);)
+                        }
+                        ChunkElem::Bytes(_) => {
+                            quote!(v.scalar(#fname, __w::Value::Bytes(&self.#fid[..]), false);)
+                        }
+                        ChunkElem::Struct(st) => {
+                            let tn = &st.name;
+                            quote! {
+                                v.struct_begin(#fname, #tn);
+                                __w::Walk::walk(&self.#fid, v);
+                                v.struct_end();
+                            }
+                        }
+                    });
                     fixed_at = match (fixed_at, elem) {
                         (Some(o), ChunkElem::Word(_)) => {
                             let _ = o;
@@ -2812,7 +2876,7 @@ impl<'s> Gen<'s> {
                             });
                             let body = e.to_rust();
                             let first = named.iter().find_map(|n| match n {
-                                Expr::Name(x) if x != CHUNK_ID_NAME => {
+                                Expr::Name(x) if fields.iter().any(|g| &g.name == x) => {
                                     Some(format_ident!("__at_{}", x))
                                 }
                                 _ => None,
@@ -2831,7 +2895,7 @@ impl<'s> Gen<'s> {
                         }
                     };
                     let rule = format!("{fname}.count");
-                    let what = format!("{}.{}", c.name, f.name);
+                    let what = format!("{}.{}", name, f.name);
                     let (ty, conv) = match elem {
                         ChunkElem::Int(Scalar::U8) => (quote!(&'a [u8]), quote!(__b)),
                         _ => (quote!(Words<'a>), quote!(Words::new(__b, #size, __endian))),
@@ -2864,10 +2928,71 @@ impl<'s> Gen<'s> {
                         __pos = __end;
                     });
                     inits.push(quote!(#fid,));
+                    walks.push(match elem {
+                        ChunkElem::Int(Scalar::U8) => {
+                            quote!(v.blob(#fname, self.#fid, __w::BlobKind::Opaque, None);)
+                        }
+                        _ => {
+                            let hex = Self::hex(f.display, false);
+                            let show = if f.display == Some(Display::Summary) {
+                                quote!(__w::ArrayShow::Summary)
+                            } else {
+                                quote!(__w::ArrayShow::List)
+                            };
+                            // A count that is one earlier field: the walk has shown it there.
+                            let count_field = match count {
+                                ChunkCount::Expr(Expr::Name(x))
+                                    if fields.iter().any(|g| &g.name == x) =>
+                                {
+                                    let x = x.as_str();
+                                    quote!(Some(#x))
+                                }
+                                _ => quote!(None),
+                            };
+                            quote! {
+                                v.array_begin(#fname, __w::ArrayInfo {
+                                    count: self.#fid.len(),
+                                    count_field: #count_field,
+                                    show: #show,
+                                });
+                                for __e in self.#fid.iter() {
+                                    v.scalar(#fname, __w::Value::Int { value: __e, hex: #hex }, false);
+                                }
+                                v.array_end();
+                            }
+                        }
+                    });
                     fixed_at = None;
                 }
             }
         }
+        let (name_doc, decode_doc, id_arg, id_use) = match kind {
+            Unframed::Chunk(_) => (
+                " The spec's name for the chunk.".to_string(),
+                quote! {
+                    /// Decodes the body (the octets after the id) from the octets read so far;
+                    /// `word_size` gives the width of `ctx.word_size` words.
+                },
+                quote!(id: i32,),
+                quote!(id,),
+            ),
+            Unframed::Part(ps) => {
+                let d = if ps.is_empty() {
+                    " Decodes the part from the octets read so far; `word_size` gives the width of\n `ctx.word_size` words.".to_string()
+                } else {
+                    format!(
+                        " Decodes the part from the octets read so far; `word_size` gives the width of\n `ctx.word_size` words, {} the values its counts name.",
+                        ps.iter().map(|p| format!("`{}`", p.name)).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                (
+                    " The spec's name for the part.".to_string(),
+                    quote!(#[doc = #d]),
+                    quote!(),
+                    quote!(),
+                )
+            }
+        };
         quote! {
             #doc
             #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2876,20 +3001,20 @@ impl<'s> Gen<'s> {
             }
 
             impl #lt #t #lt {
-                /// The spec's name for the chunk.
+                #[doc = #name_doc]
                 pub const NAME: &'static str = #name;
                 #id_const
                 #(#offsets)*
-                /// Decodes the body (the octets after the id) from the octets read so far;
-                /// `word_size` gives the width of `ctx.word_size` words.
+                #decode_doc
                 #[allow(clippy::needless_question_mark)]
                 pub fn decode #fn_lt (
                     __body: &'a [u8],
-                    id: i32,
+                    #id_arg
                     word_size: usize,
+                    #(#params: u64,)*
                     ctx: &__w::DecodeCtx,
                 ) -> Result<ChunkRead<Self>, __w::DecodeError> {
-                    let _ = (id, word_size, ctx);
+                    let _ = (#id_use word_size, ctx #(, #params)*);
                     let __endian: __w::Endian = #endian;
                     let mut __pos = 0usize;
                     #positive_check
@@ -2898,6 +3023,23 @@ impl<'s> Gen<'s> {
                     Ok(ChunkRead::Done { value: Self { #(#inits)* }, len: __pos })
                 }
             }
+
+            impl #lt __w::Walk for #t #lt {
+                fn item_name(&self) -> &'static str { #name }
+                fn walk(&self, v: &mut dyn __w::Visitor) {
+                    let _ = &v;
+                    #(#walks)*
+                }
+            }
         }
     }
+}
+
+/// Which kind of unframed item a type is generated for.
+#[derive(Clone, Copy)]
+enum Unframed<'s> {
+    /// A chunk with fields, and its id.
+    Chunk(&'s ChunkIdSpec),
+    /// A part, and the parameters its decoder takes.
+    Part(&'s [Param]),
 }

@@ -680,6 +680,7 @@ impl<'a> Checker<'a> {
         self.framing();
         self.words();
         self.chunks();
+        self.parts();
     }
 
     /// `framing`: a fixed-size header struct with integer type and length fields wide enough
@@ -1761,6 +1762,18 @@ pub struct ChunkField<'s> {
 /// The name the positive chunk's fields use for its id.
 pub const CHUNK_ID_NAME: &str = "id";
 
+/// Rust types the chunk code generates whatever the spec says; no part may take their names.
+const GENERATED_TYPES: &[&str] = &[
+    "ChunkId",
+    "ChunkBody",
+    "ChunkRead",
+    "Counted",
+    "Words",
+    "Record",
+    "Frames",
+    "Frame",
+];
+
 impl Spec {
     pub fn word(&self, name: &str) -> Option<&Word> {
         self.file.words.iter().find(|w| w.name == name)
@@ -2004,17 +2017,84 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            self.chunk_fields(&p, &c.fields, is_positive);
+            let id: &[&str] = if is_positive { &[CHUNK_ID_NAME] } else { &[] };
+            self.chunk_fields(&p, &c.fields, id);
         }
     }
 
-    fn chunk_fields(&mut self, p: &str, fields: &'a [Field], positive: bool) {
+    /// `parts`: unique names whose Rust types are free, parameters the counts may name, and
+    /// fields as a chunk's.
+    fn parts(&mut self) {
+        let spec = self.spec;
+        let mut taken: HashSet<String> = spec
+            .file
+            .structs
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(spec.file.records.iter().map(|r| r.name.as_str()))
+            .chain(
+                spec.file
+                    .chunks
+                    .iter()
+                    .filter(|c| !c.fields.is_empty())
+                    .map(|c| c.name.as_str()),
+            )
+            .map(crate::rust::camel)
+            .collect();
+        taken.extend(GENERATED_TYPES.iter().map(|t| t.to_string()));
+        for (i, part) in spec.file.parts.iter().enumerate() {
+            let p = format!("parts[{i}]");
+            self.doc(&p, &part.doc);
+            if !is_upper(&part.name) {
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!("part name `{}` must be UPPER_SNAKE", part.name),
+                );
+            } else if !taken.insert(crate::rust::camel(&part.name)) {
+                self.err(
+                    &p,
+                    Some("name"),
+                    format!(
+                        "part `{}` would share its Rust type name with another struct, record, chunk or part",
+                        part.name
+                    ),
+                );
+            }
+            if part.fields.is_empty() {
+                self.err(&p, Some("fields"), "a part has at least one field");
+            }
+            let mut params = Vec::new();
+            for (j, param) in part.params.iter().enumerate() {
+                let pp = format!("{p}.params[{j}]");
+                self.doc(&pp, &param.doc);
+                let clash = [CHUNK_ID_NAME, "ctx", "len", "body_length", "word_size"]
+                    .contains(&param.name.as_str())
+                    || params.contains(&param.name.as_str())
+                    || part.fields.iter().any(|f| f.name == param.name);
+                if !is_lower(&param.name) || clash {
+                    self.err(
+                        &pp,
+                        Some("name"),
+                        format!(
+                            "parameter `{}` must be a unique lower_snake name that no field, \
+                             id, ctx, len, body_length or word_size takes",
+                            param.name
+                        ),
+                    );
+                }
+                params.push(param.name.as_str());
+            }
+            self.chunk_fields(&p, &part.fields, &params);
+        }
+    }
+
+    /// The fields of a chunk or a part; `given` are the integers the counts may name besides
+    /// the fields (the positive chunk's `id`, a part's parameters).
+    fn chunk_fields(&mut self, p: &str, fields: &'a [Field], given: &[&'a str]) {
         let spec = self.spec;
         let mut names = HashSet::new();
-        let mut ints: HashSet<&str> = HashSet::new();
-        if positive {
-            ints.insert(CHUNK_ID_NAME);
-        }
+        let mut ints: HashSet<&str> = given.iter().copied().collect();
         for (j, f) in fields.iter().enumerate() {
             let fp = format!("{p}.fields[{j}]");
             self.doc(&fp, &f.doc);
@@ -2042,7 +2122,6 @@ impl<'a> Checker<'a> {
                 ("layout", f.layout.is_some()),
                 ("count_where", f.count_where.is_some()),
                 ("pairs", f.pairs),
-                ("display", f.display.is_some()),
             ];
             if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
                 self.err(
@@ -2086,6 +2165,27 @@ impl<'a> Checker<'a> {
                 self.err(&fp, Some("type"), format!("unknown type `{}`", f.ty));
                 continue;
             };
+            if let Some(d) = f.display {
+                let fits = match (d, cf.elem, &f.count) {
+                    (Display::Summary, ChunkElem::Int(s), Some(_)) => s != Scalar::U8,
+                    (Display::Summary, ChunkElem::Word(_), Some(_)) => true,
+                    (Display::Summary, _, _) => false,
+                    (_, ChunkElem::Int(s), Some(_)) => s != Scalar::U8,
+                    (_, ChunkElem::Int(_) | ChunkElem::Word(_), _) => true,
+                    _ => false,
+                };
+                if !fits {
+                    self.err(
+                        &fp,
+                        Some("display"),
+                        format!(
+                            "`display` applies to integers and words ({} to arrays of them)",
+                            "`summary` only"
+                        ),
+                    );
+                    continue;
+                }
+            }
             if let ChunkElem::Struct(s) = cf.elem {
                 if spec.fixed_size(&s.fields).is_none() {
                     self.err(

@@ -1489,3 +1489,100 @@ chunks:
         mentions: &["TSC_INFO"],
     });
 }
+
+#[test]
+fn part_type_name_collision() {
+    check(&Case {
+        name: "part_type_name_collision",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+structs:
+  - name: tail
+    doc: A struct whose Rust name is Tail.
+    fields:
+      - { name: value, type: u64, doc: The value. }
+parts:
+  - name: TAIL   # <-
+    doc: A part whose Rust name would be Tail too.
+    fields:
+      - { name: count, type: u32, doc: The count. }
+"#,
+        token: "name",
+        mentions: &["TAIL", "part"],
+    });
+}
+
+#[test]
+fn part_param_named_like_a_field() {
+    check(&Case {
+        name: "part_param_named_like_a_field",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+parts:
+  - name: TAIL
+    doc: A part.
+    params:
+      - name: count   # <-
+        doc: A parameter with a field's name.
+    fields:
+      - { name: count, type: u32, doc: The count. }
+"#,
+        token: "name",
+        mentions: &["count", "parameter"],
+    });
+}
+
+#[test]
+fn part_count_names_unknown_param() {
+    check(&Case {
+        name: "part_count_names_unknown_param",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+parts:
+  - name: TAIL
+    doc: A part.
+    params:
+      - { name: size, doc: The size. }
+    fields:
+      - name: data
+        type: u8
+        count: length   # <-
+        doc: The data.
+"#,
+        token: "count",
+        mentions: &["length"],
+    });
+}
+
+#[test]
+fn chunk_display_summary_on_a_single_value() {
+    check(&Case {
+        name: "chunk_display_summary_on_a_single_value",
+        text: r#"format: demo
+title: Demo
+doc: A demo format.
+revision: 1
+byte_order: little
+chunks:
+  - name: DATA
+    id: -1
+    doc: Data.
+    fields:
+      - name: value
+        type: u32
+        display: summary   # <-
+        doc: One value.
+"#,
+        token: "display",
+        mentions: &["display", "summary"],
+    });
+}

@@ -10,6 +10,7 @@ const SPECS: &[(&str, &str)] = &[
     ("libxl", "libxl.yaml"),
     ("xl", "xl.yaml"),
     ("legacy", "legacy.yaml"),
+    ("core_dump", "core_dump.yaml"),
 ];
 
 fn spec_path(file: &str) -> PathBuf {
@@ -45,6 +46,11 @@ fn x86_state() {
 #[test]
 fn legacy() {
     insta::assert_snapshot!("legacy", markdown::emit(&spec("legacy.yaml")));
+}
+
+#[test]
+fn core_dump() {
+    insta::assert_snapshot!("core_dump", markdown::emit(&spec("core_dump.yaml")));
 }
 
 /// Layouts the committed specs do not (yet) use: unaligned and row-spanning fields, labels

@@ -45,3 +45,8 @@ fn x86_state_rust() {
 fn legacy_rust() {
     insta::assert_snapshot!("legacy_rust", generated("legacy.yaml"));
 }
+
+#[test]
+fn core_dump_rust() {
+    insta::assert_snapshot!("core_dump_rust", generated("core_dump.yaml"));
+}

@@ -19,7 +19,9 @@
 //! - xenmig-sim (feature `sim`): `sim`, the simulated domain, and its device model in [`dm`].
 //! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
 
-pub use xenmig_core::{error, legacy, libxc, libxl, limits, render, wire, x86_state, xl};
+pub use xenmig_core::{
+    core_dump, error, legacy, libxc, libxl, limits, render, wire, x86_state, xl,
+};
 pub use xenmig_stream::{reader, source, verify, writer};
 
 /// `xl save` files (xenmig-stream), and with the `sim` feature the simulated guests' JSON
@@ -31,6 +33,7 @@ pub mod xlfile {
 }
 
 pub use xenmig_convert as convert;
+pub use xenmig_forensics as forensics;
 
 pub use xenmig_drivers::forward_domain;
 pub use xenmig_drivers::{domain, hooks, libxl_stream, migrate, policy, restore, save, x86};

@@ -17,6 +17,7 @@ pub const SCANNED: &[&str] = &[
     "runtime/core/src",
     "runtime/stream/src",
     "runtime/convert/src",
+    "runtime/forensics/src",
     "runtime/drivers/src",
     "runtime/savehelper/src",
     "runtime/sim/src",

@@ -32,6 +32,7 @@ const DOCS: &[(&str, &str)] = &[
     ("spec/xl.yaml", "docs/xl-save-file.md"),
     ("spec/x86_state.yaml", "docs/x86-state.md"),
     ("spec/legacy.yaml", "docs/legacy-stream.md"),
+    ("spec/core_dump.yaml", "docs/core-dump.md"),
 ];
 
 const USAGE: &str = "\

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use crate::wire::{Element, Endian};
+use crate::wire::{DecodeError, Element, Endian};
 
 use crate::{libxc, xl};
 
@@ -471,6 +471,26 @@ enum Bytes {
     Lent(Lent),
 }
 
+/// How to read an array whose count an item's decoder has just read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Take {
+    /// All the elements, then go on decoding.
+    Whole,
+    /// One element at a time (a cut is reported at the element it falls in).
+    Each,
+    /// None: the caller reads or skips the array itself.
+    Stop,
+}
+
+/// How reading an item ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ItemEnd {
+    /// The item is read whole.
+    Done,
+    /// Before an array the caller takes on: `octets` of `field` come next in the input.
+    Array { octets: u64, field: &'static str },
+}
+
 /// Byte source with offset tracking and a small look-ahead for detection.
 struct Input<R> {
     inner: R,
@@ -579,62 +599,74 @@ impl<R: LegacySource> Input<R> {
         fields: &[(usize, &'static str)],
     ) -> Result<[u8; N], LegacyError> {
         let mut raw = [0u8; N];
-        let mut at = 0;
-        for &(end, what) in fields {
-            self.read_exact(&mut raw[at..end], what)?;
-            at = end;
-        }
+        self.read_fields_into(&mut raw, 0, fields)?;
         Ok(raw)
     }
 
-    fn read_array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], LegacyError> {
-        let mut buf = [0u8; N];
-        self.read_exact(&mut buf, what)?;
-        Ok(buf)
-    }
-
-    fn read_u32(&mut self, what: &'static str) -> Result<u32, LegacyError> {
-        Ok(u32::from_le_bytes(self.read_array(what)?))
-    }
-
-    fn read_i32(&mut self, what: &'static str) -> Result<i32, LegacyError> {
-        Ok(i32::from_le_bytes(self.read_array(what)?))
-    }
-
-    fn read_u64(&mut self, what: &'static str) -> Result<u64, LegacyError> {
-        Ok(u64::from_le_bytes(self.read_array(what)?))
-    }
-
-    fn read_ulong(&mut self, width: Width, what: &'static str) -> Result<u64, LegacyError> {
-        match width {
-            Width::Bits32 => self.read_u32(what).map(u64::from),
-            Width::Bits64 => self.read_u64(what),
-        }
-    }
-
-    /// Read `count` ulongs into `out` (cleared first), widened to u64, a block at a time.
-    fn read_ulongs(
+    /// [`Input::read_fields`] into `raw`, from its octet `from` on.
+    fn read_fields_into(
         &mut self,
-        out: &mut Vec<u64>,
-        count: usize,
-        width: Width,
-        what: &'static str,
+        raw: &mut [u8],
+        from: usize,
+        fields: &[(usize, &'static str)],
     ) -> Result<(), LegacyError> {
-        out.clear();
-        let start = self.offset;
-        let size = width.bytes();
-        let needed = (count as u64) * size as u64;
-        // A page's worth of words at a time.
-        let mut block = [0u8; PAGE_SIZE];
-        let mut remaining = count;
-        while remaining > 0 {
-            let n = remaining.min(block.len() / size);
-            let bytes = &mut block[..n * size];
-            self.fill(bytes, what, start, needed)?;
-            out.extend(legacy::Words::new(bytes, size, Endian::Little).iter());
-            remaining -= n;
+        let mut at = from;
+        for &(end, what) in fields {
+            let Some(field) = raw.get_mut(at..end) else {
+                return Err(LegacyError::malformed(
+                    self.offset,
+                    format!("internal: {what} lies outside its struct"),
+                ));
+            };
+            self.read_exact(field, what)?;
+            at = end;
         }
         Ok(())
+    }
+
+    /// Read an item of `spec/legacy.yaml` (a part or a chunk body) into `buf` field by field,
+    /// as its generated decoder asks for the fields; `decode` is that decoder. `take` sees
+    /// each array's count before the elements are read, and says how to read them: a cap is
+    /// checked there. `error` turns a decoder's refusal into a reader error, given where the
+    /// item starts and the octets read so far. Returns where the item starts and how reading
+    /// ended.
+    fn read_item(
+        &mut self,
+        buf: &mut Vec<u8>,
+        decode: impl Fn(&[u8]) -> Result<legacy::ChunkRead<()>, DecodeError>,
+        mut take: impl FnMut(&legacy::Counted, u64) -> Result<Take, LegacyError>,
+        error: impl Fn(u64, &[u8], &DecodeError) -> LegacyError,
+    ) -> Result<(u64, ItemEnd), LegacyError> {
+        let at = self.offset;
+        buf.clear();
+        loop {
+            let (len, field, counted) = match decode(buf) {
+                Ok(legacy::ChunkRead::Done { .. }) => return Ok((at, ItemEnd::Done)),
+                Ok(legacy::ChunkRead::Need {
+                    len,
+                    field,
+                    counted,
+                }) => (len, field, counted),
+                Err(e) => return Err(error(at, buf, &e)),
+            };
+            let mut more = len.saturating_sub(buf.len());
+            if let Some(counted) = counted {
+                match take(&counted, at)? {
+                    Take::Whole => {}
+                    Take::Each => more = more.min(counted.size),
+                    Take::Stop => {
+                        return Ok((
+                            at,
+                            ItemEnd::Array {
+                                octets: counted.count.saturating_mul(counted.size as u64),
+                                field,
+                            },
+                        ))
+                    }
+                }
+            }
+            self.read_more(buf, more, field)?;
+        }
     }
 
     /// Read `len` bytes into `out` (whose length becomes `len`), growing it as the data
@@ -753,12 +785,17 @@ enum State {
     PvP2mFrames,
     Chunks,
     PvUnmapped,
-    PvVcpus { next: u32 },
+    PvVcpus {
+        next: u32,
+    },
     PvSharedInfo,
     HvmMagicPfns,
     HvmContext,
     QemuSignature,
-    QemuData { remaining: Option<u64> },
+    QemuData {
+        remaining: Option<u64>,
+        field: &'static str,
+    },
     Done,
     Failed,
 }
@@ -793,6 +830,7 @@ enum Step {
     EndOfChunks,
     PvVcpu {
         vcpu_id: u32,
+        context_size: usize,
         extended: bool,
         xsave_mask: Option<u64>,
     },
@@ -813,6 +851,49 @@ enum Step {
 /// The context the generated chunk decoders get (only `hvm_param` bodies look at it).
 fn chunk_ctx() -> crate::wire::DecodeCtx {
     crate::wire::DecodeCtx::new(0)
+}
+
+/// Octets after the ext-info marker that guest type detection looks at: PV_EXT_INFO's
+/// `total_size` and the first block's id.
+const DETECT_AFTER_MARKER: usize = std::mem::size_of::<u32>() + legacy::ExtInfoBlock::SIZE_OFFSET;
+
+/// EXT_INFO_MARKER at a `ulong` of `width` octets.
+fn ext_info_marker(width: usize) -> u64 {
+    let bits = (width as u32).saturating_mul(u8::BITS);
+    legacy::EXT_INFO_MARKER
+        .checked_shr(u64::BITS.saturating_sub(bits))
+        .unwrap_or(0)
+}
+
+/// An extended-info block id as messages show it (`"vcpu"`).
+fn ext_info_name(id: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(id))
+}
+
+/// Every array of an item is read whole.
+fn whole(_: &legacy::Counted, _: u64) -> Result<Take, LegacyError> {
+    Ok(Take::Whole)
+}
+
+/// A generated decoder's refusal of a part of `spec/legacy.yaml` that starts at `at`, as a
+/// reader error at the offending field.
+fn part_error(at: u64, _read: &[u8], e: &DecodeError) -> LegacyError {
+    LegacyError::malformed(at + e.offset as u64, format!("{}: {}", e.item, e.detail))
+}
+
+/// The value of an item [`Input::read_item`] read whole, which starts at `at`.
+fn item_value<T>(
+    decoded: Result<legacy::ChunkRead<T>, DecodeError>,
+    at: u64,
+) -> Result<T, LegacyError> {
+    match decoded {
+        Ok(legacy::ChunkRead::Done { value, .. }) => Ok(value),
+        Ok(legacy::ChunkRead::Need { field, .. }) => Err(LegacyError::malformed(
+            at,
+            format!("internal: {field} not read whole"),
+        )),
+        Err(e) => Err(part_error(at, &[], &e)),
+    }
 }
 
 /// A struct of `spec/legacy.yaml` decoded from octets read whole, or an error at `at`.
@@ -845,8 +926,14 @@ fn chunk_error(
 
 /// The C `int` at `at` (a chunk id, a vCPU count), as the little-endian saver wrote it.
 fn signed_word_at(bytes: &[u8], at: usize) -> Option<i32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(<u32 as Element>::read(b, Endian::Little) as i32)
+    unsigned_word_at(bytes, at).map(|w| w as i32)
+}
+
+/// The `u32` at `at`, in the little-endian saver's order.
+fn unsigned_word_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let size = std::mem::size_of::<u32>();
+    let b = bytes.get(at..at.checked_add(size)?)?;
+    Some(<u32 as Element>::read(b, Endian::Little))
 }
 
 /// Guest type from the octets at the start of the legacy stream (`ahead` holds at least
@@ -859,11 +946,13 @@ fn signed_word_at(bytes: &[u8], at: usize) -> Option<i32> {
 fn detect_guest_type(ahead: &[u8], ulong: usize) -> GuestType {
     let signature = ahead
         .get(ulong..2 * ulong)
-        .is_some_and(|s| s.iter().all(|&b| b == 0xFF));
+        .and_then(|s| legacy::Words::new(s, ulong, Endian::Little).get(0))
+        == Some(ext_info_marker(ulong));
     if !signature {
         return GuestType::Hvm;
     }
-    let block_id = ahead.get(2 * ulong + 4..2 * ulong + 8);
+    let id_at = 2 * ulong + std::mem::size_of::<u32>();
+    let block_id = ahead.get(id_at..id_at + legacy::ExtInfoBlock::SIZE_OFFSET);
     let known = [
         &legacy::EXT_INFO_VCPU[..],
         &legacy::EXT_INFO_EXTV[..],
@@ -897,7 +986,7 @@ pub struct LegacyReader<S> {
     body: Vec<u8>,
     /// Where the page data of the last batch is.
     pages: Bytes,
-    extended: [u8; EXTENDED_VCPU_CONTEXT_SIZE],
+    /// The xsave header and area of the last PV vCPU.
     xsave: Vec<u8>,
 }
 
@@ -925,7 +1014,6 @@ impl<S: LegacySource> LegacyReader<S> {
             data: Vec::new(),
             body: Vec::new(),
             pages: Bytes::Copied,
-            extended: [0; EXTENDED_VCPU_CONTEXT_SIZE],
             xsave: Vec::new(),
         }
     }
@@ -1002,13 +1090,17 @@ impl<S: LegacySource> LegacyReader<S> {
             Step::EndOfChunks => Record::EndOfChunks,
             Step::PvVcpu {
                 vcpu_id,
+                context_size,
                 extended,
                 xsave_mask,
             } => Record::PvVcpu {
                 vcpu_id,
-                basic: &self.data,
-                extended: extended.then_some(&self.extended[..]),
-                xsave: xsave_mask.map(|mask| (mask, &self.xsave[..])),
+                basic: self.data.get(..context_size).unwrap_or_default(),
+                extended: extended.then(|| self.data.get(context_size..).unwrap_or_default()),
+                xsave: xsave_mask.map(|mask| {
+                    let area = self.xsave.get(legacy::PvXsave::AREA_OFFSET..);
+                    (mask, area.unwrap_or_default())
+                }),
             },
             Step::SharedInfo => Record::SharedInfo { page: &self.data },
             Step::HvmMagicPfns {
@@ -1020,7 +1112,12 @@ impl<S: LegacySource> LegacyReader<S> {
                 bufioreq_pfn,
                 store_pfn,
             },
-            Step::HvmContext => Record::HvmContext { blob: &self.data },
+            Step::HvmContext => Record::HvmContext {
+                blob: self
+                    .data
+                    .get(legacy::HvmContext::CONTEXT_OFFSET..)
+                    .unwrap_or_default(),
+            },
             Step::QemuHeader { kind, length } => Record::QemuHeader {
                 kind,
                 raw: &self.data,
@@ -1051,18 +1148,13 @@ impl<S: LegacySource> LegacyReader<S> {
                     Some(step) => step,
                     None => continue,
                 },
-                State::PvSharedInfo => {
-                    self.input
-                        .read_vec(&mut self.data, PAGE_SIZE, "PV shared_info page")?;
-                    self.state = State::Done;
-                    Step::SharedInfo
-                }
+                State::PvSharedInfo => self.read_shared_info()?,
                 State::HvmMagicPfns => {
                     use legacy::HvmMagicPfns as P;
                     let raw: [u8; P::SIZE] = self.input.read_fields(&[
-                        (P::BUFIOREQ_PFN_OFFSET, "HVM ioreq pfn"),
-                        (P::STORE_PFN_OFFSET, "HVM bufioreq pfn"),
-                        (P::SIZE, "HVM store pfn"),
+                        (P::BUFIOREQ_PFN_OFFSET, "hvm_magic_pfns.ioreq_pfn"),
+                        (P::STORE_PFN_OFFSET, "hvm_magic_pfns.bufioreq_pfn"),
+                        (P::SIZE, "hvm_magic_pfns.store_pfn"),
                     ])?;
                     let pfns = struct_value(P::decode(&raw, &chunk_ctx()), start)?;
                     self.state = State::HvmContext;
@@ -1074,10 +1166,12 @@ impl<S: LegacySource> LegacyReader<S> {
                 }
                 State::HvmContext => self.read_hvm_context()?,
                 State::QemuSignature => self.read_qemu_signature()?,
-                State::QemuData { remaining } => match self.read_qemu_data(remaining)? {
-                    Some(step) => step,
-                    None => return Ok(None),
-                },
+                State::QemuData { remaining, field } => {
+                    match self.read_qemu_data(remaining, field)? {
+                        Some(step) => step,
+                        None => return Ok(None),
+                    }
+                }
                 State::Done => return Ok(None),
                 State::Failed => {
                     return Err(LegacyError::malformed(
@@ -1090,8 +1184,10 @@ impl<S: LegacySource> LegacyReader<S> {
         }
     }
 
-    /// The xl header, if there is one; `None` moves straight on to the legacy header.
+    /// The xl header, if there is one; `None` moves straight on to the legacy header. The
+    /// fields are where `spec/xl.yaml` puts them; the checks are the ones a legacy body needs.
     fn read_xl_header(&mut self) -> Result<Option<Step>, LegacyError> {
+        use xl::XlHeader as H;
         self.state = State::Header;
         let start = self.input.offset;
         let present = match self.options.xl_header {
@@ -1101,26 +1197,39 @@ impl<S: LegacySource> LegacyReader<S> {
         if !present {
             return Ok(None);
         }
-        let magic: [u8; 32] = self.input.read_array("xl header magic")?;
-        if &magic != XL_MAGIC {
+        let mut raw = [0u8; H::SIZE];
+        self.input
+            .read_fields_into(&mut raw, 0, &[(H::BYTEORDER_OFFSET, "xl_header.magic")])?;
+        let magic = raw.get(H::MAGIC_OFFSET..H::BYTEORDER_OFFSET);
+        if magic != Some(&XL_MAGIC[..]) {
             return Err(LegacyError::malformed(
                 start,
                 format!(
                     "no xl header: expected the xl magic, found {:02x?}",
-                    &magic[..8]
+                    magic.and_then(|m| m.get(..8)).unwrap_or_default()
                 ),
             ));
         }
-        let byteorder_at = self.input.offset;
+        self.input.read_fields_into(
+            &mut raw,
+            H::BYTEORDER_OFFSET,
+            &[
+                (H::MANDATORY_FLAGS_OFFSET, "xl_header.byteorder"),
+                (H::OPTIONAL_FLAGS_OFFSET, "xl_header.mandatory_flags"),
+                (H::OPTIONAL_DATA_LEN_OFFSET, "xl_header.optional_flags"),
+                (H::SIZE, "xl_header.optional_data_len"),
+            ],
+        )?;
+        let word = |at: usize| unsigned_word_at(&raw, at).unwrap_or_default();
         let header = XlHeader {
-            byteorder: self.input.read_u32("xl header byteorder")?,
-            mandatory_flags: self.input.read_u32("xl header mandatory_flags")?,
-            optional_flags: self.input.read_u32("xl header optional_flags")?,
-            optional_data_len: self.input.read_u32("xl header optional_data_len")?,
+            byteorder: word(H::BYTEORDER_OFFSET),
+            mandatory_flags: word(H::MANDATORY_FLAGS_OFFSET),
+            optional_flags: word(H::OPTIONAL_FLAGS_OFFSET),
+            optional_data_len: word(H::OPTIONAL_DATA_LEN_OFFSET),
         };
         if header.byteorder != XL_BYTEORDER {
             return Err(LegacyError::malformed(
-                byteorder_at,
+                start + H::BYTEORDER_OFFSET as u64,
                 format!(
                     "xl header byteorder {:#010x}, expected {XL_BYTEORDER:#010x}",
                     header.byteorder
@@ -1129,7 +1238,7 @@ impl<S: LegacySource> LegacyReader<S> {
         }
         if header.mandatory_flags & XL_MANDATORY_FLAG_STREAMV2 != 0 {
             return Err(LegacyError::malformed(
-                start + xl::XlHeader::MANDATORY_FLAGS_OFFSET as u64,
+                start + H::MANDATORY_FLAGS_OFFSET as u64,
                 "xl header has STREAMv2 set: the body is already a v2 stream, not a legacy one",
             ));
         }
@@ -1137,13 +1246,13 @@ impl<S: LegacySource> LegacyReader<S> {
             header.mandatory_flags & !(XL_MANDATORY_FLAG_JSON | XL_MANDATORY_FLAG_STREAMV2);
         if unknown != 0 {
             return Err(LegacyError::malformed(
-                start + xl::XlHeader::MANDATORY_FLAGS_OFFSET as u64,
+                start + H::MANDATORY_FLAGS_OFFSET as u64,
                 format!("xl header has unknown mandatory flags {unknown:#x}"),
             ));
         }
         if header.optional_data_len > XL_OPTIONAL_DATA_MAX {
             return Err(LegacyError::malformed(
-                start + xl::XlHeader::OPTIONAL_DATA_LEN_OFFSET as u64,
+                start + H::OPTIONAL_DATA_LEN_OFFSET as u64,
                 format!(
                     "xl optional_data_len {:#x} exceeds the cap {XL_OPTIONAL_DATA_MAX:#x}",
                     header.optional_data_len
@@ -1158,21 +1267,23 @@ impl<S: LegacySource> LegacyReader<S> {
         Ok(Some(Step::XlHeader(header)))
     }
 
-    /// Detect what the caller did not give, then read `p2m_size`.
+    /// Detect what the caller did not give, then read the spec's HEADER (`p2m_size`).
     fn read_header(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
         let width = match self.options.width {
             Some(width) => width,
             None => {
-                let ahead = self.input.peek(8)?;
-                match ahead.get(4..8) {
+                // A 64-bit `p2m_size` below 2^32 has four zero octets after its low half.
+                let half = Width::Bits32.bytes();
+                let ahead = self.input.peek(2 * half)?;
+                match ahead.get(half..2 * half) {
                     Some([0, 0, 0, 0]) => Width::Bits64,
                     Some(_) => Width::Bits32,
                     None => {
                         return Err(LegacyError::Truncated {
                             offset: start,
                             what: "legacy header (toolstack width detection)",
-                            needed: 8,
+                            needed: 2 * half as u64,
                             got: ahead.len() as u64,
                         })
                     }
@@ -1183,7 +1294,7 @@ impl<S: LegacySource> LegacyReader<S> {
         let guest_type = match self.options.guest_type {
             Some(guest_type) => guest_type,
             None => {
-                let ahead = self.input.peek(2 * size + 8)?;
+                let ahead = self.input.peek(2 * size + DETECT_AFTER_MARKER)?;
                 if ahead.len() < 2 * size {
                     return Err(LegacyError::Truncated {
                         offset: start,
@@ -1197,7 +1308,15 @@ impl<S: LegacySource> LegacyReader<S> {
         };
         self.width = width;
         self.guest_type = guest_type;
-        let p2m_size = self.input.read_ulong(width, "p2m_size")?;
+        let ctx = chunk_ctx();
+        let (at, _) = self.input.read_item(
+            &mut self.body,
+            |b| legacy::Header::decode(b, size, &ctx).map(|r| r.map(drop)),
+            whole,
+            part_error,
+        )?;
+        let legacy::Header { p2m_size } =
+            item_value(legacy::Header::decode(&self.body, size, &ctx), at)?;
         if p2m_size > MAX_P2M_SIZE {
             return Err(LegacyError::malformed(
                 start,
@@ -1226,34 +1345,42 @@ impl<S: LegacySource> LegacyReader<S> {
     }
 
     fn read_pv_extended_info(&mut self) -> Result<Step, LegacyError> {
-        let start = self.input.offset;
-        let signature = self
-            .input
-            .read_ulong(self.width, "PV extended-info signature")?;
-        let expected = match self.width {
-            Width::Bits32 => u64::from(u32::MAX),
-            Width::Bits64 => u64::MAX,
-        };
-        if signature != expected {
+        use legacy::{ExtInfoBlock as B, PvExtInfo as P, XcntData as X};
+        let ws = self.width.bytes();
+        let ctx = chunk_ctx();
+        let (start, _) = self.input.read_item(
+            &mut self.body,
+            |b| P::decode(b, ws, &ctx).map(|r| r.map(drop)),
+            whole,
+            part_error,
+        )?;
+        let P {
+            marker,
+            total_size: total,
+        } = item_value(P::decode(&self.body, ws, &ctx), start)?;
+        let expected = ext_info_marker(ws);
+        if marker != expected {
             return Err(LegacyError::malformed(
                 start,
                 format!(
-                    "PV extended-info signature {signature:#x}, expected {expected:#x} \
+                    "PV extended-info signature {marker:#x}, expected {expected:#x} \
                      (not a PV stream, or wrong toolstack width {})",
                     self.width
                 ),
             ));
         }
-        let total_at = self.input.offset;
-        let total = self.input.read_u32("PV extended-info total size")?;
+        // `total_size` follows the marker, a `ulong`.
+        let total_at = start + ws as u64;
         let mut consumed: u32 = 0;
         let mut vcpu: Option<u32> = None;
         let mut extended = false;
         let mut xsave_size = 0u32;
+        let vcpu_id = ext_info_name(&legacy::EXT_INFO_VCPU);
+        let xcnt_id = ext_info_name(&legacy::EXT_INFO_XCNT);
         while consumed < total {
             let block_at = self.input.offset;
             let left = total - consumed;
-            if left < legacy::ExtInfoBlock::SIZE as u32 {
+            if left < B::SIZE as u32 {
                 return Err(LegacyError::malformed(
                     block_at,
                     format!(
@@ -1262,12 +1389,11 @@ impl<S: LegacySource> LegacyReader<S> {
                     ),
                 ));
             }
-            use legacy::ExtInfoBlock as B;
             let raw: [u8; B::SIZE] = self.input.read_fields(&[
-                (B::SIZE_OFFSET, "PV extended-info block id"),
-                (B::SIZE, "PV extended-info block size"),
+                (B::SIZE_OFFSET, "ext_info_block.id"),
+                (B::SIZE, "ext_info_block.size"),
             ])?;
-            let B { id, size } = struct_value(B::decode(&raw, &chunk_ctx()), block_at)?;
+            let B { id, size } = struct_value(B::decode(&raw, &ctx), block_at)?;
             let left = left - B::SIZE as u32;
             if size > left {
                 return Err(LegacyError::malformed(
@@ -1284,45 +1410,51 @@ impl<S: LegacySource> LegacyReader<S> {
                     if vcpu.is_some() {
                         return Err(LegacyError::malformed(
                             block_at,
-                            "PV extended-info has a second \"vcpu\" block",
+                            format!("PV extended-info has a second {vcpu_id} block"),
                         ));
                     }
                     if size != VCPU_CONTEXT_SIZE_X86_32 && size != VCPU_CONTEXT_SIZE_X86_64 {
                         return Err(LegacyError::malformed(
                             block_at,
                             format!(
-                                "\"vcpu\" block size {size:#x} gives no guest width: expected \
+                                "{vcpu_id} block size {size:#x} gives no guest width: expected \
                                  {VCPU_CONTEXT_SIZE_X86_32:#x} (32-bit) or {VCPU_CONTEXT_SIZE_X86_64:#x} (64-bit)"
                             ),
                         ));
                     }
                     vcpu = Some(size);
                     self.input
-                        .skip(u64::from(size), "PV extended-info \"vcpu\" block")?;
+                        .skip(u64::from(size), "PV extended-info block data")?;
                 }
                 legacy::EXT_INFO_EXTV => {
                     extended = true;
                     self.input
-                        .skip(u64::from(size), "PV extended-info \"extv\" block")?;
+                        .skip(u64::from(size), "PV extended-info block data")?;
                 }
                 legacy::EXT_INFO_XCNT => {
-                    if size < 4 {
+                    if (size as usize) < X::SIZE {
                         return Err(LegacyError::malformed(
                             block_at,
-                            format!("\"xcnt\" block size {size} is too small for its u32"),
+                            format!("{xcnt_id} block size {size} is too small for its u32"),
                         ));
                     }
                     let value_at = self.input.offset;
-                    let value = self.input.read_u32("PV extended-info \"xcnt\" value")?;
-                    if value != 0 && !(16..=MAX_XSAVE_SIZE).contains(&value) {
+                    let raw: [u8; X::SIZE] = self
+                        .input
+                        .read_fields(&[(X::SIZE, "xcnt_data.xsave_size")])?;
+                    let X { xsave_size: value } = struct_value(X::decode(&raw, &ctx), value_at)?;
+                    let least = legacy::PvXsave::AREA_OFFSET as u32;
+                    if value != 0 && !(least..=MAX_XSAVE_SIZE).contains(&value) {
                         return Err(LegacyError::malformed(
                             value_at,
-                            format!("\"xcnt\" xsave size {value:#x} out of range (16..={MAX_XSAVE_SIZE:#x})"),
+                            format!("{xcnt_id} xsave size {value:#x} out of range ({least}..={MAX_XSAVE_SIZE:#x})"),
                         ));
                     }
                     xsave_size = value;
-                    self.input
-                        .skip(u64::from(size - 4), "PV extended-info \"xcnt\" block")?;
+                    self.input.skip(
+                        u64::from(size) - X::SIZE as u64,
+                        "PV extended-info block data",
+                    )?;
                 }
                 _ => {
                     return Err(LegacyError::malformed(
@@ -1331,12 +1463,12 @@ impl<S: LegacySource> LegacyReader<S> {
                     ))
                 }
             }
-            consumed += legacy::ExtInfoBlock::SIZE as u32 + size;
+            consumed += B::SIZE as u32 + size;
         }
         let Some(vcpu_context_size) = vcpu else {
             return Err(LegacyError::malformed(
                 start,
-                "PV extended-info has no \"vcpu\" block: the guest width is unknown",
+                format!("PV extended-info has no {vcpu_id} block: the guest width is unknown"),
             ));
         };
         let (guest_width, pt_levels) = if vcpu_context_size == VCPU_CONTEXT_SIZE_X86_64 {
@@ -1357,23 +1489,30 @@ impl<S: LegacySource> LegacyReader<S> {
     }
 
     fn read_pv_p2m_frames(&mut self) -> Result<Step, LegacyError> {
+        use legacy::P2mFrameList as L;
         let guest_width = self.pv.map_or(8, |pv| u64::from(pv.guest_width));
-        let frames_per_page = PAGE_SIZE as u64 / guest_width;
+        let (ws, p2m_size) = (self.width.bytes(), self.p2m_size);
+        let ctx = chunk_ctx();
         // p2m_size is 1..=MAX_P2M_SIZE here, so the count is at most 2^18.
-        let count = (self.p2m_size - 1) / frames_per_page + 1;
-        self.input.read_ulongs(
-            &mut self.words,
-            count as usize,
-            self.width,
-            "PV p2m frame list",
+        let (at, _) = self.input.read_item(
+            &mut self.body,
+            |b| L::decode(b, ws, p2m_size, guest_width, &ctx).map(|r| r.map(drop)),
+            whole,
+            part_error,
         )?;
+        let list = item_value(L::decode(&self.body, ws, p2m_size, guest_width, &ctx), at)?;
+        self.words.clear();
+        self.words.extend(list.frames.iter());
         self.state = State::Chunks;
         Ok(Step::PvP2mFrameList)
     }
 
     fn read_chunk(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
-        let id = self.input.read_i32("chunk id")?;
+        let raw: [u8; legacy::CHUNK_ID_SIZE] = self
+            .input
+            .read_fields(&[(legacy::CHUNK_ID_SIZE, "chunk id")])?;
+        let id = signed_word_at(&raw, 0).unwrap_or_default();
         let Some(chunk) = ChunkId::from_i32(id) else {
             return Err(LegacyError::malformed(
                 start,
@@ -1481,29 +1620,20 @@ impl<S: LegacySource> LegacyReader<S> {
     /// as the generated decoder asks for them; the caps are checked on each array's count
     /// before its elements are read. Returns where the body starts.
     fn read_chunk_body(&mut self, start: u64, chunk: ChunkId, id: i32) -> Result<u64, LegacyError> {
-        let body_at = self.input.offset;
-        self.body.clear();
-        loop {
-            let decoded =
-                legacy::ChunkBody::decode(id, &self.body, self.width.bytes(), &chunk_ctx());
-            let (len, field, counted) = match decoded {
-                Ok(legacy::ChunkRead::Done { .. }) => return Ok(body_at),
-                Ok(legacy::ChunkRead::Need {
-                    len,
-                    field,
-                    counted,
-                }) => (len, field, counted),
-                Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
-            };
-            let mut more = len.saturating_sub(self.body.len());
-            if let Some(counted) = counted {
+        let ws = self.width.bytes();
+        let ctx = chunk_ctx();
+        let second_vcpu_info = self.vcpus.is_some();
+        let (body_at, _) = self.input.read_item(
+            &mut self.body,
+            |b| legacy::ChunkBody::decode(id, b, ws, &ctx).map(|r| r.map(drop)),
+            |counted, body_at| {
                 let at = body_at + counted.at as u64;
-                match chunk {
-                    ChunkId::VcpuInfo if self.vcpus.is_some() => {
+                Ok(match chunk {
+                    ChunkId::VcpuInfo if second_vcpu_info => {
                         return Err(LegacyError::malformed(start, "second VCPU_INFO chunk"));
                     }
                     // The vcpu map is read (and a truncation reported) one word at a time.
-                    ChunkId::VcpuInfo => more = more.min(counted.size),
+                    ChunkId::VcpuInfo => Take::Each,
                     ChunkId::Toolstack if counted.count > u64::from(MAX_TOOLSTACK_LENGTH) => {
                         return Err(LegacyError::malformed(
                             at,
@@ -1513,26 +1643,38 @@ impl<S: LegacySource> LegacyReader<S> {
                             ),
                         ));
                     }
-                    _ => {}
-                }
-            }
-            self.input.read_more(&mut self.body, more, field)?;
-        }
+                    _ => Take::Whole,
+                })
+            },
+            |body_at, body, e| chunk_error(chunk, body_at, body, e),
+        )?;
+        Ok(body_at)
     }
 
     fn read_pv_unmapped(&mut self) -> Result<(), LegacyError> {
-        let start = self.input.offset;
-        let count = self.input.read_u32("PV unmapped pfn count")?;
-        if count > MAX_UNMAPPED_PFNS {
-            return Err(LegacyError::malformed(
-                start,
-                format!("PV unmapped pfn count {count:#x} exceeds {MAX_UNMAPPED_PFNS:#x}"),
-            ));
-        }
-        self.input.skip(
-            u64::from(count) * self.width.bytes() as u64,
-            "PV unmapped pfn list",
+        let ws = self.width.bytes();
+        let ctx = chunk_ctx();
+        let (_, end) = self.input.read_item(
+            &mut self.body,
+            |b| legacy::PvUnmapped::decode(b, ws, &ctx).map(|r| r.map(drop)),
+            |counted, at| {
+                if counted.count > u64::from(MAX_UNMAPPED_PFNS) {
+                    return Err(LegacyError::malformed(
+                        at + counted.at as u64,
+                        format!(
+                            "PV unmapped pfn count {:#x} exceeds {MAX_UNMAPPED_PFNS:#x}",
+                            counted.count
+                        ),
+                    ));
+                }
+                // The frames mean nothing to a converter: they are stepped over.
+                Ok(Take::Stop)
+            },
+            part_error,
         )?;
+        if let ItemEnd::Array { octets, field } = end {
+            self.input.skip(octets, field)?;
+        }
         self.state = State::PvVcpus { next: 0 };
         Ok(())
     }
@@ -1548,61 +1690,101 @@ impl<S: LegacySource> LegacyReader<S> {
             self.state = State::PvSharedInfo;
             return Ok(None);
         };
-        self.input.read_vec(
+        let ws = self.width.bytes();
+        let ctx = chunk_ctx();
+        let context_size = u64::from(pv.vcpu_context_size);
+        let extended_size = if pv.extended {
+            u64::from(legacy::EXTENDED_VCPU_CONTEXT_SIZE)
+        } else {
+            0
+        };
+        self.input.read_item(
             &mut self.data,
-            pv.vcpu_context_size as usize,
-            "PV vcpu context",
+            |b| {
+                legacy::PvVcpu::decode(b, ws, context_size, extended_size, &ctx)
+                    .map(|r| r.map(drop))
+            },
+            whole,
+            part_error,
         )?;
-        if pv.extended {
-            self.input
-                .read_exact(&mut self.extended, "PV extended vcpu context")?;
-        }
         let mut xsave_mask = None;
         if pv.xsave_size != 0 {
-            use legacy::XsaveHeader as X;
-            let header_at = self.input.offset;
-            let raw: [u8; X::SIZE] = self.input.read_fields(&[
-                (X::SIZE_OFFSET, "PV xsave mask"),
-                (X::SIZE, "PV xsave size"),
-            ])?;
-            let X { mask, size } = struct_value(X::decode(&raw, &chunk_ctx()), header_at)?;
-            let size_at = header_at + X::SIZE_OFFSET as u64;
-            let expected = u64::from(pv.xsave_size - 16);
-            if size != expected {
-                return Err(LegacyError::malformed(
-                    size_at,
+            use legacy::PvXsave as X;
+            // xcnt is at least the header's size (checked when it was read).
+            let expected = u64::from(pv.xsave_size).saturating_sub(X::AREA_OFFSET as u64);
+            let mismatch = |size: u64, at: u64| {
+                LegacyError::malformed(
+                    at,
                     format!(
-                        "vcpu {vcpu_id} xsave size {size:#x}, expected {expected:#x} (\"xcnt\" {:#x} - 16)",
-                        pv.xsave_size
+                        "vcpu {vcpu_id} xsave size {size:#x}, expected {expected:#x} ({} {:#x} - {})",
+                        ext_info_name(&legacy::EXT_INFO_XCNT),
+                        pv.xsave_size,
+                        X::AREA_OFFSET
                     ),
-                ));
+                )
+            };
+            let (at, _) = self.input.read_item(
+                &mut self.xsave,
+                |b| X::decode(b, ws, &ctx).map(|r| r.map(drop)),
+                |counted, at| match counted.count == expected {
+                    true => Ok(Take::Whole),
+                    false => Err(mismatch(counted.count, at + counted.at as u64)),
+                },
+                part_error,
+            )?;
+            let X { mask, size, .. } = item_value(X::decode(&self.xsave, ws, &ctx), at)?;
+            if size != expected {
+                return Err(mismatch(size, at + X::SIZE_OFFSET as u64));
             }
-            self.input
-                .read_vec(&mut self.xsave, expected as usize, "PV xsave buffer")?;
             xsave_mask = Some(mask);
         }
         self.state = State::PvVcpus { next: vcpu_id + 1 };
         Ok(Some(Step::PvVcpu {
             vcpu_id,
+            context_size: pv.vcpu_context_size as usize,
             extended: pv.extended,
             xsave_mask,
         }))
     }
 
+    fn read_shared_info(&mut self) -> Result<Step, LegacyError> {
+        let ctx = chunk_ctx();
+        let ws = self.width.bytes();
+        self.input.read_item(
+            &mut self.data,
+            |b| legacy::SharedInfo::decode(b, ws, &ctx).map(|r| r.map(drop)),
+            whole,
+            part_error,
+        )?;
+        self.state = State::Done;
+        Ok(Step::SharedInfo)
+    }
+
     fn read_hvm_context(&mut self) -> Result<Step, LegacyError> {
-        let start = self.input.offset;
-        let len = self.input.read_u32("HVM context length")?;
-        if len > MAX_HVM_CONTEXT_LENGTH {
-            return Err(LegacyError::malformed(
-                start,
-                format!("HVM context length {len:#x} exceeds the cap {MAX_HVM_CONTEXT_LENGTH:#x}"),
-            ));
-        }
-        if len == 0 {
+        use legacy::HvmContext as C;
+        let ctx = chunk_ctx();
+        let ws = self.width.bytes();
+        let (start, _) = self.input.read_item(
+            &mut self.data,
+            |b| C::decode(b, ws, &ctx).map(|r| r.map(drop)),
+            |counted, at| {
+                if counted.count > u64::from(MAX_HVM_CONTEXT_LENGTH) {
+                    return Err(LegacyError::malformed(
+                        at + counted.at as u64,
+                        format!(
+                            "HVM context length {:#x} exceeds the cap {MAX_HVM_CONTEXT_LENGTH:#x}",
+                            counted.count
+                        ),
+                    ));
+                }
+                Ok(Take::Whole)
+            },
+            part_error,
+        )?;
+        let C { length, .. } = item_value(C::decode(&self.data, ws, &ctx), start)?;
+        if length == 0 {
             return Err(LegacyError::malformed(start, "HVM context is empty"));
         }
-        self.input
-            .read_vec(&mut self.data, len as usize, "HVM context")?;
         self.state = if self.options.qemu_trailer {
             State::QemuSignature
         } else {
@@ -1612,15 +1794,23 @@ impl<S: LegacySource> LegacyReader<S> {
     }
 
     fn read_qemu_signature(&mut self) -> Result<Step, LegacyError> {
-        let start = self.input.offset;
-        let signature: [u8; QEMU_SIGNATURE_SIZE] = self.input.read_array("qemu signature")?;
+        let ctx = chunk_ctx();
+        let ws = self.width.bytes();
+        let (start, _) = self.input.read_item(
+            &mut self.data,
+            |b| legacy::QemuSignature::decode(b, ws, &ctx).map(|r| r.map(drop)),
+            whole,
+            part_error,
+        )?;
+        let legacy::QemuSignature { signature } =
+            item_value(legacy::QemuSignature::decode(&self.data, ws, &ctx), start)?;
         let kind = [
             QemuRecordKind::DeviceModelRecord0002,
             QemuRecordKind::RemusDeviceModelState,
             QemuRecordKind::QemuDeviceModelRecord,
         ]
         .into_iter()
-        .find(|kind| kind.signature() == &signature);
+        .find(|kind| kind.signature()[..] == signature[..]);
         let Some(kind) = kind else {
             return Err(LegacyError::unsupported(
                 start,
@@ -1630,31 +1820,50 @@ impl<S: LegacySource> LegacyReader<S> {
                 ),
             ));
         };
-        self.data.clear();
-        self.data.extend_from_slice(&signature);
-        let length = match kind {
-            QemuRecordKind::QemuDeviceModelRecord => None,
+        let (length, field) = match kind {
+            QemuRecordKind::QemuDeviceModelRecord => (None, legacy::QemuSignature::NAME),
             _ => {
-                let len_at = self.input.offset;
-                let raw: [u8; 4] = self.input.read_array("qemu record length")?;
-                let len = u32::from_le_bytes(raw);
-                if u64::from(len) > MAX_QEMU_RECORD_LENGTH {
-                    return Err(LegacyError::malformed(
-                        len_at,
-                        format!("qemu record length {len:#x} exceeds the cap {MAX_QEMU_RECORD_LENGTH:#x}"),
-                    ));
-                }
-                self.data.extend_from_slice(&raw);
-                Some(len)
+                let mut length = 0;
+                let (_, end) = self.input.read_item(
+                    &mut self.body,
+                    |b| legacy::QemuRecord::decode(b, ws, &ctx).map(|r| r.map(drop)),
+                    |counted, at| {
+                        if counted.count > MAX_QEMU_RECORD_LENGTH {
+                            return Err(LegacyError::malformed(
+                                at + counted.at as u64,
+                                format!(
+                                    "qemu record length {:#x} exceeds the cap {MAX_QEMU_RECORD_LENGTH:#x}",
+                                    counted.count
+                                ),
+                            ));
+                        }
+                        length = counted.count;
+                        // The state is passed on in pieces as it arrives.
+                        Ok(Take::Stop)
+                    },
+                    part_error,
+                )?;
+                self.data.extend_from_slice(&self.body);
+                let field = match end {
+                    ItemEnd::Array { field, .. } => field,
+                    ItemEnd::Done => legacy::QemuRecord::NAME,
+                };
+                // The cap keeps the length within a u32.
+                (Some(u32::try_from(length).unwrap_or(u32::MAX)), field)
             }
         };
         self.state = State::QemuData {
             remaining: length.map(u64::from),
+            field,
         };
         Ok(Step::QemuHeader { kind, length })
     }
 
-    fn read_qemu_data(&mut self, remaining: Option<u64>) -> Result<Option<Step>, LegacyError> {
+    fn read_qemu_data(
+        &mut self,
+        remaining: Option<u64>,
+        field: &'static str,
+    ) -> Result<Option<Step>, LegacyError> {
         match remaining {
             Some(0) => {
                 self.state = State::Done;
@@ -1662,10 +1871,10 @@ impl<S: LegacySource> LegacyReader<S> {
             }
             Some(left) => {
                 let n = left.min(READ_STEP as u64);
-                self.input
-                    .read_vec(&mut self.data, n as usize, "qemu record data")?;
+                self.input.read_vec(&mut self.data, n as usize, field)?;
                 self.state = State::QemuData {
                     remaining: Some(left - n),
+                    field,
                 };
                 Ok(Some(Step::QemuData))
             }
@@ -1980,5 +2189,63 @@ mod chunk_tests {
                 "67 last",
             ]
         );
+    }
+
+    #[test]
+    fn the_tails_are_read_as_the_spec_parts() {
+        // HVM: END, the three special frames, then an HVM_CONTEXT whose length is cut.
+        let mut c = 0i32.to_le_bytes().to_vec();
+        c.extend_from_slice(&[0; legacy::HvmMagicPfns::SIZE]);
+        c.extend_from_slice(&[9, 0]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset, what, got, ..
+            } => {
+                assert_eq!((offset, what, got), (8 + 4 + 24, "HVM_CONTEXT.length", 2));
+            }
+            e => panic!("{e}"),
+        }
+
+        // The context is cut: reported at its first octet, with its whole length needed.
+        let mut c = 0i32.to_le_bytes().to_vec();
+        c.extend_from_slice(&[0; legacy::HvmMagicPfns::SIZE]);
+        c.extend_from_slice(&9u32.to_le_bytes());
+        c.extend_from_slice(&[1; 5]);
+        let input = hvm(&c);
+        match first_error(&input) {
+            LegacyError::Truncated {
+                offset,
+                what,
+                needed,
+                got,
+            } => {
+                assert_eq!(offset, 8 + 4 + 24 + 4);
+                assert_eq!((what, needed, got), ("HVM_CONTEXT.context", 9, 5));
+            }
+            e => panic!("{e}"),
+        }
+
+        // A whole one reaches the record without its length.
+        let mut c = 0i32.to_le_bytes().to_vec();
+        c.extend_from_slice(&[0; legacy::HvmMagicPfns::SIZE]);
+        c.extend_from_slice(&3u32.to_le_bytes());
+        c.extend_from_slice(b"abc");
+        let input = hvm(&c);
+        let mut r = LegacyReader::new(&input[..], opts());
+        let mut blob = None;
+        while let Ok(Some((_, rec))) = r.next_record() {
+            if let Record::HvmContext { blob: b } = rec {
+                blob = Some(b.to_vec());
+            }
+        }
+        assert_eq!(blob.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn the_ext_info_marker_follows_the_width() {
+        assert_eq!(ext_info_marker(8), u64::MAX);
+        assert_eq!(ext_info_marker(4), u64::from(u32::MAX));
+        assert_eq!(DETECT_AFTER_MARKER, 8);
     }
 }

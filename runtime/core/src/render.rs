@@ -188,6 +188,15 @@ pub fn json(item: &dyn Walk) -> Json {
     fields_json(&fields_of(item))
 }
 
+/// Octets as one lowercase hex string.
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// Runs of consecutive values, in order of appearance: `[0, 1, 2, 7]` gives `(0, 2), (7, 7)`.
 pub fn runs(values: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();

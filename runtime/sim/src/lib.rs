@@ -339,6 +339,40 @@ impl SimDomain {
         self.mem.page(pfn)
     }
 
+    /// Writes `bytes` into guest memory at guest-physical address `paddr` (to plant a
+    /// marker an analysis must find). Every frame it touches must be a populated data page
+    /// (never a page table); on refusal nothing is written and the reason is returned.
+    pub fn plant(&mut self, paddr: u64, bytes: &[u8]) -> Result<(), String> {
+        let end = paddr
+            .checked_add(bytes.len() as u64)
+            .ok_or_else(|| format!("{paddr:#x} + {} octets overflows", bytes.len()))?;
+        let first = paddr >> limits::PAGE_SHIFT;
+        let last = end.saturating_sub(1) >> limits::PAGE_SHIFT;
+        for pfn in first..=last {
+            let t = self.mem.page_type(pfn);
+            if !self.mem.is_populated(pfn) || t != PageType::NOTAB {
+                return Err(format!(
+                    "frame {pfn:#x} is not a populated data page (type {t})"
+                ));
+            }
+        }
+        let mut at = paddr;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let off = (at & limits::PAGE_OFFSET_MASK) as usize;
+            let n = rest.len().min(PAGE_SIZE - off);
+            let (now, later) = rest.split_at(n);
+            self.mem.modify(at >> limits::PAGE_SHIFT, |p| {
+                if let Some(d) = p.get_mut(off..off + n) {
+                    d.copy_from_slice(now);
+                }
+            });
+            at += n as u64;
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// The type of a pfn (XTAB when not populated).
     pub fn page_type(&self, pfn: u64) -> PageType {
         self.mem.page_type(pfn)

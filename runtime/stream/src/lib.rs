@@ -15,4 +15,4 @@ pub mod writer;
 pub mod xlfile;
 
 pub use reader::{Framing, Item, RawRecord, Reader, ReaderOptions};
-pub use verify::{verify_reader, verify_slice, Report, VerifyOptions};
+pub use verify::{verify_reader, verify_reader_observed, verify_slice, Report, VerifyOptions};

@@ -174,8 +174,19 @@ pub fn verify_reader<S: Source>(
     opts: VerifyOptions,
     progress: Progress<'_>,
 ) -> Report {
+    verify_reader_observed(reader, opts, progress, &mut |_| {})
+}
+
+/// [`verify_reader`], handing each item the verifier accepted to `observe` as well (a
+/// consumer that wants the verdict and something of its own from one pass over a pipe).
+pub fn verify_reader_observed<S: Source>(
+    reader: &mut Reader<S>,
+    opts: VerifyOptions,
+    progress: Progress<'_>,
+    observe: &mut dyn FnMut(&Item<'_>),
+) -> Report {
     let mut v = Verifier::new(opts);
-    let result = v.run(reader, progress);
+    let result = v.run(reader, progress, observe);
     v.name_page_types();
     v.report.bytes = reader.examined();
     v.report.framing = reader.framing();
@@ -305,6 +316,7 @@ impl Verifier {
         &mut self,
         reader: &mut Reader<S>,
         progress: Progress<'_>,
+        observe: &mut dyn FnMut(&Item<'_>),
     ) -> Result<(), StreamError> {
         let mut n = 0u64;
         loop {
@@ -325,6 +337,7 @@ impl Verifier {
             };
             let eof = matches!(item, Item::Eof { .. });
             self.item(&item, offset, colo)?;
+            observe(&item);
             if eof {
                 progress(reader.offset());
                 return Ok(());
