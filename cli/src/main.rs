@@ -41,15 +41,14 @@ enum Command {
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),
     /// Write a saved or captured guest's memory and vCPU registers as an ELF core (or Xen
-    /// dump-core, raw, LiME) for Volatility, gdb and crash (exit 0 written, 1 invalid, 2 usage/IO).
+    /// dump-core, raw, LiME) for Volatility, gdb and crash.
     ExtractMemory(forensics::ExtractMemoryArgs),
     /// Write every blob a saved or captured guest carries into a directory: the xl config,
     /// the device model's state and xenstore keys, the HVM context (raw and decoded), each
     /// vCPU's registers and contexts, CPUID/MSR policies, TSC info, HVM params.
     Extract(forensics::ExtractArgs),
     /// Compare two images (two saves, or two checkpoints of one stream): frames added,
-    /// removed and changed, and each state record's changed fields (exit 0 same, 1
-    /// different, 2 trouble).
+    /// removed and changed, and each state record's changed fields.
     Diff(forensics::DiffArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),

@@ -70,6 +70,18 @@ const ENV_NO_COLOR: (&str, &str) = (
      the output is not a terminal.",
 );
 
+const ENV_TMPDIR: (&str, &str) = (
+    "TMPDIR",
+    "Where standard input that is not a regular file (a pipe) is first copied, since the \
+     pages are read back from it: an unnamed file in this directory (default /tmp), gone when \
+     xenmig exits.",
+);
+
+const REFUSED: (&str, &str) = (
+    "1",
+    "The stream is refused: what verify --lenient rejects, with the same rule and offset.",
+);
+
 /// Every command's manual; a test checks that each visible command has one.
 pub const MANUALS: &[Manual] = &[
     Manual {
@@ -81,8 +93,8 @@ pub const MANUALS: &[Manual] = &[
             ),
             (
                 "1",
-                "The stream is invalid or was rejected, or the save, restore or migration \
-                 failed (each command's page says which).",
+                "The stream is invalid or was refused, the two images differ (diff), or the \
+                 save, restore or migration failed; each command's page says which.",
             ),
             USAGE_ERROR,
         ],
@@ -211,6 +223,74 @@ pub const MANUALS: &[Manual] = &[
             ),
         ],
         see_also: &["xenmig-verify(1)"],
+    },
+    Manual {
+        path: &["extract-memory"],
+        exit: &[
+            ("0", "The dump was written."),
+            REFUSED,
+            (
+                "2",
+                "Usage error, or reading or writing failed; no partial dump is left at the \
+                 output path.",
+            ),
+        ],
+        env: &[ENV_TMPDIR],
+        examples: &[
+            (
+                "An ELF core of a save file, for Volatility, gdb or crash:",
+                "xenmig extract-memory guest.save -o guest.elf",
+            ),
+            (
+                "The second checkpoint of a Remus stream, as a sparse raw image:",
+                "xenmig extract-memory remus.stream --checkpoint 2 --format raw -o guest.raw",
+            ),
+            (
+                "From a pipe, as LiME:",
+                "zcat guest.save.gz | xenmig extract-memory - --format lime -o guest.lime",
+            ),
+        ],
+        see_also: &["xenmig-extract(1)", "xenmig-diff(1)"],
+    },
+    Manual {
+        path: &["extract"],
+        exit: &[("0", "Every file was written."), REFUSED, USAGE_ERROR],
+        env: &[ENV_TMPDIR],
+        examples: &[
+            (
+                "The config, device model state, registers and policies of a save file:",
+                "xenmig extract guest.save guest-state",
+            ),
+            (
+                "Those of the third checkpoint of a COLO stream:",
+                "xenmig extract colo.stream --checkpoint 3 checkpoint-3",
+            ),
+        ],
+        see_also: &["xenmig-extract-memory(1)", "xenmig-diff(1)"],
+    },
+    Manual {
+        path: &["diff"],
+        exit: &[
+            ("0", "The two images are the same."),
+            ("1", "They differ."),
+            (
+                "2",
+                "Usage error, an input that is refused or cannot be read, or standard output \
+                 that cannot be written.",
+            ),
+        ],
+        env: &[ENV_TMPDIR],
+        examples: &[
+            (
+                "What changed between two saves of a guest:",
+                "xenmig diff monday.save tuesday.save",
+            ),
+            (
+                "Between checkpoints 1 and 5 of one Remus stream, as JSON:",
+                "xenmig diff --checkpoint-a 1 --checkpoint-b 5 --json remus.stream remus.stream",
+            ),
+        ],
+        see_also: &["xenmig-extract(1)", "xenmig-verify(1)"],
     },
     Manual {
         path: &["sim"],
@@ -770,7 +850,7 @@ mod tests {
                                 );
                             }
                         }
-                        "cat" | "head" => {}
+                        "cat" | "zcat" | "head" => {}
                         other => panic!("{line}: an example running `{other}`"),
                     }
                 }
