@@ -118,13 +118,23 @@ pub fn run(a: Args) -> ExitCode {
 
 /// Entry point when the binary is started as `convert-legacy-stream`.
 pub fn main_as_reference() -> ExitCode {
-    let matches = match Reference::command().try_get_matches() {
+    let matches = match reference_command().try_get_matches() {
         Ok(m) => m,
         Err(e) => return ExitCode::from(usage_error(e)),
     };
     match Reference::from_arg_matches(&matches) {
         Ok(r) => ExitCode::from(convert(&r.args, "convert-legacy-stream")),
         Err(e) => ExitCode::from(usage_error(e)),
+    }
+}
+
+/// The command line of `convert-legacy-stream`, its help ending with `convert-legacy`'s
+/// manual (exit status, environment, examples).
+pub fn reference_command() -> clap::Command {
+    let cmd = Reference::command();
+    match crate::manual::manual(&["convert-legacy"]) {
+        Some(m) => cmd.after_long_help(crate::manual::help_text(m)),
+        None => cmd,
     }
 }
 

@@ -4,13 +4,15 @@
 //! converter of that name, so `LIBXL_CONVERT_HELPER` can point at it. Started as
 //! `libxl-save-helper`, it is libxl's save/restore helper (`LIBXL_SAVE_HELPER`).
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod convert_legacy;
 mod forensics;
 mod inspect;
 mod io;
+mod manual;
 mod out;
 mod progress;
 mod render;
@@ -30,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a stream against every rule of the formats (exit 0 valid, 1 invalid, 2 usage/IO).
+    /// Check a stream against every rule of the formats.
     Verify(inspect::VerifyArgs),
     /// Describe a stream: guest, versions, framing, records, pages, vcpus, checkpoints.
     Info(inspect::InfoArgs),
@@ -39,24 +41,48 @@ enum Command {
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),
     /// Write a saved or captured guest's memory and vCPU registers as an ELF core (or Xen
-    /// dump-core, raw, LiME) for Volatility, gdb and crash (exit 0 written, 1 invalid, 2 usage/IO).
+    /// dump-core, raw, LiME) for Volatility, gdb and crash.
     ExtractMemory(forensics::ExtractMemoryArgs),
     /// Write every blob a saved or captured guest carries into a directory: the xl config,
     /// the device model's state and xenstore keys, the HVM context (raw and decoded), each
     /// vCPU's registers and contexts, CPUID/MSR policies, TSC info, HVM params.
     Extract(forensics::ExtractArgs),
     /// Compare two images (two saves, or two checkpoints of one stream): frames added,
-    /// removed and changed, and each state record's changed fields (exit 0 same, 1
-    /// different, 2 trouble).
+    /// removed and changed, and each state record's changed fields.
     Diff(forensics::DiffArgs),
     /// Save and restore simulated domains with xenmig's drivers.
     Sim(sim::SimArgs),
-    /// libxl's save/restore helper (--save-domain ... | --restore-domain ...), as
-    /// LIBXL_SAVE_HELPER runs it.
+    /// libxl's save/restore helper, as LIBXL_SAVE_HELPER runs it.
+    #[command(override_usage = save_helper::SYNOPSIS, long_about = save_helper::ABOUT)]
     SaveHelper {
-        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        #[arg(
+            num_args = 0..,
+            allow_hyphen_values = true,
+            trailing_var_arg = true,
+            hide = true
+        )]
         args: Vec<String>,
     },
+    /// Print a shell completion script for xenmig.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+// `xenmig manpages DIR`, for packaging. Parsed on its own, outside `Cli`, so that neither
+// `--help`, the completion scripts nor the pages themselves offer it.
+#[derive(Parser)]
+#[command(
+    name = "xenmig manpages",
+    bin_name = "xenmig manpages",
+    about = "Write the manual pages (xenmig.1 and one per subcommand) into DIR"
+)]
+struct ManpagesCli {
+    /// Where the pages go (created if missing).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +104,20 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("save-helper") {
         save_helper::main(argv.get(1..).unwrap_or_default());
     }
-    let cli = match Cli::try_parse() {
+    if argv.get(1).map(String::as_str) == Some("manpages") {
+        return match ManpagesCli::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(m) => out::finish(manual::manpages(&m.dir)),
+            Err(e) => {
+                let _ = e.print();
+                ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+            }
+        };
+    }
+    let mut cmd = manual::command();
+    let parsed = cmd
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd)));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -101,6 +140,7 @@ fn main() -> ExitCode {
                 .collect();
             save_helper::main(&argv)
         }
+        Command::Completions { shell } => manual::completions(shell),
     };
     // Output that could not be written is an error, whatever the command concluded.
     out::finish(code)

@@ -12,15 +12,18 @@ use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use xenmig::savehelper::{self, Args, BackendSpec, Outcome, Pipe, BACKEND_ENV};
 
-const USAGE: &str = "\
-usage: xenmig save-helper --save-domain IO_FD RECV_FD DOMID XCFLAGS CBFLAGS STREAM_TYPE
+/// The helper's two command lines, as libxl passes them (the subcommand's usage line).
+pub const SYNOPSIS: &str = "\
+xenmig save-helper --save-domain IO_FD RECV_FD DOMID XCFLAGS CBFLAGS STREAM_TYPE
        xenmig save-helper --restore-domain IO_FD SEND_BACK_FD DOMID STORE_EVTCHN STORE_DOMID \\
-                          CONSOLE_EVTCHN CONSOLE_DOMID CBFLAGS STREAM_TYPE
+                          CONSOLE_EVTCHN CONSOLE_DOMID CBFLAGS STREAM_TYPE";
 
-A drop-in libxl-save-helper: libxl starts it with these arguments (set LIBXL_SAVE_HELPER) and
-talks to it over stdin/stdout. XENMIG_SAVE_HELPER_BACKEND chooses the domain: `xen` (the
-default; needs a build with the Xen backend) or `sim[:GUEST,WIDTH,MEMORY,VCPUS,key=value...]`,
-e.g. sim:pv,64,128M,2,seed=1 (keys: seed, dirty, bandwidth; flag: nologdirty).";
+/// What the subcommand's help and manual page say about it.
+pub const ABOUT: &str = "\
+A drop-in libxl-save-helper: libxl starts it with these arguments (set LIBXL_SAVE_HELPER, or
+start the binary as libxl-save-helper) and talks to it over standard input and output. The
+stream and back-channel descriptors are inherited from libxl. XENMIG_SAVE_HELPER_BACKEND
+chooses the domain it works on: the real one (the default), or a simulated one.";
 
 /// An fd the process inherited, as a `File` that is never closed by us.
 fn inherited(fd: i32) -> ManuallyDrop<File> {
@@ -62,6 +65,15 @@ fn setup_save_signals(io_fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `xenmig save-helper --help`: the subcommand's long help, manual sections included.
+fn help_text() -> String {
+    let mut cmd = crate::manual::command();
+    match cmd.find_subcommand_mut("save-helper") {
+        Some(sub) => sub.render_long_help().to_string(),
+        None => format!("usage: {SYNOPSIS}\n\n{ABOUT}"),
+    }
+}
+
 /// Runs the helper with the whole argv (argv[0] is the program or `save-helper`); never returns.
 pub fn main(argv: &[String]) -> ! {
     let args = match Args::parse(argv) {
@@ -72,7 +84,7 @@ pub fn main(argv: &[String]) -> ! {
                 None | Some("--help" | "-h")
             );
             if help {
-                let code = match crate::out::print(&format!("{USAGE}\n")) {
+                let code = match crate::out::print(&format!("{}\n", help_text())) {
                     Ok(()) => 0,
                     Err(e) => {
                         eprintln!("xenmig save-helper: cannot write to standard output: {e}");
@@ -82,7 +94,7 @@ pub fn main(argv: &[String]) -> ! {
                 std::process::exit(code);
             }
             // The C helper asserts on argv libxl would never pass.
-            eprintln!("xenmig save-helper: {e}\n{USAGE}");
+            eprintln!("xenmig save-helper: {e}\nusage: {SYNOPSIS}");
             std::process::exit(savehelper::EXIT_FAIL.into());
         }
     };

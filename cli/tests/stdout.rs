@@ -38,6 +38,8 @@ fn printing_commands(file: &str) -> Vec<Vec<String>> {
         vec!["dump", "--json", file],
         vec!["sim", "restore", file],
         vec!["sim", "save", "--memory", "1M", "-o", "/dev/null"],
+        vec!["completions", "bash"],
+        vec!["completions", "zsh"],
     ];
     cmds.into_iter()
         .map(|c| c.into_iter().map(str::to_string).collect())

@@ -10,6 +10,8 @@
 //!   with xenmig as libxl's save helper (`realxen.rs`).
 //! - `bench`: end-to-end benchmarks of the `xenmig` binary against `cat`, then criterion.
 //! - `fuzz`: seeds and runs the cargo-fuzz targets in `fuzz/`, one after the other (`fuzz.rs`).
+//! - `deb`: the Debian package of xenmig; `deb-test`: installs, checks and removes it
+//!   (`deb.rs`).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
+mod deb;
 mod fuzz;
 mod layers;
 mod literals;
@@ -45,6 +48,9 @@ commands:
           (see `cargo xtask realxen --help`)
   bench   benchmark xenmig against cat and memcpy (see `cargo xtask bench --help`)
   fuzz    run each cargo-fuzz target for a while (see `cargo xtask fuzz --help`)
+  deb     build xenmig with the xen feature and package it as
+          target/deb/xenmig_<version>_<arch>.deb (see `cargo xtask deb --help`)
+  deb-test  build the package, install it, check it and remove it again (root)
   help    show this message";
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Some("realxen") => realxen::main(&root(), &rest),
         Some("bench") => bench::run(&root(), &rest),
         Some("fuzz") => fuzz::run(&root(), &rest),
+        Some("deb") => deb::run(&root(), &rest),
+        Some("deb-test") => deb::test(&root(), &rest),
         // The two ends of the plain TCP copy `bench` compares migration with.
         Some("tcp-sink") => bench::tcp_sink(&rest),
         Some("tcp-source") => bench::tcp_source(&rest),
