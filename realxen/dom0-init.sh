@@ -10,7 +10,7 @@
 # second disk before the machine powers off.
 export PATH=/usr/lib/xenmig:/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root
-XENMIG=/usr/lib/xenmig/xenmig
+XENMIG=/usr/bin/xenmig
 HELPER=/usr/lib/xenmig/libxl-save-helper
 CON=/var/log/xen/console
 

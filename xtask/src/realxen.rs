@@ -237,9 +237,19 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         setup(&work)?;
     }
     let xenmig = build_xenmig(root, opts.asan)?;
+    // dom0 gets xenmig the way an operator does: from its Debian package (an ASan build has
+    // no package, and is copied in at the package's paths).
+    let package = if opts.asan {
+        None
+    } else {
+        Some(crate::deb::build(root)?)
+    };
     let probe = build_probe(root)?;
-    step(&format!("dom0 initramfs with {}", xenmig.display()));
-    build_initramfs(root, &work, &xenmig, &probe)?;
+    match &package {
+        Some(p) => step(&format!("dom0 initramfs with the package {}", p.display())),
+        None => step(&format!("dom0 initramfs with {}", xenmig.display())),
+    }
+    build_initramfs(root, &work, &xenmig, package.as_deref(), &probe)?;
     let setup_time = t0.elapsed();
 
     let runs = run_names(&opts.scenarios);
@@ -443,6 +453,9 @@ const NEEDED: &[(&str, &str)] = &[
     ("/usr/bin/cpio", "cpio"),
     ("/sbin/depmod", "kmod"),
     ("/usr/include/xenctrl.h", "libxen-dev"),
+    // The package dom0 installs xenmig from (`cargo xtask deb`).
+    ("/usr/bin/dpkg-shlibdeps", "dpkg-dev"),
+    ("/usr/bin/strip", "binutils"),
 ];
 
 fn setup(work: &Path) -> Result<()> {
@@ -682,7 +695,13 @@ fn cpio_gz(dir: &Path, out: &Path, level: u32) -> Result<()> {
     sh(Command::new("sh").arg("-c").arg(script).current_dir(dir))
 }
 
-fn build_initramfs(root: &Path, work: &Path, xenmig: &Path, probe: &Path) -> Result<()> {
+fn build_initramfs(
+    root: &Path,
+    work: &Path,
+    xenmig: &Path,
+    package: Option<&Path>,
+    probe: &Path,
+) -> Result<()> {
     let scripts = root.join("realxen");
     let stage = work.join("stage");
     let kver = fs::read_to_string(stage.join("KVER"))
@@ -753,14 +772,33 @@ fn build_initramfs(root: &Path, work: &Path, xenmig: &Path, probe: &Path) -> Res
     sh(Command::new("cp")
         .args(["-rL", "/usr/share/qemu/keymaps"])
         .arg(d.join("usr/share/qemu/")))?;
-    // xenmig, stripped, as itself and as libxl-save-helper (argv[0] dispatch).
+    // xenmig: the package unpacked as dpkg installs it (/usr/bin/xenmig, and
+    // /usr/lib/xenmig/libxl-save-helper and convert-legacy-stream as links to it); an ASan
+    // build, which has no package, copied to the same paths.
     let helper_dir = d.join("usr/lib/xenmig");
-    fs::copy(xenmig, helper_dir.join("xenmig"))?;
-    sh(Command::new("strip")
-        .arg("--strip-debug")
-        .arg(helper_dir.join("xenmig")))?;
-    symlink("xenmig", helper_dir.join("libxl-save-helper"))?;
-    bins.push(xenmig.to_path_buf());
+    let installed = d.join("usr/bin/xenmig");
+    match package {
+        Some(deb) => {
+            sh(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&d))?;
+            for link in ["libxl-save-helper", "convert-legacy-stream"] {
+                let l = helper_dir.join(link);
+                if fs::canonicalize(&l).ok() != fs::canonicalize(&installed).ok() {
+                    bail!(
+                        "the package's {} does not lead to /usr/bin/xenmig",
+                        l.display()
+                    );
+                }
+            }
+        }
+        None => {
+            fs::create_dir_all(d.join("usr/bin"))?;
+            fs::copy(xenmig, &installed)?;
+            sh(Command::new("strip").arg("--strip-debug").arg(&installed))?;
+            symlink("../../bin/xenmig", helper_dir.join("libxl-save-helper"))?;
+            symlink("../../bin/xenmig", helper_dir.join("convert-legacy-stream"))?;
+        }
+    }
+    bins.push(installed);
     fs::copy(probe, helper_dir.join("realxen-probe"))?;
     bins.push(probe.to_path_buf());
     let mut libs: Vec<PathBuf> = Vec::new();
