@@ -115,6 +115,16 @@ impl LegacyError {
         }
     }
 
+    /// What went wrong, in a word: `truncated`, `malformed`, `unsupported` or `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LegacyError::Truncated { .. } => "truncated",
+            LegacyError::Malformed { .. } => "malformed",
+            LegacyError::Unsupported { .. } => "unsupported",
+            LegacyError::Io { .. } => "io",
+        }
+    }
+
     /// The reference converter's exit status: 2 for unsupported features, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
