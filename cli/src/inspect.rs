@@ -1,4 +1,5 @@
-//! `xenmig verify`, `info` and `dump`: check a stream, describe it, list its records.
+//! `xenmig verify`, `info` and `dump`: check a stream, describe it, list its records (or, for
+//! `dump`, the chunks and parts of a legacy stream).
 //!
 //! Regular files are memory-mapped and read in place (the verifier never touches the page
 //! octets it does not need); pipes, stdin and descriptors of pipes are read through the
