@@ -87,7 +87,7 @@ struct Reference {
     args: Args,
 }
 
-fn parse_width(s: &str) -> Result<Width, String> {
+pub(crate) fn parse_width(s: &str) -> Result<Width, String> {
     match s {
         "32" => Ok(Width::Bits32),
         "64" => Ok(Width::Bits64),
@@ -95,7 +95,7 @@ fn parse_width(s: &str) -> Result<Width, String> {
     }
 }
 
-fn parse_guest_type(s: &str) -> Result<GuestType, String> {
+pub(crate) fn parse_guest_type(s: &str) -> Result<GuestType, String> {
     match s {
         "pv" => Ok(GuestType::Pv),
         "hvm" => Ok(GuestType::Hvm),

@@ -1,4 +1,5 @@
-//! `xenmig verify`, `info` and `dump`: check a stream, describe it, list its records.
+//! `xenmig verify`, `info` and `dump`: check a stream, describe it, list its records (or, for
+//! `dump`, the chunks and parts of a legacy stream).
 //!
 //! Regular files are memory-mapped and read in place (the verifier never touches the page
 //! octets it does not need); pipes, stdin and descriptors of pipes are read through the
@@ -14,6 +15,10 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
+use xenmig::convert::legacy::{
+    GuestType, LegacyError, LegacyReader, LegacySource, ReaderOptions as LegacyOptions, Width,
+};
+use xenmig::convert::MappedFile;
 use xenmig::error::ErrorKind;
 use xenmig::forensics::cpu::mode_text;
 use xenmig::forensics::{Tracker, VcpuRegs, Which};
@@ -22,7 +27,7 @@ use xenmig::source::{MappedSource, ReadSource, SliceSource, Source};
 use xenmig::verify::verify_reader_observed;
 use xenmig::verify::Report;
 use xenmig::wire::Strictness;
-use xenmig::{libxc, verify_reader, Layer, StreamError, VerifyOptions};
+use xenmig::{libxc, verify_reader, xl, Layer, StreamError, VerifyOptions};
 
 /// Exit status of a valid stream.
 const EXIT_VALID: u8 = 0;
@@ -157,6 +162,28 @@ pub struct DumpArgs {
     /// Also print the contents of every page (hexdump lines; hex strings in JSON).
     #[arg(long)]
     pages: bool,
+    /// Read the input as a legacy (Xen 4.5 and older) stream. Without it, an input that opens
+    /// with no xl, libxl or libxc image header, or with an xl header whose STREAMv2 flag is
+    /// clear, is read as one.
+    #[arg(long, conflicts_with_all = ["format", "colo"])]
+    legacy: bool,
+    /// Legacy: width of the saving toolstack, in bits (detected when left out; implies
+    /// --legacy).
+    #[arg(short = 'w', long, value_name = "32|64", value_parser = crate::convert_legacy::parse_width, conflicts_with_all = ["format", "colo"])]
+    width: Option<Width>,
+    /// Legacy: type of guest in the stream (detected when left out; implies --legacy).
+    #[arg(
+        short = 'g',
+        long = "guest-type",
+        visible_alias = "guest",
+        value_name = "pv|hvm",
+        value_parser = crate::convert_legacy::parse_guest_type,
+        conflicts_with_all = ["format", "colo"]
+    )]
+    guest_type: Option<GuestType>,
+    /// Legacy: no qemu record follows an HVM stream's context.
+    #[arg(long = "skip-qemu")]
+    skip_qemu: bool,
     /// The stream to list, or - for standard input.
     #[arg(value_name = "FILE|-")]
     file: String,
@@ -224,10 +251,24 @@ fn run_on<J: Job>(
     show_progress: bool,
     job: J,
 ) -> io::Result<J::Out> {
-    let opened = match (input, stdin_file()) {
-        (Input::Stdin, Some(f)) => Opened::File(f),
-        _ => input.open()?,
-    };
+    run_opened(open_input(input)?, opts, show_progress, job)
+}
+
+/// Opens `input`: standard input that is a regular file as that file.
+fn open_input(input: &Input) -> io::Result<Opened> {
+    match (input, stdin_file()) {
+        (Input::Stdin, Some(f)) => Ok(Opened::File(f)),
+        _ => input.open(),
+    }
+}
+
+/// [`run_on`] for an input already opened.
+fn run_opened<J: Job>(
+    opened: Opened,
+    opts: ReadMode,
+    show_progress: bool,
+    job: J,
+) -> io::Result<J::Out> {
     match opened {
         Opened::File(f) => match map_file(f) {
             Ok(Mapped {
@@ -707,7 +748,29 @@ pub fn dump(a: DumpArgs) -> ExitCode {
         json: a.json,
         pages: a.pages,
     };
-    let result = match run_on(&input, a.read.reader_options(), show_progress, job) {
+    let opened = match open_input(&input) {
+        Ok(o) => o,
+        Err(e) => return cannot_open(&input, &e),
+    };
+    let asked = a.legacy || a.width.is_some() || a.guest_type.is_some();
+    let (opened, legacy) = match (asked, a.read.format.0) {
+        (true, _) => (opened, Some(None)),
+        (false, None) => match legacy_head(opened) {
+            Ok((opened, why)) => (opened, why.map(Some)),
+            Err(e) => return cannot_open(&input, &e),
+        },
+        (false, Some(_)) => (opened, None),
+    };
+    if let Some(why) = legacy {
+        let options = LegacyOptions {
+            width: a.width,
+            guest_type: a.guest_type,
+            xl_header: None,
+            qemu_trailer: !a.skip_qemu,
+        };
+        return dump_legacy(&input, opened, options, why, job);
+    }
+    let result = match run_opened(opened, a.read.reader_options(), show_progress, job) {
         Ok(r) => r,
         Err(e) => return cannot_open(&input, &e),
     };
@@ -768,9 +831,12 @@ impl Job for DumpJob {
 /// One dump line, before rendering.
 struct Entry<'a> {
     offset: u64,
-    layer: Option<Layer>,
+    /// The layer (`libxc`, ...), or `legacy` for an item of a legacy stream.
+    layer: Option<&'static str>,
     index: Option<u64>,
     record_type: Option<u32>,
+    /// A legacy chunk's id.
+    chunk_id: Option<i32>,
     name: String,
     length: u64,
     fields: Fields,
@@ -797,9 +863,10 @@ impl DumpJob {
                 optional_data,
             } => Entry {
                 offset: *offset,
-                layer: Some(Layer::Xl),
+                layer: Some(Layer::Xl.as_str()),
                 index: None,
                 record_type: None,
+                chunk_id: None,
                 name: "xl_header".into(),
                 length: (xenmig::xl::XlHeader::SIZE + optional_data.len()) as u64,
                 fields: render::xl_header(header, optional_data),
@@ -807,9 +874,10 @@ impl DumpJob {
             },
             Item::LibxlHeader { offset, header } => Entry {
                 offset: *offset,
-                layer: Some(Layer::Libxl),
+                layer: Some(Layer::Libxl.as_str()),
                 index: None,
                 record_type: None,
+                chunk_id: None,
                 name: "libxl_header".into(),
                 length: xenmig::libxl::LibxlHeader::SIZE as u64,
                 fields: render::fields_of(header),
@@ -817,9 +885,10 @@ impl DumpJob {
             },
             Item::ImageHeader { offset, header } => Entry {
                 offset: *offset,
-                layer: Some(Layer::Libxc),
+                layer: Some(Layer::Libxc.as_str()),
                 index: None,
                 record_type: None,
+                chunk_id: None,
                 name: "image_header".into(),
                 length: libxc::ImageHeader::SIZE as u64,
                 fields: render::fields_of(header),
@@ -827,9 +896,10 @@ impl DumpJob {
             },
             Item::DomainHeader { offset, header } => Entry {
                 offset: *offset,
-                layer: Some(Layer::Libxc),
+                layer: Some(Layer::Libxc.as_str()),
                 index: None,
                 record_type: None,
+                chunk_id: None,
                 name: "domain_header".into(),
                 length: libxc::DomainHeader::SIZE as u64,
                 fields: render::fields_of(header),
@@ -857,9 +927,10 @@ impl DumpJob {
                 };
                 Entry {
                     offset: rec.offset,
-                    layer: Some(rec.layer),
+                    layer: Some(rec.layer.as_str()),
                     index: Some(rec.index),
                     record_type: Some(rec.record_type),
+                    chunk_id: None,
                     name: rec.type_name(),
                     length: rec.body.len() as u64,
                     fields,
@@ -873,6 +944,7 @@ impl DumpJob {
                     layer: None,
                     index: None,
                     record_type: None,
+                    chunk_id: None,
                     name: "trailing".into(),
                     length: data.len() as u64,
                     fields: vec![("text", Val::Str(text))],
@@ -911,11 +983,14 @@ impl DumpJob {
             line,
             "{:#010x}  {:<5}  {:>6}  {:<26} len {:<8}",
             e.offset,
-            e.layer.map_or("-", Layer::as_str),
+            e.layer.unwrap_or("-"),
             index,
             e.name,
             e.length
         );
+        if let Some(id) = e.chunk_id {
+            let _ = write!(line, " id={id}");
+        }
         if e.fields.is_empty() {
             line.truncate(line.trim_end().len());
         } else {
@@ -933,13 +1008,16 @@ impl DumpJob {
         let mut obj = serde_json::Map::new();
         obj.insert("offset".into(), json!(e.offset));
         if let Some(l) = e.layer {
-            obj.insert("layer".into(), json!(l.as_str()));
+            obj.insert("layer".into(), json!(l));
         }
         if let Some(i) = e.index {
             obj.insert("index".into(), json!(i));
         }
         if let Some(t) = e.record_type {
             obj.insert("type".into(), json!(t));
+        }
+        if let Some(id) = e.chunk_id {
+            obj.insert("id".into(), json!(id));
         }
         obj.insert("name".into(), json!(e.name));
         obj.insert("length".into(), json!(e.length));
@@ -956,5 +1034,167 @@ impl DumpJob {
         }
         line.push_str(&serde_json::Value::Object(obj).to_string());
         line.push('\n');
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dump of a legacy stream
+
+/// Octets looked at to tell a legacy stream from a v2 one: an xl header's fixed part.
+const HEAD: usize = xl::XlHeader::SIZE;
+
+/// Why an input whose framing was not given is read as a legacy stream, from its first
+/// octets: `None` when they open a v2 stream. Gives the input back, with the octets looked at
+/// still to be read.
+fn legacy_head(opened: Opened) -> io::Result<(Opened, Option<&'static str>)> {
+    let mut head = Vec::with_capacity(HEAD);
+    let opened = match opened {
+        Opened::File(mut f) => {
+            use std::os::unix::fs::FileExt;
+            let at = f.stream_position()?;
+            head.resize(HEAD, 0);
+            let mut got = 0;
+            while got < HEAD {
+                match f.read_at(&mut head[got..], at + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            head.truncate(got);
+            Opened::File(f)
+        }
+        Opened::Stream(mut r) => {
+            (&mut r).take(HEAD as u64).read_to_end(&mut head)?;
+            let again = io::Cursor::new(head.clone());
+            Opened::Stream(Box::new(again.chain(r)))
+        }
+    };
+    let why = match Framing::detect(&head) {
+        None => Some("the input opens with no xl, libxl or libxc image header"),
+        Some(Framing::Xl) => {
+            let ctx = xenmig::wire::DecodeCtx::new(0).with_strictness(Strictness::Lenient);
+            // A header that does not decode is left to the v2 reader to report.
+            match xl::XlHeader::decode(&head, &ctx) {
+                Ok(h) if !h.mandatory_flags.contains(xl::XlMandatoryFlags::STREAMV2) => {
+                    Some("the xl header's STREAMv2 flag is clear")
+                }
+                _ => None,
+            }
+        }
+        Some(_) => None,
+    };
+    Ok((opened, why))
+}
+
+/// `dump` of a legacy stream: one line per chunk, part or struct the reader reads, each
+/// rendered from its generated walk. `why` says why the input is read as one, when it was not
+/// asked for.
+fn dump_legacy(
+    input: &Input,
+    opened: Opened,
+    options: LegacyOptions,
+    why: Option<&'static str>,
+    job: DumpJob,
+) -> ExitCode {
+    let result = match opened {
+        // Pages are lent from a map of the file, not copied.
+        Opened::File(f) => match MappedFile::new(f) {
+            Ok(src) => job.legacy(LegacyReader::with_source(src, options), why),
+            Err(e) => return cannot_open(input, &e),
+        },
+        Opened::Stream(r) => job.legacy(LegacyReader::new(io::BufReader::new(r), options), why),
+    };
+    match result {
+        Ok(None) => ExitCode::from(EXIT_VALID),
+        Ok(Some(LegacyError::Io { source, .. })) => {
+            eprintln!("xenmig: error reading {}: {source}", input.describe());
+            ExitCode::from(EXIT_ERROR)
+        }
+        Ok(Some(_)) => ExitCode::from(EXIT_INVALID),
+        Err(_) => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+impl DumpJob {
+    /// Lists a legacy stream; the reader's error that stopped it, if any.
+    fn legacy<S: LegacySource>(
+        &self,
+        mut reader: LegacyReader<S>,
+        why: Option<&'static str>,
+    ) -> io::Result<Option<LegacyError>> {
+        let mut out = io::BufWriter::new(crate::out::Stdout);
+        let mut line = String::new();
+        let mut index = 0;
+        loop {
+            line.clear();
+            match reader.next_item() {
+                Ok(Some(item)) => {
+                    let pages = match self.pages {
+                        true => item
+                            .pages()
+                            .map(|(e, page)| (e.pfn(), e.page_type(), page))
+                            .collect(),
+                        false => Vec::new(),
+                    };
+                    let entry = Entry {
+                        offset: item.offset,
+                        layer: Some("legacy"),
+                        index: Some(index),
+                        record_type: None,
+                        chunk_id: item.chunk_id(),
+                        name: item.name().to_string(),
+                        length: item.length,
+                        fields: render::fields_of(item.value.as_walk()),
+                        pages,
+                    };
+                    index += 1;
+                    if self.json {
+                        self.json_line(&entry, &mut line);
+                    } else {
+                        self.text_line(&entry, &mut line);
+                    }
+                    out.write_all(line.as_bytes())?;
+                }
+                Ok(None) => {
+                    let at = reader.offset();
+                    if self.json {
+                        let end = json!({ "name": "eof", "complete": true, "offset": at });
+                        line.push_str(&end.to_string());
+                        line.push('\n');
+                    } else {
+                        let _ =
+                            writeln!(line, "end of the legacy stream at offset {at:#x}: complete");
+                    }
+                    out.write_all(line.as_bytes())?;
+                    out.flush()?;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    if self.json {
+                        let mut error = json!({
+                            "offset": e.offset(),
+                            "kind": e.kind(),
+                            "message": e.to_string(),
+                        });
+                        if let Some(why) = why {
+                            error["read_as_legacy_because"] = json!(why);
+                        }
+                        line.push_str(&json!({ "error": error }).to_string());
+                        line.push('\n');
+                    } else {
+                        let _ = write!(line, "ERROR: {e}");
+                        if let Some(why) = why {
+                            let _ = write!(line, " (read as a legacy stream: {why})");
+                        }
+                        line.push('\n');
+                    }
+                    out.write_all(line.as_bytes())?;
+                    out.flush()?;
+                    return Ok(Some(e));
+                }
+            }
+        }
     }
 }

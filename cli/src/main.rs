@@ -36,7 +36,7 @@ enum Command {
     Verify(inspect::VerifyArgs),
     /// Describe a stream: guest, versions, framing, records, pages, vcpus, checkpoints.
     Info(inspect::InfoArgs),
-    /// One line (or JSON object) per record.
+    /// One line (or JSON object) per record, or per chunk and part of a legacy stream.
     Dump(inspect::DumpArgs),
     /// Convert a legacy (Xen 4.5 and older) stream to v2, like Xen's convert-legacy-stream.
     ConvertLegacy(convert_legacy::Args),

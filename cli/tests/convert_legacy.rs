@@ -700,3 +700,219 @@ fn an_unknown_qemu_signature_is_unsupported() {
     }
     assert_eq!(seen, 8);
 }
+
+/// Runs `cmd` with `input` on a pipe as its standard input.
+fn with_stdin(mut cmd: Command, input: Vec<u8>) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xenmig");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+/// `xenmig dump --json ARGS FILE` of a legacy input: one object per line, and the exit status.
+fn dump_json(args: &[&str], input: &Path) -> (Vec<serde_json::Value>, i32) {
+    let out = xenmig()
+        .arg("dump")
+        .arg("--json")
+        .args(args)
+        .arg(input)
+        .output()
+        .unwrap();
+    let lines = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (lines, code(&out))
+}
+
+#[test]
+fn dump_lists_every_chunk_and_part_of_each_legacy_vector() {
+    for row in rows() {
+        let bytes = std::fs::read(&row.input).unwrap();
+        let l = layout(&row, &bytes);
+        // Detected: no v2 header opens the input, or the xl header's STREAMv2 flag is clear.
+        let (items, status) = dump_json(&[], &row.input);
+        assert_eq!(status, 0, "{}: {items:?}", row.name);
+        let (eof, items) = items.split_last().unwrap();
+        assert_eq!(eof["name"], "eof", "{}", row.name);
+        assert_eq!(eof["offset"], bytes.len() as u64, "{}", row.name);
+        // The items follow each other with no gap, from the first octet to the last.
+        let mut next = 0;
+        for item in items {
+            assert_eq!(item["offset"], next, "{}: {item}", row.name);
+            assert_eq!(item["layer"], "legacy");
+            next += item["length"].as_u64().unwrap();
+        }
+        assert_eq!(next, bytes.len() as u64, "{}", row.name);
+
+        // The chunks are where the converter's test finds them, with their ids.
+        let chunks: Vec<(u64, i64)> = items
+            .iter()
+            .filter_map(|i| Some((i["offset"].as_u64()?, i["id"].as_i64()?)))
+            .collect();
+        let want: Vec<(u64, i64)> = l
+            .chunks
+            .iter()
+            .map(|&(at, id)| (at as u64, i64::from(id)))
+            .collect();
+        assert_eq!(chunks, want, "{}", row.name);
+
+        let names: Vec<&str> = items.iter().map(|i| i["name"].as_str().unwrap()).collect();
+        let header = items.iter().find(|i| i["name"] == "HEADER").unwrap();
+        let header_at = if row.xl() {
+            assert_eq!(names[0], "xl_header", "{}", row.name);
+            48 + u32_at(&bytes, 44) as usize
+        } else {
+            0
+        };
+        assert_eq!(header["offset"], header_at as u64, "{}", row.name);
+        assert_eq!(
+            header["fields"]["p2m_size"],
+            ulong_at(&bytes, header_at, row.width()),
+            "{}",
+            row.name
+        );
+        let has = |n: &str| names.contains(&n);
+        if row.pv() {
+            for part in ["PV_EXT_INFO", "P2M_FRAME_LIST", "PV_UNMAPPED", "PV_VCPU"] {
+                assert!(has(part), "{}: {names:?}", row.name);
+            }
+            assert_eq!(names.last(), Some(&"SHARED_INFO"), "{}", row.name);
+            let vcpu = items
+                .iter()
+                .find(|i| i["name"] == "ext_info_block" && i["fields"]["id"] == "vcpu")
+                .unwrap();
+            assert_eq!(vcpu["offset"], l.vcpu_block.unwrap() as u64, "{}", row.name);
+            let ext = items.iter().find(|i| i["name"] == "PV_EXT_INFO").unwrap();
+            let total_at = l.ext_info_total.unwrap();
+            assert_eq!(ext["fields"]["total_size"], u32_at(&bytes, total_at));
+            // One PV_VCPU per vCPU the VCPU_INFO map names.
+            let info = items.iter().find(|i| i["name"] == "VCPU_INFO").unwrap();
+            let vcpus: u32 = info["fields"]["vcpu_map"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_u64().unwrap().count_ones())
+                .sum();
+            let listed = names.iter().filter(|n| **n == "PV_VCPU").count();
+            assert_eq!(listed as u32, vcpus, "{}", row.name);
+        } else {
+            for part in ["hvm_magic_pfns", "HVM_CONTEXT", "QEMU_SIGNATURE"] {
+                assert!(has(part), "{}: {names:?}", row.name);
+            }
+            assert!(!has("PV_VCPU"), "{}", row.name);
+            let context = items.iter().find(|i| i["name"] == "HVM_CONTEXT").unwrap();
+            let at = context["offset"].as_u64().unwrap() as usize;
+            assert_eq!(context["fields"]["length"], u32_at(&bytes, at));
+        }
+        // A page batch lists its entries; page contents only with --pages.
+        let batch = items.iter().find(|i| i["name"] == "PAGE_BATCH").unwrap();
+        assert!(batch.get("pages").is_none(), "{}", row.name);
+        assert!(batch["fields"]["pfn_types"].is_array(), "{}", row.name);
+
+        // Asked for, with the row's width and guest type: the same listing.
+        let mut asked = vec!["--legacy"];
+        asked.extend(["-w", row.flag("-w").unwrap(), "-g", row.flag("-g").unwrap()]);
+        let (again, status) = dump_json(&asked, &row.input);
+        assert_eq!(status, 0, "{}", row.name);
+        assert_eq!(&again[..again.len() - 1], items, "{}", row.name);
+    }
+}
+
+#[test]
+fn dump_of_a_legacy_stream_as_text_and_with_pages() {
+    let dir = vectors().join("legacy");
+    let pv = dir.join("legacy-pv32-s101.legacy");
+    let out = xenmig().arg("dump").arg(&pv).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines[0].starts_with("0x00000000  legacy      #0  HEADER"),
+        "{t}"
+    );
+    assert!(lines[0].ends_with("p2m_size=61"), "{t}");
+    assert!(
+        t.contains("ext_info_block             len 2808     id=\"vcpu\" size=2800"),
+        "{t}"
+    );
+    assert!(
+        t.contains("VCPU_INFO                  len 16       id=-2 max_vcpu_id=3 vcpu_map=[0x9]"),
+        "{t}"
+    );
+    assert!(
+        t.contains("PV_UNMAPPED                len 12       count=2 pfns=[0x1c, 0x37]"),
+        "{t}"
+    );
+    assert_eq!(t.matches(" PV_VCPU ").count(), 2, "{t}");
+    assert!(lines
+        .last()
+        .unwrap()
+        .starts_with("end of the legacy stream at offset 0x1a28c"));
+
+    // Through a pipe, the same listing.
+    let mut cmd = xenmig();
+    cmd.args(["dump", "-"]);
+    let piped = with_stdin(cmd, std::fs::read(&pv).unwrap());
+    assert_eq!(code(&piped), 0);
+    assert_eq!(text(&piped.stdout), t);
+
+    // --pages: each data-carrying entry of a batch with its page.
+    let hvm = dir.join("legacy-hvm64-s113.legacy");
+    let (items, status) = dump_json(&["--pages"], &hvm);
+    assert_eq!(status, 0);
+    let mut pages = 0;
+    for batch in items.iter().filter(|i| i["name"] == "PAGE_BATCH") {
+        let with_data = batch["length"].as_u64().unwrap() - 4 - 8 * batch["id"].as_u64().unwrap();
+        let listed = batch["pages"].as_array().unwrap();
+        assert_eq!(listed.len() as u64 * 4096, with_data, "{batch}");
+        for p in listed {
+            assert_eq!(p["hex"].as_str().unwrap().len(), 2 * 4096);
+            assert!(p["pfn"].is_u64() && p["type"].is_string());
+        }
+        pages += listed.len();
+    }
+    assert!(pages > 0);
+}
+
+#[test]
+fn dump_of_a_cut_legacy_stream_ends_with_the_readers_error() {
+    for row in rows().into_iter().step_by(3) {
+        let bytes = std::fs::read(&row.input).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cut_path = dir.path().join("cut.legacy");
+        for cut in [bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&cut_path, &bytes[..cut]).unwrap();
+            let converted = convert(&row.flags, &cut_path, &dir.path().join("out.v2"));
+            assert_eq!(code(&converted), 1);
+            let (items, status) = dump_json(&[], &cut_path);
+            assert_eq!(status, 1, "{}", row.name);
+            let error = &items.last().unwrap()["error"];
+            assert_eq!(error["kind"], "truncated", "{}: {error}", row.name);
+            // The converter stops with the same error.
+            let message = error["message"].as_str().unwrap();
+            assert!(
+                text(&converted.stderr).contains(message),
+                "{}: {message} / {}",
+                row.name,
+                text(&converted.stderr)
+            );
+            assert!(message.contains(&format!("offset {cut:#x})")), "{message}");
+            let text_out = xenmig().arg("dump").arg(&cut_path).output().unwrap();
+            assert_eq!(code(&text_out), 1);
+            let last = text(&text_out.stdout);
+            let last = last.lines().last().unwrap().to_string();
+            assert!(last.starts_with(&format!("ERROR: {message}")), "{last}");
+        }
+    }
+}

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use crate::wire::{DecodeError, Element, Endian};
+use crate::wire::{BlobKind, DecodeError, Element, Endian, Value, Visitor, Walk};
 
 use crate::{libxc, xl};
 
@@ -112,6 +112,16 @@ impl LegacyError {
             | LegacyError::Malformed { offset, .. }
             | LegacyError::Unsupported { offset, .. }
             | LegacyError::Io { offset, .. } => *offset,
+        }
+    }
+
+    /// What went wrong, in a word: `truncated`, `malformed`, `unsupported` or `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LegacyError::Truncated { .. } => "truncated",
+            LegacyError::Malformed { .. } => "malformed",
+            LegacyError::Unsupported { .. } => "unsupported",
+            LegacyError::Io { .. } => "io",
         }
     }
 
@@ -406,6 +416,240 @@ pub enum Record<'a> {
         /// The bytes.
         data: &'a [u8],
     },
+}
+
+/// One item of a legacy stream as `spec/legacy.yaml` (or `spec/xl.yaml`) describes it: a
+/// chunk, a part, or one of the structs the stream's unframed areas are made of, decoded by
+/// the generated decoder. [`LegacyReader::next_item`] hands these out; each walks its fields
+/// ([`Walk`]), so that a listing needs no code of its own per chunk.
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// Where the item starts in the input.
+    pub offset: u64,
+    /// Octets of input the item took (for a chunk: its id, its body and, for a page batch,
+    /// its pages).
+    pub length: u64,
+    /// The decoded value.
+    pub value: Decoded<'a>,
+    /// The pages that follow a page batch's entries (empty for every other item).
+    pub pages: &'a [u8],
+}
+
+/// The generated value of an [`Item`].
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// The xl save-file header, with its optional data when that decodes.
+    XlHeader(XlHeaderItem<'a>),
+    /// A chunk: its id and its body.
+    Chunk {
+        /// The signed id that announced it.
+        id: i32,
+        /// The body.
+        body: legacy::ChunkBody<'a>,
+    },
+    /// HEADER.
+    Header(legacy::Header),
+    /// PV_EXT_INFO.
+    PvExtInfo(legacy::PvExtInfo),
+    /// The header of one block of the PV extended-info area.
+    ExtInfoBlock(legacy::ExtInfoBlock),
+    /// The start of an `xcnt` block's data.
+    XcntData(legacy::XcntData),
+    /// P2M_FRAME_LIST.
+    P2mFrameList(legacy::P2mFrameList<'a>),
+    /// PV_UNMAPPED, its frames held.
+    PvUnmapped(legacy::PvUnmapped<'a>),
+    /// PV_VCPU.
+    PvVcpu(legacy::PvVcpu<'a>),
+    /// PV_XSAVE.
+    PvXsave(legacy::PvXsave<'a>),
+    /// SHARED_INFO.
+    SharedInfo(legacy::SharedInfo<'a>),
+    /// The three special frames that open an HVM tail.
+    HvmMagicPfns(legacy::HvmMagicPfns),
+    /// HVM_CONTEXT.
+    HvmContext(legacy::HvmContext<'a>),
+    /// QEMU_SIGNATURE.
+    QemuSignature(legacy::QemuSignature),
+    /// QEMU_RECORD, when its data is empty.
+    QemuRecord(legacy::QemuRecord<'a>),
+    /// A part whose last array is too long to hold (PV_UNMAPPED) or arrives in pieces
+    /// (QEMU_RECORD): what is known of it before that array.
+    Streamed(Streamed),
+    /// A piece of such an array (the device model's state), as read.
+    Piece(Piece<'a>),
+}
+
+impl Decoded<'_> {
+    /// The value as something to walk.
+    pub fn as_walk(&self) -> &dyn Walk {
+        match self {
+            Decoded::XlHeader(x) => x,
+            Decoded::Chunk { body, .. } => body,
+            Decoded::Header(x) => x,
+            Decoded::PvExtInfo(x) => x,
+            Decoded::ExtInfoBlock(x) => x,
+            Decoded::XcntData(x) => x,
+            Decoded::P2mFrameList(x) => x,
+            Decoded::PvUnmapped(x) => x,
+            Decoded::PvVcpu(x) => x,
+            Decoded::PvXsave(x) => x,
+            Decoded::SharedInfo(x) => x,
+            Decoded::HvmMagicPfns(x) => x,
+            Decoded::HvmContext(x) => x,
+            Decoded::QemuSignature(x) => x,
+            Decoded::QemuRecord(x) => x,
+            Decoded::Streamed(x) => x,
+            Decoded::Piece(x) => x,
+        }
+    }
+}
+
+impl Item<'_> {
+    /// The spec's name for the item (`PAGE_BATCH`, `PV_VCPU`, `ext_info_block`, ...).
+    pub fn name(&self) -> &'static str {
+        self.value.as_walk().item_name()
+    }
+
+    /// The chunk id, for a chunk.
+    pub fn chunk_id(&self) -> Option<i32> {
+        match self.value {
+            Decoded::Chunk { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// For a page batch, each entry that carries a page, as a v2 page entry (frame number
+    /// and type), with its page; nothing for other items.
+    pub fn pages(&self) -> impl Iterator<Item = (libxc::PageEntry, &[u8])> + '_ {
+        let entries = match &self.value {
+            Decoded::Chunk {
+                body: legacy::ChunkBody::PageBatch(batch),
+                ..
+            } => Some(batch.pfn_types),
+            _ => None,
+        };
+        entries
+            .into_iter()
+            .flat_map(|words| words.iter())
+            .filter(|&e| legacy_entry_has_data(e))
+            .map(|e| libxc::PageEntry(crate::legacy_entry_to_v2(e)))
+            .zip(self.pages.chunks_exact(PAGE_SIZE))
+    }
+}
+
+/// The xl header with its optional data, walked one after the other.
+#[derive(Debug)]
+pub struct XlHeaderItem<'a> {
+    /// The fixed fields.
+    pub header: xl::XlHeader,
+    /// The optional data, when it decodes (leniently: the reader has checked what a legacy
+    /// body needs).
+    pub optional_data: Option<xl::XlOptionalData<'a>>,
+}
+
+impl Walk for XlHeaderItem<'_> {
+    fn item_name(&self) -> &'static str {
+        self.header.item_name()
+    }
+
+    fn walk(&self, v: &mut dyn Visitor) {
+        self.header.walk(v);
+        if let Some(d) = &self.optional_data {
+            d.walk(v);
+        }
+    }
+}
+
+/// A part whose last array the reader does not hold: its name, and that array's size.
+#[derive(Clone, Copy, Debug)]
+pub struct Streamed {
+    /// The part.
+    pub name: &'static str,
+    /// The array: its name, element count and element size.
+    pub array: legacy::Counted,
+}
+
+impl Walk for Streamed {
+    fn item_name(&self) -> &'static str {
+        self.name
+    }
+
+    fn walk(&self, v: &mut dyn Visitor) {
+        let a = &self.array;
+        let text = match a.size {
+            1 => format!("{} octets, not held", a.count),
+            size => format!("{} elements of {size} octets, not held", a.count),
+        };
+        v.scalar(a.array, Value::Text(&text), false);
+    }
+}
+
+/// Octets of an array read in pieces.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece<'a> {
+    /// The array, as `PART.field`.
+    pub field: &'static str,
+    /// The octets.
+    pub data: &'a [u8],
+}
+
+impl Walk for Piece<'_> {
+    fn item_name(&self) -> &'static str {
+        self.field
+    }
+
+    fn walk(&self, v: &mut dyn Visitor) {
+        v.blob("data", self.data, BlobKind::Opaque, None);
+    }
+}
+
+/// What a step of the reader read, for [`LegacyReader::next_item`]: where, and which item
+/// (the octets are in the reader's buffers, or copied here when they are few).
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    at: u64,
+    end: u64,
+    what: What,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum What {
+    XlHeader,
+    Header,
+    PvExtInfo,
+    ExtInfoBlock([u8; legacy::ExtInfoBlock::SIZE]),
+    XcntData([u8; legacy::XcntData::SIZE]),
+    P2mFrameList,
+    Chunk(i32),
+    PvUnmapped {
+        skipped: Option<legacy::Counted>,
+    },
+    PvVcpu,
+    PvXsave,
+    SharedInfo,
+    HvmMagicPfns([u8; legacy::HvmMagicPfns::SIZE]),
+    HvmContext,
+    QemuSignature,
+    /// The record's length, and its data's size when the data follows in pieces.
+    QemuRecord(Option<legacy::Counted>),
+    QemuData(&'static str),
+}
+
+/// Most items one step of the reader reads (a PV vCPU and its xsave state; a qemu signature
+/// and its record's length).
+const SEEN_MAX: usize = 2;
+
+/// The PV extended-info area while its blocks are read, one step each.
+#[derive(Clone, Copy, Debug)]
+struct ExtBlocks {
+    /// Where PV_EXT_INFO starts.
+    start: u64,
+    total: u32,
+    consumed: u32,
+    vcpu: Option<u32>,
+    extended: bool,
+    xsave_size: u32,
 }
 
 /// How to read a legacy stream. `None` fields are detected from the input.
@@ -782,6 +1026,7 @@ enum State {
     XlHeader,
     Header,
     PvExtendedInfo,
+    PvExtBlocks(ExtBlocks),
     PvP2mFrames,
     Chunks,
     PvUnmapped,
@@ -808,7 +1053,14 @@ enum Step {
         width: Width,
         guest_type: GuestType,
     },
-    PvExtendedInfo(PvExtendedInfo),
+    /// The last block of the extended-info area was read: the area's summary, which starts
+    /// at `at`.
+    PvExtendedInfo {
+        at: u64,
+        info: PvExtendedInfo,
+    },
+    /// An item was read that makes no [`Record`] by itself.
+    Quiet,
     PvP2mFrameList,
     PageBatch,
     EnableVerifyMode,
@@ -988,6 +1240,11 @@ pub struct LegacyReader<S> {
     pages: Bytes,
     /// The xsave header and area of the last PV vCPU.
     xsave: Vec<u8>,
+    /// The xl header as read.
+    xl_raw: [u8; xl::XlHeader::SIZE],
+    /// The items the last step read, and how many [`LegacyReader::next_item`] handed out.
+    seen: [Option<Seen>; SEEN_MAX],
+    seen_next: usize,
 }
 
 impl<R: Read> LegacyReader<Copying<R>> {
@@ -1015,6 +1272,9 @@ impl<S: LegacySource> LegacyReader<S> {
             body: Vec::new(),
             pages: Bytes::Copied,
             xsave: Vec::new(),
+            xl_raw: [0; xl::XlHeader::SIZE],
+            seen: [None; SEEN_MAX],
+            seen_next: 0,
         }
     }
 
@@ -1032,15 +1292,19 @@ impl<S: LegacySource> LegacyReader<S> {
             ));
         }
         let start = self.input.offset;
-        let step = match self.step() {
-            Ok(step) => step,
-            Err(e) => {
-                self.state = State::Failed;
-                return Err(e);
+        let (offset, step) = loop {
+            match self.step() {
+                Ok(Some((_, Step::Quiet))) => continue,
+                Ok(Some((_, Step::PvExtendedInfo { at, info }))) => {
+                    break (at, Step::PvExtendedInfo { at, info })
+                }
+                Ok(Some(found)) => break found,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.state = State::Failed;
+                    return Err(e);
+                }
             }
-        };
-        let Some((offset, step)) = step else {
-            return Ok(None);
         };
         debug_assert!(offset >= start);
         let record = match step {
@@ -1057,7 +1321,13 @@ impl<S: LegacySource> LegacyReader<S> {
                 width,
                 guest_type,
             },
-            Step::PvExtendedInfo(info) => Record::PvExtendedInfo(info),
+            Step::PvExtendedInfo { info, .. } => Record::PvExtendedInfo(info),
+            Step::Quiet => {
+                return Err(LegacyError::malformed(
+                    offset,
+                    "internal: an item without a record",
+                ))
+            }
             Step::PvP2mFrameList => Record::PvP2mFrameList {
                 frames: &self.words,
             },
@@ -1128,7 +1398,153 @@ impl<S: LegacySource> LegacyReader<S> {
         Ok(Some((offset, record)))
     }
 
+    /// The next item as the spec describes it, decoded by the generated decoders, or `None`
+    /// once the stream is complete. Items come in stream order, chunks and parts alike, each
+    /// with the offset it starts at; they borrow the reader's buffers, so page data is not
+    /// copied for them. Call either this or [`LegacyReader::next_record`] on one reader, not
+    /// both: they step through the same input.
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, LegacyError> {
+        loop {
+            if let Some(seen) = self.seen.get(self.seen_next).copied().flatten() {
+                self.seen_next += 1;
+                return self.item(seen).map(Some);
+            }
+            if let State::Failed = self.state {
+                return Err(LegacyError::malformed(
+                    self.input.offset,
+                    "legacy reader used again after an error",
+                ));
+            }
+            match self.step() {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.state = State::Failed;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Notes that the step being taken read an item, from `at` to where the input is now.
+    fn saw(&mut self, at: u64, what: What) {
+        let end = self.input.offset;
+        if let Some(slot) = self.seen.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(Seen { at, end, what });
+        }
+    }
+
+    /// An item the last step read, decoded again from the buffers it was read into.
+    fn item(&self, seen: Seen) -> Result<Item<'_>, LegacyError> {
+        use legacy as l;
+        let Seen { at, end, what } = seen;
+        let ctx = chunk_ctx();
+        let ws = self.width.bytes();
+        let mut pages: &[u8] = &[];
+        let value = match what {
+            What::XlHeader => {
+                let lenient = ctx.with_strictness(crate::wire::Strictness::Lenient);
+                let header = struct_value(xl::XlHeader::decode(&self.xl_raw, &lenient), at)?;
+                let optional_data = match self.data.is_empty() {
+                    true => None,
+                    false => xl::XlOptionalData::decode(&self.data, &lenient).ok(),
+                };
+                Decoded::XlHeader(XlHeaderItem {
+                    header,
+                    optional_data,
+                })
+            }
+            What::Header => {
+                Decoded::Header(item_value(l::Header::decode(&self.body, ws, &ctx), at)?)
+            }
+            What::PvExtInfo => {
+                Decoded::PvExtInfo(item_value(l::PvExtInfo::decode(&self.body, ws, &ctx), at)?)
+            }
+            What::ExtInfoBlock(raw) => {
+                Decoded::ExtInfoBlock(struct_value(l::ExtInfoBlock::decode(&raw, &ctx), at)?)
+            }
+            What::XcntData(raw) => {
+                Decoded::XcntData(struct_value(l::XcntData::decode(&raw, &ctx), at)?)
+            }
+            What::P2mFrameList => {
+                let guest_width = self.pv.map_or(8, |pv| u64::from(pv.guest_width));
+                let list =
+                    l::P2mFrameList::decode(&self.body, ws, self.p2m_size, guest_width, &ctx);
+                Decoded::P2mFrameList(item_value(list, at)?)
+            }
+            What::Chunk(id) => {
+                let body = item_value(l::ChunkBody::decode(id, &self.body, ws, &ctx), at)?;
+                if let l::ChunkBody::PageBatch(_) = body {
+                    pages = match self.pages {
+                        Bytes::Copied => &self.data,
+                        Bytes::Lent(lent) => self.input.inner.lent(lent),
+                    };
+                }
+                Decoded::Chunk { id, body }
+            }
+            What::PvUnmapped { skipped: None } => {
+                Decoded::PvUnmapped(item_value(l::PvUnmapped::decode(&self.body, ws, &ctx), at)?)
+            }
+            What::PvUnmapped {
+                skipped: Some(array),
+            } => Decoded::Streamed(Streamed {
+                name: l::PvUnmapped::NAME,
+                array,
+            }),
+            What::PvVcpu => {
+                let Some(pv) = self.pv else {
+                    return Err(LegacyError::malformed(
+                        at,
+                        "internal: PV tail without PV state",
+                    ));
+                };
+                let extended = match pv.extended {
+                    true => u64::from(l::EXTENDED_VCPU_CONTEXT_SIZE),
+                    false => 0,
+                };
+                let context = u64::from(pv.vcpu_context_size);
+                let vcpu = l::PvVcpu::decode(&self.data, ws, context, extended, &ctx);
+                Decoded::PvVcpu(item_value(vcpu, at)?)
+            }
+            What::PvXsave => {
+                Decoded::PvXsave(item_value(l::PvXsave::decode(&self.xsave, ws, &ctx), at)?)
+            }
+            What::SharedInfo => {
+                Decoded::SharedInfo(item_value(l::SharedInfo::decode(&self.data, ws, &ctx), at)?)
+            }
+            What::HvmMagicPfns(raw) => {
+                Decoded::HvmMagicPfns(struct_value(l::HvmMagicPfns::decode(&raw, &ctx), at)?)
+            }
+            What::HvmContext => {
+                Decoded::HvmContext(item_value(l::HvmContext::decode(&self.data, ws, &ctx), at)?)
+            }
+            What::QemuSignature => {
+                let raw = self.data.get(..QEMU_SIGNATURE_SIZE).unwrap_or_default();
+                Decoded::QemuSignature(item_value(l::QemuSignature::decode(raw, ws, &ctx), at)?)
+            }
+            What::QemuRecord(None) => {
+                Decoded::QemuRecord(item_value(l::QemuRecord::decode(&self.body, ws, &ctx), at)?)
+            }
+            What::QemuRecord(Some(array)) => Decoded::Streamed(Streamed {
+                name: l::QemuRecord::NAME,
+                array,
+            }),
+            What::QemuData(field) => Decoded::Piece(Piece {
+                field,
+                data: &self.data,
+            }),
+        };
+        Ok(Item {
+            offset: at,
+            length: end.saturating_sub(at),
+            value,
+            pages,
+        })
+    }
+
     fn step(&mut self) -> Result<Option<(u64, Step)>, LegacyError> {
+        self.seen = [None; SEEN_MAX];
+        self.seen_next = 0;
         loop {
             let start = self.input.offset;
             let step = match self.state {
@@ -1138,12 +1554,10 @@ impl<S: LegacySource> LegacyReader<S> {
                 },
                 State::Header => self.read_header()?,
                 State::PvExtendedInfo => self.read_pv_extended_info()?,
+                State::PvExtBlocks(blocks) => self.read_ext_info_block(blocks)?,
                 State::PvP2mFrames => self.read_pv_p2m_frames()?,
                 State::Chunks => self.read_chunk()?,
-                State::PvUnmapped => {
-                    self.read_pv_unmapped()?;
-                    continue;
-                }
+                State::PvUnmapped => self.read_pv_unmapped()?,
                 State::PvVcpus { next } => match self.read_pv_vcpu(next)? {
                     Some(step) => step,
                     None => continue,
@@ -1157,6 +1571,7 @@ impl<S: LegacySource> LegacyReader<S> {
                         (P::SIZE, "hvm_magic_pfns.store_pfn"),
                     ])?;
                     let pfns = struct_value(P::decode(&raw, &chunk_ctx()), start)?;
+                    self.saw(start, What::HvmMagicPfns(raw));
                     self.state = State::HvmContext;
                     Step::HvmMagicPfns {
                         ioreq_pfn: pfns.ioreq_pfn,
@@ -1264,6 +1679,8 @@ impl<S: LegacySource> LegacyReader<S> {
             header.optional_data_len as usize,
             "xl optional data",
         )?;
+        self.xl_raw = raw;
+        self.saw(start, What::XlHeader);
         Ok(Some(Step::XlHeader(header)))
     }
 
@@ -1333,6 +1750,7 @@ impl<S: LegacySource> LegacyReader<S> {
             ));
         }
         self.p2m_size = p2m_size;
+        self.saw(at, What::Header);
         self.state = match guest_type {
             GuestType::Pv => State::PvExtendedInfo,
             GuestType::Hvm => State::Chunks,
@@ -1345,7 +1763,7 @@ impl<S: LegacySource> LegacyReader<S> {
     }
 
     fn read_pv_extended_info(&mut self) -> Result<Step, LegacyError> {
-        use legacy::{ExtInfoBlock as B, PvExtInfo as P, XcntData as X};
+        use legacy::PvExtInfo as P;
         let ws = self.width.bytes();
         let ctx = chunk_ctx();
         let (start, _) = self.input.read_item(
@@ -1369,105 +1787,138 @@ impl<S: LegacySource> LegacyReader<S> {
                 ),
             ));
         }
+        self.saw(start, What::PvExtInfo);
+        self.ext_blocks_read(ExtBlocks {
+            start,
+            total,
+            consumed: 0,
+            vcpu: None,
+            extended: false,
+            xsave_size: 0,
+        })
+    }
+
+    /// One block of the PV extended-info area (see [`LegacyReader::read_pv_extended_info`]).
+    fn read_ext_info_block(&mut self, mut blocks: ExtBlocks) -> Result<Step, LegacyError> {
+        use legacy::{ExtInfoBlock as B, XcntData as X};
+        let ctx = chunk_ctx();
+        let ExtBlocks {
+            start,
+            total,
+            consumed,
+            ..
+        } = blocks;
         // `total_size` follows the marker, a `ulong`.
-        let total_at = start + ws as u64;
-        let mut consumed: u32 = 0;
-        let mut vcpu: Option<u32> = None;
-        let mut extended = false;
-        let mut xsave_size = 0u32;
+        let total_at = start + self.width.bytes() as u64;
         let vcpu_id = ext_info_name(&legacy::EXT_INFO_VCPU);
         let xcnt_id = ext_info_name(&legacy::EXT_INFO_XCNT);
-        while consumed < total {
-            let block_at = self.input.offset;
-            let left = total - consumed;
-            if left < B::SIZE as u32 {
-                return Err(LegacyError::malformed(
-                    block_at,
-                    format!(
-                        "PV extended-info: {left} bytes left of total size {total:#x} (at {total_at:#x}), \
-                         too few for a block header"
-                    ),
-                ));
-            }
-            let raw: [u8; B::SIZE] = self.input.read_fields(&[
-                (B::SIZE_OFFSET, "ext_info_block.id"),
-                (B::SIZE, "ext_info_block.size"),
-            ])?;
-            let B { id, size } = struct_value(B::decode(&raw, &ctx), block_at)?;
-            let left = left - B::SIZE as u32;
-            if size > left {
-                return Err(LegacyError::malformed(
-                    block_at,
-                    format!(
-                        "PV extended-info block {:?} of size {size:#x} overruns the total size {total:#x} \
-                         ({left:#x} bytes left)",
-                        String::from_utf8_lossy(&id)
-                    ),
-                ));
-            }
-            match id {
-                legacy::EXT_INFO_VCPU => {
-                    if vcpu.is_some() {
-                        return Err(LegacyError::malformed(
-                            block_at,
-                            format!("PV extended-info has a second {vcpu_id} block"),
-                        ));
-                    }
-                    if size != VCPU_CONTEXT_SIZE_X86_32 && size != VCPU_CONTEXT_SIZE_X86_64 {
-                        return Err(LegacyError::malformed(
-                            block_at,
-                            format!(
-                                "{vcpu_id} block size {size:#x} gives no guest width: expected \
-                                 {VCPU_CONTEXT_SIZE_X86_32:#x} (32-bit) or {VCPU_CONTEXT_SIZE_X86_64:#x} (64-bit)"
-                            ),
-                        ));
-                    }
-                    vcpu = Some(size);
-                    self.input
-                        .skip(u64::from(size), "PV extended-info block data")?;
-                }
-                legacy::EXT_INFO_EXTV => {
-                    extended = true;
-                    self.input
-                        .skip(u64::from(size), "PV extended-info block data")?;
-                }
-                legacy::EXT_INFO_XCNT => {
-                    if (size as usize) < X::SIZE {
-                        return Err(LegacyError::malformed(
-                            block_at,
-                            format!("{xcnt_id} block size {size} is too small for its u32"),
-                        ));
-                    }
-                    let value_at = self.input.offset;
-                    let raw: [u8; X::SIZE] = self
-                        .input
-                        .read_fields(&[(X::SIZE, "xcnt_data.xsave_size")])?;
-                    let X { xsave_size: value } = struct_value(X::decode(&raw, &ctx), value_at)?;
-                    let least = legacy::PvXsave::AREA_OFFSET as u32;
-                    if value != 0 && !(least..=MAX_XSAVE_SIZE).contains(&value) {
-                        return Err(LegacyError::malformed(
-                            value_at,
-                            format!("{xcnt_id} xsave size {value:#x} out of range ({least}..={MAX_XSAVE_SIZE:#x})"),
-                        ));
-                    }
-                    xsave_size = value;
-                    self.input.skip(
-                        u64::from(size) - X::SIZE as u64,
-                        "PV extended-info block data",
-                    )?;
-                }
-                _ => {
+        let block_at = self.input.offset;
+        let left = total - consumed;
+        if left < B::SIZE as u32 {
+            return Err(LegacyError::malformed(
+                block_at,
+                format!(
+                    "PV extended-info: {left} bytes left of total size {total:#x} (at {total_at:#x}), \
+                     too few for a block header"
+                ),
+            ));
+        }
+        let raw: [u8; B::SIZE] = self.input.read_fields(&[
+            (B::SIZE_OFFSET, "ext_info_block.id"),
+            (B::SIZE, "ext_info_block.size"),
+        ])?;
+        let B { id, size } = struct_value(B::decode(&raw, &ctx), block_at)?;
+        let left = left - B::SIZE as u32;
+        if size > left {
+            return Err(LegacyError::malformed(
+                block_at,
+                format!(
+                    "PV extended-info block {:?} of size {size:#x} overruns the total size {total:#x} \
+                     ({left:#x} bytes left)",
+                    String::from_utf8_lossy(&id)
+                ),
+            ));
+        }
+        // Each item takes the octets up to the next: a block the data it carries, the
+        // `xcnt` value what is left of its block.
+        let block = What::ExtInfoBlock(raw);
+        match id {
+            legacy::EXT_INFO_VCPU => {
+                if blocks.vcpu.is_some() {
                     return Err(LegacyError::malformed(
                         block_at,
-                        format!("unrecognised PV extended-info block id {:02x?}", id),
-                    ))
+                        format!("PV extended-info has a second {vcpu_id} block"),
+                    ));
                 }
+                if size != VCPU_CONTEXT_SIZE_X86_32 && size != VCPU_CONTEXT_SIZE_X86_64 {
+                    return Err(LegacyError::malformed(
+                        block_at,
+                        format!(
+                            "{vcpu_id} block size {size:#x} gives no guest width: expected \
+                             {VCPU_CONTEXT_SIZE_X86_32:#x} (32-bit) or {VCPU_CONTEXT_SIZE_X86_64:#x} (64-bit)"
+                        ),
+                    ));
+                }
+                blocks.vcpu = Some(size);
+                self.input
+                    .skip(u64::from(size), "PV extended-info block data")?;
+                self.saw(block_at, block);
             }
-            consumed += B::SIZE as u32 + size;
+            legacy::EXT_INFO_EXTV => {
+                blocks.extended = true;
+                self.input
+                    .skip(u64::from(size), "PV extended-info block data")?;
+                self.saw(block_at, block);
+            }
+            legacy::EXT_INFO_XCNT => {
+                if (size as usize) < X::SIZE {
+                    return Err(LegacyError::malformed(
+                        block_at,
+                        format!("{xcnt_id} block size {size} is too small for its u32"),
+                    ));
+                }
+                self.saw(block_at, block);
+                let value_at = self.input.offset;
+                let raw: [u8; X::SIZE] = self
+                    .input
+                    .read_fields(&[(X::SIZE, "xcnt_data.xsave_size")])?;
+                let X { xsave_size: value } = struct_value(X::decode(&raw, &ctx), value_at)?;
+                let least = legacy::PvXsave::AREA_OFFSET as u32;
+                if value != 0 && !(least..=MAX_XSAVE_SIZE).contains(&value) {
+                    return Err(LegacyError::malformed(
+                        value_at,
+                        format!("{xcnt_id} xsave size {value:#x} out of range ({least}..={MAX_XSAVE_SIZE:#x})"),
+                    ));
+                }
+                blocks.xsave_size = value;
+                self.input.skip(
+                    u64::from(size) - X::SIZE as u64,
+                    "PV extended-info block data",
+                )?;
+                self.saw(value_at, What::XcntData(raw));
+            }
+            _ => {
+                return Err(LegacyError::malformed(
+                    block_at,
+                    format!("unrecognised PV extended-info block id {:02x?}", id),
+                ))
+            }
         }
-        let Some(vcpu_context_size) = vcpu else {
+        blocks.consumed += B::SIZE as u32 + size;
+        self.ext_blocks_read(blocks)
+    }
+
+    /// The next block of the extended-info area, or the area's summary once its total size
+    /// has been read.
+    fn ext_blocks_read(&mut self, blocks: ExtBlocks) -> Result<Step, LegacyError> {
+        if blocks.consumed < blocks.total {
+            self.state = State::PvExtBlocks(blocks);
+            return Ok(Step::Quiet);
+        }
+        let Some(vcpu_context_size) = blocks.vcpu else {
+            let vcpu_id = ext_info_name(&legacy::EXT_INFO_VCPU);
             return Err(LegacyError::malformed(
-                start,
+                blocks.start,
                 format!("PV extended-info has no {vcpu_id} block: the guest width is unknown"),
             ));
         };
@@ -1480,12 +1931,15 @@ impl<S: LegacySource> LegacyReader<S> {
             guest_width,
             pt_levels,
             vcpu_context_size,
-            extended,
-            xsave_size,
+            extended: blocks.extended,
+            xsave_size: blocks.xsave_size,
         };
         self.pv = Some(info);
         self.state = State::PvP2mFrames;
-        Ok(Step::PvExtendedInfo(info))
+        Ok(Step::PvExtendedInfo {
+            at: blocks.start,
+            info,
+        })
     }
 
     fn read_pv_p2m_frames(&mut self) -> Result<Step, LegacyError> {
@@ -1503,12 +1957,20 @@ impl<S: LegacySource> LegacyReader<S> {
         let list = item_value(L::decode(&self.body, ws, p2m_size, guest_width, &ctx), at)?;
         self.words.clear();
         self.words.extend(list.frames.iter());
+        self.saw(at, What::P2mFrameList);
         self.state = State::Chunks;
         Ok(Step::PvP2mFrameList)
     }
 
     fn read_chunk(&mut self) -> Result<Step, LegacyError> {
         let start = self.input.offset;
+        let (id, step) = self.read_chunk_at(start)?;
+        self.saw(start, What::Chunk(id));
+        Ok(step)
+    }
+
+    /// [`LegacyReader::read_chunk`]: the chunk that starts at `start`, and its id.
+    fn read_chunk_at(&mut self, start: u64) -> Result<(i32, Step), LegacyError> {
         let raw: [u8; legacy::CHUNK_ID_SIZE] = self
             .input
             .read_fields(&[(legacy::CHUNK_ID_SIZE, "chunk id")])?;
@@ -1536,7 +1998,7 @@ impl<S: LegacySource> LegacyReader<S> {
                 } else {
                     self.state = State::HvmMagicPfns;
                 }
-                return Ok(Step::EndOfChunks);
+                return Ok((id, Step::EndOfChunks));
             }
             ChunkId::Tmem
             | ChunkId::TmemExtra
@@ -1565,12 +2027,15 @@ impl<S: LegacySource> LegacyReader<S> {
             Err(e) => return Err(chunk_error(chunk, body_at, &self.body, &e)),
         };
         if let Some(param) = body.as_hvm_param() {
-            return Ok(Step::HvmParam {
-                chunk,
-                value: param.value,
-            });
+            return Ok((
+                id,
+                Step::HvmParam {
+                    chunk,
+                    value: param.value,
+                },
+            ));
         }
-        Ok(match body {
+        let step = match body {
             legacy::ChunkBody::PageBatch(batch) => {
                 self.words.clear();
                 self.words.extend(batch.pfn_types.iter());
@@ -1613,7 +2078,8 @@ impl<S: LegacySource> LegacyReader<S> {
                     format!("unhandled chunk id {id}"),
                 ))
             }
-        })
+        };
+        Ok((id, step))
     }
 
     /// Read the body of chunk `id` (which started at `start`) into `self.body`, field by field
@@ -1651,10 +2117,11 @@ impl<S: LegacySource> LegacyReader<S> {
         Ok(body_at)
     }
 
-    fn read_pv_unmapped(&mut self) -> Result<(), LegacyError> {
+    fn read_pv_unmapped(&mut self) -> Result<Step, LegacyError> {
         let ws = self.width.bytes();
         let ctx = chunk_ctx();
-        let (_, end) = self.input.read_item(
+        let mut skipped = None;
+        let (at, end) = self.input.read_item(
             &mut self.body,
             |b| legacy::PvUnmapped::decode(b, ws, &ctx).map(|r| r.map(drop)),
             |counted, at| {
@@ -1667,7 +2134,12 @@ impl<S: LegacySource> LegacyReader<S> {
                         ),
                     ));
                 }
-                // The frames mean nothing to a converter: they are stepped over.
+                // The frames mean nothing to a converter: they are held for a listing
+                // when they are few, and stepped over otherwise.
+                if counted.count.saturating_mul(counted.size as u64) <= READ_STEP as u64 {
+                    return Ok(Take::Whole);
+                }
+                skipped = Some(*counted);
                 Ok(Take::Stop)
             },
             part_error,
@@ -1675,8 +2147,9 @@ impl<S: LegacySource> LegacyReader<S> {
         if let ItemEnd::Array { octets, field } = end {
             self.input.skip(octets, field)?;
         }
+        self.saw(at, What::PvUnmapped { skipped });
         self.state = State::PvVcpus { next: 0 };
-        Ok(())
+        Ok(Step::Quiet)
     }
 
     fn read_pv_vcpu(&mut self, next: u32) -> Result<Option<Step>, LegacyError> {
@@ -1698,7 +2171,7 @@ impl<S: LegacySource> LegacyReader<S> {
         } else {
             0
         };
-        self.input.read_item(
+        let (vcpu_at, _) = self.input.read_item(
             &mut self.data,
             |b| {
                 legacy::PvVcpu::decode(b, ws, context_size, extended_size, &ctx)
@@ -1707,6 +2180,7 @@ impl<S: LegacySource> LegacyReader<S> {
             whole,
             part_error,
         )?;
+        self.saw(vcpu_at, What::PvVcpu);
         let mut xsave_mask = None;
         if pv.xsave_size != 0 {
             use legacy::PvXsave as X;
@@ -1736,6 +2210,7 @@ impl<S: LegacySource> LegacyReader<S> {
             if size != expected {
                 return Err(mismatch(size, at + X::SIZE_OFFSET as u64));
             }
+            self.saw(at, What::PvXsave);
             xsave_mask = Some(mask);
         }
         self.state = State::PvVcpus { next: vcpu_id + 1 };
@@ -1750,12 +2225,13 @@ impl<S: LegacySource> LegacyReader<S> {
     fn read_shared_info(&mut self) -> Result<Step, LegacyError> {
         let ctx = chunk_ctx();
         let ws = self.width.bytes();
-        self.input.read_item(
+        let (at, _) = self.input.read_item(
             &mut self.data,
             |b| legacy::SharedInfo::decode(b, ws, &ctx).map(|r| r.map(drop)),
             whole,
             part_error,
         )?;
+        self.saw(at, What::SharedInfo);
         self.state = State::Done;
         Ok(Step::SharedInfo)
     }
@@ -1785,6 +2261,7 @@ impl<S: LegacySource> LegacyReader<S> {
         if length == 0 {
             return Err(LegacyError::malformed(start, "HVM context is empty"));
         }
+        self.saw(start, What::HvmContext);
         self.state = if self.options.qemu_trailer {
             State::QemuSignature
         } else {
@@ -1820,11 +2297,13 @@ impl<S: LegacySource> LegacyReader<S> {
                 ),
             ));
         };
+        self.saw(start, What::QemuSignature);
         let (length, field) = match kind {
             QemuRecordKind::QemuDeviceModelRecord => (None, legacy::QemuSignature::NAME),
             _ => {
                 let mut length = 0;
-                let (_, end) = self.input.read_item(
+                let mut streamed = None;
+                let (record_at, end) = self.input.read_item(
                     &mut self.body,
                     |b| legacy::QemuRecord::decode(b, ws, &ctx).map(|r| r.map(drop)),
                     |counted, at| {
@@ -1838,11 +2317,13 @@ impl<S: LegacySource> LegacyReader<S> {
                             ));
                         }
                         length = counted.count;
+                        streamed = Some(*counted);
                         // The state is passed on in pieces as it arrives.
                         Ok(Take::Stop)
                     },
                     part_error,
                 )?;
+                self.saw(record_at, What::QemuRecord(streamed));
                 self.data.extend_from_slice(&self.body);
                 let field = match end {
                     ItemEnd::Array { field, .. } => field,
@@ -1870,8 +2351,10 @@ impl<S: LegacySource> LegacyReader<S> {
                 Ok(None)
             }
             Some(left) => {
+                let at = self.input.offset;
                 let n = left.min(READ_STEP as u64);
                 self.input.read_vec(&mut self.data, n as usize, field)?;
+                self.saw(at, What::QemuData(field));
                 self.state = State::QemuData {
                     remaining: Some(left - n),
                     field,
@@ -1892,6 +2375,7 @@ impl<S: LegacySource> LegacyReader<S> {
                         format!("xend qemu record exceeds the cap {MAX_QEMU_RECORD_LENGTH:#x}"),
                     ));
                 }
+                self.saw(at, What::QemuData(field));
                 Ok(Some(Step::QemuData))
             }
         }

@@ -1238,6 +1238,130 @@ fn reader_reports_items_in_stream_order() {
     assert_eq!(reader.offset(), stream.len() as u64);
 }
 
+/// Each item [`legacy::LegacyReader::next_item`] hands out, as `offset name fields`, the
+/// fields from the item's generated walk; the items must follow each other with no gap.
+fn items(stream: &[u8], options: legacy::ReaderOptions) -> Vec<String> {
+    let mut reader = legacy::LegacyReader::new(stream, options);
+    let mut seen = Vec::new();
+    let mut next = 0;
+    while let Some(item) = reader.next_item().expect("read") {
+        assert_eq!(item.offset, next, "{seen:#?}\n{}", item.name());
+        next = item.offset + item.length;
+        let fields = xenmig_core::render::text(item.value.as_walk());
+        seen.push(format!("{} {} {fields}", item.offset, item.name()));
+    }
+    assert_eq!(next, stream.len() as u64, "{seen:#?}");
+    seen
+}
+
+#[test]
+fn reader_items_are_the_spec_items_and_cover_the_stream() {
+    let pv = items(&pv_stream(Width::Bits32), legacy::ReaderOptions::default());
+    assert_eq!(
+        pv,
+        [
+            "0 HEADER p2m_size=32",
+            "4 PV_EXT_INFO marker=0xffffffff total_size=5184",
+            "12 ext_info_block id=\"vcpu\" size=5168",
+            "5188 ext_info_block id=\"extv\" size=0",
+            "5196 P2M_FRAME_LIST frames=[0x1234]",
+            "5200 VCPU_INFO max_vcpu_id=0 vcpu_map=[0x1]",
+            "5216 PAGE_BATCH pfn_types=[0x1, 0x10000002, 0xf0000000, 0xf0000003]",
+            "13428 END ",
+            "13432 PV_UNMAPPED count=0 pfns=[]",
+            "13436 PV_VCPU context=<5168 octets> extended=<128 octets>",
+            "18732 SHARED_INFO page=<4096 octets>",
+        ]
+    );
+    let hvm = items(
+        &hvm_stream(Width::Bits64),
+        legacy::ReaderOptions {
+            qemu_trailer: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        hvm,
+        [
+            "0 HEADER p2m_size=32",
+            "8 HVM_IDENT_PT pad=0 value=0xfeffd000",
+            "24 PAGE_BATCH pfn_types=[0x1-0x2]",
+            "8236 END ",
+            "8240 hvm_magic_pfns ioreq_pfn=0x5 bufioreq_pfn=0x6 store_pfn=0x7",
+            "8264 HVM_CONTEXT length=8 context=<8 octets>",
+            "8276 QEMU_SIGNATURE signature=\"DeviceModelRecord0002\"",
+            "8297 QEMU_RECORD data=\"4 octets, not held\"",
+            "8301 QEMU_RECORD.data data=<4 octets>",
+        ]
+    );
+}
+
+#[test]
+fn reader_items_show_xsave_state_and_lend_batch_pages() {
+    // A 64-bit toolstack and guest with xsave state (xcnt), two vCPUs.
+    let mut b = Builder::new(Width::Bits64);
+    let xcnt = 0x40u32 + 16;
+    b.ulong(P2M_SIZE)
+        .pv_ext_info(&[
+            vcpu_block(legacy::VCPU_CONTEXT_SIZE_X86_64),
+            (b"xcnt", xcnt.to_le_bytes().to_vec()),
+        ])
+        .ulong(0x1234)
+        .vcpu_info(1, &[0b11])
+        .batch(&[5, 0xF000_0006])
+        .i32(0)
+        .u32(0);
+    for v in 0..2u8 {
+        b.fill(0x11 + v, legacy::VCPU_CONTEXT_SIZE_X86_64 as usize)
+            .u64(7)
+            .u64(0x40)
+            .fill(0x55, 0x40);
+    }
+    b.fill(0x33, PAGE_SIZE);
+    let seen = items(&b.bytes, legacy::ReaderOptions::default());
+    let names: Vec<&str> = seen.iter().filter_map(|s| s.split(' ').nth(1)).collect();
+    assert_eq!(
+        names,
+        [
+            "HEADER",
+            "PV_EXT_INFO",
+            "ext_info_block",
+            "ext_info_block",
+            "xcnt_data",
+            "P2M_FRAME_LIST",
+            "VCPU_INFO",
+            "PAGE_BATCH",
+            "END",
+            "PV_UNMAPPED",
+            "PV_VCPU",
+            "PV_XSAVE",
+            "PV_VCPU",
+            "PV_XSAVE",
+            "SHARED_INFO",
+        ]
+    );
+    assert!(seen.contains(&format!(
+        "{} xcnt_data xsave_size={xcnt}",
+        8 + 8 + 4 + 8 + 5168 + 8
+    )));
+    assert!(seen
+        .iter()
+        .any(|s| s.ends_with("PV_XSAVE mask=0x7 size=64 area=<64 octets>")));
+    assert!(seen
+        .iter()
+        .any(|s| s.ends_with("PV_VCPU context=<5168 octets> extended=<0 octets>")));
+
+    // The page of a batch comes with its entry, as a v2 page entry.
+    let mut reader = legacy::LegacyReader::new(&b.bytes[..], legacy::ReaderOptions::default());
+    let mut pages = Vec::new();
+    while let Some(item) = reader.next_item().expect("read") {
+        for (entry, page) in item.pages() {
+            pages.push((entry.pfn(), entry.page_type(), page.len(), page[0]));
+        }
+    }
+    assert_eq!(pages, [(5, libxc::PageType::NOTAB, PAGE_SIZE, 1)]);
+}
+
 #[test]
 fn hvm_streams_starting_with_verify_mode_are_not_mistaken_for_pv() {
     for width in [Width::Bits32, Width::Bits64] {
