@@ -801,6 +801,8 @@ impl Job for DumpJob {
         xenmig::verify::check_as_read(&mut reader);
         let mut out = io::BufWriter::new(crate::out::Stdout);
         let mut line = String::new();
+        // Each vCPU's registers and mode, listed before the end of input.
+        let mut tracker = Some(Tracker::registers_only(Which::Last));
         loop {
             line.clear();
             let item = match reader.next_item() {
@@ -818,6 +820,28 @@ impl Job for DumpJob {
                 out.write_all(line.as_bytes())?;
                 out.flush()?;
                 return Ok(Some(e));
+            }
+            if let Some(t) = tracker.as_mut() {
+                if t.item(&item).is_err() {
+                    tracker = None;
+                }
+            }
+            if done {
+                let vcpus = tracker
+                    .take()
+                    .and_then(|t| t.finish().ok())
+                    .map(|index| index.vcpus().to_vec())
+                    .unwrap_or_default();
+                let mut regs = String::new();
+                if self.json {
+                    for v in &vcpus {
+                        regs.push_str(&json!({ "vcpu_registers": v }).to_string());
+                        regs.push('\n');
+                    }
+                } else {
+                    registers_text(&mut regs, &vcpus);
+                }
+                out.write_all(regs.as_bytes())?;
             }
             out.write_all(line.as_bytes())?;
             if done {

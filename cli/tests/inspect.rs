@@ -308,6 +308,8 @@ fn dump_lists_one_line_per_item() {
     let info = xenmig().args(["info", "--json", p]).output().unwrap();
     let r: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let records = r["libxc_records"].as_u64().unwrap() + r["libxl_records"].as_u64().unwrap();
+    // Each vCPU whose registers the image carries gets a line before the end of input.
+    let vcpus = r["vcpu_registers"].as_array().unwrap().len() as u64;
 
     let out = xenmig().args(["dump", p]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
@@ -315,8 +317,11 @@ fn dump_lists_one_line_per_item() {
     let lines: Vec<&str> = t.lines().collect();
     let record_lines = lines.iter().filter(|l| l.contains(" #")).count();
     assert_eq!(record_lines as u64, records, "{t}");
-    // xl, libxl, image and domain headers, the records, the end of input.
-    assert_eq!(lines.len() as u64, 4 + records + 1, "{t}");
+    // xl, libxl, image and domain headers, the records, the vCPUs, the end of input.
+    assert_eq!(lines.len() as u64, 4 + records + vcpus + 1, "{t}");
+    let vcpu_lines = lines.iter().filter(|l| l.starts_with("vcpu ")).count() as u64;
+    assert_eq!(vcpu_lines, vcpus, "{t}");
+    assert!(vcpus == 0 || t.contains(" mode, rip 0x"), "{t}");
     assert!(lines[0].starts_with("0x00000000  xl"), "{t}");
     // PAGE_DATA's entries are summarised (`display: summary` in the spec): page types counted,
     // pfns as runs.
@@ -333,7 +338,12 @@ fn dump_lists_one_line_per_item() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(objs.len() as u64, 4 + records + 1);
+    assert_eq!(objs.len() as u64, 4 + records + vcpus + 1);
+    let regs = objs
+        .iter()
+        .filter(|o| o["vcpu_registers"].is_object())
+        .count() as u64;
+    assert_eq!(regs, vcpus);
     let indexed: Vec<&serde_json::Value> = objs.iter().filter(|o| o["index"].is_u64()).collect();
     assert_eq!(indexed.len() as u64, records);
     for (i, o) in indexed.iter().enumerate() {
