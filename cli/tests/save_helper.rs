@@ -371,7 +371,9 @@ fn emulator_context(w: &mut StreamWriter<&File>) {
 /// A replayed save: the stream it wrote, framed by libxl's records as libxl frames it.
 struct SaveRun {
     run: Run,
-    file: tempfile::NamedTempFile,
+    /// Unnamed, so that it goes with the test process: the replays are kept in a static,
+    /// which is never dropped.
+    file: File,
     /// Where the helper started writing (after LIBXC_CONTEXT).
     libxc_start: u64,
     /// Where the helper stopped.
@@ -380,8 +382,8 @@ struct SaveRun {
 
 fn replay_save(cap: &Capture) -> SaveRun {
     assert!(cap.is_save());
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    let f = file.as_file();
+    let file = tempfile::tempfile().expect("temp file");
+    let f = &file;
     let mut w = libxl_writer(f);
     w.libxl_header(&libxl::LibxlHeader {
         ident: libxl::LIBXL_IDENT,
@@ -425,6 +427,13 @@ fn replay_save(cap: &Capture) -> SaveRun {
         file,
         libxc_start,
         libxc_end,
+    }
+}
+
+impl SaveRun {
+    /// A path that opens the saved stream afresh (its own file offset).
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 }
 
@@ -512,7 +521,7 @@ struct RestoreRun {
 /// a pipe (as from `xl migrate`), else from the file (as for `xl restore`).
 fn replay_restore(cap: &Capture, sender: &str, pipe: bool) -> RestoreRun {
     let saved = save_run(sender);
-    let bytes = std::fs::read(saved.file.path()).expect("read the saved stream");
+    let bytes = std::fs::read(saved.path()).expect("read the saved stream");
     let image_end = libxc_image_end(&bytes);
     // send_back_fd: the pipe back to the sender (only COLO writes it), -1 for `xl restore`.
     let back = File::options()
@@ -548,7 +557,7 @@ fn replay_restore(cap: &Capture, sender: &str, pipe: bool) -> RestoreRun {
         writer.join().expect("writer");
         (run, ends, rest)
     } else {
-        let f = File::open(saved.file.path()).expect("open the saved stream");
+        let f = File::open(saved.path()).expect("open the saved stream");
         (&f).seek(SeekFrom::Start(saved.libxc_start)).expect("seek");
         fds.push((io, f.as_raw_fd()));
         let mut fr = &f;
@@ -687,7 +696,7 @@ fn check_save(name: &str) -> Arc<SaveRun> {
 /// A plain save that completed: the file is a valid libxl stream, as `xl save` leaves it
 /// (minus xl's own header).
 fn check_saved_stream(name: &str, saved: &SaveRun) {
-    let bytes = std::fs::read(saved.file.path()).expect("read");
+    let bytes = std::fs::read(saved.path()).expect("read");
     let report = xenmig::verify_slice(
         &bytes,
         xenmig::VerifyOptions {
@@ -855,7 +864,7 @@ fn remus_pvh_11_remus_send() {
     let name = "remus-pvh/11-remus-send";
     let s = check_save(name);
     // The sender was killed while it waited for the 14th checkpoint reply: no END.
-    let bytes = std::fs::read(s.file.path()).expect("read");
+    let bytes = std::fs::read(s.path()).expect("read");
     assert_eq!(libxc_image_end(&bytes), bytes.len() as u64);
 }
 
