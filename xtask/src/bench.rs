@@ -479,6 +479,18 @@ fn probe_reference(
     xenmig: &Path,
     dir: &Path,
 ) -> std::result::Result<Reference, String> {
+    // A link to xenmig (as xenmig's package or the realxen harness may install one) would
+    // be timed against itself.
+    let real = std::fs::canonicalize(script).map_err(|e| format!("{}: {e}", script.display()))?;
+    if std::fs::canonicalize(xenmig).is_ok_and(|x| x == real)
+        || real.file_name().is_some_and(|n| n == "xenmig")
+    {
+        return Err(format!(
+            "{} is xenmig itself ({})",
+            script.display(),
+            real.display()
+        ));
+    }
     let probe = dir.join("reference-probe.img");
     let ours = dir.join("reference-probe.xenmig");
     let theirs = dir.join("reference-probe.xen");
@@ -1270,7 +1282,7 @@ impl Report {
         Ok(())
     }
 
-    /// `xenmig sim save | xenmig sim restore` of a simulated HVM domain of each size through a pipe against
+    /// `xenmig sim save | xenmig sim restore` of a simulated HVM domain through a pipe against
     /// `cat FILE | cat` of a saved stream of the same domain.
     fn sim(&mut self, tools: &Tools, dir: &Path, size: &Size, runs: usize) -> Result<()> {
         let file = dir.join("sim-hvm.bin");
