@@ -245,7 +245,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let missed = report.print(&opts, legacy.as_ref());
     if !report.points.is_empty() {
         let out = target.join("bench");
-        let md = scaling::write(&out, &report.points, &opts.sizes, opts.runs)?;
+        // A child's ru_maxrss starts at its parent's resident set (Linux keeps the high-water
+        // mark of the memory an exec replaces): this run's own resident set is a floor.
+        let floor = pipeline(&[cmd(["true"])], Out::Null, &dir.path, false)?.max_rss;
+        let md = scaling::write(&out, &report.points, &opts.sizes, opts.runs, floor)?;
         println!("\n{md}");
         println!(
             "scaling figures written to {} and {}",

@@ -61,9 +61,17 @@ fn cell(s: &str) -> String {
 }
 
 /// Writes both files into `dir`; returns the Markdown.
-pub fn write(dir: &Path, points: &[Point], sizes: &[Size], runs: usize) -> Result<String> {
+/// `floor`: the peak RSS `true` reports when the bench spawns it as the table is written (the
+/// bench's own resident set, the floor of every figure it measures at that time).
+pub fn write(
+    dir: &Path,
+    points: &[Point],
+    sizes: &[Size],
+    runs: usize,
+    floor: u64,
+) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let md = markdown(points, sizes, runs);
+    let md = markdown(points, sizes, runs, floor);
     write_atomic(&dir.join(MARKDOWN), &md)?;
     write_atomic(&dir.join(SVG), &svg(points, sizes))?;
     Ok(md)
@@ -80,7 +88,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-fn markdown(points: &[Point], sizes: &[Size], runs: usize) -> String {
+fn markdown(points: &[Point], sizes: &[Size], runs: usize, floor: u64) -> String {
     let all = series(points);
     let heads: Vec<String> = sizes.iter().map(Size::human).collect();
     let mut s = String::new();
@@ -128,7 +136,11 @@ fn markdown(points: &[Point], sizes: &[Size], runs: usize) -> String {
         s,
         "\n## Peak RSS (MiB)\n\nThe process's `ru_maxrss` (for a pipeline, its last command). \
          The commands marked (*) hold a\nsimulated domain as large as the column's size; the \
-         others should stay flat.\n"
+         others should stay flat. A child's\n`ru_maxrss` starts at its parent's resident set \
+         (Linux keeps the high-water mark of the memory\nan exec replaces), so the bench's own \
+         resident set when it starts a command is a floor for\nthat command's figure: `true` \
+         started as the table was written reported {:.1} MiB.\n",
+        floor as f64 / MIB
     );
     let _ = writeln!(s, "| command | {} |", heads.join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(sizes.len()));
