@@ -1,9 +1,10 @@
 //! Writes a synthetic legacy (Xen <= 4.5) save stream of a given size, for benchmarking the
-//! converter: full 1024-page batches of typed pages, the chunks a real saver sends, and a PV or
-//! HVM tail (with the libxl qemu record for HVM).
+//! converter: full batches of typed pages (1024 pages each, the most a legacy saver sends, or
+//! `--batch N`), the chunks a real saver sends, and a PV or HVM tail (with the libxl qemu
+//! record for HVM).
 //!
 //! ```text
-//! cargo run --release -p xenmig --example gen_legacy -- [--width 32|64] [--guest pv|hvm] --size 1G OUT
+//! cargo run --release -p xenmig --example gen_legacy -- [--width 32|64] [--guest pv|hvm] [--batch N] --size 1G OUT
 //! xenmig convert-legacy -i OUT -o OUT.v2 [-f libxl]
 //! ```
 //!
@@ -14,7 +15,8 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 const PAGE: usize = 4096;
-const BATCH: usize = 1024;
+/// The largest batch a legacy saver writes (MAX_BATCH_SIZE), and the default.
+const MAX_BATCH: usize = 1024;
 /// vcpu_guest_context sizes of 32- and 64-bit PV guests.
 const VCPU_CONTEXT_32: usize = 0xAF0;
 const VCPU_CONTEXT_64: usize = 0x1430;
@@ -22,6 +24,8 @@ const VCPU_CONTEXT_64: usize = 0x1430;
 struct Options {
     width: usize,
     pv: bool,
+    /// Pages per batch.
+    batch: usize,
     size: u64,
     out: String,
 }
@@ -40,6 +44,7 @@ fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
         width: 8,
         pv: false,
+        batch: MAX_BATCH,
         size: 1 << 30,
         out: String::new(),
     };
@@ -61,6 +66,14 @@ fn parse_args() -> Result<Options, String> {
                     v => return Err(format!("--guest {v}: expected pv or hvm")),
                 }
             }
+            "--batch" | "-b" => {
+                let v = value()?;
+                opts.batch = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_BATCH).contains(n))
+                    .ok_or(format!("--batch {v}: expected 1 to {MAX_BATCH}"))?;
+            }
             "--size" | "-s" => {
                 let v = value()?;
                 opts.size = parse_size(&v).ok_or(format!("--size {v}: expected e.g. 1G"))?;
@@ -70,7 +83,9 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if opts.out.is_empty() {
-        return Err("usage: gen_legacy [--width 32|64] [--guest pv|hvm] --size 1G OUT".into());
+        return Err(
+            "usage: gen_legacy [--width 32|64] [--guest pv|hvm] [--batch N] --size 1G OUT".into(),
+        );
     }
     Ok(opts)
 }
@@ -125,9 +140,10 @@ fn generate(o: &Options) -> io::Result<(u64, u64)> {
         out: BufWriter::with_capacity(1 << 20, file),
         width: o.width,
     };
-    let per_batch = (BATCH * (o.width + PAGE) + 4) as u64;
+    let batch_len = o.batch;
+    let per_batch = (batch_len * (o.width + PAGE) + 4) as u64;
     let batches = o.size.div_ceil(per_batch).max(1);
-    let pages = batches * BATCH as u64;
+    let pages = batches * batch_len as u64;
     let p2m_size = pages + 16;
     let vcpu_context = if o.width == 8 {
         VCPU_CONTEXT_64
@@ -158,16 +174,17 @@ fn generate(o: &Options) -> io::Result<(u64, u64)> {
     s.u32(2_000_000)?;
     s.u32(1)?;
 
-    let mut data = vec![0u8; BATCH * PAGE];
+    let mut data = vec![0u8; batch_len * PAGE];
     noise(&mut data, 0x9E37_79B9_7F4A_7C15);
-    let mut entries = Vec::with_capacity(BATCH * o.width);
+    let mut entries = Vec::with_capacity(batch_len * o.width);
     for batch in 0..batches {
         entries.clear();
         let mut with_data = 0;
-        for i in 0..BATCH as u64 {
-            let pfn = batch * BATCH as u64 + i;
-            // Mostly plain pages; some page tables (PV), an XTAB now and then.
-            let ty: u64 = match i % 64 {
+        for i in 0..batch_len as u64 {
+            let pfn = batch * batch_len as u64 + i;
+            // Mostly plain pages; some page tables (PV), an XTAB now and then (by pfn, so that
+            // small batches have the same mix).
+            let ty: u64 = match pfn % 64 {
                 63 => 0xF,
                 1 if o.pv => 0x1,
                 2 if o.pv => 0x9,
@@ -179,7 +196,7 @@ fn generate(o: &Options) -> io::Result<(u64, u64)> {
             }
             entries.extend_from_slice(&((ty << 28) | pfn).to_le_bytes()[..o.width]);
         }
-        s.i32(BATCH as i32)?;
+        s.i32(batch_len as i32)?;
         s.bytes(&entries)?;
         s.bytes(&data[..with_data * PAGE])?;
     }

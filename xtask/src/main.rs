@@ -24,6 +24,7 @@ mod fuzz;
 mod layers;
 mod literals;
 mod realxen;
+mod scaling;
 
 /// Each spec and the document generated from it.
 const DOCS: &[(&str, &str)] = &[
