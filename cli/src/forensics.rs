@@ -233,7 +233,7 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
             "checkpoint": checkpoint.map(|c| c.0),
             "vcpus": index.vcpus(),
         });
-        crate::out::say(&format!("{v:#}"));
+        crate::out::say(&format!("{:#}", crate::schema::stamp(v)));
     } else {
         let mut s = format!(
             "wrote {} ({:?}): {} pages in {} runs, {} octets",
@@ -492,11 +492,11 @@ fn run_extract(a: &ExtractArgs) -> Result<(), ForensicsError> {
         .iter()
         .map(|(n, what)| json!({ "file": n, "holds": what }))
         .collect();
-    let manifest = json!({
+    let manifest = crate::schema::stamp(json!({
         "input": a.input,
         "checkpoint": index.checkpoints().map(|n| a.checkpoint.unwrap_or(n)),
         "files": files,
-    });
+    }));
     w.json("manifest.json", "this list", &manifest)?;
     let mut text = format!("wrote {} files to {}", w.files.len(), a.dir.display());
     for (n, what) in &w.files {
@@ -579,7 +579,7 @@ fn run_diff(a: &DiffArgs) -> Result<bool, ForensicsError> {
         if let Some(o) = v.as_object_mut() {
             o.insert("identical".into(), json!(d.identical()));
         }
-        crate::out::say(&format!("{v:#}"));
+        crate::out::say(&format!("{:#}", crate::schema::stamp(v)));
         return Ok(d.identical());
     }
     let p = &d.pages;

@@ -17,6 +17,7 @@ mod out;
 mod progress;
 mod render;
 mod save_helper;
+mod schema;
 mod sim;
 
 #[derive(Parser)]

@@ -515,7 +515,7 @@ pub(crate) fn print_stats(
             }),
             None => serde_json::json!({ "save": stats, "downtime_policy": verdict }),
         };
-        let _ = writeln!(err, "{v}");
+        let _ = writeln!(err, "{}", crate::schema::stamp(v));
         return;
     }
     let _ = writeln!(
@@ -664,7 +664,7 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
                         "state_digest": dom.state_digest_hex(),
                     })
                 };
-                eprintln!("{v}");
+                eprintln!("{}", crate::schema::stamp(v));
             } else if res.failed_over {
                 eprintln!(
                     "the stream broke after checkpoint {}: failed over to it",
