@@ -60,7 +60,7 @@ pub struct ExtractMemoryArgs {
     /// the last complete one).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint: Option<u64>,
-    /// Print what was written as JSON.
+    /// Print what was written as JSON (its schema: `xenmig schema extract-memory`).
     #[arg(long)]
     json: bool,
 }
@@ -269,7 +269,8 @@ pub struct ExtractArgs {
     /// The save image or captured stream (any framing; `-` for standard input).
     input: String,
     /// The directory the files go to (made if missing; files of the same names are
-    /// replaced, each through a temporary file).
+    /// replaced, each through a temporary file), with a manifest.json listing them (its
+    /// schema: `xenmig schema extract-manifest`).
     dir: PathBuf,
     /// For a checkpointed stream, the checkpoint to extract, from 1 (default: the last
     /// complete one).
@@ -527,7 +528,7 @@ pub struct DiffArgs {
     /// Also list the records that are the same.
     #[arg(short, long)]
     verbose: bool,
-    /// The comparison as JSON.
+    /// The comparison as JSON (its schema: `xenmig schema diff`).
     #[arg(long)]
     json: bool,
 }

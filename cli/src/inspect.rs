@@ -125,7 +125,7 @@ pub struct VerifyArgs {
     /// Print nothing: the exit status says it all.
     #[arg(short, long)]
     quiet: bool,
-    /// Print the whole report as JSON.
+    /// Print the whole report as JSON (its schema: `xenmig schema verify`).
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
     /// Input as Xen's verify-stream-v2 names it: a path, or a decimal file descriptor number.
@@ -145,7 +145,7 @@ pub struct VerifyArgs {
 pub struct InfoArgs {
     #[command(flatten)]
     read: ReadArgs,
-    /// Print the report as JSON, for programs.
+    /// Print the report as JSON, for programs (its schema: `xenmig schema info`).
     #[arg(long)]
     json: bool,
     /// The stream to describe, or - for standard input.
@@ -157,7 +157,7 @@ pub struct InfoArgs {
 pub struct DumpArgs {
     #[command(flatten)]
     read: ReadArgs,
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text (their schema: `xenmig schema dump`).
     #[arg(long)]
     json: bool,
     /// Also print the contents of every page (hexdump lines; hex strings in JSON).

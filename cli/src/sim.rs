@@ -110,7 +110,7 @@ struct SaveArgs {
     /// Debug mode: after the final pass, send every page again for the receiver to compare.
     #[arg(long)]
     verify_mode: bool,
-    /// Per-pass statistics as JSON on stderr.
+    /// Per-pass statistics as JSON on stderr (its schema: `xenmig schema sim-save`).
     #[arg(long)]
     json: bool,
     /// Framing: a bare libxc image, a libxl stream (HVM guests get a simulated device model,
@@ -131,7 +131,7 @@ struct RestoreArgs {
     /// Seed of the destination's machine frame numbers.
     #[arg(long, default_value_t = 2)]
     seed: u64,
-    /// Results as JSON.
+    /// Results as JSON on stderr (its schema: `xenmig schema sim-restore`).
     #[arg(long)]
     json: bool,
     /// Check only what Xen's restore checks (the default also rejects what the reference
