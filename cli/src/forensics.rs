@@ -60,7 +60,7 @@ pub struct ExtractMemoryArgs {
     /// the last complete one).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint: Option<u64>,
-    /// Print what was written as JSON.
+    /// Print what was written as JSON (its schema: `xenmig schema extract-memory`).
     #[arg(long)]
     json: bool,
 }
@@ -233,7 +233,7 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
             "checkpoint": checkpoint.map(|c| c.0),
             "vcpus": index.vcpus(),
         });
-        crate::out::say(&format!("{v:#}"));
+        crate::out::say(&format!("{:#}", crate::schema::stamp(v)));
     } else {
         let mut s = format!(
             "wrote {} ({:?}): {} pages in {} runs, {} octets",
@@ -269,7 +269,8 @@ pub struct ExtractArgs {
     /// The save image or captured stream (any framing; `-` for standard input).
     input: String,
     /// The directory the files go to (made if missing; files of the same names are
-    /// replaced, each through a temporary file).
+    /// replaced, each through a temporary file), with a manifest.json listing them (its
+    /// schema: `xenmig schema extract-manifest`).
     dir: PathBuf,
     /// For a checkpointed stream, the checkpoint to extract, from 1 (default: the last
     /// complete one).
@@ -492,11 +493,11 @@ fn run_extract(a: &ExtractArgs) -> Result<(), ForensicsError> {
         .iter()
         .map(|(n, what)| json!({ "file": n, "holds": what }))
         .collect();
-    let manifest = json!({
+    let manifest = crate::schema::stamp(json!({
         "input": a.input,
         "checkpoint": index.checkpoints().map(|n| a.checkpoint.unwrap_or(n)),
         "files": files,
-    });
+    }));
     w.json("manifest.json", "this list", &manifest)?;
     let mut text = format!("wrote {} files to {}", w.files.len(), a.dir.display());
     for (n, what) in &w.files {
@@ -527,7 +528,7 @@ pub struct DiffArgs {
     /// Also list the records that are the same.
     #[arg(short, long)]
     verbose: bool,
-    /// The comparison as JSON.
+    /// The comparison as JSON (its schema: `xenmig schema diff`).
     #[arg(long)]
     json: bool,
 }
@@ -579,7 +580,7 @@ fn run_diff(a: &DiffArgs) -> Result<bool, ForensicsError> {
         if let Some(o) = v.as_object_mut() {
             o.insert("identical".into(), json!(d.identical()));
         }
-        crate::out::say(&format!("{v:#}"));
+        crate::out::say(&format!("{:#}", crate::schema::stamp(v)));
         return Ok(d.identical());
     }
     let p = &d.pages;

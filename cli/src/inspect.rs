@@ -9,6 +9,7 @@
 use crate::io::{Input, Opened};
 use crate::progress::{self, Tracked};
 use crate::render::{self, Fields, Val};
+use crate::schema::stamp;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -124,7 +125,7 @@ pub struct VerifyArgs {
     /// Print nothing: the exit status says it all.
     #[arg(short, long)]
     quiet: bool,
-    /// Print the whole report as JSON.
+    /// Print the whole report as JSON (its schema: `xenmig schema verify`).
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
     /// Input as Xen's verify-stream-v2 names it: a path, or a decimal file descriptor number.
@@ -144,7 +145,7 @@ pub struct VerifyArgs {
 pub struct InfoArgs {
     #[command(flatten)]
     read: ReadArgs,
-    /// Print the report as JSON, for programs.
+    /// Print the report as JSON, for programs (its schema: `xenmig schema info`).
     #[arg(long)]
     json: bool,
     /// The stream to describe, or - for standard input.
@@ -156,7 +157,7 @@ pub struct InfoArgs {
 pub struct DumpArgs {
     #[command(flatten)]
     read: ReadArgs,
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text (their schema: `xenmig schema dump`).
     #[arg(long)]
     json: bool,
     /// Also print the contents of every page (hexdump lines; hex strings in JSON).
@@ -330,8 +331,9 @@ fn status(report: &Report) -> u8 {
     }
 }
 
+/// Prints `v` as indented JSON, with `format_version`; false when it cannot be.
 fn print_json<T: serde::Serialize>(v: &T) -> bool {
-    match serde_json::to_string_pretty(v) {
+    match serde_json::to_value(v).and_then(|v| serde_json::to_string_pretty(&stamp(v))) {
         Ok(s) => {
             crate::out::say(&format!("{s}\n"));
             true
@@ -835,7 +837,7 @@ impl Job for DumpJob {
                 let mut regs = String::new();
                 if self.json {
                     for v in &vcpus {
-                        regs.push_str(&json!({ "vcpu_registers": v }).to_string());
+                        regs.push_str(&stamp(json!({ "vcpu_registers": v })).to_string());
                         regs.push('\n');
                     }
                 } else {
@@ -871,7 +873,7 @@ struct Entry<'a> {
 impl DumpJob {
     fn error(&self, e: &StreamError, line: &mut String) {
         if self.json {
-            line.push_str(&json!({ "error": e }).to_string());
+            line.push_str(&stamp(json!({ "error": e })).to_string());
             line.push('\n');
         } else {
             let _ = writeln!(line, "ERROR: {e}");
@@ -990,7 +992,7 @@ impl DumpJob {
 
     fn eof(&self, complete: bool, line: &mut String) {
         if self.json {
-            line.push_str(&json!({ "name": "eof", "complete": complete }).to_string());
+            line.push_str(&stamp(json!({ "name": "eof", "complete": complete })).to_string());
             line.push('\n');
         } else if complete {
             line.push_str("end of input: the stream is complete\n");
@@ -1056,7 +1058,7 @@ impl DumpJob {
                 .collect();
             obj.insert("pages".into(), serde_json::Value::Array(pages));
         }
-        line.push_str(&serde_json::Value::Object(obj).to_string());
+        line.push_str(&stamp(serde_json::Value::Object(obj)).to_string());
         line.push('\n');
     }
 }
@@ -1185,7 +1187,7 @@ impl DumpJob {
                     let at = reader.offset();
                     if self.json {
                         let end = json!({ "name": "eof", "complete": true, "offset": at });
-                        line.push_str(&end.to_string());
+                        line.push_str(&stamp(end).to_string());
                         line.push('\n');
                     } else {
                         let _ =
@@ -1205,7 +1207,7 @@ impl DumpJob {
                         if let Some(why) = why {
                             error["read_as_legacy_because"] = json!(why);
                         }
-                        line.push_str(&json!({ "error": error }).to_string());
+                        line.push_str(&stamp(json!({ "error": error })).to_string());
                         line.push('\n');
                     } else {
                         let _ = write!(line, "ERROR: {e}");

@@ -17,6 +17,7 @@ mod out;
 mod progress;
 mod render;
 mod save_helper;
+mod schema;
 mod sim;
 
 #[derive(Parser)]
@@ -63,6 +64,8 @@ enum Command {
         )]
         args: Vec<String>,
     },
+    /// Print the JSON Schema of a command's --json output (`--list` names them all).
+    Schema(schema::SchemaArgs),
     /// Print a shell completion script for xenmig.
     Completions {
         /// The shell the script is for.
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
                 .collect();
             save_helper::main(&argv)
         }
+        Command::Schema(a) => schema::run(a),
         Command::Completions { shell } => manual::completions(shell),
     };
     // Output that could not be written is an error, whatever the command concluded.

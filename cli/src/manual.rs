@@ -115,6 +115,10 @@ pub const MANUALS: &[Manual] = &[
                 "xenmig info --json guest.save",
             ),
             (
+                "The JSON Schema of that output (every --json output has one):",
+                "xenmig schema info",
+            ),
+            (
                 "Convert a stream saved by Xen 4.5 or older:",
                 "xenmig convert-legacy -i old.save -o new.save -f libxl -x",
             ),
@@ -447,6 +451,26 @@ pub const MANUALS: &[Manual] = &[
             ),
         ],
         see_also: &["xl(1)"],
+    },
+    Manual {
+        path: &["schema"],
+        exit: &[
+            ("0", "The schema or the list was printed."),
+            (
+                "2",
+                "Usage error (a name that is not listed), or standard output that cannot be \
+                 written.",
+            ),
+        ],
+        env: &[],
+        examples: &[
+            ("The outputs that have a schema:", "xenmig schema --list"),
+            (
+                "Save the schema of info --json, to check what it prints:",
+                "xenmig schema info > xenmig-info.schema.json",
+            ),
+        ],
+        see_also: &[],
     },
     Manual {
         path: &["completions"],

@@ -110,7 +110,7 @@ struct SaveArgs {
     /// Debug mode: after the final pass, send every page again for the receiver to compare.
     #[arg(long)]
     verify_mode: bool,
-    /// Per-pass statistics as JSON on stderr.
+    /// Per-pass statistics as JSON on stderr (its schema: `xenmig schema sim-save`).
     #[arg(long)]
     json: bool,
     /// Framing: a bare libxc image, a libxl stream (HVM guests get a simulated device model,
@@ -131,7 +131,7 @@ struct RestoreArgs {
     /// Seed of the destination's machine frame numbers.
     #[arg(long, default_value_t = 2)]
     seed: u64,
-    /// Results as JSON.
+    /// Results as JSON on stderr (its schema: `xenmig schema sim-restore`).
     #[arg(long)]
     json: bool,
     /// Check only what Xen's restore checks (the default also rejects what the reference
@@ -515,7 +515,7 @@ pub(crate) fn print_stats(
             }),
             None => serde_json::json!({ "save": stats, "downtime_policy": verdict }),
         };
-        let _ = writeln!(err, "{v}");
+        let _ = writeln!(err, "{}", crate::schema::stamp(v));
         return;
     }
     let _ = writeln!(
@@ -664,7 +664,7 @@ fn sim_restore(a: RestoreArgs) -> Result<ExitCode> {
                         "state_digest": dom.state_digest_hex(),
                     })
                 };
-                eprintln!("{v}");
+                eprintln!("{}", crate::schema::stamp(v));
             } else if res.failed_over {
                 eprintln!(
                     "the stream broke after checkpoint {}: failed over to it",
