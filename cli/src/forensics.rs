@@ -9,6 +9,7 @@
 //! failure removes it. Exit status: 0 written, 1 the stream is refused, 2 usage or I/O.
 
 use crate::io::temp_path;
+use clap::ValueEnum;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -226,7 +227,7 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
     if a.json {
         let v = json!({
             "output": a.out.display().to_string(),
-            "format": format!("{:?}", a.format).to_lowercase(),
+            "format": a.format.to_possible_value().map(|v| v.get_name().to_string()),
             "pages": summary.pages,
             "runs": summary.runs,
             "bytes": summary.bytes,
@@ -236,9 +237,11 @@ fn run(a: &ExtractMemoryArgs) -> Result<(), ForensicsError> {
         crate::out::say(&format!("{:#}", crate::schema::stamp(v)));
     } else {
         let mut s = format!(
-            "wrote {} ({:?}): {} pages in {} runs, {} octets",
+            "wrote {} ({}): {} pages in {} runs, {} octets",
             a.out.display(),
-            a.format,
+            a.format
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
             summary.pages,
             summary.runs,
             summary.bytes
