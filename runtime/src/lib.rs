@@ -18,6 +18,7 @@
 //! - xenmig-savehelper: [`savehelper`], the libxl-save-helper replacement.
 //! - xenmig-sim (feature `sim`): `sim`, the simulated domain, and its device model in [`dm`].
 //! - xenmig-xen (feature `xen`): `xen`, the real-Xen backend, the only FFI.
+#![deny(missing_docs)]
 
 pub use xenmig_core::{
     core_dump, error, legacy, libxc, libxl, limits, render, wire, x86_state, xl,
