@@ -4,8 +4,9 @@
 //! to other examples, and some inputs are bad on purpose, so that an example that stopped
 //! reporting a failure fails here.
 //!
-//! `cargo test` builds the examples before it runs any test; the test builds them again
-//! (a no-op when they are current) so that `cargo test --test examples` alone works too.
+//! `cargo test --workspace` builds the examples before it runs any test; the test asks cargo
+//! to build them again (a no-op then) so that `cargo test -p xenmig --test examples` alone
+//! works too, with no stale example.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,15 +32,10 @@ fn examples_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "xenmig",
-            "--features",
-            "sim",
-            "--examples",
-        ])
+        // The whole workspace, as `cargo test --workspace` resolves its features: then the
+        // build finds everything fresh (`-p xenmig` alone would resolve other features and
+        // build the runtime again).
+        .args(["build", "--quiet", "--workspace", "--examples"])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(root());

@@ -51,13 +51,13 @@ impl<W: Write> RecordOut for StreamWriter<W> {
 
 /// Per-guest-type steps of a save.
 pub trait SaveHooks<D: Domain> {
-    /// Prepares the save (PV: maps the guest's p2m).
+    /// Prepares the save (PV: reads the guest's p2m).
     fn setup(&mut self, dom: &mut D, cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError>;
     /// The number of pfns the save walks.
     fn p2m_size(&mut self, dom: &mut D) -> BResult<u64>;
     /// Writes the static data: what is sent once, before memory.
     fn static_data(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
-    /// Writes the records that start the stream, before static data.
+    /// Writes the records that follow the static data, before any memory (PV: X86_PV_P2M_FRAMES).
     fn start_of_stream(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
     /// Writes the records that start a checkpoint.
     fn start_of_checkpoint(&mut self, _dom: &mut D, _w: &mut Out<'_>) -> Result<(), SaveError> {
@@ -65,7 +65,8 @@ pub trait SaveHooks<D: Domain> {
     }
     /// Writes the state that ends a checkpoint or the stream: vCPUs, HVM context, TSC, shared info.
     fn end_of_checkpoint(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
-    /// Checks, after the guest is suspended, that its state can still be saved.
+    /// Checks, at the start of each checkpoint, that the guest is still as the save found it
+    /// (PV: its p2m has not changed).
     fn check_vm_state(&mut self, _dom: &mut D) -> Result<(), SaveError> {
         Ok(())
     }

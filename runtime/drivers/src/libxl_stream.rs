@@ -73,7 +73,8 @@ pub enum LibxlSaveError {
     /// Writing a libxl record failed.
     #[error(transparent)]
     Write(#[from] WriteError),
-    /// The device model refused to give its state.
+    /// The device model failed: saving its state, resuming it, or state it gave that cannot be
+    /// sent.
     #[error("device model: {0}")]
     DeviceModel(BackendError),
     /// The domain refused an operation.
