@@ -2,7 +2,7 @@
 //! went away (EPIPE) or a descriptor that was closed when the process started make the
 //! command report the failure on stderr and exit with status 2, whatever it was doing.
 //!
-//! [`print`] returns the error to callers that can act on it; [`say`] (for callbacks and
+//! [`print()`] returns the error to callers that can act on it; [`say`] (for callbacks and
 //! threads that cannot) keeps the first failure, which [`finish`] turns into the exit status.
 
 use std::io::{self, Write};
@@ -55,7 +55,7 @@ pub fn print(text: &str) -> io::Result<()> {
     Stdout.write_all(text.as_bytes())
 }
 
-/// [`print`] where the error cannot be handled on the spot; [`finish`] reports it.
+/// [`print()`] where the error cannot be handled on the spot; [`finish`] reports it.
 pub fn say(text: &str) {
     let _ = print(text);
 }

@@ -74,7 +74,7 @@ fn help_text() -> String {
     }
 }
 
-/// Runs the helper with the whole argv (argv[0] is the program or `save-helper`); never returns.
+/// Runs the helper with the whole argv (`argv[0]` is the program or `save-helper`); never returns.
 pub fn main(argv: &[String]) -> ! {
     let args = match Args::parse(argv) {
         Ok(a) => a,

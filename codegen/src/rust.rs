@@ -208,8 +208,11 @@ impl<'s> Gen<'s> {
             /// One record inside a blob of records: where its header starts, the header, and its body.
             #[derive(Debug, Clone, Copy)]
             pub struct Frame<'a> {
+                /// Where the record's header starts, in octets from the start of the blob.
                 pub offset: usize,
+                /// The record's header.
                 pub header: #header,
+                /// The record's body: as many octets as the header's length says.
                 pub body: &'a [u8],
             }
 
@@ -231,6 +234,7 @@ impl<'s> Gen<'s> {
             }
 
             impl<'a> Frames<'a> {
+                /// The records in `bytes`, the first header at offset 0; nothing is read yet.
                 pub fn new(bytes: &'a [u8]) -> Self {
                     Frames { bytes }
                 }
@@ -2085,7 +2089,12 @@ impl<'s> Gen<'s> {
             pub enum Record<'a> {
                 #(#docs #variants(#rec_types),)*
                 /// A type the spec does not define, with its raw body.
-                Unknown { record_type: u32, body: &'a [u8] },
+                Unknown {
+                    /// The type in the record's header.
+                    record_type: u32,
+                    /// The body, undecoded.
+                    body: &'a [u8],
+                },
             }
             impl<'a> Record<'a> {
                 /// Decodes a body of the given type, checking every rule of the spec.
@@ -2507,13 +2516,20 @@ impl<'s> Gen<'s> {
                 /// The body is longer than the octets given: read until there are `len`, then
                 /// decode again. `counted` tells which array the last read count sized.
                 Need {
+                    /// How many octets the body needs at least, counted from its start.
                     len: usize,
                     /// The field the missing octets belong to, as `CHUNK.field`.
                     field: &'static str,
+                    /// The array whose count the last field read gave, if any.
                     counted: Option<Counted>,
                 },
                 /// The body, and the octets it took.
-                Done { value: T, len: usize },
+                Done {
+                    /// The decoded body.
+                    value: T,
+                    /// The octets it took.
+                    len: usize,
+                },
             }
 
             impl<T> ChunkRead<T> {
@@ -2565,6 +2581,7 @@ impl<'s> Gen<'s> {
                 pub fn len(&self) -> usize {
                     self.bytes.len().checked_div(self.size).unwrap_or(0)
                 }
+                /// Whether there are no elements.
                 pub fn is_empty(&self) -> bool {
                     self.len() == 0
                 }

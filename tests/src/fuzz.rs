@@ -136,8 +136,8 @@ fn check_roundtrip(what: &str, input: &[u8], encoded: Result<Vec<u8>, String>, l
 // ---------------------------------------------------------------------------------------------
 // The generated decoders
 
-/// libxc records and headers: octet 0 the context ([`decode_ctx`]), octet 1 the record type
-/// ([`record_type`]), the rest the body. Property: what decodes encodes back to the body (or
+/// libxc records and headers: octet 0 the context (`decode_ctx`), octet 1 the record type
+/// (`record_type`), the rest the body. Property: what decodes encodes back to the body (or
 /// a prefix of it).
 pub fn decode_libxc(data: &[u8]) {
     let (sel, rest) = split_sel(data);
@@ -291,7 +291,7 @@ fn read_all<S: Source>(mut r: Reader<S>, input_len: usize) -> Result<(), StreamE
     panic!("the reader yielded {limit} items from {input_len} octets without ending");
 }
 
-/// The stream reader: octet 0 chooses the framing (bits 0-1, [`framing`]), lenient reading
+/// The stream reader: octet 0 chooses the framing (bits 0-1, `framing`), lenient reading
 /// (bit 2), COLO mode (bit 3), the verifier's checks as read (bit 4, what `dump` and restore
 /// install), and the source (bits 5-7: 0-3 the zero-copy slice source, 4-7 a `Read` source
 /// fed 1, 7, 4096 or 65536 octets at a time).
@@ -559,7 +559,7 @@ pub fn save_helper_restore(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Seeds
 
-/// The octet [`decode_ctx`] turns into `ctx`, when there is one (versions 1 to 4, guest width
+/// The octet `decode_ctx` turns into `ctx`, when there is one (versions 1 to 4, guest width
 /// unknown, 4 or 8).
 pub fn ctx_selector(ctx: &DecodeCtx) -> Option<u8> {
     let endian = u8::from(ctx.endian == Endian::Big);
@@ -580,7 +580,7 @@ pub fn ctx_selector(ctx: &DecodeCtx) -> Option<u8> {
     Some(endian | lenient | version | width)
 }
 
-/// The octet [`record_type`] turns into `ty`, when there is one.
+/// The octet `record_type` turns into `ty`, when there is one.
 pub fn record_type_selector(ty: u32) -> Option<u8> {
     match ty {
         0..=0x7f => Some(ty as u8),

@@ -5,6 +5,7 @@
 //! (format reference section 1.6), through a [`V2Sink`]. The converter never encodes a record
 //! body itself: the sink owns the wire encoding. [`CodecSink`] is the sink that writes real
 //! streams, with the generated codecs; [`convert_to`] puts the two together.
+#![deny(missing_docs)]
 
 pub mod codec_sink;
 pub mod legacy;

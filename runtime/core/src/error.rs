@@ -16,6 +16,7 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// The layer's name in lower case, as errors and reports print it.
     pub fn as_str(self) -> &'static str {
         match self {
             Layer::Xl => "xl",
@@ -46,6 +47,7 @@ pub enum ErrorKind {
 /// An error found while reading, verifying or converting a stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StreamError {
+    /// What kind of failure this is.
     pub kind: ErrorKind,
     /// Byte offset in the input where the problem is.
     pub offset: u64,
@@ -62,6 +64,7 @@ pub struct StreamError {
 }
 
 impl StreamError {
+    /// An error of `kind` at `offset` breaking `rule`, outside any record, at the `required` level.
     pub fn new(
         kind: ErrorKind,
         offset: u64,
@@ -103,17 +106,20 @@ impl StreamError {
         }
     }
 
+    /// Places the error in record `index` (counted over all layers), named `item`.
     pub fn with_record(mut self, index: u64, item: impl Into<String>) -> Self {
         self.record_index = Some(index);
         self.item = Some(item.into());
         self
     }
 
+    /// Names the record or header the error is in.
     pub fn with_item(mut self, item: impl Into<String>) -> Self {
         self.item = Some(item.into());
         self
     }
 
+    /// Sets who enforces the broken rule.
     pub fn with_level(mut self, level: Level) -> Self {
         self.level = level.as_str();
         self

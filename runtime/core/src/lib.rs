@@ -9,6 +9,7 @@
 //! the code enforces, and the format facts it indexes with, are in [`limits`]; [`error`] is
 //! the one error of the stream layers, [`render`] prints any decoded record, and
 //! [`GuestType`] names the guest types the domain header knows.
+#![deny(missing_docs)]
 
 // The generated code names `::xenmig::wire`; inside this crate that is `crate::wire`.
 extern crate self as xenmig;

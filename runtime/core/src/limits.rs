@@ -1,7 +1,7 @@
 //! Every limit xenmig enforces, in one place, each with the Xen figure it follows.
 //!
 //! Two kinds of number live here. Format facts come from the specs in `spec/` (through the
-//! generated [`libxc`], [`libxl`] and [`xl`] modules) and are only given the integer type
+//! generated [`libxc`], [`libxl`] and [`xl`](crate::xl) modules) and are only given the integer type
 //! the code indexes with; their value is never written again. Caps are xenmig's own: where
 //! Xen enforces the same bound, the figure is Xen's and its doc says where Xen keeps it;
 //! where Xen has none (it allocates whatever a length field says), the doc says so and why

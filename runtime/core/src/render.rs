@@ -58,10 +58,14 @@ pub enum Val {
     Octets(Vec<u8>),
     /// Whole pages: `octets` in `pages` pages.
     Pages {
+        /// The octets.
         octets: usize,
+        /// The pages they fill.
         pages: usize,
     },
+    /// Values in order.
     List(Vec<Val>),
+    /// Named fields: a nested struct.
     Obj(Fields),
     /// Counts or values keyed by names found in the stream.
     Map(Vec<(String, Val)>),
@@ -71,6 +75,7 @@ pub enum Val {
 pub type Fields = Vec<(&'static str, Val)>;
 
 impl Val {
+    /// The value as JSON: integers as numbers, names and text as strings, octets as hex.
     pub fn to_json(&self) -> Json {
         match self {
             Val::Int(v) | Val::Hex(v) => json!(v),
@@ -84,6 +89,7 @@ impl Val {
         }
     }
 
+    /// Appends the value as `xenmig dump` shows it.
     pub fn write_text(&self, out: &mut String) {
         match self {
             Val::Int(v) => {

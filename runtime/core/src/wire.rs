@@ -9,7 +9,9 @@ use std::fmt;
 /// Byte order of a multi-octet integer on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endian {
+    /// Least significant octet first.
     Little,
+    /// Most significant octet first.
     Big,
 }
 
@@ -170,6 +172,7 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`; `item` names the record or header in errors.
     pub fn new(bytes: &'a [u8], endian: Endian, item: &'static str) -> Self {
         Cursor {
             bytes,
@@ -240,6 +243,7 @@ impl<'a> Cursor<'a> {
         s
     }
 
+    /// Takes `N` octets as an array.
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let s = self.take(field, N)?;
         let mut out = [0u8; N];
@@ -247,10 +251,12 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
+    /// Takes one octet.
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(field)?[0])
     }
 
+    /// Takes a 16-bit integer in the cursor's byte order.
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         let b = self.array::<2>(field)?;
         Ok(match self.endian {
@@ -259,6 +265,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Takes a 32-bit integer in the cursor's byte order.
     pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         let b = self.array::<4>(field)?;
         Ok(match self.endian {
@@ -267,6 +274,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Takes a 64-bit integer in the cursor's byte order.
     pub fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         let b = self.array::<8>(field)?;
         Ok(match self.endian {
@@ -296,29 +304,36 @@ impl<'a> Cursor<'a> {
 /// Appends integers in a byte order.
 #[derive(Debug)]
 pub struct Put<'o> {
+    /// Where the octets go.
     pub out: &'o mut Vec<u8>,
+    /// The byte order of the integers.
     pub endian: Endian,
 }
 
 impl Put<'_> {
+    /// Appends octets as they are.
     pub fn bytes(&mut self, b: &[u8]) {
         self.out.extend_from_slice(b);
     }
+    /// Appends one octet.
     pub fn u8(&mut self, v: u8) {
         self.out.push(v);
     }
+    /// Appends a 16-bit integer.
     pub fn u16(&mut self, v: u16) {
         match self.endian {
             Endian::Little => self.out.extend_from_slice(&v.to_le_bytes()),
             Endian::Big => self.out.extend_from_slice(&v.to_be_bytes()),
         }
     }
+    /// Appends a 32-bit integer.
     pub fn u32(&mut self, v: u32) {
         match self.endian {
             Endian::Little => self.out.extend_from_slice(&v.to_le_bytes()),
             Endian::Big => self.out.extend_from_slice(&v.to_be_bytes()),
         }
     }
+    /// Appends a 64-bit integer.
     pub fn u64(&mut self, v: u64) {
         match self.endian {
             Endian::Little => self.out.extend_from_slice(&v.to_le_bytes()),
@@ -385,7 +400,14 @@ int_element!(u64, 8, u64);
 /// never copied) or given as a slice of values (for encoding).
 #[derive(Clone, Copy)]
 pub enum Array<'a, T> {
-    Encoded { bytes: &'a [u8], endian: Endian },
+    /// Elements as they are on the wire.
+    Encoded {
+        /// The encoded elements, back to back.
+        bytes: &'a [u8],
+        /// Their byte order.
+        endian: Endian,
+    },
+    /// Elements as values.
     Values(&'a [T]),
 }
 
@@ -398,6 +420,7 @@ impl<'a, T: Element> Array<'a, T> {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -569,6 +592,7 @@ impl fmt::Debug for CStrings<'_> {
 /// Whether a record is still part of the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// Current: writers emit it, readers accept it.
     Active,
     /// Kept for old readers; new writers do not emit it.
     Deprecated,
@@ -579,30 +603,46 @@ pub enum Status {
 /// What the stream machinery uses a record for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Closes its layer's stream.
     End,
+    /// Carries guest pages.
     PageData,
+    /// Ends one checkpoint of a checkpointed (Remus, COLO) libxc stream.
     Checkpoint,
+    /// Ends one checkpoint of a checkpointed libxl stream.
     CheckpointEnd,
+    /// A COLO control message between checkpoints.
     CheckpointState,
+    /// Ends the static data (what is sent once, before memory).
     StaticDataEnd,
+    /// Asks the restorer to compare the pages that follow with its own.
     Verify,
+    /// The libxl record the libxc image follows.
     LibxcContext,
+    /// Sent on the back channel, from restorer to saver (COLO).
     BackChannel,
 }
 
 /// What the spec says about one record type.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordInfo {
+    /// The spec's name, e.g. `PAGE_DATA`.
     pub name: &'static str,
+    /// The type number in the record header.
     pub record_type: u32,
+    /// The spec's description.
     pub doc: &'static str,
+    /// Whether the record is current, deprecated or forbidden.
     pub status: Status,
+    /// What the stream machinery uses it for, if anything.
     pub role: Option<Role>,
     /// Oldest format version the record may appear in.
     pub since_version: Option<u32>,
+    /// At most one per stream.
     pub once: bool,
     /// Domain type names (from the domain type enum) the record is valid for; empty = all.
     pub guests: &'static [&'static str],
+    /// Valid only in a checkpointed stream.
     pub checkpointed_only: bool,
     /// For the static-data boundary: the records that imply it in older streams.
     pub implied_at: &'static [u32],
@@ -626,24 +666,30 @@ impl RecordInfo {
 /// A record that must appear, optionally one whose fields match a condition.
 #[derive(Debug, Clone, Copy)]
 pub struct Requirement {
+    /// The record type that must appear.
     pub record: u32,
     /// The condition as written in the spec, if any.
     pub condition: Option<&'static str>,
     /// Decodes a body of `record` and evaluates the condition.
     pub matches: Option<fn(&[u8], &DecodeCtx) -> bool>,
+    /// How strictly the requirement is enforced.
     pub level: Level,
+    /// The spec's description of the requirement.
     pub doc: &'static str,
 }
 
 /// An ordering rule.
 #[derive(Debug, Clone, Copy)]
 pub struct OrderRule {
+    /// The record type the rule constrains.
     pub record: u32,
     /// The first `record` must follow one of each of these.
     pub after: &'static [u32],
     /// `record` must not follow the first of any of these.
     pub before: &'static [u32],
+    /// How strictly the rule is enforced.
     pub level: Level,
+    /// The spec's description of the rule.
     pub doc: &'static str,
 }
 
@@ -652,8 +698,11 @@ pub struct OrderRule {
 pub struct Layout {
     /// A domain type name, or `all`.
     pub guest: &'static str,
+    /// The spec's description of the layout.
     pub doc: &'static str,
+    /// Records that must appear.
     pub required: &'static [Requirement],
+    /// Order rules between records.
     pub order: &'static [OrderRule],
 }
 
@@ -671,17 +720,26 @@ pub fn hex(v: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value<'v> {
     /// An integer; `hex` when the spec asks for it to be shown in hex (`display: hex`).
-    Int { value: u64, hex: bool },
+    Int {
+        /// The value.
+        value: u64,
+        /// Whether to show it in hex.
+        hex: bool,
+    },
     /// A value of an enum: the spec's name for it, if it defines one.
     Enum {
+        /// The value.
         value: u64,
+        /// The spec's name for the value, if it has one.
         name: Option<&'static str>,
         /// The enum's name in the spec.
         enum_name: &'static str,
     },
     /// A flags value with the spec's named bits (mask, name); other set bits are reserved.
     Flags {
+        /// The value.
         value: u64,
+        /// The named bits: (mask, name).
         bits: &'static [(u64, &'static str)],
     },
     /// A fixed-size byte string.
@@ -729,6 +787,7 @@ pub struct ArrayInfo {
     /// The field that holds the count on the wire, when there is one (`count: FIELD`); the
     /// walk reports that field as a scalar at its place, before the array.
     pub count_field: Option<&'static str>,
+    /// Whether to list the elements or summarise them.
     pub show: ArrayShow,
 }
 
@@ -738,7 +797,10 @@ pub enum BlobKind {
     /// Opaque octets (`blob`, arrays of `u8`).
     Opaque,
     /// Whole pages of `page_size` octets (`pages`).
-    Pages { page_size: usize },
+    Pages {
+        /// Octets per page.
+        page_size: usize,
+    },
 }
 
 /// Receives the fields of a walked value, in spec order.
@@ -752,9 +814,11 @@ pub trait Visitor {
     fn scalar(&mut self, name: &'static str, value: Value<'_>, reserved: bool);
     /// A nested struct or bitfield (`type_name` as the spec names it); its fields follow.
     fn struct_begin(&mut self, name: &'static str, type_name: &'static str);
+    /// Closes the struct the last unclosed [`Visitor::struct_begin`] opened.
     fn struct_end(&mut self);
     /// An array of integers, structs or bitfields; its elements follow.
     fn array_begin(&mut self, name: &'static str, info: ArrayInfo);
+    /// Closes the array the last unclosed [`Visitor::array_begin`] opened.
     fn array_end(&mut self);
     /// Octets the spec does not break into fields. `layout` walks their contents when the spec
     /// declares a layout for them (`layout:` on a blob field: another format's framed records,

@@ -45,6 +45,7 @@ pub trait DeviceModel {
 
 /// A domain together with its device model (none for PV and PVH guests).
 pub trait HasDeviceModel: Domain {
+    /// The device model, if the guest has one.
     fn device_model(&mut self) -> Option<&mut dyn DeviceModel>;
 }
 
@@ -52,11 +53,14 @@ pub trait HasDeviceModel: Domain {
 /// `dom`.
 #[derive(Debug, Clone)]
 pub struct Guest<D, M> {
+    /// The domain.
     pub dom: D,
+    /// Its device model, if it has one.
     pub dm: Option<M>,
 }
 
 impl<D, M> Guest<D, M> {
+    /// Pairs `dom` with `dm`.
     pub fn new(dom: D, dm: Option<M>) -> Self {
         Guest { dom, dm }
     }

@@ -15,6 +15,7 @@ pub use xenmig_core::GuestType;
 /// Facts about a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainInfo {
+    /// PV or HVM.
     pub guest: GuestType,
     /// Octets in a guest word: 4 or 8 (PV); 8 for HVM.
     pub guest_width: u8,
@@ -71,9 +72,13 @@ pub enum VcpuState {
 /// TSC state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TscInfo {
+    /// The TSC mode, as Xen numbers it.
     pub mode: u32,
+    /// The guest's TSC frequency in kHz.
     pub khz: u32,
+    /// The elapsed time Xen adds to the TSC, in nanoseconds.
     pub nsec: u64,
+    /// The TSC incarnation: how many times the domain has been restored or migrated.
     pub incarnation: u32,
 }
 
@@ -87,10 +92,12 @@ pub struct BackendError {
     pub op: &'static str,
     /// errno-style code when there is one (EAGAIN, ERANGE, ...).
     pub errno: Option<i32>,
+    /// What went wrong, in words.
     pub detail: String,
 }
 
 impl BackendError {
+    /// A failure of operation `op`, without an errno.
     pub fn new(op: &'static str, detail: impl Into<String>) -> Self {
         BackendError {
             op,
@@ -99,6 +106,7 @@ impl BackendError {
         }
     }
 
+    /// Adds an errno-style code.
     pub fn errno(mut self, e: i32) -> Self {
         self.errno = Some(e);
         self
@@ -119,15 +127,23 @@ impl std::error::Error for BackendError {}
 
 /// errno values the drivers look at.
 pub mod errno {
+    /// I/O error.
     pub const EIO: i32 = 5;
+    /// Try again.
     pub const EAGAIN: i32 = 11;
+    /// Out of memory.
     pub const ENOMEM: i32 = 12;
+    /// Invalid argument.
     pub const EINVAL: i32 = 22;
+    /// Result out of range.
     pub const ERANGE: i32 = 34;
+    /// Argument list too long.
     pub const E2BIG: i32 = 7;
+    /// Operation not supported.
     pub const EOPNOTSUPP: i32 = 95;
 }
 
+/// What a backend call returns.
 pub type BResult<T> = Result<T, BackendError>;
 
 /// One domain as the drivers see it.
@@ -163,30 +179,39 @@ pub trait Domain {
 
     /// A vcpu's state blob; empty when the vcpu has none of that kind.
     fn vcpu_state(&mut self, vcpu: u32, which: VcpuState) -> BResult<Vec<u8>>;
+    /// Sets a vcpu's state blob (restore).
     fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()>;
     /// Online vcpu ids.
     fn online_vcpus(&mut self) -> BResult<Vec<u32>>;
 
     /// The HVM context blob (all HVM save records).
     fn hvm_context(&mut self) -> BResult<Vec<u8>>;
+    /// Loads the HVM context blob (restore).
     fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()>;
+    /// The value of an HVM parameter.
     fn hvm_param(&mut self, index: u64) -> BResult<u64>;
+    /// Sets an HVM parameter (restore).
     fn set_hvm_param(&mut self, index: u64, value: u64) -> BResult<()>;
 
+    /// The domain's TSC state.
     fn tsc_info(&mut self) -> BResult<TscInfo>;
+    /// Sets the domain's TSC state (restore).
     fn set_tsc_info(&mut self, tsc: TscInfo) -> BResult<()>;
 
     /// The shared info page.
     fn shared_info(&mut self) -> BResult<Vec<u8>>;
+    /// Writes the shared info page (restore, PV).
     fn set_shared_info(&mut self, page: &[u8]) -> BResult<()>;
 
     /// The CPUID policy as 24-octet leaves and the MSR policy as 16-octet entries (both in
     /// wire form, little-endian). Empty when the backend has none.
     fn cpu_policy(&mut self) -> BResult<(Vec<u8>, Vec<u8>)>;
+    /// Applies CPUID and MSR policies in the same wire form (restore); either may be empty.
     fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()>;
 
     /// Starts dirty tracking.
     fn enable_logdirty(&mut self) -> BResult<()>;
+    /// Stops dirty tracking.
     fn disable_logdirty(&mut self) -> BResult<()>;
     /// Sets in `bitmap` (one bit per pfn) every page dirtied since the last clean, clears the
     /// log, and returns the number of dirty pages. `final_pass`: the guest is suspended.
@@ -501,6 +526,7 @@ pub struct Bitmap {
 }
 
 impl Bitmap {
+    /// A bitmap of `bits` bits, all clear.
     pub fn new(bits: u64) -> Self {
         Bitmap {
             words: vec![0; bits.div_ceil(64) as usize],
@@ -508,14 +534,17 @@ impl Bitmap {
         }
     }
 
+    /// The number of bits.
     pub fn len(&self) -> u64 {
         self.bits
     }
 
+    /// Whether it has no bits.
     pub fn is_empty(&self) -> bool {
         self.bits == 0
     }
 
+    /// Sets bit `i` (bits past the end are ignored).
     pub fn set(&mut self, i: u64) {
         if i < self.bits {
             if let Some(w) = self.words.get_mut((i / 64) as usize) {
@@ -524,12 +553,14 @@ impl Bitmap {
         }
     }
 
+    /// Clears bit `i`.
     pub fn clear(&mut self, i: u64) {
         if let Some(w) = self.words.get_mut((i / 64) as usize) {
             *w &= !(1 << (i % 64));
         }
     }
 
+    /// Whether bit `i` is set (false past the end).
     pub fn get(&self, i: u64) -> bool {
         i < self.bits
             && self
@@ -538,6 +569,7 @@ impl Bitmap {
                 .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
+    /// Sets every bit.
     pub fn set_all(&mut self) {
         for w in &mut self.words {
             *w = u64::MAX;
@@ -550,6 +582,7 @@ impl Bitmap {
         }
     }
 
+    /// Clears every bit.
     pub fn clear_all(&mut self) {
         for w in &mut self.words {
             *w = 0;
@@ -563,6 +596,7 @@ impl Bitmap {
         }
     }
 
+    /// The number of set bits.
     pub fn count(&self) -> u64 {
         self.words.iter().map(|w| w.count_ones() as u64).sum()
     }
@@ -594,22 +628,29 @@ impl Bitmap {
 /// What the precopy policy decides after each pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum PrecopyDecision {
+    /// Give up the save.
     Abort,
+    /// Do another pass while the guest runs.
     Continue,
+    /// Suspend the guest and send what is still dirty.
     StopAndCopy,
 }
 
 /// What the policy sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrecopyStats {
+    /// Passes done so far (0 after the first).
     pub iteration: u32,
+    /// Pages written by all passes so far.
     pub total_written: u64,
     /// Pages dirty for the next pass; -1 while not known.
     pub dirty_count: i64,
     /// Pages the last pass sent, its stream octets and its duration (domain clock): what a
     /// policy estimates bandwidth from.
     pub last_pass_pages: u64,
+    /// Stream octets the last pass wrote.
     pub last_pass_bytes: u64,
+    /// How long the last pass took.
     pub last_pass_time: Duration,
 }
 
@@ -676,8 +717,11 @@ impl From<&str> for ToolstackError {
 /// What the restore tells the toolstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointAnswer {
+    /// The checkpoint was received; apply it.
     Success,
+    /// The link broke: keep the last complete checkpoint and run the guest from it.
     Failover,
+    /// Stop the restore with an error.
     Error,
 }
 

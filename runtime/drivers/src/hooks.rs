@@ -14,16 +14,22 @@ use std::io::Write;
 /// ([`crate::save`], which re-exports it) depends on the hooks and not the other way round.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
+    /// The domain refused an operation.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Writing the stream failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The guest could not be suspended.
     #[error("the guest did not suspend: {0}")]
     Suspend(String),
+    /// The precopy policy gave up.
     #[error("the precopy policy aborted the save")]
     Aborted,
+    /// The domain's state cannot be saved as it is.
     #[error("{0}")]
     Invalid(String),
+    /// The back channel from the restorer (COLO) failed.
     #[error("back channel: {0}")]
     BackChannel(String),
 }
@@ -33,6 +39,7 @@ pub type Out<'w> = dyn RecordOut + 'w;
 
 /// Writes libxc records (object-safe view of [`StreamWriter`]).
 pub trait RecordOut {
+    /// Writes one record.
     fn record(&mut self, r: &libxc::Record<'_>) -> Result<(), SaveError>;
 }
 
@@ -44,18 +51,26 @@ impl<W: Write> RecordOut for StreamWriter<W> {
 
 /// Per-guest-type steps of a save.
 pub trait SaveHooks<D: Domain> {
+    /// Prepares the save (PV: reads the guest's p2m).
     fn setup(&mut self, dom: &mut D, cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError>;
     /// The number of pfns the save walks.
     fn p2m_size(&mut self, dom: &mut D) -> BResult<u64>;
+    /// Writes the static data: what is sent once, before memory.
     fn static_data(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
+    /// Writes the records that follow the static data, before any memory (PV: X86_PV_P2M_FRAMES).
     fn start_of_stream(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
+    /// Writes the records that start a checkpoint.
     fn start_of_checkpoint(&mut self, _dom: &mut D, _w: &mut Out<'_>) -> Result<(), SaveError> {
         Ok(())
     }
+    /// Writes the state that ends a checkpoint or the stream: vCPUs, HVM context, TSC, shared info.
     fn end_of_checkpoint(&mut self, dom: &mut D, w: &mut Out<'_>) -> Result<(), SaveError>;
+    /// Checks, at the start of each checkpoint, that the guest is still as the save found it
+    /// (PV: its p2m has not changed).
     fn check_vm_state(&mut self, _dom: &mut D) -> Result<(), SaveError> {
         Ok(())
     }
+    /// The gfn behind each pfn, as [`Domain::pfn_to_gfn`].
     fn pfn_to_gfn(&mut self, dom: &mut D, pfns: &[u64], out: &mut [Option<u64>]) -> BResult<()>;
     /// Rewrites a page before it is sent (page tables: machine frames to pfns).
     fn normalise_page(
@@ -69,6 +84,7 @@ pub trait SaveHooks<D: Domain> {
     fn normalises(&self, _page_type: libxc::PageType) -> bool {
         true
     }
+    /// Releases what [`SaveHooks::setup`] took.
     fn cleanup(&mut self, dom: &mut D, cb: &mut dyn SaveCallbacks<D>) -> Result<(), SaveError>;
 }
 

@@ -7,6 +7,7 @@
 //! them; [`migrate`] is xl's migration protocol over a connection. Streams are read and
 //! written with `xenmig-stream`; no backend is here (the simulator and the Xen backend are
 //! crates of their own).
+#![deny(missing_docs)]
 
 // The formats (xenmig-core) and the stream layer (xenmig-stream), at the paths the drivers
 // name them by.

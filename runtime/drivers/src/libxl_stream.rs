@@ -67,18 +67,26 @@ pub struct LibxlSaveStats {
 /// Why a libxl-framed save failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LibxlSaveError {
+    /// The libxc save failed.
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// Writing a libxl record failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The device model failed: saving its state, resuming it, or state it gave that cannot be
+    /// sent.
     #[error("device model: {0}")]
     DeviceModel(BackendError),
+    /// The domain refused an operation.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The COLO exchange failed.
     #[error("COLO: {0}")]
     Colo(#[from] ColoError),
+    /// Writing the xl header failed.
     #[error(transparent)]
     Xl(#[from] XlError),
+    /// The save was asked for something it cannot do.
     #[error("{0}")]
     Invalid(String),
 }
@@ -426,8 +434,11 @@ where
 /// stream came in an xl save file.
 #[derive(Debug, Clone, Copy)]
 pub struct Destination<'a> {
+    /// PV or HVM, from the domain header.
     pub guest: GuestType,
+    /// The libxc domain header.
     pub header: &'a libxc::DomainHeader,
+    /// The stream's outermost framing.
     pub framing: Framing,
     /// The xl file's domain config (JSON without its NUL), if any.
     pub config: Option<&'a [u8]>,
@@ -436,6 +447,7 @@ pub struct Destination<'a> {
 /// What a libxl-level restore did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LibxlRestoreResult {
+    /// The framing read.
     pub framing: Option<Framing>,
     /// The xl header, for xl save files.
     pub xl: Option<XlFileInfo>,
@@ -469,9 +481,12 @@ pub enum LibxlRestoreError {
     /// The xl header was refused, or the body needs legacy conversion.
     #[error(transparent)]
     Xl(Box<XlError>),
+    /// The device model refused an emulator record.
     #[error("device model: {context}: {source}")]
     DeviceModel {
+        /// What was being applied.
         context: String,
+        /// The device model's error.
         source: BackendError,
     },
     /// A COLO secondary's exchange with the primary went wrong (not a broken link, which
@@ -1198,22 +1213,32 @@ where
 /// A COLO control message exchange went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ColoError {
+    /// The control channel failed.
     #[error("COLO channel: {0}")]
     Io(#[from] io::Error),
+    /// Writing a message failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// A message broke a rule of the stream.
     #[error("{0}")]
     Stream(#[from] StreamError),
+    /// A message other than the one the protocol expects now.
     #[error("expected CHECKPOINT_STATE {expected}, got {got}")]
     Unexpected {
+        /// The message expected.
         expected: libxl::CheckpointStateId,
+        /// The message read.
         got: libxl::CheckpointStateId,
     },
+    /// The exchange was driven out of order.
     #[error("COLO sequence: {0}")]
     Sequence(String),
+    /// A step on the guest failed.
     #[error("COLO {step}: {source}")]
     Op {
+        /// The step.
         step: &'static str,
+        /// Why it failed.
         source: Box<ToolstackError>,
     },
 }
@@ -1313,6 +1338,7 @@ enum PrimaryStep {
 }
 
 impl ColoPrimary {
+    /// The primary before its first checkpoint.
     pub fn new() -> Self {
         Self::default()
     }
@@ -1390,6 +1416,7 @@ enum SecondaryStep {
 }
 
 impl ColoSecondary {
+    /// The secondary before its first checkpoint.
     pub fn new() -> Self {
         Self::default()
     }

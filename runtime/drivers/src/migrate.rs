@@ -73,7 +73,9 @@ pub trait GuestControl<D> {
 
 /// Both directions of a connection, optionally zstd-compressed as a whole.
 pub struct Channel<'a> {
+    /// What the other side sends.
     pub rx: Box<dyn Read + 'a>,
+    /// What goes to the other side.
     pub tx: Box<dyn Write + 'a>,
 }
 
@@ -122,23 +124,34 @@ impl<'a> Channel<'a> {
 /// Why a migration step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// The connection failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being read or written.
         what: &'static str,
+        /// The failure.
         source: io::Error,
     },
+    /// The other side sent something the protocol does not allow here.
     #[error("{what}: expected {expected:?}, got {got:?}")]
     Unexpected {
+        /// What was being read.
         what: &'static str,
+        /// What the protocol allows.
         expected: String,
+        /// What arrived.
         got: String,
     },
+    /// The sender's save failed.
     #[error("save failed: {0}")]
     Save(Box<LibxlSaveError>),
+    /// The receiver's restore failed.
     #[error("restore failed: {0}")]
     Restore(Box<LibxlRestoreError>),
+    /// The receiver reported a failure to unpause the guest.
     #[error("the receiver could not unpause the guest (status {0})")]
     Status(u8),
+    /// The toolstack could not act on the guest.
     #[error("{0}")]
     Guest(ToolstackError),
 }
@@ -162,10 +175,18 @@ pub enum SendOutcome {
     Migrated,
     /// The migration failed before the point of no return, or the receiver reported a
     /// non-zero status: the sender's guest was resumed (`resumed` false if that failed too).
-    RolledBack { error: MigrateError, resumed: bool },
+    RolledBack {
+        /// Why the migration failed.
+        error: MigrateError,
+        /// Whether the sender's guest runs again.
+        resumed: bool,
+    },
     /// A failure after the point of no return: which copy is authoritative is undefined.
     /// The sender's copy stays suspended.
-    Undefined { error: MigrateError },
+    Undefined {
+        /// Why the migration failed.
+        error: MigrateError,
+    },
     /// Remus or COLO: the checkpoints are out and the connection is closed; the sender's
     /// guest runs.
     Checkpointed,
@@ -174,6 +195,7 @@ pub enum SendOutcome {
 /// What the sender did.
 #[derive(Debug)]
 pub struct SendReport {
+    /// How the migration ended.
     pub outcome: SendOutcome,
     /// The stream's figures, once the save completed.
     pub stats: Option<LibxlSaveStats>,
@@ -324,7 +346,9 @@ pub enum ReceiveOutcome<D> {
 /// What the receiver did.
 #[derive(Debug)]
 pub struct ReceiveReport<D> {
+    /// How the migration ended.
     pub outcome: ReceiveOutcome<D>,
+    /// What the restore did, once it completed.
     pub restore: Option<LibxlRestoreResult>,
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct XenDefault;
 
 impl XenDefault {
+    /// Xen's decision after a pass with these figures.
     pub fn decide(&mut self, s: PrecopyStats) -> PrecopyDecision {
         crate::save::default_policy(s)
     }
@@ -25,7 +26,9 @@ pub struct DowntimeVerdict {
     pub met: bool,
     /// The stop-and-copy time predicted when precopy stopped.
     pub predicted: Duration,
+    /// The downtime asked for.
     pub target: Duration,
+    /// The pass precopy stopped after.
     pub iteration: u32,
     /// Why, in words.
     pub reason: String,
@@ -34,6 +37,7 @@ pub struct DowntimeVerdict {
 /// Stops when the predicted downtime fits `target`.
 #[derive(Debug, Clone)]
 pub struct DowntimeTarget {
+    /// The downtime to reach.
     pub target: Duration,
     /// Passes after which it gives up on the target.
     pub max_iterations: u32,
@@ -41,10 +45,12 @@ pub struct DowntimeTarget {
     pub verdict: Option<DowntimeVerdict>,
     /// Page rate of the link (pages/s) and dirty rate of the guest (pages/s) last seen.
     pub page_rate: f64,
+    /// Dirty rate of the guest (pages/s) last seen.
     pub dirty_rate: f64,
 }
 
 impl DowntimeTarget {
+    /// A policy for `target`, giving up after 30 passes.
     pub fn new(target: Duration) -> Self {
         DowntimeTarget {
             target,
@@ -55,6 +61,7 @@ impl DowntimeTarget {
         }
     }
 
+    /// The decision after a pass with these figures; sets [`DowntimeTarget::verdict`] when it stops.
     pub fn decide(&mut self, s: PrecopyStats) -> PrecopyDecision {
         if s.dirty_count < 0 || s.last_pass_pages == 0 || s.last_pass_time.is_zero() {
             return PrecopyDecision::Continue;

@@ -34,9 +34,11 @@ use std::io::Write;
 /// How to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RestoreOptions {
+    /// Plain, Remus or COLO.
     pub stream_type: StreamType,
     /// Event channels the toolstack allocated for xenstore and the console.
     pub store_evtchn: u32,
+    /// The console's event channel.
     pub console_evtchn: u32,
 }
 
@@ -45,6 +47,7 @@ pub struct RestoreOptions {
 pub struct RestoreResult {
     /// Frames of the xenstore and console rings, for the toolstack.
     pub store_gfn: u64,
+    /// The console ring's frame.
     pub console_gfn: u64,
     /// Checkpoints applied (CHECKPOINT records answered with success).
     pub checkpoints: u32,
@@ -53,6 +56,7 @@ pub struct RestoreResult {
     pub failed_over: bool,
     /// Pages that differed in verify mode.
     pub verify_mismatches: u64,
+    /// libxc records read.
     pub libxc_records: u64,
     /// Data pages written.
     pub pages: u64,
@@ -61,11 +65,15 @@ pub struct RestoreResult {
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The stream was refused.
     #[error("{0}")]
     Stream(#[from] StreamError),
+    /// The destination domain refused an operation.
     #[error("{context}: {source}")]
     Backend {
+        /// What the restore was doing.
         context: String,
+        /// The domain's error.
         source: BackendError,
     },
 }

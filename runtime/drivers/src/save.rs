@@ -16,9 +16,12 @@ use std::time::Duration;
 /// Xen's `xc_stream_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum StreamType {
+    /// One image, then END.
     #[default]
     Plain,
+    /// Remus: checkpoints until the toolstack stops.
     Remus,
+    /// COLO: checkpoints on the secondary's demand, with a back channel.
     Colo,
 }
 
@@ -29,9 +32,11 @@ pub struct SaveOptions {
     pub live: bool,
     /// After the final pass, send every page again after a VERIFY record.
     pub debug: bool,
+    /// Plain, Remus or COLO.
     pub stream_type: StreamType,
     /// Written in the domain header.
     pub xen_major: u32,
+    /// Written in the domain header.
     pub xen_minor: u32,
 }
 
@@ -82,7 +87,9 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
 /// Figures for a whole save.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SaveStats {
+    /// Every memory pass, in order.
     pub passes: Vec<PassStats>,
+    /// Stream octets written.
     pub bytes: u64,
     /// CHECKPOINT records written.
     pub checkpoints: u32,

@@ -30,8 +30,9 @@ pub struct PvLayout {
     pub vcpu_info_size: usize,
     /// Offset of `evtchn_pending_sel` in a `vcpu_info`.
     pub evtchn_pending_sel: usize,
-    /// Shared info: offset and size of `evtchn_pending` and `evtchn_mask`.
+    /// Shared info: offset and size of `evtchn_pending`.
     pub shinfo_evtchn_pending: (usize, usize),
+    /// Shared info: offset and size of `evtchn_mask`.
     pub shinfo_evtchn_mask: (usize, usize),
     /// Shared info: offset and size of `arch`.
     pub shinfo_arch: (usize, usize),
@@ -191,12 +192,19 @@ macro_rules! start_info {
 /// Offsets in the `start_info` page (`xen.h`) that a restore rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartInfo {
+    /// Offset of `nr_pages`.
     pub nr_pages: usize,
+    /// Offset of `shared_info`.
     pub shared_info: usize,
+    /// Offset of `flags`.
     pub flags: usize,
+    /// Offset of `store_mfn`.
     pub store_mfn: usize,
+    /// Offset of `store_evtchn`.
     pub store_evtchn: usize,
+    /// Offset of `console_mfn`.
     pub console_mfn: usize,
+    /// Offset of `console_evtchn`.
     pub console_evtchn: usize,
 }
 
@@ -206,6 +214,7 @@ impl StartInfo {
     /// 32-bit guests (offsets from `spec/x86_state.yaml`).
     pub const PV32: StartInfo = start_info!(StartInfoX8632);
 
+    /// The offsets for a guest of `width` octets (4: 32-bit, else 64-bit).
     pub fn for_width(width: u8) -> &'static StartInfo {
         if width == 4 {
             &StartInfo::PV32

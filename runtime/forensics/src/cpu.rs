@@ -13,44 +13,75 @@ use xenmig_core::x86_state::{Cr0Bits, Cr4Bits, EferBits, VgcfBits};
 /// The general, segment and control registers of one vCPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VcpuRegs {
+    /// The vCPU's id.
     pub vcpu: u32,
+    /// RAX.
     pub rax: u64,
+    /// RBX.
     pub rbx: u64,
+    /// RCX.
     pub rcx: u64,
+    /// RDX.
     pub rdx: u64,
+    /// RSI.
     pub rsi: u64,
+    /// RDI.
     pub rdi: u64,
+    /// RBP.
     pub rbp: u64,
+    /// RSP.
     pub rsp: u64,
+    /// R8.
     pub r8: u64,
+    /// R9.
     pub r9: u64,
+    /// R10.
     pub r10: u64,
+    /// R11.
     pub r11: u64,
+    /// R12.
     pub r12: u64,
+    /// R13.
     pub r13: u64,
+    /// R14.
     pub r14: u64,
+    /// R15.
     pub r15: u64,
+    /// RIP.
     pub rip: u64,
+    /// RFLAGS.
     pub rflags: u64,
+    /// The CS selector.
     pub cs: u16,
+    /// The SS selector.
     pub ss: u16,
+    /// The DS selector.
     pub ds: u16,
+    /// The ES selector.
     pub es: u16,
+    /// The FS selector.
     pub fs: u16,
+    /// The GS selector.
     pub gs: u16,
+    /// The FS base.
     pub fs_base: u64,
     /// The GS base of the vCPU's current mode.
     pub gs_base: u64,
     /// The other GS base (what `swapgs` brings in).
     pub gs_base_kernel: u64,
+    /// CR0.
     pub cr0: u64,
+    /// CR2: the last page-fault address.
     pub cr2: u64,
     /// cr3 as a guest-physical address (for a PV guest, converted from its frame number).
     pub cr3: u64,
+    /// CR4.
     pub cr4: u64,
     /// EFER, where the image has it (HVM).
     pub efer: Option<u64>,
+    /// The GDTR base address.
     pub gdtr_base: u64,
+    /// The IDTR base address.
     pub idtr_base: u64,
     /// The paging mode the control registers select.
     #[serde(serialize_with = "mode_name")]
@@ -71,7 +102,9 @@ pub fn mode_text(m: PagingMode) -> String {
 /// A guest word width: 8 octets for a 64-bit PV guest, 4 for a 32-bit (PAE) one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PvWidth {
+    /// A 32-bit (PAE) guest: 4-octet words.
     W32,
+    /// A 64-bit guest: 8-octet words.
     W64,
 }
 

@@ -19,7 +19,9 @@ pub const MAX_FIELD_CHANGES: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Equal in both images.
     Same,
+    /// In both images, with different fields.
     Changed,
     /// Only in the second image.
     Added,
@@ -30,8 +32,11 @@ pub enum Status {
 /// One field that differs: its path in the record's walk and both values.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
+    /// The field's dotted path in the record's walk.
     pub path: String,
+    /// The value in the first image.
     pub a: Value,
+    /// The value in the second image.
     pub b: Value,
 }
 
@@ -40,6 +45,7 @@ pub struct FieldChange {
 pub struct RecordDiff {
     /// The record's name, with its vCPU or emulator id where it has one.
     pub record: String,
+    /// How the record compares.
     pub status: Status,
     /// For a changed record, the fields that differ (at most [`MAX_FIELD_CHANGES`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -56,8 +62,11 @@ fn is_zero(n: &usize) -> bool {
 /// Frames compared.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PageDiff {
+    /// Frames in the first image.
     pub pages_a: u64,
+    /// Frames in the second image.
     pub pages_b: u64,
+    /// Frames in both with equal octets.
     pub same: u64,
     /// Runs of frames (first, last) only in the second image.
     pub added: Vec<(u64, u64)>,
@@ -65,15 +74,20 @@ pub struct PageDiff {
     pub removed: Vec<(u64, u64)>,
     /// Runs of frames in both whose octets differ.
     pub changed: Vec<(u64, u64)>,
+    /// Frames only in the second image.
     pub added_count: u64,
+    /// Frames only in the first image.
     pub removed_count: u64,
+    /// Frames in both whose octets differ.
     pub changed_count: u64,
 }
 
 /// The whole comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImageDiff {
+    /// How the frames compare.
     pub pages: PageDiff,
+    /// How the state records compare, one entry per record of either image.
     pub records: Vec<RecordDiff>,
 }
 

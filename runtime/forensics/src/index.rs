@@ -52,13 +52,16 @@ pub enum Guest {
 /// A record of guest or device state, kept as it was read (the latest of its kind).
 #[derive(Debug, Clone)]
 pub struct KeptRecord {
+    /// The layer the record belongs to.
     pub layer: Layer,
+    /// The record type.
     pub record_type: u32,
     /// What tells records of one type apart: the vCPU id of per-vCPU records, the emulator
     /// id of libxl's emulator records, else 0.
     pub key: u32,
     /// How to decode the body.
     pub ctx: DecodeCtx,
+    /// The body, without framing.
     pub body: Vec<u8>,
 }
 

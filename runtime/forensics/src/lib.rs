@@ -8,6 +8,7 @@
 //! core, a Xen dump-core file, a sparse raw image or LiME, for Volatility, gdb, crash and the
 //! other tools that read those. [`diff::diff_images`] compares two images (two saves, or two
 //! checkpoints of one stream) frame by frame and record by record.
+#![deny(missing_docs)]
 
 pub mod cpu;
 pub mod diff;
@@ -34,14 +35,24 @@ pub enum ForensicsError {
     Usage(String),
     /// A guest state record cannot be decoded.
     #[error("{what}: {detail}")]
-    State { what: String, detail: String },
+    State {
+        /// The record or structure.
+        what: String,
+        /// Why it cannot be decoded.
+        detail: String,
+    },
     /// A guest-physical address the image holds no page for.
     #[error("guest-physical address {paddr:#x} is not in the image")]
-    Absent { paddr: u64 },
+    Absent {
+        /// The address.
+        paddr: u64,
+    },
     /// Reading the input or writing the output failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being read or written.
         what: String,
+        /// The failure.
         #[source]
         source: std::io::Error,
     },

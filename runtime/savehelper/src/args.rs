@@ -11,21 +11,28 @@ pub struct SaveArgs {
     pub io_fd: i32,
     /// The back channel from the receiver (only COLO reads it).
     pub recv_fd: i32,
+    /// The domain to save.
     pub domid: u32,
     /// `XCFLAGS_LIVE` 1, `XCFLAGS_DEBUG` 2.
     pub xcflags: u32,
+    /// The callbacks libxl implements.
     pub cbflags: CbFlags,
+    /// Plain, Remus or COLO.
     pub stream_type: StreamType,
 }
 
 impl SaveArgs {
+    /// `XCFLAGS_LIVE`: a live save.
     pub const XCFLAGS_LIVE: u32 = 1;
+    /// `XCFLAGS_DEBUG`: resend every page after a VERIFY record.
     pub const XCFLAGS_DEBUG: u32 = 2;
 
+    /// Whether the save is live.
     pub fn live(&self) -> bool {
         self.xcflags & Self::XCFLAGS_LIVE != 0
     }
 
+    /// Whether the save sends its pages twice, for the restorer to verify.
     pub fn debug(&self) -> bool {
         self.xcflags & Self::XCFLAGS_DEBUG != 0
     }
@@ -41,41 +48,65 @@ pub struct RestoreArgs {
     pub send_back_fd: i32,
     /// The domain libxl created, empty.
     pub domid: u32,
+    /// The xenstore ring's event channel.
     pub store_evtchn: u32,
+    /// The domain that serves xenstore.
     pub store_domid: u16,
+    /// The console ring's event channel.
     pub console_evtchn: u32,
+    /// The domain that serves the console.
     pub console_domid: u16,
+    /// The callbacks libxl implements.
     pub cbflags: CbFlags,
+    /// Plain, Remus or COLO.
     pub stream_type: StreamType,
 }
 
 /// What the helper was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Args {
+    /// `--save-domain`.
     Save(SaveArgs),
+    /// `--restore-domain`.
     Restore(RestoreArgs),
 }
 
 /// argv that libxl would never pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
+    /// The mode is neither `--save-domain` nor `--restore-domain`.
     #[error("the first argument must be --save-domain or --restore-domain")]
     Mode,
+    /// The mode takes another number of arguments.
     #[error("{mode} takes exactly {want} arguments, got {got}")]
     Count {
+        /// The mode.
         mode: &'static str,
+        /// argc it takes.
         want: usize,
+        /// argc given.
         got: usize,
     },
+    /// An argument is not a number of its type.
     #[error("argument {index} ({name}): `{value}` is not a decimal {ty}")]
     Number {
+        /// Its index in argv.
         index: usize,
+        /// Its name in libxl's call.
         name: &'static str,
+        /// What was given.
         value: String,
+        /// The type it must be.
         ty: &'static str,
     },
+    /// The stream type is not one Xen defines.
     #[error("argument {index} (stream_type): {value} is not 0 (plain), 1 (Remus) or 2 (COLO)")]
-    StreamType { index: usize, value: u32 },
+    StreamType {
+        /// Its index in argv.
+        index: usize,
+        /// What was given.
+        value: u32,
+    },
 }
 
 impl Args {
@@ -112,6 +143,7 @@ impl Args {
         }
     }
 
+    /// The callbacks libxl implements.
     pub fn cbflags(&self) -> CbFlags {
         match self {
             Args::Save(s) => s.cbflags,
@@ -119,6 +151,7 @@ impl Args {
         }
     }
 
+    /// The domain to save or restore into.
     pub fn domid(&self) -> u32 {
         match self {
             Args::Save(s) => s.domid,
@@ -126,6 +159,7 @@ impl Args {
         }
     }
 
+    /// The fd the libxc stream goes through.
     pub fn io_fd(&self) -> i32 {
         match self {
             Args::Save(s) => s.io_fd,

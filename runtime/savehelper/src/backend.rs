@@ -36,8 +36,11 @@ pub trait HelperDomain: Domain {
 /// table with the store and console domains).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreTarget {
+    /// The domain restored into.
     pub domid: u32,
+    /// The domain that serves xenstore.
     pub store_domid: u16,
+    /// The domain that serves the console.
     pub console_domid: u16,
 }
 
@@ -75,14 +78,21 @@ impl BackendSpec {
 /// paging (enabling fails with EOPNOTSUPP, switching off with EINVAL): a live PV save fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimSpec {
+    /// PV or HVM.
     pub guest: GuestType,
     /// PV guest width in octets.
     pub width: u8,
+    /// Guest memory in octets.
     pub memory: u64,
+    /// vCPUs.
     pub vcpus: u32,
+    /// Seed of the guest's memory contents.
     pub seed: u64,
+    /// Pages the guest dirties per simulated second while it runs.
     pub dirty_rate: u64,
+    /// The link's octets per simulated second, if limited.
     pub bandwidth: Option<u64>,
+    /// Log-dirty is unavailable.
     pub no_logdirty: bool,
 }
 
@@ -102,6 +112,7 @@ impl Default for SimSpec {
 }
 
 impl SimSpec {
+    /// Parses the part after `sim:`.
     pub fn parse(spec: &str) -> Result<SimSpec, String> {
         let mut s = SimSpec::default();
         let mut positional = 0;

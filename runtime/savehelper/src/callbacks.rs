@@ -35,6 +35,7 @@ pub struct Pipe<R, W> {
 }
 
 impl<R: Read, W: Write> Pipe<R, W> {
+    /// A pipe reading replies from `from_libxl` and writing messages to `to_libxl`.
     pub fn new(from_libxl: R, to_libxl: W) -> Self {
         Pipe {
             from_libxl,
@@ -123,6 +124,7 @@ pub struct HelperCallbacks<'p, R, W> {
 }
 
 impl<'p, R: Read, W: Write> HelperCallbacks<'p, R, W> {
+    /// Callbacks over `pipe` for domain `domid`, sending only the messages `cbflags` allows.
     pub fn new(
         pipe: &'p mut Pipe<R, W>,
         cbflags: CbFlags,

@@ -9,6 +9,7 @@
 //! backends themselves are other crates' (xenmig-sim's `helper`, xenmig-xen's `helper`),
 //! handed to [`run_with`] as [`Backends`]. The process itself (fds, signals, exit) is the
 //! CLI's.
+#![deny(missing_docs)]
 
 // The formats (xenmig-core), the stream layer (xenmig-stream) and the drivers
 // (xenmig-drivers), at the paths the helper names them by.
@@ -42,7 +43,9 @@ pub type XenRun<R, W> = fn(&Args, &mut Pipe<R, W>, &File, Option<&File>) -> Outc
 
 /// The backends a build has; `None` for one it was built without.
 pub struct Backends<R, W> {
+    /// The simulated backend, if built.
     pub sim: Option<SimRun<R, W>>,
+    /// The Xen backend, if built.
     pub xen: Option<XenRun<R, W>>,
 }
 

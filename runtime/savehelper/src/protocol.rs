@@ -10,15 +10,25 @@ use std::io::{self, Read, Write};
 
 /// Message type numbers.
 pub mod msgtype {
+    /// `log`: a libxc log message.
     pub const LOG: u16 = 1;
+    /// `progress`: how far the save or restore is.
     pub const PROGRESS: u16 = 2;
+    /// `suspend` (save): suspend the guest.
     pub const SUSPEND: u16 = 3;
+    /// `postcopy` (save): the checkpoint is out; resume the guest.
     pub const POSTCOPY: u16 = 4;
+    /// `checkpoint`: save: take another checkpoint? restore: a checkpoint arrived.
     pub const CHECKPOINT: u16 = 5;
+    /// `wait_checkpoint` (COLO save): wait for the next checkpoint.
     pub const WAIT_CHECKPOINT: u16 = 6;
+    /// `switch_qemu_logdirty` (save): the device model's log-dirty on or off.
     pub const SWITCH_QEMU_LOGDIRTY: u16 = 7;
+    /// `static_data_done` (restore): the static data is complete.
     pub const STATIC_DATA_DONE: u16 = 8;
+    /// `restore_results` (restore): the xenstore and console ring frames.
     pub const RESTORE_RESULTS: u16 = 9;
+    /// `complete`: the helper's result, its last message.
     pub const COMPLETE: u16 = 10;
 }
 
@@ -29,14 +39,23 @@ pub use crate::limits::SAVE_HELPER_MAX_BODY as MAX_BODY;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum Level {
+    /// `XTL_DEBUG`.
     Debug = 1,
+    /// `XTL_VERBOSE`.
     Verbose = 2,
+    /// `XTL_DETAIL`.
     Detail = 3,
+    /// `XTL_PROGRESS`.
     Progress = 4,
+    /// `XTL_INFO`.
     Info = 5,
+    /// `XTL_NOTICE`.
     Notice = 6,
+    /// `XTL_WARN`.
     Warn = 7,
+    /// `XTL_ERROR`.
     Error = 8,
+    /// `XTL_CRITICAL`.
     Critical = 9,
 }
 
@@ -46,35 +65,60 @@ pub const NO_ERRNO: i32 = -1;
 /// One helper → libxl message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// A log message.
     Log {
+        /// Its [`Level`].
         level: u32,
+        /// The errno it reports, or [`NO_ERRNO`].
         errnoval: i32,
+        /// Who logs (without the NUL the wire adds).
         context: Vec<u8>,
+        /// The message (without the NUL).
         text: Vec<u8>,
     },
+    /// Progress of a step.
     Progress {
+        /// Who reports (without the NUL).
         context: Vec<u8>,
+        /// The step (without the NUL).
         doing_what: Vec<u8>,
+        /// Units done.
         done: u64,
+        /// Units in all.
         total: u64,
     },
+    /// Asks libxl to suspend the guest.
     Suspend,
+    /// The checkpoint is out: asks libxl to resume the guest.
     Postcopy,
+    /// Save: asks whether to take another checkpoint; restore: a checkpoint arrived.
     Checkpoint,
+    /// Asks libxl to wait for the next COLO checkpoint.
     WaitCheckpoint,
+    /// Asks libxl to switch the device model's log-dirty.
     SwitchQemuLogdirty {
+        /// The domain.
         domid: u32,
+        /// 1 on, 0 off.
         enable: u32,
     },
+    /// The restore's static data is complete.
     StaticDataDone {
+        /// Policies the stream lacked: bit 0 CPUID, bit 1 MSR.
         missing: u32,
     },
+    /// The restored guest's ring frames.
     RestoreResults {
+        /// The xenstore ring's frame.
         store_gfn: u64,
+        /// The console ring's frame.
         console_gfn: u64,
     },
+    /// The save or restore is over.
     Complete {
+        /// 0 on success, else non-zero.
         retval: i32,
+        /// The errno of the failure, 0 on success.
         errnoval: i32,
     },
 }
@@ -382,18 +426,40 @@ impl Cursor<'_> {
 /// A malformed message or a failed pipe.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// The type number is not one of [`msgtype`].
     #[error("message type {0} is unknown")]
     UnknownType(u16),
+    /// The body ends before an argument does.
     #[error("body ends at octet {len}: {need} octets needed at {at}")]
-    Short { at: usize, need: usize, len: usize },
+    Short {
+        /// Where the argument starts in the body.
+        at: usize,
+        /// Octets it needs.
+        need: usize,
+        /// Length of the body.
+        len: usize,
+    },
+    /// Octets follow the last argument.
     #[error("message type {msgtype}: {extra} octets after the last argument")]
-    Trailing { msgtype: u16, extra: usize },
+    Trailing {
+        /// The message type.
+        msgtype: u16,
+        /// Octets left over.
+        extra: usize,
+    },
+    /// A string is empty or lacks its NUL.
     #[error("the string at body octet {at} is empty or does not end in NUL")]
-    BadString { at: usize },
+    BadString {
+        /// Where the string starts in the body.
+        at: usize,
+    },
+    /// The body is longer than [`MAX_BODY`].
     #[error("body of {0} octets; the protocol allows at most {max}", max = MAX_BODY)]
     TooLong(usize),
+    /// The pipe was closed.
     #[error("end of file")]
     Eof,
+    /// The pipe failed.
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -448,12 +514,19 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub struct CbFlags(pub u32);
 
 impl CbFlags {
+    /// Bit of the `suspend` callback.
     pub const SUSPEND: u32 = 1 << msgtype::SUSPEND;
+    /// Bit of the `postcopy` callback.
     pub const POSTCOPY: u32 = 1 << msgtype::POSTCOPY;
+    /// Bit of the `checkpoint` callback.
     pub const CHECKPOINT: u32 = 1 << msgtype::CHECKPOINT;
+    /// Bit of the `wait_checkpoint` callback.
     pub const WAIT_CHECKPOINT: u32 = 1 << msgtype::WAIT_CHECKPOINT;
+    /// Bit of the `switch_qemu_logdirty` callback.
     pub const SWITCH_QEMU_LOGDIRTY: u32 = 1 << msgtype::SWITCH_QEMU_LOGDIRTY;
+    /// Bit of the `static_data_done` callback.
     pub const STATIC_DATA_DONE: u32 = 1 << msgtype::STATIC_DATA_DONE;
+    /// Bit of the `restore_results` callback.
     pub const RESTORE_RESULTS: u32 = 1 << msgtype::RESTORE_RESULTS;
 
     /// Whether libxl implements the callback of message type `t`.

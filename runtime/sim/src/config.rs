@@ -9,10 +9,13 @@ use xenmig_core::GuestType;
 /// configs parse too (without the simulator's fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimDomainConfig {
+    /// The domain's name (`c_info.name`).
     pub name: String,
+    /// PV or HVM (`c_info.type`).
     pub guest: GuestType,
     /// Guest memory in octets.
     pub memory: u64,
+    /// vCPUs (`b_info.max_vcpus`).
     pub vcpus: u32,
     /// The source's seed, when the config came from the simulator.
     pub seed: Option<u64>,

@@ -71,8 +71,9 @@ impl SimGuestExt for SimGuest {
     }
 }
 
-/// QEMU's save-file magic ("QEVM") and version.
+/// QEMU's save-file magic ("QEVM").
 pub const QEMU_VM_FILE_MAGIC: &[u8; 4] = b"QEVM";
+/// The QEMU save-file version the simulated emulator writes.
 pub const QEMU_VM_FILE_VERSION: u32 = 3;
 const QEMU_VM_SECTION_FULL: u8 = 0x04;
 const QEMU_VM_EOF: u8 = 0x1f;
@@ -240,6 +241,7 @@ impl SimDeviceModel {
         self.sim.as_ref().map(|s| s.generation)
     }
 
+    /// Whether the emulator is running (not stopped for a save).
     pub fn is_running(&self) -> bool {
         self.running
     }

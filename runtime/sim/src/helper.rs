@@ -51,6 +51,7 @@ pub fn run<R: Read, W: Write>(
 /// A simulated domain driven by the helper, with libxl's part played locally.
 #[derive(Debug, Clone)]
 pub struct SimBackend {
+    /// The domain.
     pub dom: SimDomain,
     no_logdirty: bool,
 }

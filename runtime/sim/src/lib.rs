@@ -12,6 +12,7 @@
 //! seconds, and a [`Workload`] dirties pages at its rate while the domain runs.
 //! [`SimDomain::state_digest`] hashes the whole guest state in a form that is independent of
 //! machine frame numbers, so a correct save→restore gives equal digests on both sides.
+#![deny(missing_docs)]
 
 // The formats (xenmig-core) and the drivers' traits and x86 facts (xenmig-drivers), at the
 // paths the simulator names them by.
@@ -51,12 +52,15 @@ use std::time::Duration;
 /// What to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimConfig {
+    /// PV or HVM.
     pub guest: GuestType,
     /// Guest word size in octets for PV guests: 4 (32-bit PAE) or 8 (64-bit). Ignored for HVM.
     pub width: u8,
     /// Pages of guest memory: the PV p2m size, or the HVM guest's RAM (holes come on top).
     pub memory_pages: u64,
+    /// vCPUs.
     pub vcpus: u32,
+    /// Seed of the memory contents and layout: equal seeds build equal domains.
     pub seed: u64,
 }
 
@@ -85,26 +89,47 @@ const INVALID_MFN: u64 = u64::MAX;
 pub mod hvm_param {
     use crate::libxc::HvmParamIndex as I;
 
+    /// `HVM_PARAM_STORE_PFN`.
     pub const STORE_PFN: u64 = I::STORE_PFN.0;
+    /// `HVM_PARAM_STORE_EVTCHN`.
     pub const STORE_EVTCHN: u64 = I::STORE_EVTCHN.0;
+    /// `HVM_PARAM_PAE_ENABLED`.
     pub const PAE_ENABLED: u64 = I::PAE_ENABLED.0;
+    /// `HVM_PARAM_IOREQ_PFN`.
     pub const IOREQ_PFN: u64 = I::IOREQ_PFN.0;
+    /// `HVM_PARAM_BUFIOREQ_PFN`.
     pub const BUFIOREQ_PFN: u64 = I::BUFIOREQ_PFN.0;
+    /// `HVM_PARAM_VIRIDIAN`.
     pub const VIRIDIAN: u64 = I::VIRIDIAN.0;
+    /// `HVM_PARAM_TIMER_MODE`.
     pub const TIMER_MODE: u64 = 10;
+    /// `HVM_PARAM_HPET_ENABLED`.
     pub const HPET_ENABLED: u64 = 11;
+    /// `HVM_PARAM_IDENT_PT`.
     pub const IDENT_PT: u64 = I::IDENT_PT.0;
+    /// `HVM_PARAM_CONSOLE_PFN`.
     pub const CONSOLE_PFN: u64 = I::CONSOLE_PFN.0;
+    /// `HVM_PARAM_CONSOLE_EVTCHN`.
     pub const CONSOLE_EVTCHN: u64 = I::CONSOLE_EVTCHN.0;
+    /// `HVM_PARAM_ACPI_IOPORTS_LOCATION`.
     pub const ACPI_IOPORTS_LOCATION: u64 = I::ACPI_IOPORTS_LOCATION.0;
+    /// `HVM_PARAM_PAGING_RING_PFN`.
     pub const PAGING_RING_PFN: u64 = I::PAGING_RING_PFN.0;
+    /// `HVM_PARAM_MONITOR_RING_PFN`.
     pub const MONITOR_RING_PFN: u64 = I::MONITOR_RING_PFN.0;
+    /// `HVM_PARAM_SHARING_RING_PFN`.
     pub const SHARING_RING_PFN: u64 = I::SHARING_RING_PFN.0;
+    /// `HVM_PARAM_IOREQ_SERVER_PFN`.
     pub const IOREQ_SERVER_PFN: u64 = I::IOREQ_SERVER_PFN.0;
+    /// `HVM_PARAM_NR_IOREQ_SERVER_PAGES`.
     pub const NR_IOREQ_SERVER_PAGES: u64 = I::NR_IOREQ_SERVER_PAGES.0;
+    /// `HVM_PARAM_VM_GENERATION_ID_ADDR`.
     pub const VM_GENERATION_ID_ADDR: u64 = I::VM_GENERATION_ID_ADDR.0;
+    /// `HVM_PARAM_X87_FIP_WIDTH`.
     pub const X87_FIP_WIDTH: u64 = I::X87_FIP_WIDTH.0;
+    /// `HVM_PARAM_VM86_TSS_SIZED`.
     pub const VM86_TSS_SIZED: u64 = I::VM86_TSS_SIZED.0;
+    /// `HVM_PARAM_MCA_CAP`.
     pub const MCA_CAP: u64 = I::MCA_CAP.0;
 
     /// The params Xen's saver sends (when non-zero), in its order: the spec's
@@ -282,10 +307,12 @@ impl SimDomain {
         dom
     }
 
+    /// PV or HVM.
     pub fn guest(&self) -> GuestType {
         self.guest
     }
 
+    /// The seed the domain was built with.
     pub fn seed(&self) -> u64 {
         self.seed
     }
@@ -315,6 +342,7 @@ impl SimDomain {
         self.suspended = false;
     }
 
+    /// Whether the guest is suspended.
     pub fn is_suspended(&self) -> bool {
         self.suspended
     }

@@ -105,7 +105,9 @@ pub struct PvGuestLayout {
     /// the pages below by mfn while the guest runs and by pfn while it is suspended (the
     /// guest canonicalises them when it suspends, as Linux does, dirtying the page).
     pub start_info: u64,
+    /// The xenstore ring's page.
     pub store: u64,
+    /// The console ring's page.
     pub console: u64,
     /// One GDT page per vcpu (NOTAB), in `gdt_frames[0]` of that vcpu's context.
     pub gdt: Vec<u64>,

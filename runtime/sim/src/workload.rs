@@ -14,7 +14,9 @@ use std::time::Duration;
 /// instead updates a page table (an L1 entry appears or goes away).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workload {
+    /// Page writes per second of virtual time.
     pub rate_pages_per_sec: u64,
+    /// Chooses the pages and offsets written.
     pub seed: u64,
 }
 
@@ -127,6 +129,7 @@ impl SimDomain {
         });
     }
 
+    /// The workload running, if any.
     pub fn workload(&self) -> Option<Workload> {
         self.workload.as_ref().map(|w| w.cfg)
     }
@@ -142,6 +145,7 @@ impl SimDomain {
         self.clock.rem = 0;
     }
 
+    /// The simulated link speed in octets per second.
     pub fn bandwidth(&self) -> u64 {
         self.clock.bandwidth
     }

@@ -5,6 +5,7 @@
 //! [`writer`] frames records into bytes, [`verify`] checks a whole stream, and [`xlfile`]
 //! reads and writes the `xl save` header and its domain config. The formats themselves are
 //! [`xenmig_core`]'s; nothing here drives a domain.
+#![deny(missing_docs)]
 
 pub(crate) use xenmig_core::{error, libxc, libxl, limits, render, wire, xl};
 

@@ -40,6 +40,7 @@ pub enum Framing {
 }
 
 impl Framing {
+    /// The framing's name in lower case, as `--framing` takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Framing::Libxc => "libxc",
@@ -86,12 +87,15 @@ pub struct ReaderOptions {
 /// One framed record, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'r> {
+    /// The layer the record belongs to.
     pub layer: Layer,
     /// Index among all records of the stream (all layers), from 0.
     pub index: u64,
     /// Offset of the record header in the input.
     pub offset: u64,
+    /// The type in the record header (numbers overlap between layers).
     pub record_type: u32,
+    /// The body, without header or padding.
     pub body: &'r [u8],
     /// The context to decode the body with.
     pub ctx: DecodeCtx,
@@ -140,34 +144,51 @@ impl<'r> RawRecord<'r> {
 /// One item of a stream.
 #[derive(Debug)]
 pub enum Item<'r> {
+    /// The `xl save` file header and its optional data (the domain config).
     XlHeader {
+        /// Where the header starts.
         offset: u64,
+        /// The decoded header.
         header: xl::XlHeader,
+        /// The optional data that follows it.
         optional_data: &'r [u8],
     },
+    /// The libxl stream header.
     LibxlHeader {
+        /// Where the header starts.
         offset: u64,
+        /// The decoded header.
         header: libxl::LibxlHeader,
     },
+    /// The libxc image header.
     ImageHeader {
+        /// Where the header starts.
         offset: u64,
+        /// The decoded header.
         header: libxc::ImageHeader,
     },
+    /// The libxc domain header.
     DomainHeader {
+        /// Where the header starts.
         offset: u64,
+        /// The decoded header.
         header: libxc::DomainHeader,
     },
+    /// A framed record of any layer.
     Record(RawRecord<'r>),
     /// Octets after the stream's final END (e.g. xl's migration protocol message, or the
     /// qemu trailer a legacy conversion to libxc framing passes through), handed out in
     /// chunks of at most 1 MiB, in order.
     Trailing {
+        /// Where the octets start.
         offset: u64,
+        /// The octets.
         data: &'r [u8],
     },
     /// The end of the input. `complete` is false for a checkpointed stream that stopped at a
     /// record boundary without END (what a receiver sees when the primary dies).
     Eof {
+        /// Whether the stream ended as its framing says it must.
         complete: bool,
     },
 }
@@ -584,6 +605,7 @@ impl<R: Read> Reader<ReadSource<R>> {
 }
 
 impl<S: Source> Reader<S> {
+    /// A reader over any [`Source`].
     pub fn new(src: S, opts: ReaderOptions) -> Self {
         Reader {
             frames: Frames::new(src, opts),

@@ -39,6 +39,7 @@ pub struct SliceSource<'a> {
 }
 
 impl<'a> SliceSource<'a> {
+    /// A source over `bytes`, positioned at their start.
     pub fn new(bytes: &'a [u8]) -> Self {
         SliceSource { bytes, pos: 0 }
     }
@@ -243,6 +244,7 @@ pub struct ReadSource<R> {
 }
 
 impl<R: Read> ReadSource<R> {
+    /// A source reading `inner` from its current position, buffering one item at a time.
     pub fn new(inner: R) -> Self {
         ReadSource {
             inner,

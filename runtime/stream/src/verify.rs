@@ -32,10 +32,15 @@ use crate::limits::{MAX_RECORD_TYPES, MAX_VCPU_IDS, MAX_WARNINGS};
 /// Something worth telling that does not make the stream invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Note {
+    /// Where in the input.
     pub offset: u64,
+    /// Index of the record (all layers counted together), if inside one.
     pub record_index: Option<u64>,
+    /// Layer and name of the record or header, if inside one.
     pub item: Option<String>,
+    /// The rule, as the spec or the verifier names it.
     pub rule: String,
+    /// What was seen.
     pub detail: String,
 }
 
@@ -55,9 +60,13 @@ impl std::fmt::Display for Note {
 /// Records of one type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordCount {
+    /// The layer the type belongs to.
     pub layer: Layer,
+    /// The type number.
     pub record_type: u32,
+    /// The type's name in its layer.
     pub name: String,
+    /// How many records of the type.
     pub count: u64,
     /// Body octets (without framing).
     pub bytes: u64,
@@ -71,6 +80,7 @@ pub struct RecordCount {
 /// Guest memory seen in PAGE_DATA records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PageStats {
+    /// PAGE_DATA records.
     pub page_data_records: u64,
     /// Sum of the records' entry counts.
     pub pfn_entries: u64,
@@ -78,14 +88,18 @@ pub struct PageStats {
     pub data_pages: u64,
     /// Entries by page type name.
     pub by_type: BTreeMap<String, u64>,
+    /// Lowest pfn of any entry.
     pub pfn_min: Option<u64>,
+    /// Highest pfn of any entry.
     pub pfn_max: Option<u64>,
 }
 
 /// What the xl header says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct XlInfo {
+    /// Names of the mandatory flags set.
     pub mandatory_flags: Vec<String>,
+    /// Length of the optional data.
     pub optional_data_len: u32,
     /// Length of the domain config carried in the optional data (JSON, NUL included).
     pub config_len: Option<u32>,
@@ -95,40 +109,57 @@ pub struct XlInfo {
 /// embedders.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// Whether the stream passed: no error at the strictness asked for.
     pub valid: bool,
+    /// The strictness verified at (`lenient`, `normal` or `strict`).
     pub strictness: &'static str,
+    /// The outermost framing, once known.
     pub framing: Option<Framing>,
+    /// The xl header, for an `xl save` file.
     pub xl: Option<XlInfo>,
+    /// The libxl stream version.
     pub libxl_version: Option<u32>,
+    /// Names of the libxl header's option flags set.
     pub libxl_options: Vec<String>,
+    /// The libxc image version.
     pub libxc_version: Option<u32>,
+    /// Names of the libxc image header's option flags set.
     pub libxc_options: Vec<String>,
     /// Domain type name (X86_PV, X86_HVM).
     pub guest: Option<String>,
+    /// Guest word size in octets (PV guests).
     pub guest_width: Option<u8>,
+    /// Page-table levels (PV guests).
     pub pt_levels: Option<u8>,
     /// `major.minor` of the saving Xen; `0.x` marks a stream made by the legacy converter.
     pub xen_version: Option<String>,
+    /// Whether the legacy converter made the stream.
     pub converted_from_legacy: bool,
     /// Every record type seen, in stream order of first appearance (at most
     /// [`MAX_RECORD_TYPES`]).
     pub records: Vec<RecordCount>,
     /// Records of types beyond the first [`MAX_RECORD_TYPES`], and their body octets.
     pub records_of_other_types: u64,
+    /// Body octets of the records counted in `records_of_other_types`.
     pub bytes_of_other_types: u64,
+    /// libxc records read.
     pub libxc_records: u64,
+    /// libxl records read.
     pub libxl_records: u64,
+    /// Guest memory in the PAGE_DATA records.
     pub pages: PageStats,
     /// vcpu ids of the PV vcpu records (at most [`MAX_VCPU_IDS`]).
     pub vcpus: Vec<u32>,
     /// vcpu records whose id was not listed because the list was full.
     pub vcpus_unlisted: u64,
+    /// HVM_PARAMS entries.
     pub hvm_params: u64,
     /// Complete checkpoints (libxl CHECKPOINT_END records, or libxc CHECKPOINTs in a bare
     /// libxc image).
     pub checkpoints: u64,
     /// The final END was read.
     pub end: bool,
+    /// Octets after the final END.
     pub trailing_bytes: u64,
     /// Octets read (looked at, when the stream was refused at its first octets).
     pub bytes: u64,
@@ -136,6 +167,7 @@ pub struct Report {
     pub warnings: Vec<Note>,
     /// Warnings beyond those listed.
     pub warnings_dropped: u64,
+    /// The first error, which ended verification.
     pub error: Option<StreamError>,
 }
 
@@ -149,7 +181,9 @@ impl Report {
 /// How to verify.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
+    /// The framing, or `None` to detect it.
     pub framing: Option<Framing>,
+    /// Which rules fail the stream.
     pub strictness: Strictness,
 }
 

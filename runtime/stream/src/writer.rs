@@ -15,15 +15,27 @@ use std::io::{self, IoSlice, Write};
 /// Why a record could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// Writing to the output failed.
     #[error("write failed at output offset {offset:#x}: {source}")]
-    Io { offset: u64, source: io::Error },
+    Io {
+        /// Octets written before the failure.
+        offset: u64,
+        /// The failure.
+        source: io::Error,
+    },
+    /// The record could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// A value exceeds a limit Xen's reader enforces.
     #[error("{record}: {what} is {value}, Xen's limit is {limit}")]
     Cap {
+        /// The record.
         record: &'static str,
+        /// What exceeds the limit.
         what: &'static str,
+        /// Its value.
         value: u64,
+        /// The limit.
         limit: u64,
     },
     /// The encoded record no longer says what it was encoded from: its octets changed in
@@ -33,8 +45,11 @@ pub enum WriteError {
          encoded ({detail}); it was not written"
     )]
     Changed {
+        /// The record.
         record: &'static str,
+        /// Where it would have started in the output.
         offset: u64,
+        /// What changed.
         detail: String,
     },
 }
@@ -340,18 +355,22 @@ impl<W: Write> StreamWriter<W> {
         self.records
     }
 
+    /// The output.
     pub fn get_ref(&self) -> &W {
         &self.out
     }
 
+    /// The output, mutably (what is written to it directly is not counted in [`Self::offset`]).
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.out
     }
 
+    /// The output, giving the writer up.
     pub fn into_inner(self) -> W {
         self.out
     }
 
+    /// Flushes the output.
     pub fn flush(&mut self) -> Result<(), WriteError> {
         let offset = self.offset;
         self.out

@@ -15,8 +15,11 @@ use std::io::{self, Read, Write};
 /// What an xl header and its optional data say.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct XlFileInfo {
+    /// The header's mandatory flags.
     pub mandatory_flags: u32,
+    /// The header's optional flags.
     pub optional_flags: u32,
+    /// Length of the optional data.
     pub optional_data_len: u32,
     /// The config text without its terminating NUL; `None` when there is no optional data
     /// or the config is empty.
@@ -41,6 +44,7 @@ impl XlFileInfo {
 /// Why an xl header was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum XlError {
+    /// The header is malformed.
     #[error("{0}")]
     Stream(#[from] StreamError),
     #[error(
@@ -48,9 +52,12 @@ pub enum XlError {
          (Xen 4.5 or older) stream, and legacy conversion is needed before it can be restored \
          (`xenmig convert-legacy`, or Xen's convert-legacy-stream)"
     )]
+    /// The body is a legacy stream (STREAMv2 clear); the header's information is kept.
     LegacyConversionNeeded(XlFileInfo),
+    /// Reading the header failed.
     #[error("reading the xl header: {0}")]
     Io(#[from] io::Error),
+    /// Writing the header failed.
     #[error(transparent)]
     Write(#[from] WriteError),
 }

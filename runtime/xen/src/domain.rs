@@ -24,7 +24,9 @@ const M2P_CHUNK: u64 = 1 << 21;
 /// restore seeds (as libxc's `xc_dom_gnttab_seed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingBackends {
+    /// The domain serving xenstore.
     pub store_domid: u32,
+    /// The domain serving the console.
     pub console_domid: u32,
 }
 
@@ -129,6 +131,7 @@ impl XenDomain {
         Ok(d)
     }
 
+    /// The domain's id.
     pub fn domid(&self) -> u32 {
         self.domid
     }

@@ -10,6 +10,7 @@
 //! and guest frames through `xenforeignmemory_map`. This crate is xenmig's only FFI, and
 //! `unsafe` lives here alone.
 #![cfg(feature = "xen")]
+#![deny(missing_docs)]
 
 // The formats (xenmig-core) and the drivers' x86 facts (xenmig-drivers), at the paths the
 // backend names them by; the drivers' `domain` module is named in full (`domain` here is
@@ -18,9 +19,9 @@ pub(crate) use xenmig_core::{libxc, limits};
 pub(crate) use xenmig_drivers::x86;
 
 pub mod domain;
-pub mod ffi;
+mod ffi;
 pub mod helper;
 pub mod p2m;
-pub mod sys;
+mod sys;
 
 pub use domain::{RingBackends, XenDomain};

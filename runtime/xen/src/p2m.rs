@@ -23,10 +23,15 @@ const HYPERVISOR_VIRT_END_X86_32: u64 = 0xfc00_0000;
 /// nmi_reason, p2m_cr3, p2m_vaddr, p2m_generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchField {
+    /// `max_pfn`: the p2m's size.
     MaxPfn = 0,
+    /// `pfn_to_mfn_frame_list_list`: the top of the p2m's frame lists.
     FrameListList = 1,
+    /// `p2m_cr3`: the page tables of a virtually mapped p2m.
     P2mCr3 = 3,
+    /// `p2m_vaddr`: where a virtually mapped p2m starts.
     P2mVaddr = 4,
+    /// `p2m_generation`: bumped whenever the guest changes its p2m.
     P2mGeneration = 5,
 }
 

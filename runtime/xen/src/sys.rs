@@ -600,10 +600,6 @@ impl HypercallBuffer {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The address for a guest handle.
     pub fn handle(&self) -> u64 {
         self.ptr.as_ptr() as u64
@@ -640,11 +636,6 @@ impl HypercallBuffer {
         self.read(0, &mut v)?;
         Ok(v)
     }
-
-    pub fn zero(&mut self) {
-        // SAFETY: the whole allocation is ours.
-        unsafe { ptr::write_bytes(self.ptr.as_ptr(), 0, self.len) };
-    }
 }
 
 impl Drop for HypercallBuffer {
@@ -666,10 +657,6 @@ pub struct Mapping {
 impl Mapping {
     pub fn len(&self) -> usize {
         self.pages * PAGE_SIZE
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pages == 0
     }
 
     fn check(&self, off: usize, len: usize) -> BResult<()> {
