@@ -5,9 +5,9 @@
 //! committed files are what this produces.
 
 use std::io::Write;
-use xenmig::wire::{Array, CStrings, Endian};
+use xenmig::wire::{Array, CStrings, Element, Endian, Put};
 use xenmig::writer::StreamWriter;
-use xenmig::{libxc, libxl, xl};
+use xenmig::{libxc, libxl, x86_state, xl};
 
 /// A page whose first octets depend on its pfn, so that dumps show distinct pages; the rest
 /// is zero, as in a lightly used guest (and so the samples compress well in git).
@@ -171,6 +171,51 @@ fn pv64_xl() -> Vec<u8> {
     w.into_inner()
 }
 
+/// The HVM context of a 64-bit guest with `vcpus` vCPUs stopped in its kernel: Xen's save
+/// records (HEADER, a CPU record per vCPU, END) as `spec/x86_state.yaml` lays them out.
+fn hvm_context(vcpus: u16) -> Vec<u8> {
+    let le = Endian::Little;
+    let mut out = Vec::new();
+    let mut record = |typecode: u32, instance: u16, body: Vec<u8>| {
+        x86_state::SaveDescriptor {
+            typecode: typecode as u16,
+            instance,
+            length: body.len() as u32,
+        }
+        .write(&mut Put {
+            out: &mut out,
+            endian: le,
+        });
+        out.extend_from_slice(&body);
+    };
+    let header = x86_state::Header {
+        magic: x86_state::HVM_FILE_MAGIC,
+        version: x86_state::HVM_FILE_VERSION,
+        changeset: 0,
+        cpuid: 0x0009_06e9,
+        gtsc_khz: 2_400_000,
+    };
+    record(x86_state::Header::TYPE, 0, header.encode(le).unwrap());
+    for v in 0..vcpus {
+        let cpu = x86_state::Cpu {
+            rip: 0xffff_ffff_8100_0000 + u64::from(v) * 0x40,
+            rsp: 0xffff_c900_0000_3f00 + (u64::from(v) << 16),
+            rflags: 0x246,
+            cr0: 0x8005_0033,
+            cr3: 0x0010_0000,
+            cr4: 0x0035_06f0,
+            msr_efer: 0xd01,
+            cs_sel: 0x10,
+            ss_sel: 0x18,
+            flags: 1,
+            ..Default::default()
+        };
+        record(x86_state::Cpu::TYPE, v, cpu.encode(le).unwrap());
+    }
+    record(x86_state::End::TYPE, 0, Vec::new());
+    out
+}
+
 /// An HVM guest of 512 pages in a libxl stream, with device-model state.
 fn hvm64_libxl() -> Vec<u8> {
     let mut w = StreamWriter::new(Vec::new());
@@ -180,9 +225,9 @@ fn hvm64_libxl() -> Vec<u8> {
     headers(&mut w, libxc::DomainType::X86_HVM);
     policies(&mut w);
     memory(&mut w, 512, 1024);
-    let hvm = page(0xc0de);
+    let hvm = hvm_context(2);
     w.libxc(&libxc::Record::HvmContext(libxc::HvmContext {
-        context: &hvm[..1500],
+        context: &hvm,
     }))
     .unwrap();
     let params = [
