@@ -288,6 +288,17 @@ remus_checkpoints() {
   n=$(grep -c 'Checkpointed save: .*100%' /tmp/remus.out 2> /dev/null)
   if [ "${n:-0}" -gt 0 ]; then echo $((n + 1)); else echo 0; fi
 }
+helper_states() { # state and kernel wait channel of each save helper, xl and xenmig process
+  for p in /proc/[0-9]*; do
+    c=$(cat "$p/comm" 2> /dev/null) || continue
+    case "$c" in
+      libxl-save-hel*|xenmig|xl)
+        st=$(cut -d' ' -f3 "$p/stat" 2> /dev/null)
+        printf '%s/%s %s %s; ' "$c" "${p#/proc/}" "$st" "$(cat "$p/wchan" 2> /dev/null)"
+        ;;
+    esac
+  done
+}
 receiver_log() { # receiver_log OFFSET: what the Remus receiver wrote after OFFSET, to steps.log
   echo "--- the receiving side after the primary stopped:" >> /out/steps.log
   tail -c +$(($1 + 1)) /tmp/remus.out >> /out/steps.log
@@ -310,6 +321,9 @@ remus_scenario() { # GUEST NAME: Remus for a while, then the primary's xl is kil
   i=0
   while kill -0 $xlpid 2> /dev/null && [ "$(remus_checkpoints)" -lt $REMUS_CHECKPOINTS ] && [ $i -lt $REMUS_LIMIT ]; do
     sleep 1; i=$((i + 1))
+    # A sign of life every 30 s while it checkpoints: how far it got, and where each helper,
+    # xl and xenmig process waits (a stall shows which side stopped, and that dom0 still runs).
+    [ $((i % 30)) -eq 0 ] && say "remus: ${i}s, $(remus_checkpoints) checkpoints; $(helper_states)"
   done
   taken=$(remus_checkpoints)
   kill -TERM $xlpid 2> /dev/null
