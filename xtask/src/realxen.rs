@@ -900,6 +900,43 @@ fn chmod_x(p: &Path) -> Result<()> {
 
 // --- boot --------------------------------------------------------------------------------
 
+/// How long the console may stay silent before the harness asks Xen what it is doing. Xen,
+/// its HVM guests' firmware and the scenarios (every 30 s while Remus checkpoints) print
+/// often; silence this long usually means dom0 or the whole machine stopped, and the dump
+/// costs a boot that is merely slow nothing but console lines.
+const QUIET_CONSOLE: Duration = Duration::from_secs(180);
+
+/// How many times a boot asks.
+const MAX_KEY_DUMPS: u32 = 2;
+
+/// Xen's debug keys sent on a quiet console: `d` registers and stacks of every CPU, `0` dom0's
+/// vCPU registers, `q` each domain's state, `r` the schedulers' run queues.
+const DEBUG_KEYS: &[u8] = b"d0qr";
+
+/// Switches the serial console's input to Xen (three Ctrl-A) and sends [`DEBUG_KEYS`], one at
+/// a time; what Xen prints goes to the console log like the rest.
+fn send_debug_keys(console: &Path) -> Result<()> {
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(console)
+        .with_context(|| format!("cannot connect to {}", console.display()))?;
+    // What the console prints meanwhile also comes down this socket: drop it, so that QEMU
+    // never waits on a full socket buffer.
+    let mut drain = s.try_clone()?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    s.write_all(&[1, 1, 1])?;
+    std::thread::sleep(Duration::from_millis(500));
+    for &k in DEBUG_KEYS {
+        s.write_all(&[k])?;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    s.shutdown(std::net::Shutdown::Both)?;
+    let _ = reader.join();
+    Ok(())
+}
+
 /// Boots once with `scenarios`; returns what the serial console reported.
 fn boot_once(
     work: &Path,
@@ -913,6 +950,13 @@ fn boot_once(
     fs::File::create(&disk)?.set_len(3 << 30)?;
     let serial = work.join(format!("serial-{boot}.log"));
     let _ = fs::remove_file(&serial);
+    // The console is also a socket (its output still logged to `serial`), so that keys can be
+    // sent to Xen when the console goes quiet (see `QUIET_CONSOLE`).
+    let console = work.join(format!("console-{boot}.sock"));
+    let _ = fs::remove_file(&console);
+    if serial.to_string_lossy().contains(',') || console.to_string_lossy().contains(',') {
+        bail!("the work directory's path may not contain commas (QEMU's option separator)");
+    }
     // smap=0: with SMAP, the 64-bit PV dom0 faults on its first iret under QEMU's TCG.
     // spec-ctrl=eager-fpu: Xen's lazy FPU switching (CR0.TS and #NM, its default on the AMD
     // CPU QEMU emulates) loses vector registers between vCPUs sharing a CPU under TCG: dom0
@@ -951,8 +995,13 @@ fn boot_once(
         .args(["-m", "3072", "-smp", &opts.smp.to_string()])
         .args(["-display", "none", "-monitor", "none"])
         .args(["-no-reboot", "-net", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=con,path={},server=on,wait=off,logfile={},logappend=off",
+            console.display(),
+            serial.display()
+        ))
+        .args(["-serial", "chardev:con"])
         .arg("-kernel")
         .arg(build.join("xen"))
         .arg("-append")
@@ -972,12 +1021,17 @@ fn boot_once(
     let mut seen = 0u64;
     let mut pending = String::new();
     let mut timed_out = false;
+    let mut last_output = Instant::now();
+    let mut key_dumps = 0;
     loop {
         let done = child.try_wait()?.is_some();
         if let Ok(mut f) = fs::File::open(&serial) {
             if f.seek(SeekFrom::Start(seen)).is_ok() {
                 let mut buf = Vec::new();
                 if f.read_to_end(&mut buf).is_ok() {
+                    if !buf.is_empty() {
+                        last_output = Instant::now();
+                    }
                     seen += buf.len() as u64;
                     pending.push_str(&String::from_utf8_lossy(&buf));
                     while let Some(i) = pending.find('\n') {
@@ -993,6 +1047,23 @@ fn boot_once(
         }
         if done {
             break;
+        }
+        if last_output.elapsed() > QUIET_CONSOLE && key_dumps < MAX_KEY_DUMPS {
+            key_dumps += 1;
+            last_output = Instant::now();
+            let said = match send_debug_keys(&console) {
+                Ok(()) => format!(
+                    "sent Xen's debug keys {} (their output follows in {})",
+                    String::from_utf8_lossy(DEBUG_KEYS),
+                    serial.display()
+                ),
+                Err(e) => format!("could not send Xen's debug keys: {e:#}"),
+            };
+            println!(
+                "  {:>5}s console quiet for {} s: {said}",
+                t0.elapsed().as_secs(),
+                QUIET_CONSOLE.as_secs()
+            );
         }
         if t0.elapsed() > opts.timeout {
             timed_out = true;
