@@ -18,6 +18,7 @@
 //! symbols or shlibs file). The package is written to `<target>/deb/.xenmig_<v>_<arch>.deb.tmp`
 //! and renamed to `xenmig_<v>_<arch>.deb` once dpkg-deb has succeeded.
 
+use crate::cmd::output;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::fs;
@@ -86,22 +87,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
 fn step(what: &str) {
     println!("deb: {what}");
-}
-
-/// Runs `cmd`, failing with its stderr when it fails; returns its stdout.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn target_dir(root: &Path) -> PathBuf {

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use xenmig_codegen::{load, markdown, Spec};
 
 mod bench;
+mod cmd;
 mod deb;
 mod fuzz;
 mod layers;

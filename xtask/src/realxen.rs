@@ -10,6 +10,7 @@
 //! and only downloads and unpacks the hypervisor and kernel packages into the work
 //! directory: the host's boot loader is never touched.
 
+use crate::cmd::{output, sh};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fs;
@@ -406,36 +407,6 @@ fn target_dir(root: &Path) -> PathBuf {
 
 fn step(what: &str) {
     println!("realxen: {what}");
-}
-
-/// Runs a command, failing with its output when it fails.
-fn sh(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 // --- setup -------------------------------------------------------------------------------
