@@ -41,7 +41,7 @@ pub enum MemFormat {
     /// The section layout `xl dump-core` writes (.note.Xen, .xen_prstatus, .xen_pfn,
     /// .xen_pages).
     XenCore,
-    /// A sparse file with each page at pfn × 4096.
+    /// A sparse file with each page at pfn × the page size.
     Raw,
     /// LiME: a range header and the octets of each run of frames.
     Lime,

@@ -1,6 +1,6 @@
 //! Writes a synthetic legacy (Xen <= 4.5) save stream of a given size, for benchmarking the
-//! converter: full batches of typed pages (1024 pages each, the most a legacy saver sends, or
-//! `--batch N`), the chunks a real saver sends, and a PV or HVM tail (with the libxl qemu
+//! converter: full batches of typed pages (MAX_BATCH_SIZE pages each, the most a legacy saver
+//! sends, or `--batch N`), the chunks a real saver sends, and a PV or HVM tail (with the libxl qemu
 //! record for HVM).
 //!
 //! ```text
@@ -13,13 +13,14 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
+use xenmig::{legacy, limits, x86_state};
 
-const PAGE: usize = 4096;
-/// The largest batch a legacy saver writes (MAX_BATCH_SIZE), and the default.
-const MAX_BATCH: usize = 1024;
+const PAGE: usize = limits::PAGE_SIZE;
+/// The largest batch a legacy saver writes, and the default.
+const MAX_BATCH: usize = legacy::MAX_BATCH_SIZE as usize;
 /// vcpu_guest_context sizes of 32- and 64-bit PV guests.
-const VCPU_CONTEXT_32: usize = 0xAF0;
-const VCPU_CONTEXT_64: usize = 0x1430;
+const VCPU_CONTEXT_32: usize = x86_state::VcpuContextX8632::SIZE;
+const VCPU_CONTEXT_64: usize = x86_state::VcpuContextX8664::SIZE;
 
 struct Options {
     width: usize,
