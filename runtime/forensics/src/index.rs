@@ -232,6 +232,9 @@ impl Tracker {
                 libxl::Record::End(_) => b.commit(),
                 _ => {}
             },
+            // Without a page map a PAGE_DATA record holds nothing to keep: it is not decoded
+            // (the reader's checks have already looked at it).
+            Item::Record(rec) if !self.pages && rec.record_type == libxc::PageData::TYPE => {}
             Item::Record(rec) => match rec.libxc()? {
                 libxc::Record::PageData(p) if self.pages => {
                     // The page octets end the body.
