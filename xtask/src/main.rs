@@ -25,6 +25,7 @@ mod fuzz;
 mod layers;
 mod literals;
 mod realxen;
+mod realxen_bench;
 mod scaling;
 
 /// Each spec and the document generated from it.

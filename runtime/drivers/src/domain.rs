@@ -270,6 +270,31 @@ pub trait Domain {
     fn reads_whole_batches(&self) -> bool {
         false
     }
+
+    /// Lends the contents of the frames `gfns` (at most a batch) to `f` for the time of the
+    /// call: `pieces` holds them in order, `gfns.len()` pages in all, cut anywhere. A backend
+    /// that can hand its frames out as they stand (the guest's frames mapped into this
+    /// process, the simulator's memory) does so without copying them, and a save writes them
+    /// from there with vectored writes; the default copies them with
+    /// [`Domain::read_pages`]. What `f` returns is returned.
+    ///
+    /// A running guest may change a lent page while `f` holds it, as it may change a page
+    /// just after `read_pages` copied it: log-dirty tracking sends such a page again.
+    fn lend_pages(
+        &mut self,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&[&[u8]]) -> BResult<()>,
+    ) -> BResult<()> {
+        let mut buf = vec![0u8; gfns.len() * PAGE_SIZE];
+        self.read_pages(gfns, &mut buf)?;
+        f(&[&buf])
+    }
+
+    /// Whether [`Domain::lend_pages`] lends without copying; if not, a save copies pages
+    /// with [`Domain::read_pages`] into a buffer it keeps.
+    fn lends_pages(&self) -> bool {
+        false
+    }
 }
 
 /// Implements the named methods of [`Domain`] by handing each call to the field `$field`,
@@ -507,6 +532,20 @@ macro_rules! forward_domain {
     (@one $f:ident reads_whole_batches) => {
         fn reads_whole_batches(&self) -> bool {
             self.$f.reads_whole_batches()
+        }
+    };
+    (@one $f:ident lend_pages) => {
+        fn lend_pages(
+            &mut self,
+            gfns: &[u64],
+            f: &mut dyn FnMut(&[&[u8]]) -> $crate::domain::BResult<()>,
+        ) -> $crate::domain::BResult<()> {
+            self.$f.lend_pages(gfns, f)
+        }
+    };
+    (@one $f:ident lends_pages) => {
+        fn lends_pages(&self) -> bool {
+            self.$f.lends_pages()
         }
     };
 }

@@ -4,11 +4,12 @@
 //! lives behind [`Domain`]; what the toolstack answers behind [`SaveCallbacks`].
 
 use crate::domain::{
-    errno, BackendError, Bitmap, Domain, PrecopyDecision, PrecopyStats, SaveCallbacks, PAGE_SIZE,
+    errno, BResult, BackendError, Bitmap, Domain, PrecopyDecision, PrecopyStats, SaveCallbacks,
+    PAGE_SIZE,
 };
 use crate::hooks::{self, SaveHooks};
 use crate::wire::{Array, DecodeCtx};
-use crate::writer::StreamWriter;
+use crate::writer::{StreamWriter, WriteError};
 use crate::{libxc, Reader, ReaderOptions};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -565,6 +566,108 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         Ok(())
     }
 
+    /// The PAGE_DATA record of a batch whose pages the domain lends (`self.types`,
+    /// `self.data_gfns` and `self.pfns` set up by [`Saver::send_batch`]). Pages that need
+    /// normalising (page tables) are copied and normalised first, into `self.pages`; one
+    /// turned into a hole leaves the record. Then every page is written straight from where
+    /// the domain lends it, the normalised ones from their copies, in one vectored write.
+    fn send_batch_lent(&mut self, suspended: bool) -> Result<(), SaveError> {
+        // Which data pages are written from a copy (normalised), and which not at all.
+        let mut own: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut copied_gfns: Vec<u64> = Vec::new();
+        let data_types = self.types.iter().filter(|t| t.has_data());
+        for (k, (&t, &g)) in data_types.zip(&self.data_gfns).enumerate() {
+            if self.hooks.normalises(t) {
+                own.push((k, Some(copied_gfns.len())));
+                copied_gfns.push(g);
+            }
+        }
+        if !copied_gfns.is_empty() {
+            let n = copied_gfns.len() * PAGE_SIZE;
+            if self.pages.len() < n {
+                self.pages.resize(n, 0);
+            }
+            let buf = self.pages.get_mut(..n).unwrap_or_default();
+            self.dom.read_pages(&copied_gfns, buf)?;
+        }
+        self.entries.clear();
+        let mut k = 0usize;
+        let mut next_own = own.iter_mut().peekable();
+        for (i, &t) in self.types.iter().enumerate() {
+            let pfn = self.pfns.get(i).copied().unwrap_or(0);
+            let mut t = t;
+            if t.has_data() {
+                if let Some((_, slot)) = next_own.next_if(|(j, _)| *j == k) {
+                    let c = slot.unwrap_or(0);
+                    let range = c * PAGE_SIZE..(c + 1) * PAGE_SIZE;
+                    if let Some(page) = self.pages.get_mut(range) {
+                        match self.hooks.normalise_page(self.dom, t, page) {
+                            Ok(()) => {}
+                            Err(e) if e.errno == Some(errno::EAGAIN) && !suspended => {
+                                self.deferred.set(pfn);
+                                *slot = None;
+                                t = libxc::PageType::XTAB;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                k += 1;
+            }
+            self.entries
+                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
+        }
+        self.check_batch()?;
+        let sent = self.entries.iter().filter(|e| e.page_type().has_data()).count();
+        if sent == 0 {
+            self.w.libxc(&libxc::Record::PageData(libxc::PageData {
+                reserved: 0,
+                entries: Array::Values(&self.entries),
+                pages: &[],
+            }))?;
+            self.batches += 1;
+            return Ok(());
+        }
+        let len = sent * PAGE_SIZE;
+        if self.chunk.len() < len {
+            self.chunk.resize(len, 0);
+        }
+        let Saver {
+            dom,
+            w,
+            pages,
+            chunk,
+            entries,
+            data_gfns,
+            ..
+        } = self;
+        // The record as the codec sees it: `placeholder` stands for the page data, which is
+        // written from `parts`.
+        let placeholder = chunk.get(..len).unwrap_or_default();
+        let record = libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(entries),
+            pages: placeholder,
+        });
+        let mut failed: Option<WriteError> = None;
+        let mut write = |lent: &[&[u8]]| -> BResult<()> {
+            let parts = gather_pages(lent, &own, pages, data_gfns.len())
+                .map_err(|e| BackendError::new("lend pages", e))?;
+            w.libxc_gathered(&record, placeholder, &parts).map_err(|e| {
+                let b = BackendError::new("write", e.to_string());
+                failed = Some(e);
+                b
+            })
+        };
+        let r = dom.lend_pages(data_gfns, &mut write);
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        r?;
+        self.batches += 1;
+        Ok(())
+    }
+
     /// [`check_batch`] on the batch about to be written.
     fn check_batch(&self) -> Result<(), SaveError> {
         check_batch(&BatchCheck {
@@ -624,6 +727,9 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         if self.pages.len() < len {
             self.pages.resize(len, 0);
         }
+        if self.dom.lends_pages() {
+            return self.send_batch_lent(suspended);
+        }
         let streamable = self.data_gfns.len() > STREAM_CHUNK_PAGES
             && !self.dom.reads_whole_batches()
             && !self.types.iter().any(|&t| self.hooks.normalises(t));
@@ -675,6 +781,64 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         self.batches += 1;
         Ok(())
     }
+}
+
+/// The page data of a batch as slices to write: `n` pages lent in `lent` (cut anywhere),
+/// except those listed in `own` (data page index, its copy's slot in `copies` or `None` for a
+/// page left out), which come from `copies`. Runs of lent pages that follow each other inside
+/// one lent slice stay one slice.
+fn gather_pages<'a>(
+    lent: &[&'a [u8]],
+    own: &[(usize, Option<usize>)],
+    copies: &'a [u8],
+    n: usize,
+) -> Result<Vec<&'a [u8]>, String> {
+    let mut parts: Vec<&'a [u8]> = Vec::new();
+    // The lent slice being consumed, and where the run not yet pushed starts in it.
+    let mut pieces = lent.iter().copied();
+    let mut piece: &'a [u8] = &[];
+    let (mut at, mut run) = (0usize, 0usize);
+    let mut own = own.iter().peekable();
+    for k in 0..n {
+        let copy = own.next_if(|(j, _)| *j == k).map(|&(_, slot)| slot);
+        let mut need = PAGE_SIZE;
+        while need > 0 {
+            if at == piece.len() {
+                if run < at {
+                    parts.push(piece.get(run..at).unwrap_or_default());
+                }
+                piece = pieces
+                    .next()
+                    .ok_or_else(|| format!("the domain lent fewer than {n} pages"))?;
+                (at, run) = (0, 0);
+                continue;
+            }
+            let take = need.min(piece.len() - at);
+            if copy.is_some() && run < at {
+                // A page written from elsewhere (or not at all) ends the run.
+                parts.push(piece.get(run..at).unwrap_or_default());
+            }
+            at += take;
+            if copy.is_some() {
+                run = at;
+            }
+            need -= take;
+        }
+        if let Some(Some(slot)) = copy {
+            parts.push(
+                copies
+                    .get(slot * PAGE_SIZE..(slot + 1) * PAGE_SIZE)
+                    .ok_or("a normalised page is missing")?,
+            );
+        }
+    }
+    if run < at {
+        parts.push(piece.get(run..at).unwrap_or_default());
+    }
+    if pieces.any(|p| !p.is_empty()) || at < piece.len() {
+        return Err(format!("the domain lent more than {n} pages"));
+    }
+    Ok(parts)
 }
 
 /// What [`check_batch`] looks at.
@@ -800,6 +964,43 @@ mod tests {
             types: &types,
             entries: &entries(pfns, libxc::PageType::XTAB),
         })
+    }
+
+    #[test]
+    fn lent_pages_are_gathered_around_the_copies() {
+        let a: Vec<u8> = (0..3 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8 + 1).collect();
+        let b: Vec<u8> = vec![9; PAGE_SIZE / 2];
+        let c: Vec<u8> = vec![8; PAGE_SIZE / 2];
+        let copies: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| 100 + (i / PAGE_SIZE) as u8).collect();
+        let lent: [&[u8]; 3] = [&a, &b, &c];
+        let flat = |parts: &[&[u8]]| parts.concat();
+        // Nothing copied: one slice per lent slice.
+        let parts = gather_pages(&lent, &[], &copies, 4).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(flat(&parts), [&a[..], &b, &c].concat());
+        // Page 1 from its copy, page 3 (split over two lent slices) left out.
+        let parts = gather_pages(&lent, &[(1, Some(1)), (3, None)], &copies, 4).unwrap();
+        let want = [
+            &a[..PAGE_SIZE],
+            &copies[PAGE_SIZE..],
+            &a[2 * PAGE_SIZE..],
+        ]
+        .concat();
+        assert_eq!(flat(&parts), want);
+        assert_eq!(parts.len(), 3, "runs inside one lent slice stay whole");
+        // The first page copied, the last from two slices.
+        let parts = gather_pages(&lent, &[(0, Some(0))], &copies, 4).unwrap();
+        assert_eq!(
+            flat(&parts),
+            [&copies[..PAGE_SIZE], &a[PAGE_SIZE..], &b, &c].concat()
+        );
+        // Too few or too many lent octets.
+        assert!(gather_pages(&lent, &[], &copies, 5)
+            .unwrap_err()
+            .contains("fewer than 5"));
+        assert!(gather_pages(&lent, &[], &copies, 3)
+            .unwrap_err()
+            .contains("more than 3"));
     }
 
     #[test]

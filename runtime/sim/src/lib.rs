@@ -576,6 +576,40 @@ impl Domain for SimDomain {
         Ok(())
     }
 
+    fn lends_pages(&self) -> bool {
+        true
+    }
+
+    /// Lends the stored pages as they are: each page's stored octets, then the zeros it was
+    /// trimmed of (from a shared page of zeros).
+    fn lend_pages(
+        &mut self,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&[&[u8]]) -> BResult<()>,
+    ) -> BResult<()> {
+        static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(gfns.len() * 2);
+        for gfn in gfns {
+            let stored = self
+                .gfn_to_pfn(*gfn)
+                .and_then(|pfn| self.mem.trimmed(pfn))
+                .ok_or_else(|| {
+                    BackendError::new("map pages", format!("gfn {gfn:#x} is not mapped"))
+                        .errno(errno::EINVAL)
+                })?;
+            if !stored.is_empty() {
+                pieces.push(stored);
+            }
+            if stored.len() < PAGE_SIZE {
+                pieces.push(&ZERO_PAGE[stored.len()..]);
+            }
+        }
+        let r = f(&pieces);
+        drop(pieces);
+        self.transfer(gfns.len() as u64);
+        r
+    }
+
     fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()> {
         if data.len() != gfns.len() * PAGE_SIZE {
             return Err(einval(

@@ -506,6 +506,98 @@ impl<W: Write> StreamWriter<W> {
         result
     }
 
+    /// A libxc record one of whose borrowed parts, `gathered` (a slice of the record's own
+    /// data, by address and length), is written from `parts` instead: octets elsewhere in
+    /// memory, as many as `gathered` holds, in order. Everything goes out in vectored writes,
+    /// so a save sends pages lent by the domain (its mapped frames) without copying them
+    /// first. The record's layout, lengths and caps are the codec's and
+    /// [`StreamWriter::libxc`]'s; what `gathered` holds is never read. An error from the
+    /// output leaves the stream cut inside this record.
+    pub fn libxc_gathered(
+        &mut self,
+        record: &libxc::Record<'_>,
+        gathered: &[u8],
+        parts: &[&[u8]],
+    ) -> Result<(), WriteError> {
+        check_batch(record)?;
+        let name = record.record_type().name();
+        let len = record.encoded_len();
+        let padded = padded_len(name, len)?;
+        let mut pieces = Pieces::over(std::mem::take(&mut self.scratch));
+        let mut tmp = std::mem::take(&mut self.tmp);
+        let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
+        self.tmp = tmp;
+        let result = r
+            .map_err(WriteError::Encode)
+            .and_then(|()| check_encoded_entries(record, self.endian, &pieces, self.offset))
+            .and_then(|()| {
+                self.write_gathered(record, name, len, padded, &pieces, gathered, parts)
+            });
+        self.scratch = pieces.scratch;
+        if result.is_ok() {
+            self.offset += (RECORD_HEADER_SIZE + padded) as u64;
+            self.records += 1;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_gathered(
+        &mut self,
+        record: &libxc::Record<'_>,
+        name: &'static str,
+        len: usize,
+        padded: usize,
+        pieces: &Pieces<'_>,
+        gathered: &[u8],
+        parts: &[&[u8]],
+    ) -> Result<(), WriteError> {
+        let is_gathered = |p: &Piece<'_>| match p {
+            Piece::Copied(..) => false,
+            Piece::Borrowed(s) => {
+                std::ptr::eq(s.as_ptr(), gathered.as_ptr()) && s.len() == gathered.len()
+            }
+        };
+        let piece_len = |p: &Piece<'_>| match p {
+            Piece::Copied(a, b) => b - a,
+            Piece::Borrowed(s) => s.len(),
+        };
+        let produced: usize = pieces.iter().map(piece_len).sum();
+        let found = pieces.iter().filter(|p| is_gathered(p)).count();
+        let parts_len: usize = parts.iter().map(|p| p.len()).sum();
+        if produced != len || found != 1 || parts_len != gathered.len() {
+            return Err(WriteError::Encode(EncodeError {
+                item: name,
+                field: "(body)",
+                rule: None,
+                detail: format!(
+                    "encoded {produced} octets, expected {len}; the gathered part found {found} \
+                     times, given {parts_len} octets for its {}",
+                    gathered.len()
+                ),
+            }));
+        }
+        let header = record_header(self.endian, record.record_type().to_u32(), len);
+        let mut slices = Slices::new();
+        slices.push(&header);
+        for p in pieces.iter() {
+            if is_gathered(p) {
+                for part in parts {
+                    slices.push(part);
+                }
+                continue;
+            }
+            slices.push(match p {
+                Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+                Piece::Borrowed(s) => s,
+            });
+        }
+        slices.push(ZEROS.get(..padded - len).unwrap_or_default());
+        let start = self.offset;
+        write_all_vectored(&mut self.out, slices.as_mut())
+            .map_err(|source| WriteError::Io { offset: start, source })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn write_streamed<E: From<WriteError>>(
         &mut self,

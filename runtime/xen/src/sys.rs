@@ -679,6 +679,20 @@ impl Mapping {
         Ok(())
     }
 
+    /// The mapped frames as octets, for as long as the mapping lives: what a save writes out
+    /// without copying them first. The guest (or Xen) may change them meanwhile, as it may
+    /// change them just after [`Mapping::read`] copied them; a reader gets whatever the frames
+    /// held at that moment, and a live migration's log-dirty tracking sends a changed page
+    /// again.
+    pub fn lend(&self) -> &[u8] {
+        // SAFETY: `ptr` is the start of `self.len()` octets mapped readable (every mapping is
+        // PROT_READ at least) that stay mapped while `self` lives, which the returned slice
+        // cannot outlive. Nothing in this process writes to them through another path while
+        // the slice is alive: a writable mapping of the same frames is only made by a restore,
+        // which never lends.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
+    }
+
     /// Copies into the mapping (mapped writable).
     pub fn write(&mut self, off: usize, data: &[u8]) -> BResult<()> {
         self.check(off, data.len())?;
