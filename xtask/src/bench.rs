@@ -246,7 +246,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if !report.points.is_empty() {
         let out = target.join("bench");
         // A child's ru_maxrss starts at its parent's resident set (Linux keeps the high-water
-        // mark of the memory an exec replaces): this run's own resident set is a floor.
+        // mark of the memory an exec replaces): the launcher's resident set is a floor.
         let floor = pipeline(&[cmd(["true"])], Out::Null, &dir.path, false)?.max_rss;
         let md = scaling::write(&out, &report.points, &opts.sizes, opts.runs, floor)?;
         println!("\n{md}");
@@ -332,7 +332,9 @@ fn build(root: &Path, cargo: &OsString, target: &Path) -> Result<Tools> {
     eprintln!("building xenmig and the stream generators (release)");
     cargo_build(root, cargo, &["-p", "xenmig-cli", "--bin", "xenmig"])?;
     cargo_build(root, cargo, &["-p", "xenmig", "--example", "gen_stream"])?;
+    cargo_build(root, cargo, &["-p", "xtask", "--bin", "rss-launch"])?;
     let release = target.join("release");
+    let _ = RSS_LAUNCH.set(release.join("rss-launch"));
     let examples = root.join("runtime/examples");
     // Hook for the legacy converter's benchmark: used once its generator exists.
     let gen_legacy = if examples.join("gen_legacy.rs").exists()
@@ -733,8 +735,13 @@ struct Run {
     rss_file: u64,
 }
 
+/// xtask/src/bin/rss-launch.rs, built with the tools: the last command of a pipeline runs
+/// under it, so that its peak resident set is not floored by the bench's own.
+static RSS_LAUNCH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// Runs `a | b | ...` with the last command's output to `out`; the time is from the first
-/// spawn to the last exit. With `sample`, /proc of the last command is polled (untimed runs).
+/// spawn to the last exit. With `sample`, /proc of the last command is polled (untimed runs);
+/// otherwise the last command runs under `rss-launch`, which reports its peak resident set.
 fn pipeline(stages: &[Cmd], out: Out<'_>, dir: &Path, sample: bool) -> Result<Run> {
     let logs: Vec<PathBuf> = (0..stages.len())
         .map(|i| dir.join(format!("stderr-{i}.log")))
@@ -747,12 +754,21 @@ fn pipeline(stages: &[Cmd], out: Out<'_>, dir: &Path, sample: bool) -> Result<Ru
     for log in &logs {
         stderrs.push(File::create(log)?);
     }
+    let rss_file = dir.join("maxrss");
+    let _ = std::fs::remove_file(&rss_file);
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::new();
     let mut sink = sink;
     for (i, (stage, stderr)) in stages.iter().zip(stderrs).enumerate() {
         let (program, args) = stage.0.split_first().context("empty command")?;
-        let mut c = Command::new(program);
+        let mut c = match RSS_LAUNCH.get() {
+            Some(launcher) if !sample && i + 1 == stages.len() => {
+                let mut c = Command::new(launcher);
+                c.arg(&rss_file).arg(program);
+                c
+            }
+            _ => Command::new(program),
+        };
         c.args(args).envs(stage.1.iter().cloned()).stderr(stderr);
         match children.last_mut().and_then(|p| p.stdout.take()) {
             Some(prev) => c.stdin(prev),
@@ -799,7 +815,11 @@ fn pipeline(stages: &[Cmd], out: Out<'_>, dir: &Path, sample: bool) -> Result<Ru
     for (i, d) in done.iter().enumerate() {
         let Some((status, rss)) = d else { continue };
         if i == last {
-            run.max_rss = *rss;
+            // Under rss-launch: the command's own figure (KiB), not the launcher's.
+            run.max_rss = match std::fs::read_to_string(&rss_file) {
+                Ok(k) => k.trim().parse::<u64>().map_or(*rss, |k| k * 1024),
+                Err(_) => *rss,
+            };
         }
         if *status != 0 {
             let text = std::fs::read_to_string(&logs[i]).unwrap_or_default();

@@ -175,7 +175,10 @@ REALXEN-BENCH pv64 migrate xenmig 2 8.50 -
         // Faster in total, but the guest stopped longer: missed.
         assert!(md.contains("| 0.40 / 0.70 |"), "{md}");
         assert_eq!(missed.len(), 1, "{missed:?}");
-        assert!(missed[0].starts_with("pv64 migrate: ratio 1.12×"), "{missed:?}");
+        assert!(
+            missed[0].starts_with("pv64 migrate: ratio 1.12×"),
+            "{missed:?}"
+        );
         // Too few rounds misses every target.
         assert_eq!(table(&s, 3).1.len(), 2);
     }

@@ -61,8 +61,8 @@ fn cell(s: &str) -> String {
 }
 
 /// Writes both files into `dir`; returns the Markdown.
-/// `floor`: the peak RSS `true` reports when the bench spawns it as the table is written (the
-/// bench's own resident set, the floor of every figure it measures at that time).
+/// `floor`: the peak RSS `true` reports when the bench runs it under its launcher as the table
+/// is written (the launcher's own resident set, the floor of every figure it measures).
 pub fn write(
     dir: &Path,
     points: &[Point],
@@ -137,9 +137,9 @@ fn markdown(points: &[Point], sizes: &[Size], runs: usize, floor: u64) -> String
         "\n## Peak RSS (MiB)\n\nThe process's `ru_maxrss` (for a pipeline, its last command). \
          The commands marked (*) hold a\nsimulated domain as large as the column's size; the \
          others should stay flat. A child's\n`ru_maxrss` starts at its parent's resident set \
-         (Linux keeps the high-water mark of the memory\nan exec replaces), so the bench's own \
-         resident set when it starts a command is a floor for\nthat command's figure: `true` \
-         started as the table was written reported {:.1} MiB.\n",
+         (Linux keeps the high-water mark of the memory\nan exec replaces): each command is \
+         started from a small launcher (`rss-launch`), whose resident set\nis the floor of \
+         every figure: `true` started the same way reported {:.1} MiB.\n",
         floor as f64 / MIB
     );
     let _ = writeln!(s, "| command | {} |", heads.join(" | "));

@@ -618,7 +618,11 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
                 .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
         }
         self.check_batch()?;
-        let sent = self.entries.iter().filter(|e| e.page_type().has_data()).count();
+        let sent = self
+            .entries
+            .iter()
+            .filter(|e| e.page_type().has_data())
+            .count();
         if sent == 0 {
             self.w.libxc(&libxc::Record::PageData(libxc::PageData {
                 reserved: 0,
@@ -968,10 +972,14 @@ mod tests {
 
     #[test]
     fn lent_pages_are_gathered_around_the_copies() {
-        let a: Vec<u8> = (0..3 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8 + 1).collect();
+        let a: Vec<u8> = (0..3 * PAGE_SIZE)
+            .map(|i| (i / PAGE_SIZE) as u8 + 1)
+            .collect();
         let b: Vec<u8> = vec![9; PAGE_SIZE / 2];
         let c: Vec<u8> = vec![8; PAGE_SIZE / 2];
-        let copies: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| 100 + (i / PAGE_SIZE) as u8).collect();
+        let copies: Vec<u8> = (0..2 * PAGE_SIZE)
+            .map(|i| 100 + (i / PAGE_SIZE) as u8)
+            .collect();
         let lent: [&[u8]; 3] = [&a, &b, &c];
         let flat = |parts: &[&[u8]]| parts.concat();
         // Nothing copied: one slice per lent slice.
@@ -980,12 +988,7 @@ mod tests {
         assert_eq!(flat(&parts), [&a[..], &b, &c].concat());
         // Page 1 from its copy, page 3 (split over two lent slices) left out.
         let parts = gather_pages(&lent, &[(1, Some(1)), (3, None)], &copies, 4).unwrap();
-        let want = [
-            &a[..PAGE_SIZE],
-            &copies[PAGE_SIZE..],
-            &a[2 * PAGE_SIZE..],
-        ]
-        .concat();
+        let want = [&a[..PAGE_SIZE], &copies[PAGE_SIZE..], &a[2 * PAGE_SIZE..]].concat();
         assert_eq!(flat(&parts), want);
         assert_eq!(parts.len(), 3, "runs inside one lent slice stay whole");
         // The first page copied, the last from two slices.

@@ -594,8 +594,10 @@ impl<W: Write> StreamWriter<W> {
         }
         slices.push(ZEROS.get(..padded - len).unwrap_or_default());
         let start = self.offset;
-        write_all_vectored(&mut self.out, slices.as_mut())
-            .map_err(|source| WriteError::Io { offset: start, source })
+        write_all_vectored(&mut self.out, slices.as_mut()).map_err(|source| WriteError::Io {
+            offset: start,
+            source,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

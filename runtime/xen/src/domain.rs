@@ -30,6 +30,12 @@ pub struct RingBackends {
     pub console_domid: u32,
 }
 
+/// How many [`M2P_CHUNK`]s hold the m2p of a host whose `XENMEM_maximum_ram_page` is
+/// `max_page` (libxc's `M2P_CHUNKS`).
+fn m2p_chunks(max_page: u64) -> usize {
+    (max_page.saturating_mul(8).div_ceil(M2P_CHUNK)) as usize
+}
+
 /// The machine-to-physical table, mapped read-only from `DOMID_XEN`.
 struct M2p {
     map: Mapping,
@@ -180,8 +186,10 @@ impl XenDomain {
     fn ensure_m2p(&mut self) -> BResult<&M2p> {
         if self.m2p.is_none() {
             let max_mfn = self.xc.maximum_ram_page()?;
-            let size = ((max_mfn + 1) * 8).div_ceil(M2P_CHUNK) * M2P_CHUNK;
-            let chunks = (size / M2P_CHUNK) as usize;
+            // Xen's max_page is one past the highest mfn: the table holds max_mfn entries,
+            // and Xen lists exactly the chunks they fill (asking for one more fails the call,
+            // as on a host whose memory ends on a 1 GiB boundary).
+            let chunks = m2p_chunks(max_mfn);
             let bases = self.xc.machphys_mfn_list(chunks)?;
             let per_chunk = M2P_CHUNK / PAGE_SIZE as u64;
             let frames: Vec<u64> = bases
@@ -975,5 +983,23 @@ impl Domain for XenDomain {
             m.read(off, &mut b)?;
             Ok(u32::from_le_bytes(b) as u64)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_m2p_fills_exactly_the_chunks_xen_lists() {
+        // 2 MiB chunks of 8-octet entries: 262144 mfns each.
+        assert_eq!(m2p_chunks(0xc0000), 3, "3 GiB host");
+        assert_eq!(
+            m2p_chunks(0x140000),
+            5,
+            "RAM ending at 5 GiB (4 GiB under QEMU's pc)"
+        );
+        assert_eq!(m2p_chunks(0x140001), 6);
+        assert_eq!(m2p_chunks(1), 1);
     }
 }

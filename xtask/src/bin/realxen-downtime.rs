@@ -117,7 +117,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(domid), limit) = (
         args.get(1).and_then(|s| s.parse::<u32>().ok()),
-        args.get(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(900),
+        args.get(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(900),
     ) else {
         eprintln!("usage: realxen-downtime DOMID [SECONDS]");
         std::process::exit(2);
