@@ -446,7 +446,7 @@ fn pv_prefix(width: Width) -> Builder {
 fn pv_tail(b: &mut Builder) -> &mut Builder {
     b.u32(0)
         .fill(0x11, legacy::VCPU_CONTEXT_SIZE_X86_64 as usize)
-        .fill(0x22, 128)
+        .fill(0x22, legacy::EXTENDED_VCPU_CONTEXT_SIZE)
         .fill(0x33, PAGE_SIZE)
 }
 
@@ -801,7 +801,8 @@ fn vcpu_ids_above_4095_are_rejected() {
     words[0] = 1;
     b.vcpu_info(4095, &words).i32(0).u32(0);
     for _ in 0..2 {
-        b.fill(0x11, 0x1430).fill(0x22, 128);
+        b.fill(0x11, legacy::VCPU_CONTEXT_SIZE_X86_64 as usize)
+            .fill(0x22, legacy::EXTENDED_VCPU_CONTEXT_SIZE);
     }
     b.fill(0x33, PAGE_SIZE);
     let (_, summary) = run(
@@ -953,7 +954,9 @@ fn oversized_lengths_are_rejected_before_reading() {
     // Unmapped pfns are read and discarded.
     let mut b = pv_prefix(Width::Bits32);
     b.vcpu_info(0, &[1]).i32(0).u32(3).u32(1).u32(2).u32(3);
-    b.fill(0x11, 0x1430).fill(0x22, 128).fill(0x33, PAGE_SIZE);
+    b.fill(0x11, legacy::VCPU_CONTEXT_SIZE_X86_64 as usize)
+        .fill(0x22, legacy::EXTENDED_VCPU_CONTEXT_SIZE)
+        .fill(0x33, PAGE_SIZE);
     run(
         &b.bytes,
         &opts(Width::Bits32, GuestType::Pv, OutputFormat::Libxc),
@@ -1257,20 +1260,33 @@ fn items(stream: &[u8], options: legacy::ReaderOptions) -> Vec<String> {
 #[test]
 fn reader_items_are_the_spec_items_and_cover_the_stream() {
     let pv = items(&pv_stream(Width::Bits32), legacy::ReaderOptions::default());
+    // The sizes the specs give: a vCPU context, its extension, a page. The other lengths are
+    // the 32-bit words and headers pv_stream writes.
+    let ctx = legacy::VCPU_CONTEXT_SIZE_X86_64 as usize;
+    let ext = legacy::EXTENDED_VCPU_CONTEXT_SIZE;
+    let after_ext = 12 + 8 + ctx + 8;
+    let batch = after_ext + 4 + 16;
+    let end = batch + 4 + 16 + 2 * PAGE_SIZE;
     assert_eq!(
         pv,
         [
-            "0 HEADER p2m_size=32",
-            "4 PV_EXT_INFO marker=0xffffffff total_size=5184",
-            "12 ext_info_block id=\"vcpu\" size=5168",
-            "5188 ext_info_block id=\"extv\" size=0",
-            "5196 P2M_FRAME_LIST frames=[0x1234]",
-            "5200 VCPU_INFO max_vcpu_id=0 vcpu_map=[0x1]",
-            "5216 PAGE_BATCH pfn_types=[0x1, 0x10000002, 0xf0000000, 0xf0000003]",
-            "13428 END ",
-            "13432 PV_UNMAPPED count=0 pfns=[]",
-            "13436 PV_VCPU context=<5168 octets> extended=<128 octets>",
-            "18732 SHARED_INFO page=<4096 octets>",
+            "0 HEADER p2m_size=32".to_string(),
+            format!("4 PV_EXT_INFO marker=0xffffffff total_size={}", 8 + ctx + 8),
+            format!("12 ext_info_block id=\"vcpu\" size={ctx}"),
+            format!("{} ext_info_block id=\"extv\" size=0", 12 + 8 + ctx),
+            format!("{after_ext} P2M_FRAME_LIST frames=[0x1234]"),
+            format!("{} VCPU_INFO max_vcpu_id=0 vcpu_map=[0x1]", after_ext + 4),
+            format!("{batch} PAGE_BATCH pfn_types=[0x1, 0x10000002, 0xf0000000, 0xf0000003]"),
+            format!("{end} END "),
+            format!("{} PV_UNMAPPED count=0 pfns=[]", end + 4),
+            format!(
+                "{} PV_VCPU context=<{ctx} octets> extended=<{ext} octets>",
+                end + 8
+            ),
+            format!(
+                "{} SHARED_INFO page=<{PAGE_SIZE} octets>",
+                end + 8 + ctx + ext
+            ),
         ]
     );
     let hvm = items(
@@ -1340,16 +1356,17 @@ fn reader_items_show_xsave_state_and_lend_batch_pages() {
             "SHARED_INFO",
         ]
     );
+    let ctx = legacy::VCPU_CONTEXT_SIZE_X86_64;
     assert!(seen.contains(&format!(
         "{} xcnt_data xsave_size={xcnt}",
-        8 + 8 + 4 + 8 + 5168 + 8
+        8 + 8 + 4 + 8 + ctx + 8
     )));
     assert!(seen
         .iter()
         .any(|s| s.ends_with("PV_XSAVE mask=0x7 size=64 area=<64 octets>")));
-    assert!(seen
-        .iter()
-        .any(|s| s.ends_with("PV_VCPU context=<5168 octets> extended=<0 octets>")));
+    assert!(seen.iter().any(|s| s.ends_with(&format!(
+        "PV_VCPU context=<{ctx} octets> extended=<0 octets>"
+    ))));
 
     // The page of a batch comes with its entry, as a v2 page entry.
     let mut reader = legacy::LegacyReader::new(&b.bytes[..], legacy::ReaderOptions::default());
