@@ -524,12 +524,8 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
     /// page data read [`STREAM_CHUNK_PAGES`] at a time into a small buffer, each piece
     /// written before the next is read. `len` is the page data's length.
     fn send_batch_streamed(&mut self, len: usize) -> Result<(), SaveError> {
-        self.entries.clear();
-        for (i, &t) in self.types.iter().enumerate() {
-            let pfn = self.pfns.get(i).copied().unwrap_or(0);
-            self.entries
-                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
-        }
+        let mut slots = vec![Slot::Lent; self.data_gfns.len()];
+        self.build_entries(false, &mut slots)?;
         self.check_batch()?;
         let Saver {
             dom,
@@ -543,11 +539,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         // The record's page data as the codec sees it: its length, its place in the record;
         // the octets themselves come from read_pages below.
         let placeholder = pages.get(..len).unwrap_or_default();
-        let record = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(entries),
-            pages: placeholder,
-        });
+        let record = page_data(entries, placeholder);
         w.libxc_streamed(
             &record,
             placeholder,
@@ -572,14 +564,16 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
     /// turned into a hole leaves the record. Then every page is written straight from where
     /// the domain lends it, the normalised ones from their copies, in one vectored write.
     fn send_batch_lent(&mut self, suspended: bool) -> Result<(), SaveError> {
-        // Which data pages are written from a copy (normalised), and which not at all.
-        let mut own: Vec<(usize, Option<usize>)> = Vec::new();
+        // Pages that need normalising are copied first, each into its slot of `self.pages`.
+        let mut slots = Vec::with_capacity(self.data_gfns.len());
         let mut copied_gfns: Vec<u64> = Vec::new();
         let data_types = self.types.iter().filter(|t| t.has_data());
-        for (k, (&t, &g)) in data_types.zip(&self.data_gfns).enumerate() {
+        for (&t, &g) in data_types.zip(&self.data_gfns) {
             if self.hooks.normalises(t) {
-                own.push((k, Some(copied_gfns.len())));
+                slots.push(Slot::Copy(copied_gfns.len()));
                 copied_gfns.push(g);
+            } else {
+                slots.push(Slot::Lent);
             }
         }
         if !copied_gfns.is_empty() {
@@ -590,33 +584,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             let buf = self.pages.get_mut(..n).unwrap_or_default();
             self.dom.read_pages(&copied_gfns, buf)?;
         }
-        self.entries.clear();
-        let mut k = 0usize;
-        let mut next_own = own.iter_mut().peekable();
-        for (i, &t) in self.types.iter().enumerate() {
-            let pfn = self.pfns.get(i).copied().unwrap_or(0);
-            let mut t = t;
-            if t.has_data() {
-                if let Some((_, slot)) = next_own.next_if(|(j, _)| *j == k) {
-                    let c = slot.unwrap_or(0);
-                    let range = c * PAGE_SIZE..(c + 1) * PAGE_SIZE;
-                    if let Some(page) = self.pages.get_mut(range) {
-                        match self.hooks.normalise_page(self.dom, t, page) {
-                            Ok(()) => {}
-                            Err(e) if e.errno == Some(errno::EAGAIN) && !suspended => {
-                                self.deferred.set(pfn);
-                                *slot = None;
-                                t = libxc::PageType::XTAB;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                k += 1;
-            }
-            self.entries
-                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
-        }
+        self.build_entries(suspended, &mut slots)?;
         self.check_batch()?;
         let sent = self
             .entries
@@ -624,11 +592,7 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             .filter(|e| e.page_type().has_data())
             .count();
         if sent == 0 {
-            self.w.libxc(&libxc::Record::PageData(libxc::PageData {
-                reserved: 0,
-                entries: Array::Values(&self.entries),
-                pages: &[],
-            }))?;
+            self.w.libxc(&page_data(&self.entries, &[]))?;
             self.batches += 1;
             return Ok(());
         }
@@ -648,14 +612,10 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         // The record as the codec sees it: `placeholder` stands for the page data, which is
         // written from `parts`.
         let placeholder = chunk.get(..len).unwrap_or_default();
-        let record = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(entries),
-            pages: placeholder,
-        });
+        let record = page_data(entries, placeholder);
         let mut failed: Option<WriteError> = None;
         let mut write = |lent: &[&[u8]]| -> BResult<()> {
-            let parts = gather_pages(lent, &own, pages, data_gfns.len())
+            let parts = gather_pages(lent, &slots, pages)
                 .map_err(|e| BackendError::new("lend pages", e))?;
             w.libxc_gathered(&record, placeholder, &parts).map_err(|e| {
                 let b = BackendError::new("write", e.to_string());
@@ -669,6 +629,40 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
         }
         r?;
         self.batches += 1;
+        Ok(())
+    }
+
+    /// Fills `self.entries` from the batch's pfns and types. `slots` says, for each data page
+    /// in order, where its octets come from; each one copied into `self.pages` is normalised
+    /// there (page tables), and one that cannot be normalised while the guest runs becomes a
+    /// hole ([`Slot::Hole`], its entry XTAB), sent again at stop-and-copy.
+    fn build_entries(&mut self, suspended: bool, slots: &mut [Slot]) -> Result<(), SaveError> {
+        self.entries.clear();
+        let mut slots = slots.iter_mut();
+        for (i, &t) in self.types.iter().enumerate() {
+            let pfn = self.pfns.get(i).copied().unwrap_or(0);
+            let mut t = t;
+            if t.has_data() {
+                if let Some(slot) = slots.next() {
+                    if let Slot::Copy(c) = *slot {
+                        let range = c * PAGE_SIZE..(c + 1) * PAGE_SIZE;
+                        if let Some(page) = self.pages.get_mut(range) {
+                            match self.hooks.normalise_page(self.dom, t, page) {
+                                Ok(()) => {}
+                                Err(e) if e.errno == Some(errno::EAGAIN) && !suspended => {
+                                    self.deferred.set(pfn);
+                                    *slot = Slot::Hole;
+                                    t = libxc::PageType::XTAB;
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                }
+            }
+            self.entries
+                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
+        }
         Ok(())
     }
 
@@ -725,14 +719,14 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             }
             self.types.push(t);
         }
+        if self.dom.lends_pages() {
+            return self.send_batch_lent(suspended);
+        }
         // The batch buffer keeps its size between batches: growing it zeroes once, not per
         // batch (read_pages overwrites what it hands out).
         let mut len = self.data_gfns.len() * PAGE_SIZE;
         if self.pages.len() < len {
             self.pages.resize(len, 0);
-        }
-        if self.dom.lends_pages() {
-            return self.send_batch_lent(suspended);
         }
         let streamable = self.data_gfns.len() > STREAM_CHUNK_PAGES
             && !self.dom.reads_whole_batches()
@@ -744,67 +738,65 @@ impl<D: Domain, C: SaveCallbacks<D>, W: Write> Saver<'_, D, C, W> {
             let buf = self.pages.get_mut(..len).unwrap_or_default();
             self.dom.read_pages(&self.data_gfns, buf)?;
         }
-        // Normalise page tables; a frame that cannot be normalised while the guest runs is
-        // sent as a hole now and again at stop-and-copy.
-        let mut page_index = 0usize;
-        self.entries.clear();
-        let mut dropped: Vec<usize> = Vec::new();
-        for (i, &t) in self.types.iter().enumerate() {
-            let pfn = self.pfns.get(i).copied().unwrap_or(0);
-            let mut t = t;
-            if t.has_data() {
-                let range = page_index * PAGE_SIZE..(page_index + 1) * PAGE_SIZE;
-                if let Some(page) = self.pages.get_mut(range) {
-                    match self.hooks.normalise_page(self.dom, t, page) {
-                        Ok(()) => {}
-                        Err(e) if e.errno == Some(errno::EAGAIN) && !suspended => {
-                            self.deferred.set(pfn);
-                            dropped.push(page_index);
-                            t = libxc::PageType::XTAB;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                page_index += 1;
-            }
-            self.entries
-                .push(libxc::PageEntry::default().with_pfn(pfn).with_page_type(t));
-        }
+        let mut slots: Vec<Slot> = (0..self.data_gfns.len()).map(Slot::Copy).collect();
+        self.build_entries(suspended, &mut slots)?;
         // Remove the pages of entries turned into holes.
-        for &k in dropped.iter().rev() {
+        for (k, _) in slots
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, s)| **s == Slot::Hole)
+        {
             let start = k * PAGE_SIZE;
             self.pages.copy_within(start + PAGE_SIZE..len, start);
             len -= PAGE_SIZE;
         }
         self.check_batch()?;
-        self.w.libxc(&libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(&self.entries),
-            pages: self.pages.get(..len).unwrap_or_default(),
-        }))?;
+        self.w.libxc(&page_data(
+            &self.entries,
+            self.pages.get(..len).unwrap_or_default(),
+        ))?;
         self.batches += 1;
         Ok(())
     }
 }
 
-/// The page data of a batch as slices to write: `n` pages lent in `lent` (cut anywhere),
-/// except those listed in `own` (data page index, its copy's slot in `copies` or `None` for a
-/// page left out), which come from `copies`. Runs of lent pages that follow each other inside
-/// one lent slice stay one slice.
+/// A PAGE_DATA record of these entries and page octets.
+fn page_data<'a>(entries: &'a [libxc::PageEntry], pages: &'a [u8]) -> libxc::Record<'a> {
+    libxc::Record::PageData(libxc::PageData {
+        reserved: 0,
+        entries: Array::Values(entries),
+        pages,
+    })
+}
+
+/// Where a batch's data page is written from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Where the domain lends it.
+    Lent,
+    /// Its (normalised) copy: slot `n` of the batch buffer.
+    Copy(usize),
+    /// Nowhere: the page became a hole.
+    Hole,
+}
+
+/// The page data of a batch as slices to write: one data page per entry of `slots`, lent in
+/// `lent` (cut anywhere) and taken from there, from `copies` or left out as its slot says.
+/// Runs of lent pages that follow each other inside one lent slice stay one slice.
 fn gather_pages<'a>(
     lent: &[&'a [u8]],
-    own: &[(usize, Option<usize>)],
+    slots: &[Slot],
     copies: &'a [u8],
-    n: usize,
 ) -> Result<Vec<&'a [u8]>, String> {
+    let n = slots.len();
     let mut parts: Vec<&'a [u8]> = Vec::new();
     // The lent slice being consumed, and where the run not yet pushed starts in it.
     let mut pieces = lent.iter().copied();
     let mut piece: &'a [u8] = &[];
     let (mut at, mut run) = (0usize, 0usize);
-    let mut own = own.iter().peekable();
-    for k in 0..n {
-        let copy = own.next_if(|(j, _)| *j == k).map(|&(_, slot)| slot);
+    for &slot in slots {
+        let lent_here = slot == Slot::Lent;
         let mut need = PAGE_SIZE;
         while need > 0 {
             if at == piece.len() {
@@ -818,20 +810,20 @@ fn gather_pages<'a>(
                 continue;
             }
             let take = need.min(piece.len() - at);
-            if copy.is_some() && run < at {
+            if !lent_here && run < at {
                 // A page written from elsewhere (or not at all) ends the run.
                 parts.push(piece.get(run..at).unwrap_or_default());
             }
             at += take;
-            if copy.is_some() {
+            if !lent_here {
                 run = at;
             }
             need -= take;
         }
-        if let Some(Some(slot)) = copy {
+        if let Slot::Copy(c) = slot {
             parts.push(
                 copies
-                    .get(slot * PAGE_SIZE..(slot + 1) * PAGE_SIZE)
+                    .get(c * PAGE_SIZE..(c + 1) * PAGE_SIZE)
                     .ok_or("a normalised page is missing")?,
             );
         }
@@ -972,6 +964,7 @@ mod tests {
 
     #[test]
     fn lent_pages_are_gathered_around_the_copies() {
+        use Slot::{Copy, Hole, Lent};
         let a: Vec<u8> = (0..3 * PAGE_SIZE)
             .map(|i| (i / PAGE_SIZE) as u8 + 1)
             .collect();
@@ -983,25 +976,25 @@ mod tests {
         let lent: [&[u8]; 3] = [&a, &b, &c];
         let flat = |parts: &[&[u8]]| parts.concat();
         // Nothing copied: one slice per lent slice.
-        let parts = gather_pages(&lent, &[], &copies, 4).unwrap();
+        let parts = gather_pages(&lent, &[Lent; 4], &copies).unwrap();
         assert_eq!(parts.len(), 3);
         assert_eq!(flat(&parts), [&a[..], &b, &c].concat());
         // Page 1 from its copy, page 3 (split over two lent slices) left out.
-        let parts = gather_pages(&lent, &[(1, Some(1)), (3, None)], &copies, 4).unwrap();
+        let parts = gather_pages(&lent, &[Lent, Copy(1), Lent, Hole], &copies).unwrap();
         let want = [&a[..PAGE_SIZE], &copies[PAGE_SIZE..], &a[2 * PAGE_SIZE..]].concat();
         assert_eq!(flat(&parts), want);
         assert_eq!(parts.len(), 3, "runs inside one lent slice stay whole");
         // The first page copied, the last from two slices.
-        let parts = gather_pages(&lent, &[(0, Some(0))], &copies, 4).unwrap();
+        let parts = gather_pages(&lent, &[Copy(0), Lent, Lent, Lent], &copies).unwrap();
         assert_eq!(
             flat(&parts),
             [&copies[..PAGE_SIZE], &a[PAGE_SIZE..], &b, &c].concat()
         );
         // Too few or too many lent octets.
-        assert!(gather_pages(&lent, &[], &copies, 5)
+        assert!(gather_pages(&lent, &[Lent; 5], &copies)
             .unwrap_err()
             .contains("fewer than 5"));
-        assert!(gather_pages(&lent, &[], &copies, 3)
+        assert!(gather_pages(&lent, &[Lent; 3], &copies)
             .unwrap_err()
             .contains("more than 3"));
     }
