@@ -185,6 +185,47 @@ impl<'a> Slices<'a> {
     }
 }
 
+/// Encoded pieces of a record, in order.
+type PieceList<'p> = Vec<&'p [u8]>;
+
+/// The encoded pieces of a record of `len` octets before and after `part` (a borrowed piece,
+/// matched by address and length), which must stand among them exactly once.
+fn split_at_part<'p>(
+    pieces: &'p Pieces<'_>,
+    part: &[u8],
+    name: &'static str,
+    len: usize,
+) -> Result<(PieceList<'p>, PieceList<'p>), WriteError> {
+    let is_part = |p: &Piece<'_>| matches!(p, Piece::Borrowed(s) if std::ptr::eq(s.as_ptr(), part.as_ptr()) && s.len() == part.len());
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let (mut produced, mut found) = (0usize, 0usize);
+    for p in pieces.iter() {
+        let bytes: &[u8] = match p {
+            Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
+            Piece::Borrowed(s) => s,
+        };
+        produced += bytes.len();
+        if is_part(p) {
+            found += 1;
+        } else if found > 0 {
+            after.push(bytes);
+        } else {
+            before.push(bytes);
+        }
+    }
+    if produced != len || found != 1 {
+        return Err(WriteError::Encode(EncodeError {
+            item: name,
+            field: "(body)",
+            rule: None,
+            detail: format!(
+                "encoded {produced} octets, expected {len}; the part written apart found {found} times"
+            ),
+        }));
+    }
+    Ok((before, after))
+}
+
 /// Zero padding source.
 const ZEROS: [u8; RECORD_ALIGNMENT] = [0; RECORD_ALIGNMENT];
 
@@ -473,44 +514,44 @@ impl<W: Write> StreamWriter<W> {
         chunk_octets: usize,
         mut fill: impl FnMut(std::ops::Range<usize>, &mut [u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        check_batch(record)?;
-        let name = record.record_type().name();
-        let len = record.encoded_len();
-        let padded = padded_len(name, len)?;
-        let mut pieces = Pieces::over(std::mem::take(&mut self.scratch));
-        let mut tmp = std::mem::take(&mut self.tmp);
-        let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
-        self.tmp = tmp;
-        let checked = r
-            .map_err(WriteError::Encode)
-            .and_then(|()| check_encoded_entries(record, self.endian, &pieces, self.offset));
-        let result = match checked {
-            Err(e) => Err(e.into()),
-            Ok(()) => self.write_streamed(
-                record,
-                name,
-                len,
-                padded,
-                &pieces,
-                streamed,
-                chunk,
-                chunk_octets,
-                &mut fill,
-            ),
-        };
-        self.scratch = pieces.scratch;
-        if result.is_ok() {
-            self.offset += (RECORD_HEADER_SIZE + padded) as u64;
-            self.records += 1;
-        }
-        result
+        self.libxc_with_part(record, streamed, |w, header, before, after| {
+            let start = w.offset;
+            let io = |offset: u64| move |source| WriteError::Io { offset, source };
+            let mut written = before.iter().map(|s| s.len() as u64).sum::<u64>();
+            let mut first = Slices::new();
+            first.push(header);
+            for b in before {
+                first.push(b);
+            }
+            write_all_vectored(&mut w.out, first.as_mut()).map_err(io(start))?;
+            let step = chunk_octets.max(1);
+            if chunk.len() < step.min(streamed.len()) {
+                chunk.resize(step.min(streamed.len()), 0);
+            }
+            written += header.len() as u64;
+            let mut at = 0;
+            while at < streamed.len() {
+                let end = (at + step).min(streamed.len());
+                let buf = chunk.get_mut(..end - at).unwrap_or_default();
+                fill(at..end, buf)?;
+                w.out.write_all(buf).map_err(io(start + written))?;
+                written += (end - at) as u64;
+                at = end;
+            }
+            let mut rest = Slices::new();
+            for a in after {
+                rest.push(a);
+            }
+            write_all_vectored(&mut w.out, rest.as_mut()).map_err(io(start + written))?;
+            Ok(())
+        })
     }
 
     /// A libxc record one of whose borrowed parts, `gathered` (a slice of the record's own
     /// data, by address and length), is written from `parts` instead: octets elsewhere in
-    /// memory, as many as `gathered` holds, in order. Everything goes out in vectored writes,
-    /// so a save sends pages lent by the domain (its mapped frames) without copying them
-    /// first. The record's layout, lengths and caps are the codec's and
+    /// memory, as many as `gathered` holds, in order. Everything goes out in one vectored
+    /// write, so a save sends pages lent by the domain (its mapped frames) without copying
+    /// them first. The record's layout, lengths and caps are the codec's and
     /// [`StreamWriter::libxc`]'s; what `gathered` holds is never read. An error from the
     /// output leaves the stream cut inside this record.
     pub fn libxc_gathered(
@@ -519,6 +560,44 @@ impl<W: Write> StreamWriter<W> {
         gathered: &[u8],
         parts: &[&[u8]],
     ) -> Result<(), WriteError> {
+        let parts_len: usize = parts.iter().map(|p| p.len()).sum();
+        if parts_len != gathered.len() {
+            return Err(WriteError::Encode(EncodeError {
+                item: record.record_type().name(),
+                field: "(body)",
+                rule: None,
+                detail: format!(
+                    "given {parts_len} octets for the {} of the gathered part",
+                    gathered.len()
+                ),
+            }));
+        }
+        self.libxc_with_part(record, gathered, |w, header, before, after| {
+            let mut slices = Slices::new();
+            slices.push(header);
+            for b in before.iter().chain(parts).chain(after) {
+                slices.push(b);
+            }
+            let start = w.offset;
+            write_all_vectored(&mut w.out, slices.as_mut()).map_err(|source| WriteError::Io {
+                offset: start,
+                source,
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Encodes and checks a libxc record as [`StreamWriter::libxc`] does, then has `write`
+    /// send it: given the record header and the encoded pieces before and after `part` (one
+    /// of the record's borrowed slices, by address and length, found exactly once; the
+    /// padding is in `after`), `write` puts the octets of `part` between them itself. The
+    /// offset and record count move on only when `write` succeeds.
+    fn libxc_with_part<E: From<WriteError>>(
+        &mut self,
+        record: &libxc::Record<'_>,
+        part: &[u8],
+        write: impl FnOnce(&mut Self, &[u8], &[&[u8]], &[&[u8]]) -> Result<(), E>,
+    ) -> Result<(), E> {
         check_batch(record)?;
         let name = record.record_type().name();
         let len = record.encoded_len();
@@ -527,157 +606,24 @@ impl<W: Write> StreamWriter<W> {
         let mut tmp = std::mem::take(&mut self.tmp);
         let r = record.encode_to(self.endian, &mut pieces, &mut tmp);
         self.tmp = tmp;
-        let result = r
+        let split = r
             .map_err(WriteError::Encode)
             .and_then(|()| check_encoded_entries(record, self.endian, &pieces, self.offset))
-            .and_then(|()| {
-                self.write_gathered(record, name, len, padded, &pieces, gathered, parts)
-            });
+            .and_then(|()| split_at_part(&pieces, part, name, len));
+        let result = match split {
+            Err(e) => Err(e.into()),
+            Ok((before, mut after)) => {
+                after.push(ZEROS.get(..padded - len).unwrap_or_default());
+                let header = record_header(self.endian, record.record_type().to_u32(), len);
+                write(self, &header, &before, &after)
+            }
+        };
         self.scratch = pieces.scratch;
         if result.is_ok() {
             self.offset += (RECORD_HEADER_SIZE + padded) as u64;
             self.records += 1;
         }
         result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_gathered(
-        &mut self,
-        record: &libxc::Record<'_>,
-        name: &'static str,
-        len: usize,
-        padded: usize,
-        pieces: &Pieces<'_>,
-        gathered: &[u8],
-        parts: &[&[u8]],
-    ) -> Result<(), WriteError> {
-        let is_gathered = |p: &Piece<'_>| match p {
-            Piece::Copied(..) => false,
-            Piece::Borrowed(s) => {
-                std::ptr::eq(s.as_ptr(), gathered.as_ptr()) && s.len() == gathered.len()
-            }
-        };
-        let piece_len = |p: &Piece<'_>| match p {
-            Piece::Copied(a, b) => b - a,
-            Piece::Borrowed(s) => s.len(),
-        };
-        let produced: usize = pieces.iter().map(piece_len).sum();
-        let found = pieces.iter().filter(|p| is_gathered(p)).count();
-        let parts_len: usize = parts.iter().map(|p| p.len()).sum();
-        if produced != len || found != 1 || parts_len != gathered.len() {
-            return Err(WriteError::Encode(EncodeError {
-                item: name,
-                field: "(body)",
-                rule: None,
-                detail: format!(
-                    "encoded {produced} octets, expected {len}; the gathered part found {found} \
-                     times, given {parts_len} octets for its {}",
-                    gathered.len()
-                ),
-            }));
-        }
-        let header = record_header(self.endian, record.record_type().to_u32(), len);
-        let mut slices = Slices::new();
-        slices.push(&header);
-        for p in pieces.iter() {
-            if is_gathered(p) {
-                for part in parts {
-                    slices.push(part);
-                }
-                continue;
-            }
-            slices.push(match p {
-                Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
-                Piece::Borrowed(s) => s,
-            });
-        }
-        slices.push(ZEROS.get(..padded - len).unwrap_or_default());
-        let start = self.offset;
-        write_all_vectored(&mut self.out, slices.as_mut()).map_err(|source| WriteError::Io {
-            offset: start,
-            source,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_streamed<E: From<WriteError>>(
-        &mut self,
-        record: &libxc::Record<'_>,
-        name: &'static str,
-        len: usize,
-        padded: usize,
-        pieces: &Pieces<'_>,
-        streamed: &[u8],
-        chunk: &mut Vec<u8>,
-        chunk_octets: usize,
-        fill: &mut impl FnMut(std::ops::Range<usize>, &mut [u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let part = |p: &Piece<'_>| -> (usize, bool) {
-            match p {
-                Piece::Copied(a, b) => (b - a, false),
-                Piece::Borrowed(s) => (
-                    s.len(),
-                    std::ptr::eq(s.as_ptr(), streamed.as_ptr()) && s.len() == streamed.len(),
-                ),
-            }
-        };
-        let produced: usize = pieces.iter().map(|p| part(p).0).sum();
-        let found = pieces.iter().filter(|p| part(p).1).count();
-        if produced != len || found != 1 {
-            return Err(WriteError::Encode(EncodeError {
-                item: name,
-                field: "(body)",
-                rule: None,
-                detail: format!(
-                    "encoded {produced} octets, expected {len}; the streamed part found {found} times"
-                ),
-            })
-            .into());
-        }
-        let header = record_header(self.endian, record.record_type().to_u32(), len);
-        let start = self.offset;
-        let mut written = 0u64;
-        let io = |offset: u64| move |source| WriteError::Io { offset, source };
-        // Slices before and after the streamed part.
-        let mut before = Slices::new();
-        let mut after = Slices::new();
-        before.push(&header);
-        let mut seen = false;
-        for p in pieces.iter() {
-            let (_, is_streamed) = part(p);
-            let bytes: &[u8] = match p {
-                Piece::Copied(a, b) => pieces.scratch.get(*a..*b).unwrap_or_default(),
-                Piece::Borrowed(s) => s,
-            };
-            if is_streamed {
-                seen = true;
-            } else if seen {
-                after.push(bytes);
-            } else {
-                before.push(bytes);
-            }
-        }
-        after.push(ZEROS.get(..padded - len).unwrap_or_default());
-        let before = before.as_mut();
-        let after = after.as_mut();
-        written += before.iter().map(|s| s.len() as u64).sum::<u64>();
-        write_all_vectored(&mut self.out, before).map_err(io(start))?;
-        let step = chunk_octets.max(1);
-        if chunk.len() < step.min(streamed.len()) {
-            chunk.resize(step.min(streamed.len()), 0);
-        }
-        let mut at = 0;
-        while at < streamed.len() {
-            let end = (at + step).min(streamed.len());
-            let buf = chunk.get_mut(..end - at).unwrap_or_default();
-            fill(at..end, buf)?;
-            self.out.write_all(buf).map_err(io(start + written))?;
-            written += (end - at) as u64;
-            at = end;
-        }
-        write_all_vectored(&mut self.out, after).map_err(io(start + written))?;
-        Ok(())
     }
 
     /// A libxl record.
@@ -849,6 +795,48 @@ mod tests {
             pages: &[],
         });
         assert!(matches!(w.libxc(&rec), Err(WriteError::Cap { .. })));
+        assert!(w.into_inner().is_empty());
+    }
+
+    #[test]
+    fn gathered_page_data_is_the_same_record() {
+        let entries: Vec<libxc::PageEntry> = (0..3)
+            .map(|i| libxc::PageEntry::default().with_pfn(7 + i))
+            .collect();
+        let pages: Vec<u8> = (0..3 * 4096).map(|i| (i * 13 % 241) as u8).collect();
+        fn record<'a>(entries: &'a [libxc::PageEntry], pages: &'a [u8]) -> libxc::Record<'a> {
+            libxc::Record::PageData(libxc::PageData {
+                reserved: 0,
+                entries: Array::Values(entries),
+                pages,
+            })
+        }
+        let record = |pages| record(&entries, pages);
+        let mut w = StreamWriter::new(Vec::new());
+        w.libxc(&record(&pages)).unwrap();
+        let want = w.into_inner();
+        let placeholder = vec![0xeeu8; pages.len()];
+        // The octets cut anywhere, as a domain may lend them.
+        let parts: Vec<&[u8]> = vec![&pages[..1], &pages[1..5000], &[], &pages[5000..]];
+        let mut w = StreamWriter::new(Vec::new());
+        w.libxc_gathered(&record(&placeholder), &placeholder, &parts)
+            .unwrap();
+        assert_eq!((w.offset(), w.records()), (want.len() as u64, 1));
+        assert_eq!(w.into_inner(), want);
+        // Parts of another length, or a placeholder the record does not hold: refused,
+        // nothing written, nothing counted.
+        let mut w = StreamWriter::new(Vec::new());
+        let short: Vec<&[u8]> = vec![&pages[..4096]];
+        assert!(matches!(
+            w.libxc_gathered(&record(&placeholder), &placeholder, &short),
+            Err(WriteError::Encode(_))
+        ));
+        let other = vec![0u8; pages.len()];
+        assert!(matches!(
+            w.libxc_gathered(&record(&placeholder), &other, &parts),
+            Err(WriteError::Encode(_))
+        ));
+        assert_eq!((w.offset(), w.records()), (0, 0));
         assert!(w.into_inner().is_empty());
     }
 
