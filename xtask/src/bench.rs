@@ -831,31 +831,7 @@ fn pipeline(stages: &[Cmd], out: Out<'_>, dir: &Path, sample: bool) -> Result<Ru
 
 /// Reaps a child (blocking unless `nohang`): its exit status (or 128 + signal) and peak RSS.
 fn wait(pid: libc::pid_t, nohang: bool) -> Result<Option<(i32, u64)>> {
-    let mut status = 0;
-    // Safety: rusage is plain data, zero is a valid value for every field.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let flags = if nohang { libc::WNOHANG } else { 0 };
-        // Safety: a child of this process, valid pointers to locals.
-        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        if r == 0 {
-            return Ok(None);
-        }
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e).context("wait4");
-        }
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    // ru_maxrss is in KiB on Linux.
-    Ok(Some((code, usage.ru_maxrss.max(0) as u64 * 1024)))
+    crate::reap::reap(pid, nohang).context("wait4")
 }
 
 /// RssAnon and RssFile of a running process, octets.

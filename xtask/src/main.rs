@@ -26,6 +26,7 @@ mod layers;
 mod literals;
 mod realxen;
 mod realxen_bench;
+mod reap;
 mod scaling;
 
 /// Each spec and the document generated from it.

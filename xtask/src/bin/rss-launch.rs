@@ -9,6 +9,9 @@
 
 use std::process::Command;
 
+#[path = "../reap.rs"]
+mod reap;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [file, program, rest @ ..] = args.as_slice() else {
@@ -22,30 +25,20 @@ fn main() {
             std::process::exit(127);
         }
     };
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; zero is a valid value for every field.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our child; the pointers are to locals.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
+    let (code, max_rss) = match reap::reap(child.id() as libc::pid_t, false) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            eprintln!("rss-launch: wait4 returned before {program} ended");
+            std::process::exit(125);
         }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
+        Err(e) => {
             eprintln!("rss-launch: wait4: {e}");
             std::process::exit(125);
         }
-    }
-    if let Err(e) = std::fs::write(file, format!("{}\n", usage.ru_maxrss)) {
+    };
+    if let Err(e) = std::fs::write(file, format!("{}\n", max_rss / 1024)) {
         eprintln!("rss-launch: cannot write {file}: {e}");
         std::process::exit(125);
     }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
     std::process::exit(code);
 }
