@@ -101,4 +101,9 @@ impl<S: Source> Source for Tracked<S> {
     fn prefetch(&self, ahead: usize) {
         self.inner.prefetch(ahead);
     }
+
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<(), Short> {
+        self.advance(dst.len());
+        self.inner.read_into(dst)
+    }
 }

@@ -885,15 +885,19 @@ impl<'s> Gen<'s> {
                     // The format's own constant, so the generated code names where it comes from.
                     let page_size = format_ident!("{}", PAGE_SIZE_CONSTANT);
                     let ps = quote!((#page_size as usize));
+                    // The body's last `ctx.deferred` octets may be held back by the reader
+                    // (page octets handed out apart): they count toward the length, and the
+                    // field holds only the page octets present.
                     out.push(quote! {
                         let __pages = #src.iter().filter(|e| e.#member().#attr_id()).count();
                         let __len = __pages.checked_mul(#ps).unwrap_or(usize::MAX);
-                        if __len != __c.remaining() {
+                        let __there = __c.remaining().saturating_add(ctx.deferred);
+                        if __len != __there {
                             return Err(__c.fail(#rule, __w::Level::Required, #at, format!(
                                 "{} entries carry data and need {} octets of pages, {} octets remain",
-                                __pages, __len, __c.remaining())));
+                                __pages, __len, __there)));
                         }
-                        let #name = __c.take(#fname, __len)?;
+                        let #name = __c.take(#fname, __len - ctx.deferred)?;
                     });
                 }
             }

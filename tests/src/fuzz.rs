@@ -109,6 +109,7 @@ fn decode_ctx(b: u8) -> DecodeCtx {
             2 => Some(8),
             _ => Some(u64::from(b >> 6)),
         },
+        deferred: 0,
     }
 }
 

@@ -204,13 +204,22 @@ fn ctx() -> impl Strategy<Value = DecodeCtx> {
             1 => Just(Some(0u64)),
             1 => any::<u64>().prop_map(Some),
         ],
+        // Page octets a reader may hold back: none, a few pages, or hostile sizes.
+        prop_oneof![
+            6 => Just(0usize),
+            2 => 0usize..(1 << 16),
+            1 => any::<usize>(),
+        ],
     )
-        .prop_map(|(endian, version, strictness, guest_width)| DecodeCtx {
-            endian,
-            version,
-            strictness,
-            guest_width,
-        })
+        .prop_map(
+            |(endian, version, strictness, guest_width, deferred)| DecodeCtx {
+                endian,
+                version,
+                strictness,
+                guest_width,
+                deferred,
+            },
+        )
 }
 
 fn record_type(max_defined: u32) -> impl Strategy<Value = u32> {

@@ -78,6 +78,11 @@ pub struct DecodeCtx {
     pub strictness: Strictness,
     /// Guest width in octets (4 or 8) once X86_PV_INFO has been seen.
     pub guest_width: Option<u64>,
+    /// Octets at the end of the body that the decoder is not given: a reader that hands a
+    /// PAGE_DATA's page octets out apart (to read them straight into guest frames) decodes
+    /// the record from what precedes them. They count toward the length of the trailing
+    /// `pages` field, which then holds only the page octets present. 0 for a whole body.
+    pub deferred: usize,
 }
 
 impl DecodeCtx {
@@ -88,6 +93,7 @@ impl DecodeCtx {
             version,
             strictness: Strictness::Strict,
             guest_width: None,
+            deferred: 0,
         }
     }
 

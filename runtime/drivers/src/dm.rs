@@ -84,6 +84,6 @@ impl<D: Domain, M> Domain for Guest<D, M> {
         set_shared_info, cpu_policy, set_cpu_policy, enable_logdirty, disable_logdirty,
         clean_dirty, peek_dirty, pv_p2m, mfn_to_pfn, set_address_size, expand_p2m,
         write_p2m, pin_page_tables, p2m_generation, now, reads_whole_batches, memory_limits,
-        lend_pages, lends_pages
+        lend_pages, lends_pages, fill_pages
     );
 }

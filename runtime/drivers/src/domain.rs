@@ -295,6 +295,23 @@ pub trait Domain {
     fn lends_pages(&self) -> bool {
         false
     }
+
+    /// Lends the frames `gfns` (at most a batch) writable to `f`, which fills them: `pieces`
+    /// holds them in order, `gfns.len()` pages in all, cut anywhere. A backend that can hand
+    /// its frames out (the guest's frames mapped into this process) does so, and a restore
+    /// reads page octets from its stream straight into them; the default lends a buffer and
+    /// writes it with [`Domain::write_pages`] once `f` succeeded. When `f` fails, what it
+    /// wrote may or may not have reached the frames (the restore fails). What `f` returns is
+    /// returned.
+    fn fill_pages(
+        &mut self,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&mut [&mut [u8]]) -> BResult<()>,
+    ) -> BResult<()> {
+        let mut buf = vec![0u8; gfns.len() * PAGE_SIZE];
+        f(&mut [&mut buf])?;
+        self.write_pages(gfns, &buf)
+    }
 }
 
 /// Implements the named methods of [`Domain`] by handing each call to the field `$field`,
@@ -546,6 +563,15 @@ macro_rules! forward_domain {
     (@one $f:ident lends_pages) => {
         fn lends_pages(&self) -> bool {
             self.$f.lends_pages()
+        }
+    };
+    (@one $f:ident fill_pages) => {
+        fn fill_pages(
+            &mut self,
+            gfns: &[u64],
+            f: &mut dyn FnMut(&mut [&mut [u8]]) -> $crate::domain::BResult<()>,
+        ) -> $crate::domain::BResult<()> {
+            self.$f.fill_pages(gfns, f)
         }
     };
 }

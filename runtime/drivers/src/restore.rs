@@ -131,6 +131,96 @@ fn body_sum(body: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A PAGE_DATA record's data pages on their way to the domain.
+struct Batch {
+    /// The record, for errors (its body is not kept).
+    rec: RawRecord<'static>,
+    /// The frame of each data page, in stream order.
+    gfns: Vec<u64>,
+    /// PV: the data pages that are page tables (index among the data pages, type), in order.
+    tables: Vec<(usize, libxc::PageType)>,
+}
+
+/// Where the octets of a batch's pages come from.
+trait PageFeed {
+    /// Fills `dst`, in order, with the next octets.
+    fn fill(&mut self, dst: &mut [&mut [u8]]) -> R<()>;
+}
+
+/// Page octets in hand (a whole record, or one buffered for a checkpoint).
+struct Bytes<'a>(&'a [u8]);
+
+impl PageFeed for Bytes<'_> {
+    fn fill(&mut self, dst: &mut [&mut [u8]]) -> R<()> {
+        for d in dst.iter_mut() {
+            let (here, rest) = self.0.split_at(d.len().min(self.0.len()));
+            if here.len() != d.len() {
+                return Err(be(
+                    "write pages",
+                    BackendError::new("page data", "fewer page octets than pages"),
+                ));
+            }
+            d.copy_from_slice(here);
+            self.0 = rest;
+        }
+        Ok(())
+    }
+}
+
+/// Page octets still in the stream ([`Reader::defer_page_data`]), read straight into place.
+impl<S: Source> PageFeed for Reader<S> {
+    fn fill(&mut self, dst: &mut [&mut [u8]]) -> R<()> {
+        Ok(self.read_deferred(dst)?)
+    }
+}
+
+/// Where a batch's `n` data pages go, in stream order and in as few pieces as they allow: the
+/// pages that are not page tables into `frames` (which hold them in order, cut anywhere), the
+/// page tables (`tables`, by index among the data pages) into `copies`, one page each.
+fn interleave<'a>(
+    frames: &'a mut [&mut [u8]],
+    copies: &'a mut [u8],
+    tables: &[(usize, libxc::PageType)],
+    n: usize,
+) -> Vec<&'a mut [u8]> {
+    let mut frames = frames
+        .iter_mut()
+        .map(|f| &mut **f)
+        .filter(|f| !f.is_empty());
+    let mut copies = copies.chunks_exact_mut(PAGE_SIZE);
+    let mut current: &mut [u8] = &mut [];
+    let mut dst = Vec::with_capacity(2 * tables.len() + 1);
+    let mut k = 0;
+    let mut next_table = tables.iter().map(|&(t, _)| t).peekable();
+    while k < n {
+        if next_table.next_if_eq(&k).is_some() {
+            if let Some(c) = copies.next() {
+                dst.push(c);
+            }
+            k += 1;
+            continue;
+        }
+        // A run of pages up to the next table or the end.
+        let end = next_table.peek().copied().unwrap_or(n).min(n);
+        let mut need = (end - k) * PAGE_SIZE;
+        while need > 0 {
+            if current.is_empty() {
+                match frames.next() {
+                    Some(f) => current = f,
+                    None => break,
+                }
+            }
+            let take = need.min(current.len());
+            let (part, rest) = std::mem::take(&mut current).split_at_mut(take);
+            dst.push(part);
+            current = rest;
+            need -= take;
+        }
+        k = end;
+    }
+    dst
+}
+
 #[derive(Default)]
 struct Vcpu {
     basic: Option<Vec<u8>>,
@@ -178,6 +268,8 @@ struct Restorer<'a, 'b, D: Domain, C: RestoreCallbacks<D>> {
     spare: Vec<Vec<u8>>,
     result: RestoreResult,
     scratch: Vec<u8>,
+    /// The last PAGE_DATA's pages, whose octets are still in the stream.
+    incoming: Option<Batch>,
     pv_info_seen: bool,
     /// Where the END (or the failover point) is, for errors found when completing.
     end_offset: u64,
@@ -340,6 +432,7 @@ impl<'a, 'b, D: Domain, C: RestoreCallbacks<D>> Restorer<'a, 'b, D, C> {
             spare: Vec::new(),
             result: RestoreResult::default(),
             scratch: Vec::new(),
+            incoming: None,
             pv_info_seen: false,
             end_offset: 0,
         })
@@ -360,6 +453,9 @@ fn invalid(rec: &RawRecord<'_>, rule: &str, detail: String) -> RestoreError {
 impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
     fn run<S: Source>(&mut self, reader: &mut Reader<S>) -> R<()> {
         loop {
+            // PAGE_DATA octets go straight to the frames, except while a checkpoint's records
+            // are buffered (their bodies are kept whole).
+            reader.defer_page_data(!self.buffering);
             let nested = reader.nested();
             let item = match reader.next_item() {
                 Ok(i) => i,
@@ -452,7 +548,8 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                         });
                         continue;
                     }
-                    if self.process(&rec)? {
+                    let processed = self.process(&rec);
+                    if self.finish_record(reader, processed)? {
                         return Ok(());
                     }
                     if role == Some(Role::Checkpoint) && self.colo_round(reader)? {
@@ -481,6 +578,22 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 }
             }
         }
+    }
+
+    /// Feeds the page octets of the record just processed that are still in the stream to
+    /// its batch. When processing the record or putting its pages failed, reads past what is
+    /// left of them first: a stream that also ends inside them is reported as truncated, as
+    /// reading the record whole would have reported it.
+    fn finish_record<S: Source>(&mut self, reader: &mut Reader<S>, processed: R<bool>) -> R<bool> {
+        let batch = self.incoming.take();
+        let r = match (processed, batch) {
+            (Ok(done), Some(b)) => self.put_pages(&b, reader).map(|()| done),
+            (r, _) => r,
+        };
+        if r.is_err() && reader.deferred() > 0 {
+            reader.skip_deferred()?;
+        }
+        r
     }
 
     /// Reads and hands over the libxl records of a checkpoint; how the stream broke when it
@@ -676,6 +789,7 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
     fn process(&mut self, rec: &RawRecord<'_>) -> R<bool> {
         let mut ctx = self.ctx;
         ctx.guest_width = self.layout.map(|l| l.width as u64);
+        ctx.deferred = rec.ctx.deferred;
         let rec = RawRecord { ctx, ..*rec };
         let decoded = rec.libxc()?;
         let Some(info) = rec.info() else {
@@ -1147,53 +1261,123 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                 })
             })
             .collect::<R<_>>()?;
-        let data: &[u8] = if has_tables && self.guest == GuestType::X86Pv {
-            // Page tables hold pfns on the wire: localise a copy.
-            let mut buf = std::mem::take(&mut self.scratch);
-            buf.clear();
-            buf.extend_from_slice(p.pages);
-            let l = self
-                .layout
-                .ok_or_else(|| invalid(rec, "order", "page tables before X86_PV_INFO".into()))?;
-            let mut k = 0usize;
-            for &t in &types {
-                if !t.has_data() {
-                    continue;
-                }
-                if table_level(t).is_some() {
-                    if let Some(page) = buf.get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE) {
-                        self.localise(l, t, page).map_err(|e| {
-                            RestoreError::Stream(rec.error(StreamError::invalid(
-                                rec.offset,
-                                "localise",
-                                e.to_string(),
-                            )))
-                        })?;
-                    }
-                }
-                k += 1;
-            }
-            self.scratch = buf;
-            &self.scratch
+        // PV page tables hold pfns on the wire: they are localised in a copy before they
+        // reach their frames. Every other page goes straight to its frame.
+        let tables = if has_tables && self.guest == GuestType::X86Pv {
+            types
+                .iter()
+                .filter(|t| t.has_data())
+                .enumerate()
+                .filter(|(_, t)| table_level(**t).is_some())
+                .map(|(k, t)| (k, *t))
+                .collect()
         } else {
-            p.pages
+            Vec::new()
+        };
+        let batch = Batch {
+            rec: RawRecord { body: &[], ..*rec },
+            gfns,
+            tables,
+        };
+        if rec.ctx.deferred > 0 {
+            // The page octets are still in the stream: `run` feeds them in once the record
+            // is done with.
+            self.incoming = Some(batch);
+            return Ok(());
+        }
+        self.put_pages(&batch, &mut Bytes(p.pages))
+    }
+
+    /// Puts the pages of `batch` where they belong, in verify mode compares them instead,
+    /// reading their octets from `feed`: the pages that are not page tables straight into
+    /// their frames, the page tables into a copy that is localised first.
+    fn put_pages(&mut self, batch: &Batch, feed: &mut dyn PageFeed) -> R<()> {
+        let n = batch.gfns.len();
+        let localise_err = |e: BackendError| {
+            RestoreError::Stream(batch.rec.error(StreamError::invalid(
+                batch.rec.offset,
+                "localise",
+                e.to_string(),
+            )))
+        };
+        let layout = || {
+            self.layout.ok_or_else(|| {
+                invalid(&batch.rec, "order", "page tables before X86_PV_INFO".into())
+            })
         };
         if self.verify {
+            let mut data = std::mem::take(&mut self.scratch);
+            data.clear();
+            data.resize(n * PAGE_SIZE, 0);
+            feed.fill(&mut [&mut data])?;
+            if !batch.tables.is_empty() {
+                let l = layout()?;
+                for &(k, t) in &batch.tables {
+                    if let Some(page) = data.get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE) {
+                        self.localise(l, t, page).map_err(localise_err)?;
+                    }
+                }
+            }
             let mut current = vec![0u8; data.len()];
             self.dom
-                .read_pages(&gfns, &mut current)
+                .read_pages(&batch.gfns, &mut current)
                 .map_err(|e| be("read pages", e))?;
             for (a, b) in current.chunks(PAGE_SIZE).zip(data.chunks(PAGE_SIZE)) {
                 if a != b {
                     self.result.verify_mismatches += 1;
                 }
             }
-        } else {
-            self.dom
-                .write_pages(&gfns, data)
-                .map_err(|e| be("write pages", e))?;
-            self.result.pages += gfns.len() as u64;
+            self.scratch = data;
+            return Ok(());
         }
+        let l = if batch.tables.is_empty() {
+            None
+        } else {
+            Some(layout()?)
+        };
+        // The frames of the pages that are not tables, in order; the tables' copies.
+        let frame_gfns: Vec<u64> = if batch.tables.is_empty() {
+            batch.gfns.clone()
+        } else {
+            let mut is_table = batch.tables.iter().map(|&(k, _)| k).peekable();
+            batch
+                .gfns
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| is_table.next_if_eq(k).is_none())
+                .map(|(_, g)| *g)
+                .collect()
+        };
+        let mut copies = std::mem::take(&mut self.scratch);
+        copies.clear();
+        copies.resize(batch.tables.len() * PAGE_SIZE, 0);
+        let mut broke = None;
+        let filled = self.dom.fill_pages(&frame_gfns, &mut |frames| {
+            let mut dst = interleave(frames, &mut copies, &batch.tables, n);
+            feed.fill(&mut dst).map_err(|e| {
+                broke = Some(e);
+                BackendError::new("fill pages", "reading the page data failed")
+            })
+        });
+        if let Err(e) = filled {
+            self.scratch = copies;
+            return Err(broke.unwrap_or_else(|| be("write pages", e)));
+        }
+        if let Some(l) = l {
+            for (&(_, t), page) in batch.tables.iter().zip(copies.chunks_exact_mut(PAGE_SIZE)) {
+                self.localise(l, t, page).map_err(localise_err)?;
+            }
+            let table_gfns: Vec<u64> = batch
+                .tables
+                .iter()
+                .filter_map(|&(k, _)| batch.gfns.get(k).copied())
+                .collect();
+            self.dom
+                .write_pages(&table_gfns, &copies)
+                .map_err(|e| be("write pages", e))?;
+        }
+        self.scratch = copies;
+        self.result.pages += n as u64;
         Ok(())
     }
 
@@ -1476,6 +1660,50 @@ pub fn merge_shared_info(l: &PvLayout, new: &mut [u8], old: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::body_sum;
+
+    /// Pages that are not tables go to the frames in runs, whatever the frames' cuts; each
+    /// table to its own copy; in stream order.
+    #[test]
+    fn interleave_puts_runs_in_frames_and_tables_in_copies() {
+        use super::{interleave, libxc, PAGE_SIZE};
+        const P: usize = PAGE_SIZE;
+        let t = libxc::PageType::L1TAB;
+        // 6 data pages; 1 and 4 are tables; frames (4 pages) cut at 1.5 pages.
+        let mut a = vec![0u8; 3 * P / 2];
+        let mut b = vec![0u8; 5 * P / 2];
+        let mut frames: Vec<&mut [u8]> = vec![&mut a, &mut b];
+        let mut copies = vec![0u8; 2 * P];
+        let tables = [(1, t), (4, t)];
+        let dst = interleave(&mut frames, &mut copies, &tables, 6);
+        let lens: Vec<usize> = dst.iter().map(|d| d.len()).collect();
+        // Page 0 (1 frame page), table 1, pages 2-3 (half of a, half... of b), table 4, page 5.
+        assert_eq!(lens, [P, P, P / 2, 3 * P / 2, P, P]);
+        // Fill in stream order with each page's index; then check where they landed.
+        let mut k = 0u8;
+        let mut left = 0;
+        for d in dst {
+            for byte in d.iter_mut() {
+                *byte = k;
+                left += 1;
+                if left == P {
+                    left = 0;
+                    k += 1;
+                }
+            }
+        }
+        let frames: Vec<u8> = [a, b].concat();
+        let page = |v: &[u8], i: usize| v[i * P..(i + 1) * P].iter().all(|&x| x == v[i * P]);
+        assert!((0..4).all(|i| page(&frames, i)));
+        let firsts: Vec<u8> = (0..4).map(|i| frames[i * P]).collect();
+        assert_eq!(firsts, [0, 2, 3, 5]);
+        assert_eq!([copies[0], copies[P]], [1, 4]);
+        // No tables: one run over every cut.
+        let mut a = vec![0u8; P];
+        let mut b = vec![0u8; 2 * P];
+        let mut frames: Vec<&mut [u8]> = vec![&mut a, &mut [], &mut b];
+        let dst = interleave(&mut frames, &mut [], &[], 3);
+        assert_eq!(dst.iter().map(|d| d.len()).collect::<Vec<_>>(), [P, 2 * P]);
+    }
 
     #[test]
     fn spare_bodies_are_reused_smallest_first() {

@@ -279,6 +279,10 @@ impl Tracker {
                 | libxc::Record::Verify(_)
                 | libxc::Record::StaticDataEnd(_)
                 | libxc::Record::CheckpointDirtyPfnList(_) => {}
+                // An unknown (optional) record carries nothing Xen's restore uses, and a
+                // stream may hold any number of distinct ones: counted by the verifier, not
+                // kept.
+                libxc::Record::Unknown { .. } => {}
                 r => {
                     let key = match r {
                         libxc::Record::X86PvVcpuExtended(v) => v.vcpu_id,

@@ -109,7 +109,7 @@ impl Domain for SimBackend {
         set_hvm_context, hvm_param, set_hvm_param, tsc_info, set_tsc_info, shared_info,
         set_shared_info, cpu_policy, set_cpu_policy, clean_dirty, peek_dirty, pv_p2m,
         mfn_to_pfn, set_address_size, expand_p2m, write_p2m, pin_page_tables,
-        p2m_generation, now, reads_whole_batches, memory_limits, lend_pages, lends_pages
+        p2m_generation, now, reads_whole_batches, memory_limits, lend_pages, lends_pages, fill_pages
     );
     fn enable_logdirty(&mut self) -> BResult<()> {
         if self.no_logdirty {

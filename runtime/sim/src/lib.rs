@@ -212,6 +212,18 @@ pub struct SimDomain {
     clock: workload::Clock,
     workload: Option<workload::WorkloadState>,
     dirty: workload::DirtyLog,
+    /// What [`Domain::fill_pages`] lends, kept for the next batch.
+    fill_buf: Scratch,
+}
+
+/// A buffer reused from call to call; a copy of the domain starts without one.
+#[derive(Debug, Default)]
+struct Scratch(Vec<u8>);
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
+    }
 }
 
 fn einval(op: &'static str, detail: impl Into<String>) -> BackendError {
@@ -252,6 +264,7 @@ impl SimDomain {
             clock: workload::Clock::new(DEFAULT_BANDWIDTH),
             workload: None,
             dirty: workload::DirtyLog::default(),
+            fill_buf: Scratch::default(),
         }
     }
 
@@ -625,6 +638,19 @@ impl Domain for SimDomain {
         }
         self.forget_workload_layout();
         Ok(())
+    }
+
+    /// Lends a buffer kept from batch to batch, then stores it as `write_pages` does.
+    fn fill_pages(
+        &mut self,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&mut [&mut [u8]]) -> BResult<()>,
+    ) -> BResult<()> {
+        let mut buf = std::mem::take(&mut self.fill_buf.0);
+        buf.resize(gfns.len() * PAGE_SIZE, 0);
+        let r = f(&mut [&mut buf]).and_then(|()| self.write_pages(gfns, &buf));
+        self.fill_buf.0 = buf;
+        r
     }
 
     fn populate(&mut self, pfns: &[u64]) -> BResult<()> {

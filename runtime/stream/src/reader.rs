@@ -232,6 +232,77 @@ struct Frames<S> {
     index: u64,
     /// Offset just past the octets looked at without consuming them (framing detection).
     peeked: u64,
+    /// Hand PAGE_DATA records out with their page octets unread ([`Reader::defer_page_data`]).
+    defer_pages: bool,
+    /// The page octets of the record handed out last, still in the input.
+    pending: Option<Deferred>,
+    /// The body of a deferred record up to its page octets.
+    head: Vec<u8>,
+}
+
+/// A record handed out without its page octets: what is needed to read them, or to skip
+/// them, and to report a short input exactly as reading the whole body would have.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    layer: Layer,
+    index: u64,
+    record_type: u32,
+    /// Offset of the body in the input.
+    body_at: u64,
+    /// The body's length (a deferred body has no padding).
+    len: usize,
+    /// Octets of the body consumed so far.
+    read: usize,
+}
+
+impl Deferred {
+    /// Page octets still in the input.
+    fn left(&self) -> usize {
+        self.len - self.read
+    }
+
+    /// The error of an input that ended inside the body, as [`Frames::record`] reports it.
+    fn truncated(&self) -> StreamError {
+        StreamError::new(
+            ErrorKind::Truncated,
+            self.body_at,
+            "truncated",
+            format!(
+                "the input ends inside the body: {} octets and 0 of padding needed, {} present",
+                self.len, self.read
+            ),
+        )
+        .with_record(
+            self.index,
+            format!(
+                "{} {}",
+                self.layer,
+                record_name(self.layer, self.record_type)
+            ),
+        )
+    }
+}
+
+/// Reads past the page octets `d` left in `src`.
+fn skip_pages<S: Source>(src: &mut S, mut d: Deferred) -> Result<(), StreamError> {
+    while d.left() > 0 {
+        let n = d.left().min(crate::source::READ_BUFFER);
+        let at = src.offset();
+        let got = src.take_upto(n).map_err(|e| StreamError::io(at, &e))?.len();
+        if got == 0 {
+            return Err(d.truncated());
+        }
+        d.read += got;
+    }
+    Ok(())
+}
+
+/// A record type's name in its layer, for errors.
+fn record_name(layer: Layer, record_type: u32) -> String {
+    match layer {
+        Layer::Libxl => libxl::RecordType::from_u32(record_type).to_string(),
+        _ => libxc::RecordType::from_u32(record_type).to_string(),
+    }
 }
 
 impl<S: Source> Frames<S> {
@@ -250,6 +321,64 @@ impl<S: Source> Frames<S> {
             libxl_ctx: ctx,
             index: 0,
             peeked: 0,
+            defer_pages: false,
+            pending: None,
+            head: Vec::new(),
+        }
+    }
+
+    /// Reads the deferred page octets of the last record into `dst`, in order; their lengths
+    /// must add up to the octets left.
+    fn read_deferred(&mut self, dst: &mut [&mut [u8]]) -> Result<(), StreamError> {
+        let Some(mut d) = self.pending else {
+            return if dst.iter().all(|b| b.is_empty()) {
+                Ok(())
+            } else {
+                Err(StreamError::new(
+                    ErrorKind::Io,
+                    self.src.offset(),
+                    "deferred",
+                    "page octets were asked for, and the last record has none left to read",
+                ))
+            };
+        };
+        let want: usize = dst.iter().map(|b| b.len()).sum();
+        if want != d.left() {
+            return Err(StreamError::new(
+                ErrorKind::Io,
+                self.src.offset(),
+                "deferred",
+                format!(
+                    "{want} page octets asked for, {} left in the record",
+                    d.left()
+                ),
+            ));
+        }
+        for b in dst.iter_mut() {
+            let r = self.src.read_into(b);
+            match r {
+                Ok(()) => d.read += b.len(),
+                Err(e) => {
+                    self.pending = None;
+                    return Err(match e {
+                        Short::Eof(k) => {
+                            d.read += k;
+                            d.truncated()
+                        }
+                        Short::Io(e) => StreamError::io(self.src.offset(), &e),
+                    });
+                }
+            }
+        }
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Reads past the deferred page octets of the last record, if any are left.
+    fn skip_deferred(&mut self) -> Result<(), StreamError> {
+        match self.pending.take() {
+            Some(d) => skip_pages(&mut self.src, d),
+            None => Ok(()),
         }
     }
 
@@ -288,7 +417,29 @@ impl<S: Source> Frames<S> {
         }
     }
 
-    fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
+    /// The next item, run through `check` (a deferred PAGE_DATA record is checked where it
+    /// is read, so that a refusal can first read past its page octets).
+    fn next_item(
+        &mut self,
+        check: Option<&mut (dyn ItemCheck + 'static)>,
+    ) -> Result<Item<'_>, StreamError> {
+        self.skip_deferred()?;
+        let offset = self.src.offset();
+        let colo = self.colo;
+        let mut check = check;
+        let item = self.next_unchecked(check.as_deref_mut(), offset)?;
+        let checked = matches!(&item, Item::Record(r) if r.ctx.deferred > 0);
+        if let (false, Some(c)) = (checked, check) {
+            c.check(&item, offset, colo)?;
+        }
+        Ok(item)
+    }
+
+    fn next_unchecked(
+        &mut self,
+        check: Option<&mut (dyn ItemCheck + 'static)>,
+        offset: u64,
+    ) -> Result<Item<'_>, StreamError> {
         loop {
             match self.state {
                 State::Start => {
@@ -334,8 +485,10 @@ impl<S: Source> Frames<S> {
                     self.state = State::LibxcRecords;
                     return Ok(Item::DomainHeader { offset: at, header });
                 }
-                State::LibxcRecords => return self.record(Layer::Libxc),
-                State::LibxlRecords | State::ColoAwaitingNew => return self.record(Layer::Libxl),
+                State::LibxcRecords => return self.record(Layer::Libxc, check, offset),
+                State::LibxlRecords | State::ColoAwaitingNew => {
+                    return self.record(Layer::Libxl, check, offset)
+                }
                 State::AfterEnd => {
                     let at = self.src.offset();
                     let data = self
@@ -387,7 +540,88 @@ impl<S: Source> Frames<S> {
         })
     }
 
-    fn record(&mut self, layer: Layer) -> Result<Item<'_>, StreamError> {
+    /// When a PAGE_DATA body of `len` octets may be handed out without its page octets: the
+    /// length of what precedes them (count, reserved, entries). Only a body whose length
+    /// needs no padding and covers its entries, with page octets after them, is deferred;
+    /// any other is read whole, and decoding it reports what is wrong with it.
+    fn page_data_head(
+        &mut self,
+        layer: Layer,
+        record_type: u32,
+        len: usize,
+        endian: Endian,
+    ) -> Option<usize> {
+        if !self.defer_pages
+            || layer != Layer::Libxc
+            || record_type != libxc::PageData::TYPE
+            || padded_body_len(len) != len
+        {
+            return None;
+        }
+        let at = libxc::PageData::COUNT_OFFSET;
+        let b = self.src.peek(at + 4).ok()?;
+        let c: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        let count = match endian {
+            Endian::Little => u32::from_le_bytes(c),
+            Endian::Big => u32::from_be_bytes(c),
+        };
+        let head = (count as usize)
+            .checked_mul(limits::PAGE_ENTRY_SIZE)?
+            .checked_add(libxc::PageData::MIN_SIZE)?;
+        (head < len).then_some(head)
+    }
+
+    /// Hands out a PAGE_DATA record whose first `head` octets are read (into `self.head`) and
+    /// whose page octets stay in the input ([`Reader::read_deferred`]), checked by `check`:
+    /// when it refuses the record, the page octets are read past first, and an input that
+    /// ends inside them is reported as such, as a whole read would report it.
+    fn deferred_record(
+        &mut self,
+        mut d: Deferred,
+        at: u64,
+        head: usize,
+        mut ctx: DecodeCtx,
+        check: Option<&mut (dyn ItemCheck + 'static)>,
+        offset: u64,
+    ) -> Result<Item<'_>, StreamError> {
+        self.head.clear();
+        self.head.resize(head, 0);
+        match self.src.read_into(&mut self.head) {
+            Ok(()) => d.read = head,
+            Err(Short::Eof(k)) => {
+                d.read = k;
+                return Err(d.truncated());
+            }
+            Err(Short::Io(e)) => return Err(StreamError::io(d.body_at, &e)),
+        }
+        self.index += 1;
+        ctx.deferred = d.len - head;
+        let rec = RawRecord {
+            layer: d.layer,
+            index: d.index,
+            offset: at,
+            record_type: d.record_type,
+            body: &self.head,
+            ctx,
+        };
+        if let Some(c) = check {
+            if let Err(e) = c.check(&Item::Record(rec), offset, self.colo) {
+                return Err(match skip_pages(&mut self.src, d) {
+                    Err(short) => short,
+                    Ok(()) => e,
+                });
+            }
+        }
+        self.pending = Some(d);
+        Ok(Item::Record(rec))
+    }
+
+    fn record(
+        &mut self,
+        layer: Layer,
+        check: Option<&mut (dyn ItemCheck + 'static)>,
+        offset: u64,
+    ) -> Result<Item<'_>, StreamError> {
         let at = self.src.offset();
         let ctx = match layer {
             Layer::Libxl => self.libxl_ctx,
@@ -436,10 +670,7 @@ impl<S: Source> Frames<S> {
         let index = self.index;
         // The record's name, for errors only (formatting it for every record costs more than
         // reading the record).
-        let name = || match layer {
-            Layer::Libxl => libxl::RecordType::from_u32(record_type).to_string(),
-            _ => libxc::RecordType::from_u32(record_type).to_string(),
-        };
+        let name = || record_name(layer, record_type);
         if len > limits::MAX_RECORD_LENGTH {
             return Err(StreamError::invalid(
                 at + RECORD_LENGTH_OFFSET as u64,
@@ -469,6 +700,17 @@ impl<S: Source> Frames<S> {
         let padded = padded_body_len(len);
         let strict = self.opts.strictness.enforces(Level::Strict);
         let body_at = at + RECORD_HEADER_SIZE as u64;
+        if let Some(head) = self.page_data_head(layer, record_type, len, ctx.endian) {
+            let d = Deferred {
+                layer,
+                index,
+                record_type,
+                body_at,
+                len,
+                read: 0,
+            };
+            return self.deferred_record(d, at, head, ctx, check, offset);
+        }
         // Records of a stream mostly come in runs of one size (full PAGE_DATA batches): warm
         // the headers a few records ahead, whose loads otherwise each stall on a cache and TLB
         // miss when the bodies between them are never read (a memory-mapped file).
@@ -716,22 +958,67 @@ impl<S: Source> Reader<S> {
         self.frames.detect_framing()
     }
 
+    /// From the next item on, hands a libxc PAGE_DATA record out with its page octets still
+    /// in the input, when it is well framed (its length needs no padding and covers its
+    /// entries): the body is what precedes the page octets, `ctx.deferred` counts those, and
+    /// the decoded record's `pages` is empty. The caller then reads them where they belong
+    /// with [`Reader::read_deferred`] (straight into guest frames); whatever it leaves unread
+    /// is read past before the next item. Checks run on such a record as on a whole one, and
+    /// a refusal or a short input is reported with the same rule and offset: when a check
+    /// refuses the record, its page octets are read past first, so an input that also ends
+    /// inside them is reported as truncated, as a whole read would.
+    pub fn defer_page_data(&mut self, on: bool) {
+        self.frames.defer_pages = on;
+    }
+
+    /// Page octets of the last record still to be read ([`Reader::defer_page_data`]).
+    pub fn deferred(&self) -> usize {
+        self.frames.pending.map_or(0, |d| d.left())
+    }
+
+    /// Reads the page octets of the last record ([`Reader::defer_page_data`]) into `dst`, in
+    /// order; the lengths of `dst` must add up to [`Reader::deferred`]. An input that ends
+    /// inside them is reported as [`Reader::next_item`] reports a truncated body.
+    pub fn read_deferred(&mut self, dst: &mut [&mut [u8]]) -> Result<(), StreamError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
+        let r = self.frames.read_deferred(dst);
+        if let Err(e) = &r {
+            self.refused = Some(e.clone());
+        }
+        r
+    }
+
+    /// Reads past the page octets of the last record still in the input
+    /// ([`Reader::defer_page_data`]); an input that ends inside them is reported as
+    /// [`Reader::next_item`] reports a truncated body.
+    pub fn skip_deferred(&mut self) -> Result<(), StreamError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
+        let r = self.frames.skip_deferred();
+        if let Err(e) = &r {
+            self.refused = Some(e.clone());
+        }
+        r
+    }
+
     /// The next item, checked when the reader checks items.
     pub fn next_item(&mut self) -> Result<Item<'_>, StreamError> {
         if let Some(e) = &self.refused {
             return Err(e.clone());
         }
         self.started = true;
-        let offset = self.frames.src.offset();
-        let colo = self.frames.colo;
-        let item = self.frames.next_item()?;
-        if let Some(check) = self.check.as_mut() {
-            if let Err(e) = check.check(&item, offset, colo) {
-                self.refused = Some(e.clone());
-                return Err(e);
+        match self.frames.next_item(self.check.as_deref_mut()) {
+            Ok(item) => Ok(item),
+            Err(e) => {
+                if self.check.is_some() {
+                    self.refused = Some(e.clone());
+                }
+                Err(e)
             }
         }
-        Ok(item)
     }
 }
 

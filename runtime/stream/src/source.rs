@@ -20,6 +20,14 @@ pub trait Source {
     fn prefetch(&self, ahead: usize) {
         let _ = ahead;
     }
+    /// Reads the next `dst.len()` bytes into `dst`: a `Read` source reads them straight from
+    /// its input (no copy through its buffer), a slice source copies them. On a short input,
+    /// `Err(Short::Eof(k))`: the `k` bytes there were are consumed, `dst` holds no promise.
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<(), Short> {
+        let b = self.take(dst.len())?;
+        dst.copy_from_slice(b);
+        Ok(())
+    }
 }
 
 /// Why `take` could not return all the bytes asked for.
@@ -365,6 +373,37 @@ impl<R: Read> Source for ReadSource<R> {
 
     fn len_hint(&self) -> Option<u64> {
         self.len_hint
+    }
+
+    fn read_into(&mut self, dst: &mut [u8]) -> Result<(), Short> {
+        // What was read ahead first, then straight from the input.
+        let buffered = (self.end - self.start).min(dst.len());
+        let (head, rest) = dst.split_at_mut(buffered);
+        head.copy_from_slice(
+            self.buf
+                .get(self.start..self.start + buffered)
+                .unwrap_or_default(),
+        );
+        self.start += buffered;
+        self.offset += buffered as u64;
+        let mut done = 0;
+        while done < rest.len() {
+            let Some(d) = rest.get_mut(done..) else { break };
+            match self.inner.read(d) {
+                Ok(0) => {
+                    self.offset += done as u64;
+                    return Err(Short::Eof(buffered + done));
+                }
+                Ok(k) => done += k.min(d.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.offset += done as u64;
+                    return Err(Short::Io(e));
+                }
+            }
+        }
+        self.offset += done as u64;
+        Ok(())
     }
 }
 

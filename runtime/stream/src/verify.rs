@@ -673,8 +673,9 @@ impl Verifier {
                 let s = &mut self.report.pages;
                 s.page_data_records += 1;
                 s.pfn_entries += p.entries.len() as u64;
-                s.data_pages += (p.pages.len() / crate::limits::PAGE_SIZE) as u64;
                 for e in p.entries.iter() {
+                    // From the entries: a reader may hold the page octets back.
+                    s.data_pages += u64::from(e.page_type().has_data());
                     let pfn = e.pfn();
                     s.pfn_min = Some(s.pfn_min.map_or(pfn, |m| m.min(pfn)));
                     s.pfn_max = Some(s.pfn_max.map_or(pfn, |m| m.max(pfn)));

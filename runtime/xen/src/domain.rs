@@ -77,14 +77,15 @@ pub struct XenDomain {
     timings: Timings,
 }
 
-/// Calls and time spent per backend operation (`XENMIG_XEN_TIMING`).
-#[derive(Default)]
-struct Timings {
+/// Calls and time spent per backend operation (`XENMIG_XEN_TIMING`); a clone adds to the
+/// same counts.
+#[derive(Default, Clone)]
+pub(crate) struct Timings {
     ops: Rc<RefCell<BTreeMap<&'static str, (u64, Duration)>>>,
 }
 
 impl Timings {
-    fn start(&self, op: &'static str) -> TimedCall {
+    pub(crate) fn start(&self, op: &'static str) -> TimedCall {
         TimedCall {
             ops: self.ops.clone(),
             op,
@@ -93,7 +94,7 @@ impl Timings {
     }
 }
 
-struct TimedCall {
+pub(crate) struct TimedCall {
     ops: Rc<RefCell<BTreeMap<&'static str, (u64, Duration)>>>,
     op: &'static str,
     t0: Instant,
@@ -140,6 +141,11 @@ impl XenDomain {
     /// The domain's id.
     pub fn domid(&self) -> u32 {
         self.domid
+    }
+
+    /// Where time spent outside the backend (the stream) can be counted with the backend's.
+    pub(crate) fn timer(&self) -> Timings {
+        self.timings.clone()
     }
 
     /// Time spent in the backend so far, by operation, longest first: `op calls seconds`.
@@ -544,6 +550,28 @@ impl Domain for XenDomain {
             gfns,
         )?;
         m.write(0, data)
+    }
+
+    /// Maps the frames writable and lends the mapping itself.
+    fn fill_pages(
+        &mut self,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&mut [&mut [u8]]) -> BResult<()>,
+    ) -> BResult<()> {
+        if gfns.is_empty() {
+            return f(&mut []);
+        }
+        let mut m = {
+            let _t = self.timings.start("map_pages");
+            self.xc.map(
+                "map guest pages",
+                self.domid,
+                ffi::PROT_READ | ffi::PROT_WRITE,
+                gfns,
+            )?
+        };
+        let _t = self.timings.start("filled_pages");
+        f(&mut [m.lend_mut()?])
     }
 
     fn populate(&mut self, pfns: &[u64]) -> BResult<()> {

@@ -264,6 +264,7 @@ impl Xc {
             ptr: p,
             pages: frames.len(),
             slot: slot.map(|(i, _)| i),
+            writable: prot & ffi::PROT_WRITE != 0,
         };
         if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
             let e = e.abs();
@@ -652,6 +653,8 @@ pub struct Mapping {
     pages: usize,
     /// The slot of the [`Window`] it occupies, if it was mapped there.
     slot: Option<usize>,
+    /// Mapped with PROT_WRITE.
+    writable: bool,
 }
 
 impl Mapping {
@@ -688,9 +691,28 @@ impl Mapping {
         // SAFETY: `ptr` is the start of `self.len()` octets mapped readable (every mapping is
         // PROT_READ at least) that stay mapped while `self` lives, which the returned slice
         // cannot outlive. Nothing in this process writes to them through another path while
-        // the slice is alive: a writable mapping of the same frames is only made by a restore,
-        // which never lends.
+        // the slice is alive: a writable mapping of frames is only made by a restore, which
+        // lends it with `lend_mut` alone, never through `lend`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
+    }
+
+    /// The mapped frames as writable octets, for as long as the borrow lasts: what a restore
+    /// reads page data from its stream straight into. Refused for a mapping made without
+    /// PROT_WRITE.
+    pub fn lend_mut(&mut self) -> BResult<&mut [u8]> {
+        if !self.writable {
+            return Err(BackendError::new(
+                "foreign mapping",
+                "the frames were mapped read-only and cannot be lent writable",
+            ));
+        }
+        // SAFETY: `ptr` is the start of `self.len()` octets mapped readable and writable
+        // (checked above) that stay mapped while `self` lives; the slice borrows `self`
+        // mutably, so it is the only one made from this mapping while it lives, and it cannot
+        // outlive the mapping. The frames belong to the domain being restored, which does not
+        // run, and this process maps a batch of its frames once at a time, so nothing else
+        // here reads or writes them meanwhile.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) })
     }
 
     /// Copies into the mapping (mapped writable).
