@@ -418,6 +418,14 @@ extern "C" {
         mode: c_uint,
         stats: *mut ShadowOpStats,
     ) -> c_longlong;
+    pub fn xc_domain_populate_physmap(
+        xch: *mut XcInterface,
+        domid: u32,
+        nr_extents: c_ulong,
+        extent_order: c_uint,
+        mem_flags: c_uint,
+        extent_start: *mut XenPfn,
+    ) -> c_int;
     pub fn xc_domain_populate_physmap_exact(
         xch: *mut XcInterface,
         domid: u32,

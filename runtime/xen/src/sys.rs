@@ -574,6 +574,40 @@ impl Xc {
         Ok(arr)
     }
 
+    /// Populates extents of `1 << order` pages, each starting at a pfn of `bases` (aligned to
+    /// the order), as many as Xen can give in order: how many it gave, and the first frame of
+    /// each (the mfn for a PV domain; the pfn for a translated one).
+    pub fn populate_physmap_order(
+        &self,
+        domid: u32,
+        bases: &[u64],
+        order: u32,
+    ) -> BResult<(usize, Vec<u64>)> {
+        let mut arr: Vec<ffi::XenPfn> = bases.iter().map(|&p| p as ffi::XenPfn).collect();
+        // SAFETY: arr holds nr_extents entries, which Xen reads and writes back in place.
+        let rc = unsafe {
+            ffi::xc_domain_populate_physmap(
+                self.xch(),
+                domid,
+                arr.len() as c_ulong,
+                order,
+                0,
+                arr.as_mut_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(os_error(
+                "populate_physmap",
+                format!(
+                    "d{domid}: {} extents of order {order} from {:#x}",
+                    bases.len(),
+                    bases.first().unwrap_or(&0)
+                ),
+            ));
+        }
+        Ok(((rc as usize).min(arr.len()), arr))
+    }
+
     pub fn mmuext(&self, domid: u32, ops: &mut [ffi::MmuextOp]) -> BResult<()> {
         // SAFETY: ops is a valid array of nr_ops mmuext_op structures.
         let rc =
