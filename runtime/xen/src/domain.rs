@@ -3,6 +3,7 @@
 use super::ffi::{self, cmd, dominf, shadow_op, XenDomctl};
 use super::p2m::{self, arch_field, ArchField};
 use super::sys::{HypercallBuffer, Mapping, Xc};
+use super::types_ahead::{self, TypesAhead};
 use crate::x86::{PvLayout, StartInfo};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -64,6 +65,11 @@ pub struct XenDomain {
     shinfo: Option<Mapping>,
     pfinfo: Option<HypercallBuffer>,
     dirty: Option<HypercallBuffer>,
+    /// HVM save of a suspended domain: page types looked up ahead of the walk.
+    types_ahead: Option<TypesAhead>,
+    /// Whether looking types up ahead may still start (once per domain, never once log-dirty
+    /// mode was enabled: pages of a live domain can change type).
+    ahead_allowed: bool,
     xc: Xc,
     domid: u32,
     backends: Option<RingBackends>,
@@ -146,6 +152,8 @@ impl XenDomain {
             m2p: None,
             shinfo: None,
             pfinfo: None,
+            types_ahead: None,
+            ahead_allowed: true,
             dirty: None,
             xc,
             domid,
@@ -490,38 +498,36 @@ impl Domain for XenDomain {
 
     fn page_types(&mut self, gfns: &[u64], out: &mut [PageType]) -> BResult<()> {
         let _t = self.timings.start("page_types");
+        if let Some(ahead) = self.types_ahead.as_mut() {
+            if ahead.take(gfns, out).is_some() {
+                return Ok(());
+            }
+            // The walk went elsewhere (or a lookup there failed): stop it, and look up here.
+            self.types_ahead = None;
+        }
+        // A walk from pfn 0 of a suspended HVM domain: the rest is looked up ahead.
+        let walk_starts = self.ahead_allowed
+            && gfns.first() == Some(&0)
+            && gfns.iter().zip(0u64..).all(|(&g, p)| g == p);
         if self.pfinfo.is_none() {
             self.pfinfo = Some(self.xc.buffer(PFINFO_BATCH * 8)?);
         }
-        let xc = self.xc.clone();
-        let domid = self.domid;
         let buf = self
             .pfinfo
             .as_mut()
             .ok_or_else(|| BackendError::new("getpageframeinfo3", "no buffer"))?;
-        for (chunk, types) in gfns.chunks(PFINFO_BATCH).zip(out.chunks_mut(PFINFO_BATCH)) {
-            let words: Vec<u8> = chunk.iter().flat_map(|g| g.to_ne_bytes()).collect();
-            let mut tries = 0;
-            loop {
-                buf.write(0, &words)?;
-                let mut d = XenDomctl::new(cmd::GETPAGEFRAMEINFO3, domid);
-                d.u.getpageframeinfo3 = ffi::GetPageFrameInfo3 {
-                    num: chunk.len() as u64,
-                    array: buf.handle(),
-                };
-                match xc.domctl("getpageframeinfo3", &mut d) {
-                    Ok(()) => break,
-                    // libxc retries EFAULT (the buffer raced with the kernel's paging).
-                    Err(e) if e.errno == Some(14) && tries < 8 => tries += 1,
-                    Err(e) => return Err(e),
+        types_ahead::lookup(&self.xc, buf, self.domid, gfns, out)?;
+        if walk_starts {
+            self.ahead_allowed = false;
+            let raw = self.raw_info()?;
+            let reason = (raw.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
+            let suspended = raw.flags & dominf::SHUTDOWN != 0 && reason == ffi::SHUTDOWN_SUSPEND;
+            if suspended && raw.flags & dominf::HVM_GUEST != 0 {
+                let end = self.xc.nr_gpfns(self.domid)?;
+                let from = gfns.len() as u64;
+                if end > from {
+                    self.types_ahead = Some(TypesAhead::start(self.domid, from, end)?);
                 }
-            }
-            let mut raw = vec![0u8; chunk.len() * 8];
-            buf.read(0, &mut raw)?;
-            for (t, w) in types.iter_mut().zip(raw.chunks_exact(8)) {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(w);
-                *t = crate::libxc::PageType(((u64::from_ne_bytes(b) >> 28) & 0xf) as u32);
             }
         }
         Ok(())
@@ -931,6 +937,8 @@ impl Domain for XenDomain {
 
     fn enable_logdirty(&mut self) -> BResult<()> {
         let _t = self.timings.start("enable_logdirty");
+        self.ahead_allowed = false;
+        self.types_ahead = None;
         self.xc
             .shadow_control(self.domid, shadow_op::ENABLE_LOGDIRTY)
     }

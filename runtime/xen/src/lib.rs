@@ -23,5 +23,6 @@ mod ffi;
 pub mod helper;
 pub mod p2m;
 mod sys;
+mod types_ahead;
 
 pub use domain::{RingBackends, XenDomain};
