@@ -522,6 +522,17 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
                         continue;
                     }
                     if self.buffering && !matches!(role, Some(Role::End) | Some(Role::Checkpoint)) {
+                        if rec.ctx.deferred > 0 {
+                            // Never kept: a buffered body must be whole (deferral is off while
+                            // buffering, so this is a bug, refused rather than applied later).
+                            return Err(be(
+                                "buffer a checkpoint's record",
+                                BackendError::new(
+                                    "restore",
+                                    "a record's page octets were left in the stream",
+                                ),
+                            ));
+                        }
                         self.buffered_bytes = self
                             .buffered_bytes
                             .saturating_add(rec.body.len() as u64 + RECORD_OVERHEAD);
