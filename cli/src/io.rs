@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -51,6 +51,37 @@ pub fn closed_error(fd: i32) -> io::Error {
     )
 }
 
+/// Octets a pipe that xenmig reads or writes a stream through is widened to: Linux makes
+/// pipes of 64 KiB, and a page batch (4 MiB) then crosses one in 64 handovers between the
+/// writer and the reader, each a wakeup and a context switch; 1 MiB is the most an
+/// unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
+const PIPE_OCTETS: libc::c_int = 1 << 20;
+
+/// Widens the pipe behind `fd` to [`PIPE_OCTETS`] when it is a pipe narrower than that (both
+/// of its ends see the new size). Only a hint: a pipe that cannot be widened (a lower limit,
+/// a kernel without the call) is used as it is, and anything else is left alone.
+pub fn widen_pipe(fd: &impl AsFd) {
+    let fd = fd.as_fd().as_raw_fd();
+    // SAFETY: F_GETPIPE_SZ only queries the descriptor (-1 for anything but a pipe), and
+    // F_SETPIPE_SZ only resizes the pipe's buffer; `fd` is open for as long as the borrow.
+    unsafe {
+        let size = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        if size > 0 && size < PIPE_OCTETS {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_OCTETS);
+        }
+    }
+}
+
+/// Standard input or output as a file of its own (a duplicate of the descriptor): read and
+/// written without the standard library's buffers (a stream is read and written in large
+/// pieces, and the line buffering of standard output would search its page data for line
+/// ends), its pipe widened.
+fn std_stream(fd: BorrowedFd<'_>) -> io::Result<File> {
+    let f = File::from(fd.try_clone_to_owned()?);
+    widen_pipe(&f);
+    Ok(f)
+}
+
 /// Where input comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -90,7 +121,7 @@ impl Input {
     pub fn open(&self) -> io::Result<Opened> {
         match self {
             Input::Stdin if closed_at_start(0) => Err(closed_error(0)),
-            Input::Stdin => Ok(Opened::Stream(Box::new(io::stdin().lock()))),
+            Input::Stdin => Ok(Opened::Stream(Box::new(std_stream(io::stdin().as_fd())?))),
             Input::Fd(fd) => Ok(classify(adopt_fd(*fd)?)),
             Input::Path(p) => Ok(classify(File::open(p)?)),
         }
@@ -108,7 +139,10 @@ pub enum Opened {
 fn classify(f: File) -> Opened {
     match f.metadata() {
         Ok(m) if m.is_file() => Opened::File(f),
-        _ => Opened::Stream(Box::new(f)),
+        _ => {
+            widen_pipe(&f);
+            Opened::Stream(Box::new(f))
+        }
     }
 }
 
@@ -190,14 +224,18 @@ impl OutputSpec {
             OutputSpec::Stdout => {
                 check_writable(1)?;
                 Ok(Output {
-                    w: Box::new(io::stdout().lock()),
+                    w: Box::new(std_stream(io::stdout().as_fd())?),
                     temp: None,
                 })
             }
-            OutputSpec::Fd(fd) => Ok(Output {
-                w: Box::new(adopt_fd_for_writing(*fd)?),
-                temp: None,
-            }),
+            OutputSpec::Fd(fd) => {
+                let f = adopt_fd_for_writing(*fd)?;
+                widen_pipe(&f);
+                Ok(Output {
+                    w: Box::new(f),
+                    temp: None,
+                })
+            }
             OutputSpec::Path(p) => {
                 // Devices, pipes and sockets are written in place: only a regular file (or a
                 // new one) goes through a temporary file and a rename.
@@ -276,5 +314,37 @@ impl Write for Output {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn pipe_size(fd: &impl AsFd) -> libc::c_int {
+        // SAFETY: F_GETPIPE_SZ only queries the descriptor.
+        unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_GETPIPE_SZ) }
+    }
+
+    #[test]
+    fn pipes_are_widened_and_files_left_alone() {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe() just opened both, and nothing else owns them.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        assert!(pipe_size(&r) < PIPE_OCTETS);
+        widen_pipe(&w);
+        // Both ends see the new size (the limit lets a test widen to 1 MiB: root, or
+        // Linux's default pipe-max-size).
+        assert_eq!(pipe_size(&r), PIPE_OCTETS);
+        assert_eq!(pipe_size(&w), PIPE_OCTETS);
+        // Asked again: nothing changes.
+        widen_pipe(&r);
+        assert_eq!(pipe_size(&r), PIPE_OCTETS);
+        let f = tempfile::tempfile().unwrap();
+        widen_pipe(&f);
+        assert_eq!(pipe_size(&f), -1);
     }
 }

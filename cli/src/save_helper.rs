@@ -119,6 +119,9 @@ pub fn main(argv: &[String]) -> ! {
         }
     }
     let stream = inherited(args.io_fd());
+    // A migration's stream is a pipe to ssh (or the like): widened, a page batch crosses it in
+    // far fewer handovers between this helper and the other side.
+    crate::io::widen_pipe(&*stream);
     let back_channel = match &args {
         Args::Save(s) if s.stream_type == xenmig::save::StreamType::Colo && s.recv_fd >= 0 => {
             Some(inherited(s.recv_fd))
