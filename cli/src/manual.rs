@@ -46,8 +46,8 @@ const ENV_BACKEND: (&str, &str) = (
 const ENV_TIMING: (&str, &str) = (
     "XENMIG_XEN_TIMING",
     "When set (to anything), the save helper over real Xen prints on standard error how long \
-     the save or restore took and how the time split over the Xen operations. Read only by \
-     save-helper.",
+     the save or restore took and how the time split over the Xen operations and the reads \
+     and writes of the stream. Read only by save-helper.",
 );
 
 const ENV_LIBXL_SAVE_HELPER: (&str, &str) = (
