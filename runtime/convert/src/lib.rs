@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod codec_sink;
+pub mod file_source;
 pub mod legacy;
 pub mod mapped;
 
@@ -19,6 +20,7 @@ use std::io::{self, BufReader, Read, Write};
 
 use crate::limits::{LEGACY_MAX_BATCH_SIZE, MAX_EMULATOR_XENSTORE_DATA, MAX_HVM_PARAM_CHUNKS};
 pub use codec_sink::CodecSink;
+pub use file_source::FileSource;
 use legacy::{
     ChunkId, Copying, GuestType, LegacyError, LegacyReader, LegacySource, QemuRecordKind,
     ReaderOptions, Record, Width, XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK,
@@ -384,8 +386,8 @@ pub fn convert<R: Read, S: V2Sink + ?Sized>(
     convert_from(Copying(input), sink, opts)
 }
 
-/// [`convert`] from any [`LegacySource`]: one that lends page data in place (a
-/// [`MappedFile`]) saves a copy of every page.
+/// [`convert`] from any [`LegacySource`], which may lend page data in place (a
+/// [`MappedFile`]) instead of having it read into the converter's buffer.
 pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
     input: L,
     sink: &mut S,
@@ -681,15 +683,15 @@ pub fn convert_to<R: Read, W: Write>(
     )
 }
 
-/// [`convert_to`] from a regular file, read from its current position through a sliding
-/// memory map ([`MappedFile`]): page data goes from the page cache to `output` without an
-/// intermediate copy. Falls back to reading where the file cannot be mapped.
+/// [`convert_to`] from a file, read from its current position ([`FileSource`]: positioned
+/// reads, page data straight into the converter's batch buffer), whose offset is left after
+/// what was consumed.
 pub fn convert_file_to<W: Write>(
     input: File,
     output: W,
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary, ConvertError> {
-    let source = MappedFile::new(input).map_err(|source| LegacyError::Io { offset: 0, source })?;
+    let source = FileSource::new(input).map_err(|source| LegacyError::Io { offset: 0, source })?;
     convert_source_to(source, output, opts)
 }
 

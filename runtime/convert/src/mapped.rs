@@ -1,6 +1,8 @@
 //! A [`LegacySource`] over a regular file that lends page data through a sliding memory map,
 //! so converted pages go from the page cache to the output in one copy (the output's own)
-//! instead of two.
+//! instead of two. Populating and dropping the map costs more than the copy it saves on the
+//! machines measured, so [`super::convert_file_to`] reads through [`super::FileSource`]
+//! instead; this source is for callers that want the input's pages lent in place.
 //!
 //! Only one window of the file is mapped at a time (populated up front, so there is no fault
 //! per page), which keeps the resident size bounded whatever the size of the input.

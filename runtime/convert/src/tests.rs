@@ -1453,20 +1453,54 @@ fn mapped_files_convert_vectors_byte_exact_from_their_position() {
         let mut bytes = vec![0xA5; 100];
         bytes.extend_from_slice(&case.input);
         let file = TempFile::new(&case.name, &bytes);
-        let f = file.open_at(100);
-        let mut shared = f.try_clone().expect("clone");
-        let mut out = Vec::new();
-        let summary = convert_file_to(f, &mut out, &case.opts)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert!(out == case.expected, "{}: mapped output differs", case.name);
-        assert_eq!(summary.output_bytes, out.len() as u64);
-        // The descriptor is left after what was consumed.
-        assert_eq!(
-            shared.stream_position().expect("position"),
-            100 + summary.input_bytes,
-            "{}",
-            case.name
-        );
+        for source in Source::BOTH {
+            let f = file.open_at(100);
+            let mut shared = f.try_clone().expect("clone");
+            let mut out = Vec::new();
+            let summary = source
+                .convert(f, &mut out, &case.opts)
+                .unwrap_or_else(|e| panic!("{} ({source:?}): {e}", case.name));
+            assert!(
+                out == case.expected,
+                "{} ({source:?}): output differs",
+                case.name
+            );
+            assert_eq!(summary.output_bytes, out.len() as u64);
+            // The descriptor is left after what was consumed.
+            assert_eq!(
+                shared.stream_position().expect("position"),
+                100 + summary.input_bytes,
+                "{} ({source:?})",
+                case.name
+            );
+        }
+    }
+}
+
+/// The two ways a file is read: through a read-ahead buffer ([`convert_file_to`]), or with
+/// page data lent from a sliding map.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Buffered,
+    Mapped,
+}
+
+impl Source {
+    const BOTH: [Source; 2] = [Source::Buffered, Source::Mapped];
+
+    fn convert<W: std::io::Write>(
+        self,
+        f: std::fs::File,
+        out: W,
+        opts: &ConvertOptions,
+    ) -> Result<ConvertSummary, ConvertError> {
+        match self {
+            Source::Buffered => convert_file_to(f, out, opts),
+            Source::Mapped => {
+                let m = MappedFile::new(f).expect("mapped file");
+                convert_source_to(m, out, opts)
+            }
+        }
     }
 }
 
@@ -1476,15 +1510,18 @@ fn mapped_files_report_truncation_like_streams() {
         let len = case.input.len();
         for cut in [0, 9, len / 3, len / 2, len - 4097, len - 1] {
             let file = TempFile::new(&format!("{}-{cut}", case.name), &case.input[..cut]);
-            let mapped = convert_file_to(file.open_at(0), Vec::new(), &case.opts)
-                .expect_err("truncated input");
             let streamed = run_err(&case.input[..cut], &case.opts);
-            assert_eq!(
-                mapped.to_string(),
-                streamed.to_string(),
-                "{} cut at {cut:#x}",
-                case.name
-            );
+            for source in Source::BOTH {
+                let got = source
+                    .convert(file.open_at(0), Vec::new(), &case.opts)
+                    .expect_err("truncated input");
+                assert_eq!(
+                    got.to_string(),
+                    streamed.to_string(),
+                    "{} ({source:?}) cut at {cut:#x}",
+                    case.name
+                );
+            }
         }
     }
 }
@@ -1519,8 +1556,15 @@ fn mapped_windows_slide_over_large_inputs() {
     assert_eq!(summary.page_data_records, 9);
     let file = TempFile::new("windows", &b.bytes);
     let mut mapped = Vec::new();
-    let summary = convert_file_to(file.open_at(0), &mut mapped, &o).expect("mapped");
+    let summary = Source::Mapped
+        .convert(file.open_at(0), &mut mapped, &o)
+        .expect("mapped");
     assert_eq!(summary.pages, 9 * 1024);
     assert!(mapped == streamed, "mapped and streamed outputs differ");
+    let mut buffered = Vec::new();
+    Source::Buffered
+        .convert(file.open_at(0), &mut buffered, &o)
+        .expect("buffered");
+    assert!(buffered == streamed, "buffered and streamed outputs differ");
     assert!(b.bytes.len() > 2 * mapped::WINDOW);
 }
