@@ -61,6 +61,9 @@ impl M2p {
 /// opened with [`XenDomain::open_for_restore`].
 pub struct XenDomain {
     // Mappings and buffers first: fields drop in order, the interface last.
+    /// Save: the last batch lent, kept mapped until the next one is, then unmapped in the
+    /// background while that one is written out.
+    lent: Option<Mapping>,
     m2p: Option<M2p>,
     shinfo: Option<Mapping>,
     pfinfo: Option<HypercallBuffer>,
@@ -149,6 +152,7 @@ impl XenDomain {
         let xc = Xc::open()?;
         xc.getinfo(domid)?;
         Ok(XenDomain {
+            lent: None,
             m2p: None,
             shinfo: None,
             pfinfo: None,
@@ -565,8 +569,18 @@ impl Domain for XenDomain {
             self.xc
                 .map("map guest pages", self.domid, ffi::PROT_READ, gfns)?
         };
-        let _t = self.timings.start("lent_pages");
-        f(&[m.lend()])
+        // The previous batch is unmapped while this one is written: unmapping takes the
+        // address space's lock, writing from a mapping made already does not.
+        if let Some(old) = self.lent.take() {
+            let _t = self.timings.start("unmap_pages");
+            old.release_in_background();
+        }
+        let r = {
+            let _t = self.timings.start("lent_pages");
+            f(&[m.lend()])
+        };
+        self.lent = Some(m);
+        r
     }
 
     fn write_pages(&mut self, gfns: &[u64], data: &[u8]) -> BResult<()> {
@@ -604,8 +618,13 @@ impl Domain for XenDomain {
                 gfns,
             )?
         };
-        let _t = self.timings.start("filled_pages");
-        f(&mut [m.lend_mut()?])
+        let r = {
+            let _t = self.timings.start("filled_pages");
+            f(&mut [m.lend_mut()?])
+        };
+        let _t = self.timings.start("unmap_pages");
+        drop(m);
+        r
     }
 
     fn populate(&mut self, pfns: &[u64]) -> BResult<()> {

@@ -1,12 +1,14 @@
 //! Safe wrappers over [`super::ffi`]: an open `xc_interface` and what lives as long as it
 //! (hypercall buffers, foreign mappings). Every call reports failure as a [`BackendError`]
-//! carrying the operation and errno; guest memory is only copied in and out, never lent out
-//! as a Rust slice, since the guest may write it concurrently.
+//! carrying the operation and errno; guest memory is copied in and out, or lent as a slice
+//! for as long as its mapping lives ([`Mapping::lend`], [`Mapping::lend_mut`]).
 
 use super::ffi;
 use std::ffi::{c_int, c_uint, c_ulong, c_void};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use xenmig_drivers::domain::{BResult, BackendError, PAGE_SIZE};
 
 /// errno of the last failed call.
@@ -35,10 +37,63 @@ struct Handle {
     fmem: NonNull<ffi::ForeignMemory>,
     /// Address space kept for mappings of guest frames, see [`Window`].
     window: Option<Window>,
+    /// Unmaps what [`Mapping::release_in_background`] hands it, started on first use.
+    releaser: std::cell::RefCell<Option<Releaser>>,
+}
+
+/// A thread that takes guest frames out of the address space: unmapping a batch of foreign
+/// frames costs several times what mapping it does (every entry cleared through Xen, and the
+/// TLBs of every vCPU flushed), and the unmapping of one batch can run while the next is
+/// written out, which needs no lock the unmapping holds.
+struct Releaser {
+    jobs: std::sync::mpsc::Sender<Release>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// One mapping to take out: `pages` frames at `at`, in window slot `slot` if it has one.
+struct Release {
+    at: usize,
+    pages: usize,
+    slot: Option<usize>,
+}
+
+impl Releaser {
+    /// Starts the thread. `fmem` is the interface's foreign-memory handle and `window` the
+    /// window's shared state, both alive until the thread is joined ([`Handle`]'s drop).
+    fn start(fmem: NonNull<ffi::ForeignMemory>, window: Option<Arc<Slots>>) -> Option<Releaser> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Release>();
+        let fmem = fmem.as_ptr() as usize;
+        let thread = std::thread::Builder::new()
+            .name("xenmig-unmap".into())
+            .spawn(move || {
+                for job in rx {
+                    let at = job.at as *mut c_void;
+                    match (job.slot, window.as_deref()) {
+                        (Some(i), Some(w)) => w.give_back(i, at, fmem as *mut _, job.pages),
+                        _ => {
+                            // SAFETY: `at` holds `pages` frames mapped by xenforeignmemory_map,
+                            // handed over by the Mapping that owned them, which will not touch
+                            // them again; `fmem` lives until this thread is joined.
+                            unsafe { ffi::xenforeignmemory_unmap(fmem as *mut _, at, job.pages) };
+                        }
+                    }
+                    if let Some(w) = window.as_deref() {
+                        w.releasing.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Releaser { jobs, thread })
+    }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // Every mapping handed to the releaser is gone before the interface closes.
+        if let Some(r) = self.releaser.get_mut().take() {
+            drop(r.jobs);
+            let _ = r.thread.join();
+        }
         // SAFETY: `xch` came from xc_interface_open and is closed exactly once, here; the
         // fmem handle belongs to it and every mapping holding this Handle is gone.
         unsafe {
@@ -63,13 +118,36 @@ struct Window {
     base: NonNull<u8>,
     /// Pages per slot: the largest batch, [`MAX_BATCH_SIZE`](crate::libxc::MAX_BATCH_SIZE).
     slot_pages: usize,
-    /// Slot `i` is in use when bit `i` is set.
-    used: std::cell::Cell<u32>,
+    /// Which slots are in use, shared with the [`Releaser`], which frees them.
+    slots: Arc<Slots>,
+}
+
+/// The window's slots in use (bit `i` set: slot `i`), and how many of them the releaser has
+/// still to give back.
+struct Slots {
+    used: AtomicU32,
+    releasing: AtomicUsize,
+    slot_len: usize,
 }
 
 /// Slots in the window: mappings of guest pages alive at the same time (the saver and the
-/// restorer hold one or two).
+/// restorer hold one or two, and one more may be on its way out).
 const WINDOW_SLOTS: usize = 8;
+
+impl Slots {
+    /// Puts an inaccessible reservation back over slot `i`, at `at` (replacing the guest
+    /// frames mapped there), and frees it. If that fails, the slot stays marked used and the
+    /// frames are unmapped instead, leaving a hole (the old behaviour).
+    fn give_back(&self, i: usize, at: *mut c_void, fmem: *mut ffi::ForeignMemory, pages: usize) {
+        if Window::reserve(self.slot_len, at, true) == libc::MAP_FAILED {
+            // SAFETY: `at` holds `pages` frames mapped by xenforeignmemory_map2; unmapped
+            // once, and the slot is never handed out again.
+            unsafe { ffi::xenforeignmemory_unmap(fmem, at, pages) };
+            return;
+        }
+        self.used.fetch_and(!(1 << i), Ordering::AcqRel);
+    }
+}
 
 impl Window {
     fn slot_len(&self) -> usize {
@@ -96,44 +174,52 @@ impl Window {
         Some(Window {
             base: NonNull::new(p.cast())?,
             slot_pages,
-            used: std::cell::Cell::new(0),
+            slots: Arc::new(Slots {
+                used: AtomicU32::new(0),
+                releasing: AtomicUsize::new(0),
+                slot_len: slot_pages * PAGE_SIZE,
+            }),
         })
     }
 
-    /// A free slot for `pages` pages, marked used.
+    /// A free slot for `pages` pages, marked used. When every slot is taken and some are on
+    /// their way out through the releaser, waits for one rather than mapping guest frames
+    /// outside the window.
     fn take(&self, pages: usize) -> Option<(usize, *mut libc::c_void)> {
         if pages > self.slot_pages {
             return None;
         }
-        let used = self.used.get();
-        let i = (0..WINDOW_SLOTS).find(|&i| used & (1 << i) == 0)?;
-        self.used.set(used | 1 << i);
-        // The slot lies inside the reservation: i < WINDOW_SLOTS.
-        Some((
-            i,
-            self.base.as_ptr().wrapping_add(i * self.slot_len()).cast(),
-        ))
+        loop {
+            let used = self.slots.used.load(Ordering::Acquire);
+            match (0..WINDOW_SLOTS).find(|&i| used & (1 << i) == 0) {
+                Some(i) => {
+                    let bit = 1 << i;
+                    if self.slots.used.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+                        continue;
+                    }
+                    // The slot lies inside the reservation: i < WINDOW_SLOTS.
+                    let at = self.base.as_ptr().wrapping_add(i * self.slot_len()).cast();
+                    return Some((i, at));
+                }
+                None if self.slots.releasing.load(Ordering::Acquire) > 0 => {
+                    std::thread::yield_now()
+                }
+                None => return None,
+            }
+        }
     }
 
-    /// Puts an inaccessible reservation back over slot `i` (replacing the guest frames
-    /// mapped there) and frees it. If that fails, the slot stays marked used and the
-    /// frames are unmapped instead, leaving a hole (the old behaviour).
+    /// [`Slots::give_back`] for slot `i`, here and now.
     fn give_back(&self, i: usize, fmem: *mut ffi::ForeignMemory, pages: usize) {
         let at = self.base.as_ptr().wrapping_add(i * self.slot_len()).cast();
-        if Self::reserve(self.slot_len(), at, true) == libc::MAP_FAILED {
-            // SAFETY: `at` holds `pages` frames mapped by xenforeignmemory_map2; unmapped
-            // once, and the slot is never handed out again.
-            unsafe { ffi::xenforeignmemory_unmap(fmem, at, pages) };
-            return;
-        }
-        self.used.set(self.used.get() & !(1 << i));
+        self.slots.give_back(i, at, fmem, pages);
     }
 }
 
 impl Drop for Window {
     fn drop(&mut self) {
         // SAFETY: the whole reservation is ours; no mapping in it is alive (each holds the
-        // Handle that owns this window).
+        // Handle that owns this window, whose drop joined the releaser first).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.slot_len() * WINDOW_SLOTS) };
     }
 }
@@ -166,6 +252,7 @@ impl Xc {
                 xch,
                 fmem,
                 window: Window::new(),
+                releaser: std::cell::RefCell::new(None),
             }),
         })
     }
@@ -265,6 +352,7 @@ impl Xc {
             pages: frames.len(),
             slot: slot.map(|(i, _)| i),
             writable: prot & ffi::PROT_WRITE != 0,
+            released: false,
         };
         if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
             let e = e.abs();
@@ -689,6 +777,8 @@ pub struct Mapping {
     slot: Option<usize>,
     /// Mapped with PROT_WRITE.
     writable: bool,
+    /// Handed to the releaser, which unmaps it: nothing left to do on drop.
+    released: bool,
 }
 
 impl Mapping {
@@ -774,8 +864,42 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Takes the frames out of the address space on the releaser thread, so that the caller
+    /// goes on (writing out the next batch) while they are unmapped; their window slot is
+    /// taken again only once an inaccessible reservation is back over it. Unmapped here
+    /// instead when the thread cannot be started.
+    pub fn release_in_background(mut self) {
+        let h = self.h.clone();
+        let mut releaser = h.releaser.borrow_mut();
+        if releaser.is_none() {
+            *releaser = Releaser::start(h.fmem, h.window.as_ref().map(|w| w.slots.clone()));
+        }
+        let Some(r) = releaser.as_ref() else {
+            return;
+        };
+        let counted = h.window.as_ref().map(|w| &w.slots.releasing);
+        if let Some(c) = counted {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
+        let job = Release {
+            at: self.ptr.as_ptr() as usize,
+            pages: self.pages,
+            slot: self.slot,
+        };
+        if r.jobs.send(job).is_ok() {
+            self.released = true;
+        } else if let Some(c) = counted {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let (Some(i), Some(w)) = (self.slot, self.h.window.as_ref()) {
             w.give_back(i, self.h.fmem.as_ptr(), self.pages);
             return;
@@ -813,5 +937,36 @@ impl Drop for ResourceMapping {
     fn drop(&mut self) {
         // SAFETY: fres came from xenforeignmemory_map_resource and is released once.
         unsafe { ffi::xenforeignmemory_unmap_resource(self.h.fmem.as_ptr(), self.fres.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every slot taken and one on its way out through the releaser, a mapping waits
+    /// for that slot instead of going outside the window; with none on its way out, it gets
+    /// none (and is mapped elsewhere, as before).
+    #[test]
+    fn a_full_window_waits_for_the_slot_being_released() {
+        let w = Window::new().expect("window");
+        let taken: Vec<usize> = (0..WINDOW_SLOTS)
+            .map(|_| w.take(1).expect("slot").0)
+            .collect();
+        assert_eq!(taken, (0..WINDOW_SLOTS).collect::<Vec<_>>());
+        assert!(w.take(1).is_none());
+        w.slots.releasing.fetch_add(1, Ordering::AcqRel);
+        let slots = w.slots.clone();
+        let at = w.base.as_ptr().wrapping_add(3 * w.slot_len()) as usize;
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            slots.give_back(3, at as *mut c_void, ptr::null_mut(), 0);
+            slots.releasing.fetch_sub(1, Ordering::AcqRel);
+        });
+        let (i, p) = w.take(1).expect("the released slot");
+        t.join().expect("releaser");
+        assert_eq!((i, p as usize), (3, at));
+        // Too large for a slot: none.
+        assert!(w.take(w.slot_pages + 1).is_none());
     }
 }
