@@ -64,6 +64,9 @@ pub struct XenDomain {
     /// Save: the last batch lent, kept mapped until the next one is, then unmapped in the
     /// background while that one is written out.
     lent: Option<Mapping>,
+    /// Restore: the last batch filled, likewise; every mapping of the restore's is gone
+    /// before the domain's state is set ([`XenDomain::settle`]).
+    filled: Option<Mapping>,
     m2p: Option<M2p>,
     shinfo: Option<Mapping>,
     pfinfo: Option<HypercallBuffer>,
@@ -153,6 +156,7 @@ impl XenDomain {
         xc.getinfo(domid)?;
         Ok(XenDomain {
             lent: None,
+            filled: None,
             m2p: None,
             shinfo: None,
             pfinfo: None,
@@ -181,6 +185,17 @@ impl XenDomain {
     /// The domain's id.
     pub fn domid(&self) -> u32 {
         self.domid
+    }
+
+    /// Unmaps the restore's last batch and waits for the batches unmapped in the background:
+    /// no writable mapping of the domain's frames is left in this process when its state is
+    /// set (a frame Xen validates as a page table must have none).
+    fn settle(&mut self) {
+        if let Some(m) = self.filled.take() {
+            let _t = self.timings.start("unmap_pages");
+            drop(m);
+        }
+        self.xc.wait_for_releases();
     }
 
     /// Where time spent outside the backend (the stream) can be counted with the backend's.
@@ -618,12 +633,15 @@ impl Domain for XenDomain {
                 gfns,
             )?
         };
+        if let Some(old) = self.filled.take() {
+            let _t = self.timings.start("unmap_pages");
+            old.release_in_background();
+        }
         let r = {
             let _t = self.timings.start("filled_pages");
             f(&mut [m.lend_mut()?])
         };
-        let _t = self.timings.start("unmap_pages");
-        drop(m);
+        self.filled = Some(m);
         r
     }
 
@@ -761,6 +779,7 @@ impl Domain for XenDomain {
     }
 
     fn set_vcpu_state(&mut self, vcpu: u32, which: VcpuState, data: &[u8]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("set_vcpu_state");
         let domid = self.domid;
         match which {
@@ -848,6 +867,7 @@ impl Domain for XenDomain {
     }
 
     fn set_hvm_context(&mut self, data: &[u8]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("set_hvm_context");
         self.xc.set_hvm_context(self.domid, data)?;
         if self.backends.is_some() {
@@ -864,6 +884,7 @@ impl Domain for XenDomain {
     }
 
     fn set_hvm_param(&mut self, index: u64, value: u64) -> BResult<()> {
+        self.settle();
         self.xc.set_hvm_param(self.domid, index as u32, value)
     }
 
@@ -879,6 +900,7 @@ impl Domain for XenDomain {
     }
 
     fn set_tsc_info(&mut self, t: TscInfo) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("set_tsc_info");
         self.xc
             .set_tsc_info(self.domid, t.mode, t.nsec, t.khz, t.incarnation)
@@ -891,6 +913,7 @@ impl Domain for XenDomain {
     }
 
     fn set_shared_info(&mut self, page: &[u8]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("set_shared_info");
         self.pv_only("shared info")?;
         let frame = self.raw_info()?.shared_info_frame;
@@ -928,6 +951,7 @@ impl Domain for XenDomain {
     }
 
     fn set_cpu_policy(&mut self, cpuid: &[u8], msrs: &[u8]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("set_cpu_policy");
         let mut lb = self.xc.buffer(cpuid.len())?;
         lb.write(0, cpuid)?;
@@ -1024,6 +1048,7 @@ impl Domain for XenDomain {
     }
 
     fn write_p2m(&mut self, frames: &[u64]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("write_p2m");
         let l = self.pv_only("write the p2m")?;
         let mfns = frames
@@ -1060,6 +1085,7 @@ impl Domain for XenDomain {
     }
 
     fn pin_page_tables(&mut self, tables: &[(u64, PageType)]) -> BResult<()> {
+        self.settle();
         let _t = self.timings.start("pin_page_tables");
         let mut ops = Vec::with_capacity(tables.len());
         for &(pfn, t) in tables {

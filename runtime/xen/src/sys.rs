@@ -257,6 +257,16 @@ impl Xc {
         })
     }
 
+    /// Waits until every mapping handed to the releaser ([`Mapping::release_in_background`])
+    /// is unmapped.
+    pub fn wait_for_releases(&self) {
+        if let Some(w) = self.h.window.as_ref() {
+            while w.slots.releasing.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
     fn xch(&self) -> *mut ffi::XcInterface {
         self.h.xch.as_ptr()
     }
@@ -875,13 +885,12 @@ impl Mapping {
         if releaser.is_none() {
             *releaser = Releaser::start(h.fmem, h.window.as_ref().map(|w| w.slots.clone()));
         }
-        let Some(r) = releaser.as_ref() else {
+        // Only a mapping in a window slot goes: the window counts what is on its way out
+        // (what `take` and `Xc::wait_for_releases` wait for); any other is unmapped here.
+        let (Some(r), Some(w), Some(_)) = (releaser.as_ref(), h.window.as_ref(), self.slot) else {
             return;
         };
-        let counted = h.window.as_ref().map(|w| &w.slots.releasing);
-        if let Some(c) = counted {
-            c.fetch_add(1, Ordering::AcqRel);
-        }
+        w.slots.releasing.fetch_add(1, Ordering::AcqRel);
         let job = Release {
             at: self.ptr.as_ptr() as usize,
             pages: self.pages,
@@ -889,8 +898,8 @@ impl Mapping {
         };
         if r.jobs.send(job).is_ok() {
             self.released = true;
-        } else if let Some(c) = counted {
-            c.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            w.slots.releasing.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
