@@ -298,10 +298,19 @@ fn convert(a: &Args, ident: &'static str) -> u8 {
         }
     };
     let started = Instant::now();
-    let converted = match opened {
-        // Regular files are mapped a window at a time: pages are copied once, not twice.
-        Opened::File(f) => convert_file_to(f, destination.writer(), &opts),
-        Opened::Stream(r) => convert_to(r, destination.writer(), &opts),
+    let converted = {
+        // Records go out through a 1 MiB buffer: a batch of a few pages is a record of a few
+        // dozen KiB, and its head puts its pages off the output's page alignment, so written
+        // one by one they cost the output file twice per page (8-pfn batches onto the disk:
+        // 0.52x of `cat` unbuffered, 0.91x buffered). Large records pass straight through. A
+        // failed write is reported at the offset of the record that found it, which may be up
+        // to the buffer's size after the octets that failed.
+        let out = std::io::BufWriter::with_capacity(1 << 20, destination.writer());
+        match opened {
+            // Regular files: positioned reads, page data straight into the batch buffer.
+            Opened::File(f) => convert_file_to(f, out, &opts),
+            Opened::Stream(r) => convert_to(r, out, &opts),
+        }
     };
     let summary = match converted {
         Ok(s) => s,
