@@ -716,6 +716,7 @@ impl<W: Write> StreamWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::PAGE_SIZE;
     use crate::wire::Array;
 
     /// Encodes `rec` into pieces as `StreamWriter::libxc` does.
@@ -770,12 +771,8 @@ mod tests {
     fn frames_with_padding_and_caps() {
         let mut w = StreamWriter::new(Vec::new());
         let entries = [libxc::PageEntry::default().with_pfn(5)];
-        let page = [7u8; 4096];
-        let rec = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(&entries),
-            pages: &page,
-        });
+        let page = [7u8; PAGE_SIZE];
+        let rec = page_data(&entries, &page);
         w.libxc(&rec).unwrap();
         w.libxc(&libxc::Record::X86PvInfo(libxc::X86PvInfo {
             guest_width: 8,
@@ -787,31 +784,38 @@ mod tests {
         assert_eq!(&out[..8], &[1, 0, 0, 0, 16, 16, 0, 0]);
         assert_eq!(out.len(), 8 + 4112 + 8 + 8);
 
-        let many = vec![libxc::PageEntry::default().with_page_type(libxc::PageType::XTAB); 1025];
+        let xtab = libxc::PageEntry::default().with_page_type(libxc::PageType::XTAB);
+        let many = vec![xtab; libxc::MAX_BATCH_SIZE as usize + 1];
         let mut w = StreamWriter::new(Vec::new());
-        let rec = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(&many),
-            pages: &[],
-        });
+        let rec = page_data(&many, &[]);
         assert!(matches!(w.libxc(&rec), Err(WriteError::Cap { .. })));
         assert!(w.into_inner().is_empty());
     }
 
+    /// `n` PAGE_DATA entries from pfn `first`, and their pages, octet `i` being
+    /// `i * mul % modulo`.
+    fn batch(n: u64, first: u64, mul: usize, modulo: usize) -> (Vec<libxc::PageEntry>, Vec<u8>) {
+        let entries = (0..n)
+            .map(|i| libxc::PageEntry::default().with_pfn(first + i))
+            .collect();
+        let pages = (0..n as usize * PAGE_SIZE)
+            .map(|i| (i * mul % modulo) as u8)
+            .collect();
+        (entries, pages)
+    }
+
+    fn page_data<'a>(entries: &'a [libxc::PageEntry], pages: &'a [u8]) -> libxc::Record<'a> {
+        libxc::Record::PageData(libxc::PageData {
+            reserved: 0,
+            entries: Array::Values(entries),
+            pages,
+        })
+    }
+
     #[test]
     fn gathered_page_data_is_the_same_record() {
-        let entries: Vec<libxc::PageEntry> = (0..3)
-            .map(|i| libxc::PageEntry::default().with_pfn(7 + i))
-            .collect();
-        let pages: Vec<u8> = (0..3 * 4096).map(|i| (i * 13 % 241) as u8).collect();
-        fn record<'a>(entries: &'a [libxc::PageEntry], pages: &'a [u8]) -> libxc::Record<'a> {
-            libxc::Record::PageData(libxc::PageData {
-                reserved: 0,
-                entries: Array::Values(entries),
-                pages,
-            })
-        }
-        let record = |pages| record(&entries, pages);
+        let (entries, pages) = batch(3, 7, 13, 241);
+        let record = |pages| page_data(&entries, pages);
         let mut w = StreamWriter::new(Vec::new());
         w.libxc(&record(&pages)).unwrap();
         let want = w.into_inner();
@@ -826,7 +830,7 @@ mod tests {
         // Parts of another length, or a placeholder the record does not hold: refused,
         // nothing written, nothing counted.
         let mut w = StreamWriter::new(Vec::new());
-        let short: Vec<&[u8]> = vec![&pages[..4096]];
+        let short: Vec<&[u8]> = vec![&pages[..PAGE_SIZE]];
         assert!(matches!(
             w.libxc_gathered(&record(&placeholder), &placeholder, &short),
             Err(WriteError::Encode(_))
@@ -842,31 +846,17 @@ mod tests {
 
     #[test]
     fn streamed_page_data_is_the_same_record() {
-        let entries: Vec<libxc::PageEntry> = (0..5)
-            .map(|i| libxc::PageEntry::default().with_pfn(100 + i))
-            .collect();
-        let pages: Vec<u8> = (0..5 * 4096).map(|i| (i * 7 % 251) as u8).collect();
-        let rec = |pages: &[u8]| -> Vec<u8> {
-            let mut w = StreamWriter::new(Vec::new());
-            w.libxc(&libxc::Record::PageData(libxc::PageData {
-                reserved: 0,
-                entries: Array::Values(&entries),
-                pages,
-            }))
-            .unwrap();
-            w.into_inner()
-        };
-        let want = rec(&pages);
+        let (entries, pages) = batch(5, 100, 7, 251);
+        let mut w = StreamWriter::new(Vec::new());
+        w.libxc(&page_data(&entries, &pages)).unwrap();
+        let want = w.into_inner();
         // A placeholder of the right length; the octets come from `fill`, in pieces of every
         // size from one octet to more than the whole.
         let placeholder = vec![0xeeu8; pages.len()];
-        for step in [1, 4095, 4096, 3 * 4096, 5 * 4096, 8 * 4096] {
+        const P: usize = PAGE_SIZE;
+        for step in [1, P - 1, P, 3 * P, 5 * P, 8 * P] {
             let mut w = StreamWriter::new(Vec::new());
-            let record = libxc::Record::PageData(libxc::PageData {
-                reserved: 0,
-                entries: Array::Values(&entries),
-                pages: &placeholder,
-            });
+            let record = page_data(&entries, &placeholder);
             let mut chunk = Vec::new();
             let mut calls = 0;
             w.libxc_streamed(&record, &placeholder, &mut chunk, step, |r, buf| {
@@ -882,14 +872,10 @@ mod tests {
 
         // A failing fill stops the record there and is what the call returns.
         let mut w = StreamWriter::new(Vec::new());
-        let record = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(&entries),
-            pages: &placeholder,
-        });
+        let record = page_data(&entries, &placeholder);
         let err = w
-            .libxc_streamed(&record, &placeholder, &mut Vec::new(), 4096, |r, buf| {
-                if r.start >= 2 * 4096 {
+            .libxc_streamed(&record, &placeholder, &mut Vec::new(), P, |r, buf| {
+                if r.start >= 2 * P {
                     return Err(WriteError::Cap {
                         record: "test",
                         what: "fill",
@@ -901,14 +887,17 @@ mod tests {
                 Ok(())
             })
             .unwrap_err();
-        assert!(matches!(err, WriteError::Cap { value: 8192, .. }), "{err}");
+        assert!(
+            matches!(err, WriteError::Cap { value, .. } if value == 2 * P as u64),
+            "{err}"
+        );
         assert_eq!(w.records(), 0);
 
         // `streamed` must be a part of the record.
         let other = vec![0u8; pages.len()];
         let mut w = StreamWriter::new(Vec::new());
         let err = w
-            .libxc_streamed(&record, &other, &mut Vec::new(), 4096, |_, _| {
+            .libxc_streamed(&record, &other, &mut Vec::new(), P, |_, _| {
                 Ok::<(), WriteError>(())
             })
             .unwrap_err();
@@ -916,16 +905,13 @@ mod tests {
         assert!(w.into_inner().is_empty());
 
         // Xen's caps hold as for any record.
-        let many = vec![libxc::PageEntry::default(); 1025];
-        let big = vec![0u8; 1025 * 4096];
-        let record = libxc::Record::PageData(libxc::PageData {
-            reserved: 0,
-            entries: Array::Values(&many),
-            pages: &big,
-        });
+        let over = libxc::MAX_BATCH_SIZE as usize + 1;
+        let many = vec![libxc::PageEntry::default(); over];
+        let big = vec![0u8; over * P];
+        let record = page_data(&many, &big);
         let mut w = StreamWriter::new(Vec::new());
         let err = w
-            .libxc_streamed(&record, &big, &mut Vec::new(), 4096, |_, _| {
+            .libxc_streamed(&record, &big, &mut Vec::new(), P, |_, _| {
                 Ok::<(), WriteError>(())
             })
             .unwrap_err();
