@@ -23,7 +23,7 @@
 use crate::error::{ErrorKind, Layer, StreamError};
 use crate::limits::{self, padded_body_len, RECORD_HEADER_SIZE, RECORD_LENGTH_OFFSET};
 use crate::source::{ReadSource, Short, SliceSource, Source};
-use crate::wire::{DecodeCtx, Endian, Level, Role, Strictness};
+use crate::wire::{Cursor, DecodeCtx, Endian, Level, Role, Strictness};
 use crate::{libxc, libxl, xl};
 use std::io::Read;
 
@@ -558,13 +558,12 @@ impl<S: Source> Frames<S> {
         {
             return None;
         }
-        let at = libxc::PageData::COUNT_OFFSET;
-        let b = self.src.peek(at + 4).ok()?;
-        let c: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-        let count = match endian {
-            Endian::Little => u32::from_le_bytes(c),
-            Endian::Big => u32::from_be_bytes(c),
-        };
+        // The count, read as the generated decoder reads it (its checks run on the head
+        // once it is read).
+        let b = self.src.peek(libxc::PageData::MIN_SIZE).ok()?;
+        let mut c = Cursor::new(b, endian, libxc::PageData::NAME);
+        c.take("count", libxc::PageData::COUNT_OFFSET).ok()?;
+        let count = c.u32("count").ok()?;
         let head = (count as usize)
             .checked_mul(limits::PAGE_ENTRY_SIZE)?
             .checked_add(libxc::PageData::MIN_SIZE)?;
