@@ -22,7 +22,7 @@ use xenmig::reader::{Framing, Item, Reader, ReaderOptions};
 use xenmig::restore::{RestoreError, RestoreOptions};
 use xenmig::save::{save, SaveOptions, StreamType};
 use xenmig::sim::{SimConfig, SimDomain, MAX_VCPUS};
-use xenmig::source::ReadSource;
+use xenmig::source::{ReadSource, Source};
 use xenmig::wire::Strictness;
 use xenmig::{libxc, libxl, verify_slice, StreamError, VerifyOptions};
 
@@ -54,24 +54,19 @@ fn make(d: &Destination<'_>) -> Result<SimGuest, RestoreError> {
     Ok(SimGuest::for_destination(d, MAX_VCPUS, 0x5eed))
 }
 
+fn opts(strictness: Strictness) -> ReaderOptions {
+    ReaderOptions {
+        framing: None,
+        strictness,
+    }
+}
+
 /// Restores as `xenmig sim restore` does (checkpoints recognised by their records).
 fn restore(
     bytes: &[u8],
     strictness: Strictness,
 ) -> Result<(SimGuest, LibxlRestoreResult), LibxlRestoreError> {
-    let mut r = Reader::from_slice(
-        bytes,
-        ReaderOptions {
-            framing: None,
-            strictness,
-        },
-    );
-    let opts = RestoreOptions {
-        stream_type: StreamType::Remus,
-        store_evtchn: 1,
-        console_evtchn: 2,
-    };
-    restore_stream(make, &mut RestoreCb, &mut r, opts, None)
+    restore_from(Reader::from_slice(bytes, opts(strictness)))
 }
 
 /// [`restore`] from a pipe: the page octets are read straight from the input into place.
@@ -79,13 +74,15 @@ fn restore_piped(
     bytes: &[u8],
     strictness: Strictness,
 ) -> Result<(SimGuest, LibxlRestoreResult), LibxlRestoreError> {
-    let mut r = Reader::new(
+    restore_from(Reader::new(
         ReadSource::new(bytes).exact(),
-        ReaderOptions {
-            framing: None,
-            strictness,
-        },
-    );
+        opts(strictness),
+    ))
+}
+
+fn restore_from<S: Source>(
+    mut r: Reader<S>,
+) -> Result<(SimGuest, LibxlRestoreResult), LibxlRestoreError> {
     let opts = RestoreOptions {
         stream_type: StreamType::Remus,
         store_evtchn: 1,
@@ -253,13 +250,7 @@ fn bases() -> Vec<(String, Vec<u8>)> {
 
 /// (offset, length with padding) of every header and record of a stream.
 fn items(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut r = Reader::from_slice(
-        bytes,
-        ReaderOptions {
-            framing: None,
-            strictness: Strictness::Lenient,
-        },
-    );
+    let mut r = Reader::from_slice(bytes, opts(Strictness::Lenient));
     let mut out = Vec::new();
     loop {
         let before = r.offset() as usize;
@@ -303,13 +294,7 @@ fn spliced(bytes: &[u8], at: usize, insert: &[u8], remove: usize) -> Vec<u8> {
 
 /// Offset of the first record named `name` (of either layer).
 fn record_at(bytes: &[u8], name: &str, nth: usize) -> usize {
-    let mut r = Reader::from_slice(
-        bytes,
-        ReaderOptions {
-            framing: None,
-            strictness: Strictness::Lenient,
-        },
-    );
+    let mut r = Reader::from_slice(bytes, opts(Strictness::Lenient));
     let mut seen = 0;
     loop {
         match r.next_item().unwrap() {
