@@ -426,14 +426,6 @@ extern "C" {
         mem_flags: c_uint,
         extent_start: *mut XenPfn,
     ) -> c_int;
-    pub fn xc_domain_populate_physmap_exact(
-        xch: *mut XcInterface,
-        domid: u32,
-        nr_extents: c_ulong,
-        extent_order: c_uint,
-        mem_flags: c_uint,
-        extent_start: *mut XenPfn,
-    ) -> c_int;
     pub fn xc_mmuext_op(
         xch: *mut XcInterface,
         op: *mut MmuextOp,

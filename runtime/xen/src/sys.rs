@@ -644,32 +644,23 @@ impl Xc {
         Ok(stats)
     }
 
-    /// Populates `pfns` with order-0 extents; returns what Xen wrote back (the mfns of a PV
-    /// domain; the pfns unchanged for a translated one).
+    /// Populates one page at each of `pfns`, all or it is an error (as libxc's
+    /// `xc_domain_populate_physmap_exact`: EBUSY when Xen gave fewer); the frame of each
+    /// (the mfn for a PV domain; the pfn for a translated one).
     pub fn populate_physmap_exact(&self, domid: u32, pfns: &[u64]) -> BResult<Vec<u64>> {
-        let mut arr: Vec<ffi::XenPfn> = pfns.iter().map(|&p| p as ffi::XenPfn).collect();
-        // SAFETY: arr holds nr_extents entries.
-        let rc = unsafe {
-            ffi::xc_domain_populate_physmap_exact(
-                self.xch(),
-                domid,
-                arr.len() as c_ulong,
-                0,
-                0,
-                arr.as_mut_ptr(),
-            )
-        };
-        if rc < 0 {
-            return Err(os_error(
+        let (done, frames) = self.populate_physmap_order(domid, pfns, 0)?;
+        if done != pfns.len() {
+            return Err(BackendError::new(
                 "populate_physmap",
                 format!(
-                    "d{domid}: {} pfns from {:#x}",
+                    "d{domid}: Xen gave {done} of {} pages from {:#x}",
                     pfns.len(),
                     pfns.first().unwrap_or(&0)
                 ),
-            ));
+            )
+            .errno(libc::EBUSY));
         }
-        Ok(arr)
+        Ok(frames)
     }
 
     /// Populates extents of `1 << order` pages, each starting at a pfn of `bases` (aligned to
