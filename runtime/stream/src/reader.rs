@@ -261,26 +261,40 @@ impl Deferred {
         self.len - self.read
     }
 
-    /// The error of an input that ended inside the body, as [`Frames::record`] reports it.
+    /// The error of an input that ended inside the body.
     fn truncated(&self) -> StreamError {
-        StreamError::new(
-            ErrorKind::Truncated,
-            self.body_at,
-            "truncated",
-            format!(
-                "the input ends inside the body: {} octets and 0 of padding needed, {} present",
-                self.len, self.read
-            ),
-        )
-        .with_record(
+        truncated_body(
+            self.layer,
             self.index,
-            format!(
-                "{} {}",
-                self.layer,
-                record_name(self.layer, self.record_type)
-            ),
+            self.record_type,
+            self.body_at,
+            self.len,
+            0,
+            self.read,
         )
     }
+}
+
+/// The error of an input that ended inside a record's body of `len` octets and `padding`
+/// more, `present` of them there.
+fn truncated_body(
+    layer: Layer,
+    index: u64,
+    record_type: u32,
+    body_at: u64,
+    len: usize,
+    padding: usize,
+    present: usize,
+) -> StreamError {
+    StreamError::new(
+        ErrorKind::Truncated,
+        body_at,
+        "truncated",
+        format!(
+            "the input ends inside the body: {len} octets and {padding} of padding needed, {present} present"
+        ),
+    )
+    .with_record(index, format!("{layer} {}", record_name(layer, record_type)))
 }
 
 /// Reads past the page octets `d` left in `src`.
@@ -720,16 +734,15 @@ impl<S: Source> Frames<S> {
         let whole = match self.src.take(padded) {
             Ok(b) => b,
             Err(Short::Eof(k)) => {
-                return Err(StreamError::new(
-                    ErrorKind::Truncated,
+                return Err(truncated_body(
+                    layer,
+                    index,
+                    record_type,
                     body_at,
-                    "truncated",
-                    format!(
-                        "the input ends inside the body: {len} octets and {} of padding needed, {k} present",
-                        padded - len
-                    ),
-                )
-                .with_record(index, format!("{layer} {}", name())))
+                    len,
+                    padded - len,
+                    k,
+                ))
             }
             Err(Short::Io(e)) => return Err(StreamError::io(body_at, &e)),
         };
