@@ -1347,23 +1347,25 @@ impl<D: Domain, C: RestoreCallbacks<D>> Restorer<'_, '_, D, C> {
             Some(layout()?)
         };
         // The frames of the pages that are not tables, in order; the tables' copies.
-        let frame_gfns: Vec<u64> = if batch.tables.is_empty() {
-            batch.gfns.clone()
+        let not_tables: Vec<u64>;
+        let frame_gfns: &[u64] = if batch.tables.is_empty() {
+            &batch.gfns
         } else {
             let mut is_table = batch.tables.iter().map(|&(k, _)| k).peekable();
-            batch
+            not_tables = batch
                 .gfns
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| is_table.next_if_eq(k).is_none())
                 .map(|(_, g)| *g)
-                .collect()
+                .collect();
+            &not_tables
         };
         let mut copies = std::mem::take(&mut self.scratch);
         copies.clear();
         copies.resize(batch.tables.len() * PAGE_SIZE, 0);
         let mut broke = None;
-        let filled = self.dom.fill_pages(&frame_gfns, &mut |frames| {
+        let filled = self.dom.fill_pages(frame_gfns, &mut |frames| {
             let mut dst = interleave(frames, &mut copies, &batch.tables, n);
             feed.fill(&mut dst).map_err(|e| {
                 broke = Some(e);
