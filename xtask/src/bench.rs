@@ -19,7 +19,8 @@
 //!
 //! The legacy converter is also timed against Xen's own `convert-legacy-stream` (found in
 //! /usr/lib/xen-*/bin, or `$XENMIG_REFERENCE_CONVERTER`), on the same inputs, into a tmpfs
-//! and into the bench directory's filesystem.
+//! and into the bench directory's filesystem, and beside both `dd` writes as many octets from
+//! memory into the same place: what the place itself takes, which no converter can beat.
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -937,6 +938,31 @@ fn ratio_check(what: &str, ratio: f64, target: f64) -> Check {
     }
 }
 
+/// What writing the converter's output from memory (`floor`) says about the ratio targets:
+/// the best a converter can do into that place is to take no longer than it, whatever it
+/// reads.
+fn floor_note(octets: u64, cat: &Run, reference: &Run, floor: &Run, has_reference: bool) -> String {
+    let mut note = format!(
+        "writing as many octets ({octets}) from memory into this place took {:.3} s (best of the runs): \
+         a converter that took no longer would run at {:.2}x of cat",
+        floor.secs,
+        cat.secs / floor.secs
+    );
+    if has_reference {
+        let asked = reference.secs / 1.5;
+        note.push_str(&format!(
+            " and {:.2}x of Xen's converter; 1.5x of Xen's converter asks for {asked:.3} s{}",
+            reference.secs / floor.secs,
+            if asked < floor.secs {
+                ", less than writing the output from memory takes here"
+            } else {
+                ""
+            }
+        ));
+    }
+    note
+}
+
 fn rss_check(what: &str, rss: u64) -> Check {
     Check {
         what: what.into(),
@@ -1161,6 +1187,7 @@ impl Report {
                 digest(&out)
             });
             let _ = std::fs::remove_file(&out);
+            let out_bytes = ours.as_ref().ok().map(|&(_, len)| len);
             let mut notes = Vec::new();
             match &ours {
                 Ok(_) => {
@@ -1198,14 +1225,28 @@ impl Report {
                 let out_cat = place.join("legacy-cat.out");
                 let out_conv = place.join("legacy-xenmig.v2");
                 let out_ref = place.join("legacy-reference.v2");
+                let out_floor = place.join("legacy-floor.out");
                 let base = vec![cmd([OsString::from("cat"), input.clone().into()])];
+                // The least this place asks: as many octets as the converter writes, from
+                // memory (zeros), in 1 MiB writes; nothing is read from the input.
+                let floor = out_bytes.map(|n| {
+                    vec![cmd([
+                        OsString::from("dd"),
+                        "if=/dev/zero".into(),
+                        format!("of={}", out_floor.display()).into(),
+                        "bs=1M".into(),
+                        format!("count={n}").into(),
+                        "iflag=count_bytes".into(),
+                        "status=none".into(),
+                    ])]
+                });
                 let conv = vec![convert(&out_conv)];
                 let refc = legacy
                     .reference
                     .as_ref()
                     .ok()
                     .map(|r| vec![reference(r, &out_ref)]);
-                let (mut a, mut b, mut c) = <(Run, Run, Run)>::default();
+                let (mut a, mut b, mut c, mut f) = <(Run, Run, Run, Run)>::default();
                 {
                     let mut cases = vec![
                         (base.as_slice(), Out::File(&out_cat), &mut a),
@@ -1213,6 +1254,9 @@ impl Report {
                     ];
                     if let Some(refc) = &refc {
                         cases.push((refc.as_slice(), Out::Writes(&out_ref), &mut c));
+                    }
+                    if let Some(floor) = &floor {
+                        cases.push((floor.as_slice(), Out::Writes(&out_floor), &mut f));
                     }
                     best_of(runs, &mut cases, dir)?;
                 }
@@ -1247,6 +1291,15 @@ impl Report {
                     ));
                     vs.push(("Xen's converter".to_string(), c.secs / b.secs));
                 }
+                let mut place_notes = Vec::new();
+                if let (Some(_), Some(n)) = (&floor, out_bytes) {
+                    rows.push(Row {
+                        what: "dd if=/dev/zero of=OUT (same size)".into(),
+                        run: f,
+                        rss: false,
+                    });
+                    place_notes.push(floor_note(n, &a, &c, &f, refc.is_some()));
+                }
                 checks.push(rss_check("peak RSS, convert-legacy", b.max_rss));
                 checks.push(same.clone());
                 let title = format!("legacy stream ({}) converted to v2 into {name}", case.what);
@@ -1271,6 +1324,7 @@ impl Report {
                 }
                 let mut section = Section::new(title, bytes, rows, checks);
                 section.notes = notes.clone();
+                section.notes.extend(place_notes);
                 section
                     .notes
                     .push(format!("written to {}", place.display()));
