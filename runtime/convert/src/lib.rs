@@ -17,10 +17,11 @@ mod tests;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
+use std::rc::Rc;
 
 use crate::limits::{LEGACY_MAX_BATCH_SIZE, MAX_EMULATOR_XENSTORE_DATA, MAX_HVM_PARAM_CHUNKS};
 pub use codec_sink::CodecSink;
-pub use file_source::FileSource;
+pub use file_source::{FileSource, GatherWriter, Windows};
 use legacy::{
     ChunkId, Copying, GuestType, LegacyError, LegacyReader, LegacySource, QemuRecordKind,
     ReaderOptions, Record, Width, XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK,
@@ -683,16 +684,19 @@ pub fn convert_to<R: Read, W: Write>(
     )
 }
 
-/// [`convert_to`] from a file, read from its current position ([`FileSource`]: positioned
-/// reads, page data straight into the converter's batch buffer), whose offset is left after
-/// what was consumed.
+/// [`convert_to`] from a file, read from its current position, whose offset is left after
+/// what was consumed. Unlike [`convert_to`], the output is buffered here: page data goes from
+/// the windows the input is read into straight to `output`, many records per write
+/// ([`FileSource`], [`GatherWriter`]).
 pub fn convert_file_to<W: Write>(
     input: File,
     output: W,
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary, ConvertError> {
-    let source = FileSource::new(input).map_err(|source| LegacyError::Io { offset: 0, source })?;
-    convert_source_to(source, output, opts)
+    let windows = Windows::shared();
+    let source = FileSource::with_windows(input, Rc::clone(&windows))
+        .map_err(|source| LegacyError::Io { offset: 0, source })?;
+    convert_source_to(source, GatherWriter::new(output, windows), opts)
 }
 
 /// [`convert_to`] from any [`LegacySource`].

@@ -1477,8 +1477,8 @@ fn mapped_files_convert_vectors_byte_exact_from_their_position() {
     }
 }
 
-/// The two ways a file is read: through a read-ahead buffer ([`convert_file_to`]), or with
-/// page data lent from a sliding map.
+/// The two ways a file is read: in windows whose page data is gathered into the output
+/// ([`convert_file_to`]), or with page data lent from a sliding map.
 #[derive(Debug, Clone, Copy)]
 enum Source {
     Buffered,
@@ -1567,4 +1567,46 @@ fn mapped_windows_slide_over_large_inputs() {
         .expect("buffered");
     assert!(buffered == streamed, "buffered and streamed outputs differ");
     assert!(b.bytes.len() > 2 * mapped::WINDOW);
+}
+
+#[test]
+fn gathered_page_data_outlives_the_window_it_was_read_into() {
+    // Small batches of odd sizes: the writer still refers to the last ones of a window when
+    // the source reads on into the next, and records straddle every window's end.
+    let width = Width::Bits64;
+    let mut b = Builder::new(width);
+    let mut pfn = 0u64;
+    let mut batches = 0;
+    b.ulong(1 << 20);
+    while b.bytes.len() < 3 * file_source::WINDOW {
+        let n = 1 + (batches % 13) as u64;
+        b.i32(n as i32);
+        for i in 0..n {
+            b.ulong(pfn + i);
+        }
+        for i in 0..n {
+            b.u64(pfn + i).fill(((pfn + i) % 251) as u8, PAGE_SIZE - 8);
+        }
+        pfn += n;
+        batches += 1;
+    }
+    b.i32(0)
+        .u64(5)
+        .u64(6)
+        .u64(7)
+        .u32(8)
+        .fill(0x44, 8)
+        .raw(b"DeviceModelRecord0002")
+        .u32(4)
+        .raw(b"QEVM");
+    let o = opts(width, GuestType::Hvm, OutputFormat::Libxl);
+    let (streamed, summary) = run(&b.bytes, &o).expect("streamed");
+    assert_eq!(summary.page_data_records, batches);
+    let file = TempFile::new("gathered", &b.bytes);
+    let mut buffered = Vec::new();
+    let summary = Source::Buffered
+        .convert(file.open_at(0), &mut buffered, &o)
+        .expect("buffered");
+    assert_eq!(summary.pages, pfn);
+    assert!(buffered == streamed, "gathered and streamed outputs differ");
 }
