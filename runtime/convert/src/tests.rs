@@ -407,6 +407,20 @@ impl Builder {
         }
         self
     }
+    /// The end of an HVM stream after its page batches: the end of the chunks, the magic
+    /// pfns, an 8-octet HVM context and a 4-octet device model record.
+    fn hvm_tail(&mut self) -> &mut Self {
+        self.i32(0)
+            .u64(5)
+            .u64(6)
+            .u64(7)
+            .u32(8)
+            .fill(0x44, 8)
+            .raw(b"DeviceModelRecord0002")
+            .u32(4)
+            .raw(b"QEVM")
+    }
+
     fn vcpu_info(&mut self, max: i32, words: &[u64]) -> &mut Self {
         self.i32(-2).i32(max);
         for &w in words {
@@ -1542,15 +1556,7 @@ fn mapped_windows_slide_over_large_inputs() {
             b.u64(batch * 1024 + i).fill((i % 251) as u8, PAGE_SIZE - 8);
         }
     }
-    b.i32(0)
-        .u64(5)
-        .u64(6)
-        .u64(7)
-        .u32(8)
-        .fill(0x44, 8)
-        .raw(b"DeviceModelRecord0002")
-        .u32(4)
-        .raw(b"QEVM");
+    b.hvm_tail();
     let o = opts(width, GuestType::Hvm, OutputFormat::Libxl);
     let (streamed, summary) = run(&b.bytes, &o).expect("streamed");
     assert_eq!(summary.page_data_records, 9);
@@ -1579,7 +1585,7 @@ fn gathered_page_data_outlives_the_window_it_was_read_into() {
     let mut batches = 0;
     b.ulong(1 << 20);
     while b.bytes.len() < 3 * file_source::WINDOW {
-        let n = 1 + (batches % 13) as u64;
+        let n = 1 + batches % 13;
         b.i32(n as i32);
         for i in 0..n {
             b.ulong(pfn + i);
@@ -1590,15 +1596,7 @@ fn gathered_page_data_outlives_the_window_it_was_read_into() {
         pfn += n;
         batches += 1;
     }
-    b.i32(0)
-        .u64(5)
-        .u64(6)
-        .u64(7)
-        .u32(8)
-        .fill(0x44, 8)
-        .raw(b"DeviceModelRecord0002")
-        .u32(4)
-        .raw(b"QEVM");
+    b.hvm_tail();
     let o = opts(width, GuestType::Hvm, OutputFormat::Libxl);
     let (streamed, summary) = run(&b.bytes, &o).expect("streamed");
     assert_eq!(summary.page_data_records, batches);
