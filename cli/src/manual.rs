@@ -47,7 +47,8 @@ const ENV_TIMING: (&str, &str) = (
     "XENMIG_XEN_TIMING",
     "When set (to anything), the save helper over real Xen prints on standard error how long \
      the save or restore took and how the time split over the Xen operations and the reads \
-     and writes of the stream. Read only by save-helper.",
+     and writes of the stream, how long opening the Xen interfaces took before it and closing \
+     them after it (libxl waits for the helper to exit). Read only by save-helper.",
 );
 
 const ENV_LIBXL_SAVE_HELPER: (&str, &str) = (
