@@ -18,11 +18,12 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use super::legacy::{LegacySource, Lent};
+use super::positioned::Positioned;
 use super::writer::write_all_vectored;
 
 /// Octets read from the input at a time to lend page data from; a batch with more page data
@@ -71,10 +72,7 @@ impl Windows {
 /// be shared with the process that handed it over); anything else (a pipe, a socket) is read
 /// sequentially, never ahead of what is asked for, and lends nothing.
 pub struct FileSource {
-    file: File,
-    regular: bool,
-    /// File offset of the next byte to consume.
-    pos: u64,
+    at: Positioned,
     /// The window: `window[start..end]` are the file's bytes from `pos` on.
     window: Rc<Vec<u8>>,
     start: usize,
@@ -90,13 +88,9 @@ impl FileSource {
 
     /// A source reading `file` from its current position into `windows`, which a
     /// [`GatherWriter`] may share.
-    pub fn with_windows(mut file: File, windows: Rc<RefCell<Windows>>) -> io::Result<FileSource> {
-        let regular = file.metadata()?.is_file();
-        let pos = if regular { file.stream_position()? } else { 0 };
+    pub fn with_windows(file: File, windows: Rc<RefCell<Windows>>) -> io::Result<FileSource> {
         Ok(FileSource {
-            file,
-            regular,
-            pos,
+            at: Positioned::new(file)?,
             window: Rc::new(Vec::new()),
             start: 0,
             end: 0,
@@ -117,8 +111,9 @@ impl FileSource {
         let ahead = ahead.clamp(want, WINDOW);
         while end < want {
             let n = self
+                .at
                 .file
-                .read_at(&mut next[end..ahead], self.pos + end as u64)?;
+                .read_at(&mut next[end..ahead], self.at.pos + end as u64)?;
             if n == 0 {
                 break;
             }
@@ -138,13 +133,13 @@ impl FileSource {
 
 impl LegacySource for FileSource {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if !self.regular {
-            return self.file.read(out);
+        if !self.at.regular {
+            return self.at.file.read(out);
         }
         if self.start == self.end {
             if out.len() >= READ_AHEAD {
-                let n = self.file.read_at(out, self.pos)?;
-                self.pos += n as u64;
+                let n = self.at.file.read_at(out, self.at.pos)?;
+                self.at.pos += n as u64;
                 return Ok(n);
             }
             // One octet is enough; the rest of the window is read ahead.
@@ -154,12 +149,12 @@ impl LegacySource for FileSource {
         let n = out.len().min(held.len());
         out[..n].copy_from_slice(&held[..n]);
         self.start += n;
-        self.pos += n as u64;
+        self.at.pos += n as u64;
         Ok(n)
     }
 
     fn lend(&mut self, len: usize) -> io::Result<Option<Lent>> {
-        if !self.regular || len == 0 || len > WINDOW {
+        if !self.at.regular || len == 0 || len > WINDOW {
             return Ok(None);
         }
         if self.end - self.start < len && self.refill(len, WINDOW)? < len {
@@ -171,7 +166,7 @@ impl LegacySource for FileSource {
             len,
         };
         self.start += len;
-        self.pos += len as u64;
+        self.at.pos += len as u64;
         Ok(Some(lent))
     }
 
@@ -179,15 +174,6 @@ impl LegacySource for FileSource {
         self.window
             .get(lent.start..lent.start + lent.len)
             .unwrap_or_default()
-    }
-}
-
-impl Drop for FileSource {
-    /// Leaves the file offset after what was consumed, as sequential reads would have.
-    fn drop(&mut self) {
-        if self.regular {
-            let _ = self.file.seek(SeekFrom::Start(self.pos));
-        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod codec_sink;
 pub mod file_source;
 pub mod legacy;
 pub mod mapped;
+mod positioned;
 
 #[cfg(test)]
 mod tests;

@@ -8,12 +8,13 @@
 //! per page), which keeps the resident size bounded whatever the size of the input.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use memmap2::{Mmap, MmapOptions};
 
 use super::legacy::{LegacySource, Lent};
+use super::positioned::Positioned;
 
 /// Size of the mapped window; a window always covers at least one whole page batch.
 pub const WINDOW: usize = 16 << 20;
@@ -26,13 +27,8 @@ const WINDOW_ALIGN: u64 = 64 << 10;
 /// Like every reader that maps its input, a file truncated by someone else while it is being
 /// converted makes the process fail with SIGBUS; the converter never writes to its input.
 pub struct MappedFile {
-    file: File,
-    /// Whether the file is a regular file (positioned reads, mapping).
-    regular: bool,
-    /// File offset of the next byte to consume.
-    pos: u64,
-    /// File length when it was opened; nothing beyond it is mapped.
-    len: u64,
+    /// The file; nothing beyond the length it had when opened is mapped.
+    at: Positioned,
     window: Option<Mmap>,
     /// File offset of the window's first byte.
     window_start: u64,
@@ -40,15 +36,9 @@ pub struct MappedFile {
 
 impl MappedFile {
     /// A source reading `file` from its current position.
-    pub fn new(mut file: File) -> io::Result<MappedFile> {
-        let meta = file.metadata()?;
-        let regular = meta.is_file();
-        let pos = if regular { file.stream_position()? } else { 0 };
+    pub fn new(file: File) -> io::Result<MappedFile> {
         Ok(MappedFile {
-            file,
-            regular,
-            pos,
-            len: meta.len(),
+            at: Positioned::new(file)?,
             window: None,
             window_start: 0,
         })
@@ -64,9 +54,9 @@ impl MappedFile {
     /// Maps a window that covers `[pos, pos + len)`; `false` if that cannot be done.
     fn map_window(&mut self, len: usize) -> bool {
         self.window = None;
-        let start = self.pos - self.pos % WINDOW_ALIGN;
-        let want = (self.pos - start) + len as u64;
-        let size = want.max(WINDOW as u64).min(self.len - start);
+        let start = self.at.pos - self.at.pos % WINDOW_ALIGN;
+        let want = (self.at.pos - start) + len as u64;
+        let size = want.max(WINDOW as u64).min(self.at.len - start);
         let Ok(size) = usize::try_from(size) else {
             return false;
         };
@@ -77,7 +67,7 @@ impl MappedFile {
                 .offset(start)
                 .len(size)
                 .populate()
-                .map(&self.file)
+                .map(&self.at.file)
         };
         match map {
             Ok(map) => {
@@ -92,34 +82,34 @@ impl MappedFile {
 
 impl LegacySource for MappedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.regular {
-            return self.file.read(buf);
+        if !self.at.regular {
+            return self.at.file.read(buf);
         }
-        let n = match self.window_from(self.pos) {
+        let n = match self.window_from(self.at.pos) {
             Some(held) if !held.is_empty() => {
                 let n = buf.len().min(held.len());
                 buf[..n].copy_from_slice(&held[..n]);
                 n
             }
-            _ => self.file.read_at(buf, self.pos)?,
+            _ => self.at.file.read_at(buf, self.at.pos)?,
         };
-        self.pos += n as u64;
+        self.at.pos += n as u64;
         Ok(n)
     }
 
     fn lend(&mut self, len: usize) -> io::Result<Option<Lent>> {
-        if !self.regular || len == 0 || self.pos.saturating_add(len as u64) > self.len {
+        if !self.at.regular || len == 0 || self.at.pos.saturating_add(len as u64) > self.at.len {
             // Not mappable, or the input ends early: read, and let the reader report it.
             return Ok(None);
         }
         let covered = self
-            .window_from(self.pos)
+            .window_from(self.at.pos)
             .is_some_and(|held| held.len() >= len);
         if !covered && !self.map_window(len) {
             return Ok(None);
         }
-        let start = (self.pos - self.window_start) as usize;
-        self.pos += len as u64;
+        let start = (self.at.pos - self.window_start) as usize;
+        self.at.pos += len as u64;
         Ok(Some(Lent { start, len }))
     }
 
@@ -128,15 +118,5 @@ impl LegacySource for MappedFile {
             .as_ref()
             .and_then(|w| w.get(lent.start..lent.start + lent.len))
             .unwrap_or_default()
-    }
-}
-
-impl Drop for MappedFile {
-    /// Leaves the file offset after what was consumed, as sequential reads would have (the
-    /// descriptor may be shared with the process that handed it over).
-    fn drop(&mut self) {
-        if self.regular {
-            let _ = self.file.seek(SeekFrom::Start(self.pos));
-        }
     }
 }
