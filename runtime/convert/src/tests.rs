@@ -1575,12 +1575,10 @@ fn mapped_windows_slide_over_large_inputs() {
     assert!(b.bytes.len() > 2 * mapped::WINDOW);
 }
 
-#[test]
-fn gathered_page_data_outlives_the_window_it_was_read_into() {
-    // Small batches of odd sizes: the writer still refers to the last ones of a window when
-    // the source reads on into the next, and records straddle every window's end.
-    let width = Width::Bits64;
-    let mut b = Builder::new(width);
+/// An HVM stream of small batches of odd sizes over three of [`FileSource`]'s windows: the
+/// stream, its batches and its pages.
+fn small_batches() -> (Vec<u8>, u64, u64) {
+    let mut b = Builder::new(Width::Bits64);
     let mut pfn = 0u64;
     let mut batches = 0;
     b.ulong(1 << 20);
@@ -1597,14 +1595,58 @@ fn gathered_page_data_outlives_the_window_it_was_read_into() {
         batches += 1;
     }
     b.hvm_tail();
-    let o = opts(width, GuestType::Hvm, OutputFormat::Libxl);
-    let (streamed, summary) = run(&b.bytes, &o).expect("streamed");
+    (b.bytes, batches, pfn)
+}
+
+#[test]
+fn gathered_page_data_outlives_the_window_it_was_read_into() {
+    // The writer still refers to the last batches of a window when the source reads on into
+    // the next, and records straddle every window's end.
+    let (stream, batches, pages) = small_batches();
+    let o = opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxl);
+    let (streamed, summary) = run(&stream, &o).expect("streamed");
     assert_eq!(summary.page_data_records, batches);
-    let file = TempFile::new("gathered", &b.bytes);
+    let file = TempFile::new("gathered", &stream);
     let mut buffered = Vec::new();
     let summary = Source::Buffered
         .convert(file.open_at(0), &mut buffered, &o)
         .expect("buffered");
-    assert_eq!(summary.pages, pfn);
+    assert_eq!(summary.pages, pages);
     assert!(buffered == streamed, "gathered and streamed outputs differ");
+}
+
+/// Takes `left` octets, then fails as a full disk does.
+struct FullAfter {
+    left: usize,
+}
+
+impl std::io::Write for FullAfter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_output_fails_gathered_conversion_as_a_write_error() {
+    let (stream, _, _) = small_batches();
+    let o = opts(Width::Bits64, GuestType::Hvm, OutputFormat::Libxl);
+    let total = run(&stream, &o).expect("streamed").0.len();
+    let file = TempFile::new("full", &stream);
+    for left in [0, 100, 40_000, 1 << 20, (2 << 20) + 5, total - 1] {
+        let err = convert_file_to(file.open_at(0), FullAfter { left }, &o)
+            .expect_err("the output fills up");
+        assert!(matches!(err, ConvertError::Write { .. }), "{left}: {err}");
+        assert_eq!(err.exit_code(), 1, "{left}");
+        assert!(err.to_string().contains("disk full"), "{left}: {err}");
+    }
+    convert_file_to(file.open_at(0), FullAfter { left: total }, &o).expect("room enough");
 }
