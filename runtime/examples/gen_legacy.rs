@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
+use xenmig::libxc::PageType;
 use xenmig::{legacy, limits, x86_state};
 
 const PAGE: usize = limits::PAGE_SIZE;
@@ -185,17 +186,19 @@ fn generate(o: &Options) -> io::Result<(u64, u64)> {
             let pfn = batch * batch_len as u64 + i;
             // Mostly plain pages; some page tables (PV), an XTAB now and then (by pfn, so that
             // small batches have the same mix).
-            let ty: u64 = match pfn % 64 {
-                63 => 0xF,
-                1 if o.pv => 0x1,
-                2 if o.pv => 0x9,
-                _ => 0,
+            let ty = match pfn % 64 {
+                63 => PageType::XTAB,
+                1 if o.pv => PageType::L1TAB,
+                2 if o.pv => PageType::L1TAB_PINNED,
+                _ => PageType::NOTAB,
             };
-            if ty != 0xF {
+            if ty.has_data() {
                 data[with_data * PAGE..with_data * PAGE + 8].copy_from_slice(&pfn.to_le_bytes());
                 with_data += 1;
             }
-            entries.extend_from_slice(&((ty << 28) | pfn).to_le_bytes()[..o.width]);
+            let shift = legacy::PFN_TYPE_MASK.trailing_zeros();
+            let entry = (u64::from(ty.0) << shift) | pfn;
+            entries.extend_from_slice(&entry.to_le_bytes()[..o.width]);
         }
         s.i32(batch_len as i32)?;
         s.bytes(&entries)?;

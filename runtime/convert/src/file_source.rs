@@ -37,7 +37,7 @@ const READ_AHEAD: usize = 64 << 10;
 const GATHER_OCTETS: usize = 1 << 20;
 /// Written-out windows kept for reuse.
 const SPARE_WINDOWS: usize = 2;
-/// Pieces after which the writer writes out (below the kernel's `IOV_MAX` of 1024).
+/// Pieces after which the writer writes out (well within what one vectored write takes).
 const GATHER_PIECES: usize = 512;
 /// Octets of small pieces (record headers, pfn lists) the writer copies; a piece at least this
 /// large that is not in a window is written straight through.

@@ -44,6 +44,8 @@ pub const QEMU_SIGNATURE_SIZE: usize = legacy::QEMU_SIGNATURE_LIBXL.len();
 
 /// Type nibble mask of a legacy pfn_type entry (bits 28-31).
 pub const LEGACY_TYPE_MASK: u64 = legacy::PFN_TYPE_MASK as u64;
+/// Where the type nibble starts in a page batch entry (the spec's mask's lowest bit).
+pub const LEGACY_TYPE_SHIFT: u32 = legacy::PFN_TYPE_MASK.trailing_zeros();
 /// pfn mask of a legacy pfn_type entry (bits 0-27).
 pub const LEGACY_PFN_MASK: u64 = legacy::PFN_MASK as u64;
 /// Entries whose type is below this (BROKEN) carry a page of data.

@@ -26,7 +26,7 @@ pub use file_source::{FileSource, GatherWriter, Windows};
 use legacy::{
     ChunkId, Copying, GuestType, LegacyError, LegacyReader, LegacySource, QemuRecordKind,
     ReaderOptions, Record, Width, XlHeader, LEGACY_BARE_XTAB, LEGACY_PFN_MASK, LEGACY_TYPE_MASK,
-    XL_MANDATORY_FLAG_STREAMV2,
+    LEGACY_TYPE_SHIFT, XL_MANDATORY_FLAG_STREAMV2,
 };
 pub use mapped::MappedFile;
 
@@ -511,7 +511,7 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
                         format!(
                             "page batch lists pfn {:#x} (type {:#x}) twice",
                             pair[0] & LEGACY_PFN_MASK,
-                            (pair[0] & LEGACY_TYPE_MASK) >> 28
+                            (pair[0] & LEGACY_TYPE_MASK) >> LEGACY_TYPE_SHIFT
                         ),
                     )
                     .into());

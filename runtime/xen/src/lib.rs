@@ -15,7 +15,7 @@
 // The formats (xenmig-core) and the drivers' x86 facts (xenmig-drivers), at the paths the
 // backend names them by; the drivers' `domain` module is named in full (`domain` here is
 // [`XenDomain`]'s).
-pub(crate) use xenmig_core::{libxc, limits};
+pub(crate) use xenmig_core::{legacy, libxc, limits};
 pub(crate) use xenmig_drivers::x86;
 
 pub mod domain;

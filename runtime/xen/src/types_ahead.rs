@@ -13,6 +13,7 @@
 
 use super::ffi::{self, cmd, XenDomctl};
 use super::sys::{HypercallBuffer, Xc};
+use crate::legacy;
 use crate::libxc::PageType;
 use crate::limits::PFINFO_BATCH;
 use std::collections::VecDeque;
@@ -50,10 +51,13 @@ pub(crate) fn lookup(
         }
         let mut raw = vec![0u8; chunk.len() * 8];
         buf.read(0, &mut raw)?;
+        // Each word comes back as Xen's page info (XEN_DOMCTL_PFINFO_*): the type nibble
+        // where a legacy page batch entry, which recorded these words as they were, keeps it.
+        let shift = legacy::PFN_TYPE_MASK.trailing_zeros();
         for (t, w) in types.iter_mut().zip(raw.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(w);
-            *t = PageType(((u64::from_ne_bytes(b) >> 28) & 0xf) as u32);
+            *t = PageType((u64::from_ne_bytes(b) as u32 & legacy::PFN_TYPE_MASK) >> shift);
         }
     }
     Ok(())
