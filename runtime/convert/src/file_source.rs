@@ -29,9 +29,10 @@ use super::writer::write_all_vectored;
 /// Octets read from the input at a time to lend page data from; a batch with more page data
 /// than this is read into the converter's own buffer (and written straight from it) instead.
 pub const WINDOW: usize = 1 << 20;
-/// Octets read ahead of a small read (chunk ids, counts, pfn lists): a large batch's page data
-/// after them is not read into a window only to be copied out again.
-const READ_AHEAD: usize = 64 << 10;
+/// Octets read ahead of a small read (chunk ids, counts, pfn lists), from a file here and from
+/// a stream by [`super::convert_to`]'s buffer: a large batch's page data after them is not
+/// read ahead only to be copied out again, it is read straight into the batch buffer.
+pub(crate) const READ_AHEAD: usize = 64 << 10;
 
 /// Page data referred to by the writer after which it writes out.
 const GATHER_OCTETS: usize = 1 << 20;
@@ -120,9 +121,7 @@ impl FileSource {
             end += n;
         }
         let next = Rc::new(next);
-        if let Some(old) = windows.current.replace(Rc::clone(&next)) {
-            drop(old);
-        }
+        windows.current = Some(Rc::clone(&next));
         let old = std::mem::replace(&mut self.window, next);
         windows.recycle(old);
         self.start = 0;

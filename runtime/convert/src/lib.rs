@@ -663,10 +663,6 @@ pub fn convert_from<L: LegacySource, S: V2Sink + ?Sized>(
     Ok(summary)
 }
 
-/// Input buffer of [`convert_to`]: small reads (chunk ids, counts) come from it, page data is
-/// read straight into the converter's batch buffer.
-const INPUT_BUFFER: usize = 64 << 10;
-
 /// Convert a legacy stream from `input` into a v2 stream written to `output` with the
 /// generated codecs ([`CodecSink`]), then flush `output`.
 ///
@@ -679,7 +675,7 @@ pub fn convert_to<R: Read, W: Write>(
     opts: &ConvertOptions,
 ) -> Result<ConvertSummary, ConvertError> {
     convert_source_to(
-        Copying(BufReader::with_capacity(INPUT_BUFFER, input)),
+        Copying(BufReader::with_capacity(file_source::READ_AHEAD, input)),
         output,
         opts,
     )
